@@ -1,0 +1,253 @@
+"""Run the real tritonserver 2.51 locally: start, wait until ready, stop, clean up.
+
+Every trap seen with this binary has a guard here (shared/FINDINGS.md):
+the python-backend stub for the running Python is copied into a backend directory; the bundled
+libraries and Python's LIBDIR are on LD_LIBRARY_PATH (else a stub dies and the server never gets
+ready); the venv's ``bin`` is first on PATH (the stub finds the venv through ``python3``);
+NumPy >= 2 is refused (the stub would corrupt tensors); ports are chosen free or checked before
+launch (Triton binds only after loading models); readiness is polled with a deadline; failures
+quote the server log; shutdown closes clients, sends SIGTERM, then kills the process group and
+removes only this server's shared-memory regions.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.metadata
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from cvserve.deploy.ports import free_port, port_in_use
+from cvserve.deploy.triton_install import TritonInstall
+
+
+class TritonStartError(RuntimeError):
+    """The server could not be started or never became ready; the message quotes its log."""
+
+
+class _Closable(Protocol):
+    def close(self) -> Any: ...
+
+
+def log_tail(path: Path, lines: int = 30) -> str:
+    """Last ``lines`` lines of a log file ('' if it does not exist)."""
+    try:
+        text = path.read_text(errors="replace")
+    except FileNotFoundError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def _check_numpy_below_2() -> None:
+    version = importlib.metadata.version("numpy")
+    if int(version.split(".")[0]) >= 2:
+        raise TritonStartError(
+            f"NumPy {version} is installed: the Triton 2.51 python-backend stub misreads tensors "
+            "under NumPy 2 (silently wrong data). Install numpy<2 (./deploy/setup.sh does)."
+        )
+
+
+@dataclass
+class TritonServer:
+    """One local tritonserver process serving ``repository``.
+
+    Use as a context manager, or call `start` / `stop`. Ports default to free ones on ``host``.
+    """
+
+    repository: Path
+    workdir: Path | None = None
+    host: str = "127.0.0.1"
+    http_port: int | None = None
+    grpc_port: int | None = None
+    metrics_port: int | None = None
+    exit_timeout_s: int = 5
+    log_verbose: int = 0
+    extra_args: tuple[str, ...] = ()
+    env: dict[str, str] = field(default_factory=dict)
+    python_version: tuple[int, int] | None = None
+
+    process: subprocess.Popen[bytes] | None = field(default=None, init=False)
+    shm_prefix: str = field(default="", init=False)
+    _clients: list[_Closable] = field(default_factory=list, init=False)
+    _own_workdir: tempfile.TemporaryDirectory[str] | None = field(default=None, init=False)
+
+    @property
+    def http_url(self) -> str:
+        return f"{self.host}:{self.http_port}"
+
+    @property
+    def grpc_url(self) -> str:
+        return f"{self.host}:{self.grpc_port}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://{self.host}:{self.metrics_port}/metrics"
+
+    @property
+    def log_path(self) -> Path:
+        assert self.workdir is not None
+        return self.workdir / "tritonserver.log"
+
+    def command(self, backends: Path) -> list[str]:
+        """The tritonserver command line."""
+        install = TritonInstall.discover()
+        return [
+            str(install.binary),
+            f"--model-repository={Path(self.repository).resolve()}",
+            f"--backend-directory={backends}",
+            f"--http-address={self.host}",
+            f"--http-port={self.http_port}",
+            f"--grpc-address={self.host}",
+            f"--grpc-port={self.grpc_port}",
+            f"--metrics-address={self.host}",
+            f"--metrics-port={self.metrics_port}",
+            "--allow-gpu-metrics=false",
+            "--strict-readiness=true",
+            "--exit-on-error=true",
+            f"--exit-timeout-secs={self.exit_timeout_s}",
+            f"--log-verbose={self.log_verbose}",
+            f"--backend-config=python,shm-region-prefix-name={self.shm_prefix}",
+            *self.extra_args,
+        ]
+
+    def environment(self) -> dict[str, str]:
+        install = TritonInstall.discover()
+        env = dict(os.environ)
+        venv_bin = str(Path(sys.prefix) / "bin")
+        env["PATH"] = os.pathsep.join([venv_bin, env.get("PATH", "")])
+        env["LD_LIBRARY_PATH"] = os.pathsep.join(
+            p for p in (install.library_path(), env.get("LD_LIBRARY_PATH", "")) if p
+        )
+        # One torch/OpenMP thread per stub unless told otherwise: stubs share few cores.
+        env.setdefault("OMP_NUM_THREADS", "1")
+        env.update(self.env)
+        return env
+
+    def start(self, timeout_s: float = 120.0) -> TritonServer:
+        """Launch and block until ``/v2/health/ready`` answers 200, or raise `TritonStartError`."""
+        if self.process is not None:
+            raise TritonStartError("server already started")
+        _check_numpy_below_2()
+        if not Path(self.repository).is_dir():
+            raise TritonStartError(f"model repository {self.repository} does not exist")
+        if self.workdir is None:
+            self._own_workdir = tempfile.TemporaryDirectory(prefix="cvserve-triton-")
+            self.workdir = Path(self._own_workdir.name)
+        self.workdir = Path(self.workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        for attr in ("http_port", "grpc_port", "metrics_port"):
+            port = getattr(self, attr)
+            if port is None:
+                setattr(self, attr, free_port(self.host))
+            elif port_in_use(port, self.host):
+                raise TritonStartError(
+                    f"{attr.replace('_', ' ')} {port} on {self.host} is already in use"
+                )
+        self.shm_prefix = f"cvserve_{os.getpid()}_{uuid.uuid4().hex[:8]}_"
+        backends = TritonInstall.discover().prepare_backends(
+            self.workdir / "backends", self.python_version
+        )
+        log = self.log_path.open("wb")
+        try:
+            self.process = subprocess.Popen(
+                self.command(backends),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=self.environment(),
+                cwd=self.workdir,
+                start_new_session=True,  # its own process group: stubs are stopped with it
+            )
+        finally:
+            log.close()
+        try:
+            self._wait_ready(timeout_s)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _wait_ready(self, timeout_s: float) -> None:
+        assert self.process is not None
+        deadline = time.monotonic() + timeout_s
+        url = f"http://{self.http_url}/v2/health/ready"
+        while time.monotonic() < deadline:
+            code = self.process.poll()
+            if code is not None:
+                raise TritonStartError(
+                    f"tritonserver exited with code {code} before it was ready; "
+                    f"log {self.log_path}:\n{log_tail(self.log_path)}"
+                )
+            if self._answers_ready(url):
+                return
+            time.sleep(0.2)  # poll interval; the deadline above bounds the wait
+        raise TritonStartError(
+            f"tritonserver not ready after {timeout_s:.0f} s; log {self.log_path}:\n"
+            f"{log_tail(self.log_path)}"
+        )
+
+    @staticmethod
+    def _answers_ready(url: str) -> bool:
+        try:
+            with urllib.request.urlopen(url, timeout=1.0) as response:
+                return response.status == 200
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            return False
+
+    def is_ready(self) -> bool:
+        """True while the process runs and ``/v2/health/ready`` answers 200."""
+        if self.process is None or self.process.poll() is not None:
+            return False
+        return self._answers_ready(f"http://{self.http_url}/v2/health/ready")
+
+    def register_client(self, client: _Closable) -> _Closable:
+        """Close ``client`` before shutdown (an open connection stalls Triton's exit)."""
+        self._clients.append(client)
+        return client
+
+    def grpc_client(self) -> Any:
+        """A tritonclient gRPC client to this server, closed by `stop`."""
+        import tritonclient.grpc as grpcclient
+
+        return self.register_client(grpcclient.InferenceServerClient(self.grpc_url))
+
+    def stop(self) -> None:
+        """Close clients, SIGTERM, wait, then kill the process group; remove own shm regions."""
+        for client in self._clients:
+            with contextlib.suppress(Exception):
+                client.close()
+        self._clients.clear()
+        process, self.process = self.process, None
+        if process is not None:
+            if process.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    process.send_signal(signal.SIGTERM)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    process.wait(timeout=self.exit_timeout_s + 10)
+            # Stubs may outlive the server: stop the whole group it led.
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(process.pid, signal.SIGKILL)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(timeout=10)
+        if self.shm_prefix:
+            for region in Path("/dev/shm").glob(f"{self.shm_prefix}*"):
+                with contextlib.suppress(OSError):
+                    region.unlink()
+
+    def __enter__(self) -> TritonServer:
+        return self.start() if self.process is None else self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+        if self._own_workdir is not None:
+            self._own_workdir.cleanup()
+            self._own_workdir = None

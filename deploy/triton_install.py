@@ -1,0 +1,82 @@
+"""Where the tritonserver 2.51 binary shipped in the `nvidia-pytriton` wheel and its parts live.
+
+pytriton is used only as a carrier of the real binary; cvserve launches it itself
+(see `cvserve.deploy.triton.TritonServer`).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+import sys
+import sysconfig
+from dataclasses import dataclass
+from pathlib import Path
+
+
+class TritonInstallError(RuntimeError):
+    """The bundled Triton server is missing a part it needs to run."""
+
+
+@dataclass(frozen=True)
+class TritonInstall:
+    """Paths of one tritonserver installation."""
+
+    root: Path  # site-packages/pytriton/tritonserver
+    libs: (
+        Path  # site-packages/nvidia_pytriton.libs (bundled shared libraries, libcudart among them)
+    )
+
+    @classmethod
+    def discover(cls) -> TritonInstall:
+        spec = importlib.util.find_spec("pytriton")
+        if spec is None or not spec.submodule_search_locations:
+            raise TritonInstallError("nvidia-pytriton is not installed: run ./deploy/setup.sh")
+        package = Path(next(iter(spec.submodule_search_locations)))
+        install = cls(root=package / "tritonserver", libs=package.parent / "nvidia_pytriton.libs")
+        for path in (install.binary, install.python_backend, install.libs):
+            if not path.exists():
+                raise TritonInstallError(f"tritonserver install incomplete: {path} is missing")
+        return install
+
+    @property
+    def binary(self) -> Path:
+        return self.root / "bin" / "tritonserver"
+
+    @property
+    def python_backend(self) -> Path:
+        return self.root / "backends" / "python"
+
+    def stub_for(self, version: tuple[int, int] = sys.version_info[:2]) -> Path:
+        """The python-backend stub built for this Python version."""
+        return (
+            self.root
+            / "python_backend_stubs"
+            / f"{version[0]}.{version[1]}"
+            / ("triton_python_backend_stub")
+        )
+
+    def library_path(self) -> str:
+        """LD_LIBRARY_PATH the server and its stubs need (without it a stub dies on libcudart
+        and the server waits for it forever)."""
+        parts = [str(self.libs), sysconfig.get_config_var("LIBDIR") or ""]
+        return ":".join(p for p in parts if p)
+
+    def prepare_backends(
+        self, directory: Path, python_version: tuple[int, int] | None = None
+    ) -> Path:
+        """Write a backend directory whose ``python/`` holds the backend and the stub for
+        ``python_version`` (default: the running Python). Returns ``directory``."""
+        version = python_version or sys.version_info[:2]
+        stub = self.stub_for(version)
+        if not stub.exists():
+            raise TritonInstallError(
+                f"no python-backend stub for Python {version[0]}.{version[1]} at {stub}; "
+                "every python model would fail with 'triton_python_backend_stub is not found'"
+            )
+        target = directory / "python"
+        target.mkdir(parents=True, exist_ok=True)
+        for name in ("libtriton_python.so", "triton_python_backend_utils.py"):
+            shutil.copy2(self.python_backend / name, target / name)
+        shutil.copy2(stub, target / "triton_python_backend_stub")
+        return directory

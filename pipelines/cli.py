@@ -1,0 +1,170 @@
+"""The ``cvserve`` command: one entry point, subcommands wiring every folder together."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from cvserve.pipelines.catalog import PIPELINES, pipeline
+
+
+def _add_pipeline_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--pipeline", default="classify", choices=sorted(PIPELINES))
+    parser.add_argument("--arch", default=None, help="DNN architecture (default: the pipeline's)")
+    parser.add_argument(
+        "--weights",
+        default=None,
+        help="state-dict file, or DEFAULT for torchvision's (needs internet)",
+    )
+    parser.add_argument("--seed", type=int, default=None, help="seed of the random weights")
+    parser.add_argument("--top-k", type=int, default=None)
+    parser.add_argument("--max-batch-size", type=int, default=None)
+    parser.add_argument("--instances", type=int, default=None)
+    parser.add_argument("--device", default="cpu", choices=("cpu", "gpu"))
+
+
+def _spec(args: argparse.Namespace):
+    return pipeline(
+        args.pipeline,
+        arch=args.arch,
+        weights=args.weights,
+        seed=args.seed,
+        top_k=args.top_k,
+        max_batch_size=args.max_batch_size,
+        instances=args.instances,
+        device=args.device,
+    )
+
+
+def cmd_repo_build(args: argparse.Namespace) -> int:
+    from cvserve.models.repository import write_repository
+
+    spec = _spec(args)
+    out = write_repository(spec, Path(args.out))
+    print(f"wrote {spec.name} ({', '.join(spec.model_names)}) to {out}")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from cvserve.deploy.triton import TritonServer
+
+    server = TritonServer(
+        Path(args.repo),
+        workdir=Path(args.workdir) if args.workdir else None,
+        host=args.host,
+        http_port=args.http_port,
+        grpc_port=args.grpc_port,
+        metrics_port=args.metrics_port,
+    )
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    with server:
+        print(
+            f"tritonserver ready: gRPC {server.grpc_url}  HTTP {server.http_url}  "
+            f"metrics {server.metrics_url}\nlog {server.log_path}; Ctrl-C stops it",
+            flush=True,
+        )
+        while not stop.wait(1.0):
+            if server.process is None or server.process.poll() is not None:
+                print("tritonserver exited", file=sys.stderr)
+                return 1
+    return 0
+
+
+def cmd_infer(args: argparse.Namespace) -> int:
+    from cvserve.models.zoo import class_names
+    from cvserve.pipelines.catalog import LABELS, SCORES
+    from cvserve.pipelines.client import InferenceError, PipelineClient
+
+    spec = _spec(args)
+    names = class_names(spec.stage_by_role("inference").params["arch"])
+    status = 0
+    with PipelineClient(args.url, spec) as client:
+        for path in args.images:
+            try:
+                out = client.infer([Path(path).read_bytes()], outputs=[LABELS, SCORES])
+            except (InferenceError, OSError) as exc:
+                print(f"{path}: ERROR {exc}")
+                status = 1
+                continue
+            best = ", ".join(
+                f"{names[label]} ({score:.3f})"
+                for label, score in zip(out[LABELS][0], out[SCORES][0], strict=True)
+            )
+            print(f"{path}: {best}")
+    return status
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from cvserve.pipelines.demo import run_demo
+
+    return run_demo(arch=args.arch, workdir=Path(args.workdir) if args.workdir else None)
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    if args.target == "classify":
+        from cvserve.profiling.bench import bench_classify
+
+        bench_classify(
+            arch=args.arch,
+            duration_s=args.duration,
+            out=Path(args.out) if args.out else None,
+            triton_url=args.triton_url,
+        )
+        return 0
+    raise SystemExit(f"unknown benchmark {args.target}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cvserve", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    repo = sub.add_parser("repo", help="model repositories").add_subparsers(
+        dest="repo_command", required=True
+    )
+    build = repo.add_parser("build", help="write a Triton model repository for a pipeline")
+    _add_pipeline_options(build)
+    build.add_argument("--out", required=True)
+    build.set_defaults(func=cmd_repo_build)
+
+    serve = sub.add_parser("serve", help="run the bundled tritonserver on a repository")
+    serve.add_argument("--repo", required=True)
+    serve.add_argument("--workdir", default=None, help="where the log and backends go")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--http-port", type=int, default=8000)
+    serve.add_argument("--grpc-port", type=int, default=8001)
+    serve.add_argument("--metrics-port", type=int, default=8002)
+    serve.set_defaults(func=cmd_serve)
+
+    infer = sub.add_parser("infer", help="send images to a served pipeline")
+    _add_pipeline_options(infer)
+    infer.add_argument("--url", default="127.0.0.1:8001", help="Triton gRPC host:port")
+    infer.add_argument("images", nargs="+")
+    infer.set_defaults(func=cmd_infer)
+
+    demo = sub.add_parser("demo", help="the main job end to end on a local Triton")
+    demo.add_argument("--arch", default="resnet50")
+    demo.add_argument("--workdir", default=None)
+    demo.set_defaults(func=cmd_demo)
+
+    bench = sub.add_parser("bench", help="benchmarks (tables + JSON)")
+    bench.add_argument("target", choices=("classify",))
+    bench.add_argument("--arch", default="resnet50")
+    bench.add_argument("--duration", type=float, default=10.0, help="seconds per load point")
+    bench.add_argument("--out", default=None, help="JSON path")
+    bench.add_argument("--triton-url", default=None, help="use a running Triton (gRPC host:port)")
+    bench.set_defaults(func=cmd_bench)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

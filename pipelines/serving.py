@@ -1,0 +1,34 @@
+"""Serve a pipeline on the embedded local Triton: write its repository, start, stop."""
+
+from __future__ import annotations
+
+import contextlib
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from cvserve.deploy.triton import TritonServer
+from cvserve.models.repository import write_repository
+from cvserve.pipelines.spec import PipelineSpec
+
+
+@contextlib.contextmanager
+def serve_locally(
+    specs: PipelineSpec | list[PipelineSpec],
+    workdir: Path | None = None,
+    timeout_s: float = 180.0,
+) -> Iterator[TritonServer]:
+    """Write a repository of ``specs`` under ``workdir`` (a temporary one by default) and serve it
+    on a local Triton until the block ends."""
+    specs = [specs] if isinstance(specs, PipelineSpec) else specs
+    with contextlib.ExitStack() as stack:
+        if workdir is None:
+            workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="cvserve-")))
+        workdir = Path(workdir)
+        repository = workdir / "repository"
+        for spec in specs:
+            write_repository(spec, repository)
+        server = TritonServer(repository, workdir=workdir / "triton")
+        server.start(timeout_s)
+        stack.callback(server.stop)
+        yield server

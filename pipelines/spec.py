@@ -1,0 +1,133 @@
+"""The one spec of a served pipeline: stages, tensors, shapes, batching, devices.
+
+Triton configs (`models.repository`), clients, benchmarks and profiler labels are all derived
+from a `PipelineSpec`; nothing here knows how a stage computes.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+# numpy dtype name -> Triton wire dtype ("FP32"); the config enum is "TYPE_" + it.
+_TRITON_DTYPES: dict[str, str] = {
+    "uint8": "UINT8",
+    "int32": "INT32",
+    "int64": "INT64",
+    "float16": "FP16",
+    "float32": "FP32",
+    "bytes": "BYTES",
+}
+
+Role = Literal["preprocess", "inference", "postprocess"]
+Device = Literal["cpu", "gpu"]
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """A named tensor of a stage or pipeline. ``dims`` excludes the batch dimension; -1 = any."""
+
+    name: str
+    dtype: str
+    dims: tuple[int, ...]
+    allow_ragged_batch: bool = False
+
+    def __post_init__(self) -> None:
+        if self.dtype not in _TRITON_DTYPES:
+            raise ValueError(f"tensor {self.name}: unsupported dtype {self.dtype!r}")
+
+    @property
+    def triton_dtype(self) -> str:
+        """Wire dtype as the client API spells it, e.g. ``FP32``."""
+        return _TRITON_DTYPES[self.dtype]
+
+    @property
+    def numpy_dtype(self) -> np.dtype[Any]:
+        return np.dtype(object) if self.dtype == "bytes" else np.dtype(self.dtype)
+
+
+@dataclass(frozen=True)
+class BatchingSpec:
+    """Triton dynamic batching of one model."""
+
+    max_batch_size: int = 8
+    preferred_batch_sizes: tuple[int, ...] = ()
+    max_queue_delay_us: int = 2000
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """One Triton model of a pipeline. Its ``name`` is the Triton model name and profiler label.
+
+    ``adapter`` is the module holding its ``TritonPythonModel``; ``params`` (JSON-serialisable)
+    reach that adapter through the model config.
+    """
+
+    name: str
+    role: Role
+    adapter: str
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    params: Mapping[str, Any] = field(default_factory=dict)
+    batching: BatchingSpec = field(default_factory=BatchingSpec)
+    instances: int = 1
+    device: Device = "cpu"
+
+    def params_json(self) -> str:
+        return json.dumps(dict(self.params), sort_keys=True)
+
+
+@dataclass(frozen=True)
+class PipelineSpec:
+    """A pipeline served as one Triton ensemble named ``name``.
+
+    Tensors are wired by name: a stage input is fed by the pipeline input or the earlier stage
+    output of the same name.
+    """
+
+    name: str
+    stages: tuple[StageSpec, ...]
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        available = {t.name for t in self.inputs}
+        for stage in self.stages:
+            missing = [t.name for t in stage.inputs if t.name not in available]
+            if missing:
+                raise ValueError(
+                    f"pipeline {self.name}: stage {stage.name} input(s) {missing} "
+                    "are produced by no pipeline input or earlier stage"
+                )
+            available |= {t.name for t in stage.outputs}
+        missing = [t.name for t in self.outputs if t.name not in available]
+        if missing:
+            raise ValueError(f"pipeline {self.name}: outputs {missing} are produced by no stage")
+
+    def stage(self, name: str) -> StageSpec:
+        for stage in self.stages:
+            if stage.name == name:
+                return stage
+        raise KeyError(f"pipeline {self.name} has no stage {name!r}")
+
+    def stage_by_role(self, role: Role) -> StageSpec:
+        for stage in self.stages:
+            if stage.role == role:
+                return stage
+        raise KeyError(f"pipeline {self.name} has no {role} stage")
+
+    @property
+    def model_names(self) -> tuple[str, ...]:
+        """Every Triton model of the pipeline, the ensemble last."""
+        return (*(s.name for s in self.stages), self.name)
+
+    def output(self, name: str) -> TensorSpec:
+        for tensor in self.outputs:
+            if tensor.name == name:
+                return tensor
+        raise KeyError(f"pipeline {self.name} has no output {name!r}")

@@ -1,0 +1,108 @@
+"""`cvserve bench classify`: latency and throughput of the served classify ensemble over gRPC."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from cvserve.pipelines.catalog import LABELS, SCORES, classify
+from cvserve.pipelines.client import PipelineClient
+from cvserve.pipelines.serving import serve_locally
+from cvserve.preprocess.synthetic import synthetic_image
+from cvserve.profiling.load import closed_loop
+from cvserve.profiling.machine import machine_info
+from rich.console import Console
+from rich.table import Table
+
+BENCH_SIZES: tuple[tuple[int, int], ...] = ((640, 480), (1920, 1080))
+BENCH_CONCURRENCY: tuple[int, ...] = (1, 4, 8)
+
+
+def bench_classify(
+    arch: str = "resnet50",
+    sizes: Sequence[tuple[int, int]] = BENCH_SIZES,
+    concurrency: Sequence[int] = BENCH_CONCURRENCY,
+    sequential_requests: int = 30,
+    duration_s: float = 10.0,
+    out: Path | None = None,
+    triton_url: str | None = None,
+) -> dict[str, object]:
+    """Sequential p50/p99 and closed-loop throughput per size × concurrency; prints a table and
+    writes JSON (``out`` or ``runs/bench-classify-<time>.json``)."""
+    console = Console()
+    spec = classify(arch)
+    rows: list[dict[str, object]] = []
+
+    def measure(url: str) -> None:
+        for width, height in sizes:
+            images = [synthetic_image(width, height, seed) for seed in range(8)]
+
+            def make_sender(images: list[bytes] = images):
+                client = PipelineClient(url, spec)
+
+                def send(request: int) -> None:
+                    client.infer([images[request % len(images)]], outputs=[LABELS, SCORES])
+
+                send.close = client.close  # type: ignore[attr-defined]
+                return send
+
+            warm = make_sender()
+            for n in range(3):
+                warm(n)
+            warm.close()  # type: ignore[attr-defined]
+            kb = round(sum(map(len, images)) / len(images) / 1024, 1)
+            result = closed_loop(make_sender, 1, requests_per_client=sequential_requests)
+            rows.append(
+                {
+                    "size": f"{width}x{height}",
+                    "jpeg_kb": kb,
+                    "mode": "sequential",
+                    **result.summary(),
+                }
+            )
+            console.print(f"  {width}x{height} sequential: {rows[-1]}")
+            for c in concurrency:
+                result = closed_loop(make_sender, c, duration_s=duration_s)
+                rows.append(
+                    {
+                        "size": f"{width}x{height}",
+                        "jpeg_kb": kb,
+                        "mode": "closed-loop",
+                        **result.summary(),
+                    }
+                )
+                console.print(f"  {width}x{height} concurrency {c}: {rows[-1]}")
+
+    if triton_url:
+        measure(triton_url)
+    else:
+        with serve_locally(spec) as server:
+            measure(server.grpc_url)
+    report = {
+        "benchmark": "classify",
+        "arch": arch,
+        "machine": machine_info(),
+        "transport": "gRPC",
+        "results": rows,
+    }
+    table = Table(title=f"cvserve bench classify ({arch}, {report['machine']['cores']} cores)")
+    for column in ("size", "mode", "concurrency", "images/s", "p50 ms", "p99 ms", "errors"):
+        table.add_column(column, justify="right")
+    for row in rows:
+        table.add_row(
+            str(row["size"]),
+            str(row["mode"]),
+            str(row["concurrency"]),
+            f"{row['images_per_s']:.1f}",
+            f"{row['p50_ms']:.1f}",
+            f"{row['p99_ms']:.1f}",
+            str(row["errors"]),
+        )
+    console.print(table)
+    out = out or Path("runs") / f"bench-classify-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2))
+    console.print(f"wrote {out}")
+    return report

@@ -1,0 +1,107 @@
+"""Closed-loop load: N concurrent clients each sending requests back to back, latency recorded."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    """Latencies (seconds) of the requests that completed, errors, and the wall time."""
+
+    concurrency: int
+    latencies_s: tuple[float, ...]
+    errors: int
+    wall_s: float
+    images_per_request: int = 1
+
+    @property
+    def requests(self) -> int:
+        return len(self.latencies_s)
+
+    @property
+    def throughput(self) -> float:
+        """Images per second."""
+        return self.requests * self.images_per_request / self.wall_s if self.wall_s else 0.0
+
+    def percentile_ms(self, q: float) -> float:
+        return float(np.percentile(self.latencies_s, q) * 1e3) if self.latencies_s else float("nan")
+
+    def summary(self) -> dict[str, float | int]:
+        return {
+            "concurrency": self.concurrency,
+            "requests": self.requests,
+            "errors": self.errors,
+            "images_per_s": round(self.throughput, 2),
+            "p50_ms": round(self.percentile_ms(50), 2),
+            "p90_ms": round(self.percentile_ms(90), 2),
+            "p99_ms": round(self.percentile_ms(99), 2),
+            "mean_ms": round(float(np.mean(self.latencies_s)) * 1e3, 2)
+            if self.latencies_s
+            else 0.0,
+        }
+
+
+def closed_loop(
+    make_sender: Callable[[], Callable[[int], object]],
+    concurrency: int,
+    duration_s: float | None = None,
+    requests_per_client: int | None = None,
+    images_per_request: int = 1,
+) -> LoadResult:
+    """Run ``concurrency`` threads; each gets its own sender from ``make_sender`` (one connection
+    each) and calls ``sender(i)`` until ``duration_s`` passes or it sent ``requests_per_client``."""
+    if duration_s is None and requests_per_client is None:
+        raise ValueError("give duration_s or requests_per_client")
+    senders = [make_sender() for _ in range(concurrency)]
+    latencies: list[list[float]] = [[] for _ in range(concurrency)]
+    errors = [0] * concurrency
+    start_barrier = threading.Barrier(concurrency + 1)
+    deadline: list[float] = [0.0]
+
+    def worker(slot: int) -> None:
+        send = senders[slot]
+        start_barrier.wait()
+        i = 0
+        while (requests_per_client is None or i < requests_per_client) and (
+            duration_s is None or time.perf_counter() < deadline[0]
+        ):
+            t0 = time.perf_counter()
+            try:
+                send(i)
+            except Exception:
+                errors[slot] += 1
+            else:
+                latencies[slot].append(time.perf_counter() - t0)
+            i += 1
+
+    threads = [threading.Thread(target=worker, args=(s,), daemon=True) for s in range(concurrency)]
+    for thread in threads:
+        thread.start()
+    t_start = time.perf_counter()
+    deadline[0] = t_start + (duration_s or 0.0)
+    start_barrier.wait()
+    for thread in threads:
+        thread.join()
+    wall = time.perf_counter() - t_start
+    for sender in senders:
+        close = getattr(sender, "close", None)
+        if close:
+            close()
+    return LoadResult(
+        concurrency=concurrency,
+        latencies_s=tuple(x for per in latencies for x in per),
+        errors=sum(errors),
+        wall_s=wall,
+        images_per_request=images_per_request,
+    )
+
+
+def percentiles_ms(latencies_s: Sequence[float]) -> dict[str, float]:
+    arr = np.asarray(latencies_s) * 1e3
+    return {"p50_ms": float(np.percentile(arr, 50)), "p99_ms": float(np.percentile(arr, 99))}
