@@ -39,13 +39,34 @@ class _Closable(Protocol):
     def close(self) -> Any: ...
 
 
-def log_tail(path: Path, lines: int = 30) -> str:
-    """Last ``lines`` lines of a log file ('' if it does not exist)."""
+# Log lines after which the server never gets ready by itself (a stub died): fail at once.
+FATAL_LOG_LINES = (
+    "error while loading shared libraries",
+    "triton_python_backend_stub is not found",
+)
+# Harmless error lines every CPU-only start prints.
+_BENIGN_ERRORS = ("CudaDriverHelper has not been initialized",)
+
+
+def failure_summary(path: Path, lines: int = 12) -> str:
+    """What went wrong, from a Triton log: its error lines (``E…``) and failed-model rows, then
+    the last ``lines`` lines."""
     try:
         text = path.read_text(errors="replace")
     except FileNotFoundError:
-        return ""
-    return "\n".join(text.splitlines()[-lines:])
+        return "(no log written)"
+    all_lines = text.splitlines()
+    errors = [
+        line.strip()[:400]
+        for line in all_lines
+        if (line[:1] == "E" and line[1:5].isdigit() and not any(b in line for b in _BENIGN_ERRORS))
+        or "UNAVAILABLE" in line
+        or "Failed to initialize Python stub" in line
+        or any(pattern in line for pattern in FATAL_LOG_LINES)
+    ]
+    tail = all_lines[-lines:]
+    parts = (["errors:", *errors] if errors else []) + ["last lines:", *tail]
+    return "\n".join(parts)
 
 
 def _check_numpy_below_2() -> None:
@@ -185,15 +206,31 @@ class TritonServer:
             if code is not None:
                 raise TritonStartError(
                     f"tritonserver exited with code {code} before it was ready; "
-                    f"log {self.log_path}:\n{log_tail(self.log_path)}"
+                    f"log {self.log_path}:\n{failure_summary(self.log_path)}"
                 )
             if self._answers_ready(url):
                 return
+            fatal = self._fatal_log_line()
+            if fatal:
+                raise TritonStartError(
+                    f"tritonserver cannot get ready: {fatal}\nlog {self.log_path}:\n"
+                    f"{failure_summary(self.log_path)}"
+                )
             time.sleep(0.2)  # poll interval; the deadline above bounds the wait
         raise TritonStartError(
             f"tritonserver not ready after {timeout_s:.0f} s; log {self.log_path}:\n"
-            f"{log_tail(self.log_path)}"
+            f"{failure_summary(self.log_path)}"
         )
+
+    def _fatal_log_line(self) -> str | None:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return None
+        for line in text.splitlines():
+            if any(pattern in line for pattern in FATAL_LOG_LINES):
+                return line.strip()
+        return None
 
     @staticmethod
     def _answers_ready(url: str) -> bool:

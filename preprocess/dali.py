@@ -89,10 +89,11 @@ class DaliPreprocessor:
     def __call__(self, images: Sequence[bytes | np.ndarray]) -> list[np.ndarray | PreprocessError]:
         results: list[np.ndarray | PreprocessError | None] = [None] * len(images)
         valid: list[tuple[int, np.ndarray]] = []
+        formats: dict[int, str] = {}
         for index, image in enumerate(images):
             data = strip_padding(bytes(image) if not isinstance(image, bytes) else image)
             try:
-                sniff(data, self.spec.max_pixels)
+                formats[index] = sniff(data, self.spec.max_pixels).format
             except PreprocessError as exc:
                 results[index] = PreprocessError(exc.reason, index)
                 continue
@@ -100,6 +101,10 @@ class DaliPreprocessor:
         for start in range(0, len(valid), self.max_batch_size):
             chunk = valid[start : start + self.max_batch_size]
             for (index, _), output in zip(chunk, self._run_isolating_errors(chunk), strict=True):
+                if isinstance(output, PreprocessError):
+                    output = PreprocessError(
+                        f"corrupt {formats[index].upper()}: {output.reason}", index
+                    )
                 results[index] = output
         return [r for r in results if r is not None]
 
@@ -127,6 +132,6 @@ class DaliPreprocessor:
         except RuntimeError:
             if len(chunk) == 1:
                 index = chunk[0][0]
-                return [PreprocessError("could not decode image (corrupt data)", index)]
+                return [PreprocessError("the decoder could not read it", index)]
         # The batch failed: find the culprit(s) by decoding one at a time.
         return [self._run_isolating_errors([item])[0] for item in chunk]

@@ -1,0 +1,100 @@
+"""Shared fixtures: small specs, generated images, and one real Triton for the server tests."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from cvserve.deploy.triton import TritonServer
+from cvserve.models.repository import write_repository
+from cvserve.pipelines.catalog import classify
+from cvserve.pipelines.spec import PipelineSpec
+from cvserve.preprocess.synthetic import synthetic_image
+
+# A small architecture keeps CPU inference fast in CI; the pipeline is otherwise the real one.
+TEST_ARCH = "mobilenet_v3_small"
+
+ECHO_MODEL = '''
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    """Returns every input unchanged, plus the NumPy version the stub runs with."""
+
+    def execute(self, requests):
+        responses = []
+        for request in requests:
+            tensors = []
+            for name in ("U8", "F32", "F16", "I64", "BYTES"):
+                array = pb_utils.get_input_tensor_by_name(request, "IN_" + name).as_numpy()
+                tensors.append(pb_utils.Tensor("OUT_" + name, array))
+            version = np.array([np.__version__.encode()], dtype=object)
+            tensors.append(pb_utils.Tensor("NUMPY_VERSION", version))
+            responses.append(pb_utils.InferenceResponse(output_tensors=tensors))
+        return responses
+'''
+
+ECHO_CONFIG = """
+name: "echo"
+backend: "python"
+max_batch_size: 0
+input [
+  { name: "IN_U8" data_type: TYPE_UINT8 dims: [ -1 ] },
+  { name: "IN_F32" data_type: TYPE_FP32 dims: [ -1 ] },
+  { name: "IN_F16" data_type: TYPE_FP16 dims: [ -1 ] },
+  { name: "IN_I64" data_type: TYPE_INT64 dims: [ -1 ] },
+  { name: "IN_BYTES" data_type: TYPE_STRING dims: [ -1 ] }
+]
+output [
+  { name: "OUT_U8" data_type: TYPE_UINT8 dims: [ -1 ] },
+  { name: "OUT_F32" data_type: TYPE_FP32 dims: [ -1 ] },
+  { name: "OUT_F16" data_type: TYPE_FP16 dims: [ -1 ] },
+  { name: "OUT_I64" data_type: TYPE_INT64 dims: [ -1 ] },
+  { name: "OUT_BYTES" data_type: TYPE_STRING dims: [ -1 ] },
+  { name: "NUMPY_VERSION" data_type: TYPE_STRING dims: [ 1 ] }
+]
+instance_group [ { count: 1 kind: KIND_CPU } ]
+"""
+
+
+def write_echo_model(repository: Path) -> None:
+    """A python-backend model that round-trips tensors of several dtypes (NumPy-2 canary)."""
+    (repository / "echo" / "1").mkdir(parents=True, exist_ok=True)
+    (repository / "echo" / "config.pbtxt").write_text(ECHO_CONFIG)
+    (repository / "echo" / "1" / "model.py").write_text(ECHO_MODEL)
+
+
+@pytest.fixture(scope="session")
+def classify_spec() -> PipelineSpec:
+    return classify(TEST_ARCH, max_batch_size=8, top_k=5)
+
+
+@pytest.fixture(scope="session")
+def triton(
+    classify_spec: PipelineSpec, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[TritonServer]:
+    """One real tritonserver for the whole suite: the classify ensemble and the echo model."""
+    workdir = tmp_path_factory.mktemp("triton")
+    repository = write_repository(classify_spec, workdir / "repository")
+    write_echo_model(repository)
+    server = TritonServer(repository, workdir=workdir / "server")
+    server.start(timeout_s=180)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def sample_images() -> dict[str, bytes]:
+    """Generated images of several sizes and formats, keyed ``<w>x<h>.<fmt>``."""
+    cases = [
+        (640, 480, "jpeg"),
+        (300, 200, "jpeg"),
+        (1024, 512, "png"),
+        (257, 311, "png"),
+        (1920, 1080, "jpeg"),
+    ]
+    return {
+        f"{w}x{h}.{fmt}": synthetic_image(w, h, seed, fmt) for seed, (w, h, fmt) in enumerate(cases)
+    }
