@@ -20,6 +20,13 @@ BENCH_SIZES: tuple[tuple[int, int], ...] = ((640, 480), (1920, 1080))
 BENCH_CONCURRENCY: tuple[int, ...] = (1, 4, 8)
 
 
+def _progress(console: Console, row: dict[str, object]) -> None:
+    console.print(
+        f"  {row['size']} {row['mode']} x{row['concurrency']}: {row['images_per_s']} img/s, "
+        f"p50 {row['p50_ms']} ms, p99 {row['p99_ms']} ms"
+    )
+
+
 def bench_classify(
     arch: str = "resnet50",
     sizes: Sequence[tuple[int, int]] = BENCH_SIZES,
@@ -62,7 +69,7 @@ def bench_classify(
                     **result.summary(),
                 }
             )
-            console.print(f"  {width}x{height} sequential: {rows[-1]}")
+            _progress(console, rows[-1])
             for c in concurrency:
                 result = closed_loop(make_sender, c, duration_s=duration_s)
                 rows.append(
@@ -73,7 +80,7 @@ def bench_classify(
                         **result.summary(),
                     }
                 )
-                console.print(f"  {width}x{height} concurrency {c}: {rows[-1]}")
+                _progress(console, rows[-1])
 
     if triton_url:
         measure(triton_url)
