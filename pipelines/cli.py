@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import signal
 import sys
 import threading
@@ -105,18 +106,21 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(arch=args.arch, workdir=Path(args.workdir) if args.workdir else None)
 
 
-def cmd_bench(args: argparse.Namespace) -> int:
-    if args.target == "classify":
-        from cvserve.profiling.bench import bench_classify
+def cmd_bench_classify(args: argparse.Namespace) -> int:
+    from cvserve.profiling.bench import bench_classify
 
-        bench_classify(
-            arch=args.arch,
-            duration_s=args.duration,
-            out=Path(args.out) if args.out else None,
-            triton_url=args.triton_url,
-        )
-        return 0
-    raise SystemExit(f"unknown benchmark {args.target}")
+    bench_classify(
+        arch=args.arch,
+        duration_s=args.duration,
+        out=Path(args.out) if args.out else None,
+        triton_url=args.triton_url,
+    )
+    return 0
+
+
+# Folders add their own subcommands: each module listed has `register(commands, benches)`, where
+# `commands` are the subparsers of `cvserve` and `benches` those of `cvserve bench`.
+COMMAND_MODULES: tuple[str, ...] = ()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -152,12 +156,16 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=cmd_demo)
 
     bench = sub.add_parser("bench", help="benchmarks (tables + JSON)")
-    bench.add_argument("target", choices=("classify",))
-    bench.add_argument("--arch", default="resnet50")
-    bench.add_argument("--duration", type=float, default=10.0, help="seconds per load point")
-    bench.add_argument("--out", default=None, help="JSON path")
-    bench.add_argument("--triton-url", default=None, help="use a running Triton (gRPC host:port)")
-    bench.set_defaults(func=cmd_bench)
+    benches = bench.add_subparsers(dest="target", required=True)
+    classify = benches.add_parser("classify", help="served classify: latency and throughput")
+    classify.add_argument("--arch", default="resnet50")
+    classify.add_argument("--duration", type=float, default=10.0, help="seconds per load point")
+    classify.add_argument("--out", default=None, help="JSON path")
+    classify.add_argument("--triton-url", default=None, help="a running Triton (gRPC host:port)")
+    classify.set_defaults(func=cmd_bench_classify)
+
+    for module in COMMAND_MODULES:
+        importlib.import_module(module).register(sub, benches)
     return parser
 
 
