@@ -59,14 +59,17 @@ def ensemble_config(spec: PipelineSpec) -> mc.ModelConfig:
         _tensor(config.input.add(), tensor)
     for tensor in spec.outputs:
         _tensor(config.output.add(), tensor)
+    consumed = {t.name for s in spec.stages for t in s.inputs} | {t.name for t in spec.outputs}
     for stage in spec.stages:
         step = config.ensemble_scheduling.step.add()
         step.model_name = stage.name
         step.model_version = -1
         for tensor in stage.inputs:
             step.input_map[tensor.name] = tensor.name
+        # Only outputs someone reads: an unread ensemble tensor is never requested.
         for tensor in stage.outputs:
-            step.output_map[tensor.name] = tensor.name
+            if tensor.name in consumed:
+                step.output_map[tensor.name] = tensor.name
     return config
 
 

@@ -1,26 +1,356 @@
-"""The DNNs cvserve serves: torchvision architectures with seeded random weights by default.
+"""The DNNs cvserve serves, as serving modules: a float tensor batch in, tensors out.
 
-Real weights come from a state-dict file (``weights=PATH``) or, on machines with internet,
-torchvision's pretrained ones (``weights="DEFAULT"``).
+Every architecture is a torchvision one (or built from torchvision parts) with seeded random
+weights by default; real weights come from a state-dict file (``weights=PATH``) or, on machines
+with internet, torchvision's pretrained ones (``weights="DEFAULT"``). Each `Architecture` also
+declares what its input must look like (size, resize mode, normalisation), which the pipeline
+catalog turns into the preprocessing spec — declared here once.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torchvision.models as tvm
+import torchvision.models.detection as tvd
+import torchvision.models.segmentation as tvs
+from cvserve.preprocess.spec import IMAGENET_MEAN, IMAGENET_STD
 from torch import nn
+from torch.nn import functional as F
 
-# name -> (constructor, torchvision weights enum)
-CLASSIFIERS: dict[str, tuple[Callable[..., nn.Module], Any]] = {
-    "resnet50": (tvm.resnet50, tvm.ResNet50_Weights),
-    "resnet18": (tvm.resnet18, tvm.ResNet18_Weights),
-    "mobilenet_v3_large": (tvm.mobilenet_v3_large, tvm.MobileNet_V3_Large_Weights),
-    "mobilenet_v3_small": (tvm.mobilenet_v3_small, tvm.MobileNet_V3_Small_Weights),
-}
+Task = Literal["classification", "segmentation", "detection", "depth", "identification"]
+ResizeMode = Literal["shorter_crop", "letterbox", "fixed"]
+
+# SSDlite normalises to [-1, 1].
+HALF_MEAN: tuple[float, float, float] = (127.5, 127.5, 127.5)
+HALF_STD: tuple[float, float, float] = (127.5, 127.5, 127.5)
+EMBEDDING_DIM = 128
+MAX_DETECTIONS = 100
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """A servable DNN and the input it expects (0..255 pixel units for mean/std)."""
+
+    name: str
+    task: Task
+    input_size: tuple[int, int]  # (H, W) after preprocessing
+    resize_mode: ResizeMode
+    num_classes: int
+    factory: Callable[[int], nn.Module]  # random-init network for num_classes
+    weights_enum: Any = None  # torchvision weights enum, for "DEFAULT" and class names
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    description: str = ""
+
+
+# --- serving modules -------------------------------------------------------------------------
+
+
+class SegmentationNet(nn.Module):
+    """torchvision segmentation model → per-class logits (N, C, H, W) at input resolution."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.model(pixels)["out"]
+
+
+class DetectionNet(nn.Module):
+    """torchvision detector → fixed-shape outputs in model-input pixel coordinates.
+
+    Returns boxes (N, K, 4) x1,y1,x2,y2 float32, scores (N, K) float32, labels (N, K) int64 and
+    count (N, 1) int32, padded with zeros past ``count``. Normalisation and resizing are done by
+    the preprocessing stage, so the detector's own transform is made an identity.
+    """
+
+    def __init__(self, model: nn.Module, input_size: tuple[int, int], max_detections: int) -> None:
+        super().__init__()
+        transform = model.transform
+        transform.image_mean = [0.0, 0.0, 0.0]
+        transform.image_std = [1.0, 1.0, 1.0]
+        transform.min_size = (min(input_size),)
+        transform.max_size = max(input_size)
+        if getattr(transform, "fixed_size", None) is not None:
+            transform.fixed_size = input_size
+        self.model = model
+        self.max_detections = max_detections
+
+    def forward(
+        self, pixels: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        images = list(pixels.unbind(0))
+        if torch.jit.is_scripting():  # noqa: SIM108 - scripted detectors return (losses, dets)
+            detections = self.model(images)[1]
+        else:
+            detections = self.model(images)
+        n, k = pixels.shape[0], self.max_detections
+        boxes = torch.zeros((n, k, 4), dtype=torch.float32, device=pixels.device)
+        scores = torch.zeros((n, k), dtype=torch.float32, device=pixels.device)
+        labels = torch.zeros((n, k), dtype=torch.int64, device=pixels.device)
+        count = torch.zeros((n, 1), dtype=torch.int32, device=pixels.device)
+        for i, found in enumerate(detections):
+            m = min(int(found["scores"].shape[0]), k)
+            boxes[i, :m] = found["boxes"][:m]
+            scores[i, :m] = found["scores"][:m]
+            labels[i, :m] = found["labels"][:m]
+            count[i, 0] = m
+        return boxes, scores, labels, count
+
+
+class BrightRegionDetector(nn.Module):
+    """A detector with a fixed, known head: one box around the pixels brighter than ``threshold``
+    (normalised units, all channels), score 1, label 1. For checking box mapping end to end —
+    not a learned model."""
+
+    def __init__(self, threshold: float = 1.5, max_detections: int = MAX_DETECTIONS) -> None:
+        super().__init__()
+        self.threshold = threshold
+        self.max_detections = max_detections
+
+    def forward(
+        self, pixels: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        n, k = pixels.shape[0], self.max_detections
+        boxes = torch.zeros((n, k, 4), dtype=torch.float32)
+        scores = torch.zeros((n, k), dtype=torch.float32)
+        labels = torch.zeros((n, k), dtype=torch.int64)
+        count = torch.zeros((n, 1), dtype=torch.int32)
+        bright = (pixels > self.threshold).all(dim=1)  # (N, H, W)
+        for i in range(n):
+            ys, xs = torch.nonzero(bright[i], as_tuple=True)
+            if ys.numel() > 0:
+                # Pixel (x, y) covers [x, x+1): the box is in continuous coordinates.
+                boxes[i, 0] = torch.stack([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]).float()
+                scores[i, 0] = 1.0
+                labels[i, 0] = 1
+                count[i, 0] = 1
+        return boxes, scores, labels, count
+
+
+class DepthNet(nn.Module):
+    """A small MiDaS-like encoder–decoder (torchvision has no depth model): ResNet-18 encoder,
+    upsampling decoder with skip connections → one relative (inverse) depth map (N, 1, H, W) ≥ 0."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        trunk = tvm.resnet18(weights=None)
+        self.stem = nn.Sequential(trunk.conv1, trunk.bn1, trunk.relu, trunk.maxpool)
+        self.layers = nn.ModuleList([trunk.layer1, trunk.layer2, trunk.layer3, trunk.layer4])
+        channels = (64, 128, 256, 512)
+        self.lateral = nn.ModuleList(nn.Conv2d(c, 64, 1) for c in channels)
+        self.refine = nn.ModuleList(
+            nn.Sequential(nn.Conv2d(64, 64, 3, padding=1), nn.ReLU(inplace=True)) for _ in channels
+        )
+        self.head = nn.Sequential(
+            nn.Conv2d(64, 32, 3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(32, 1, 1),
+            nn.Softplus(),
+        )
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        features = []
+        x = self.stem(pixels)
+        for layer in self.layers:
+            x = layer(x)
+            features.append(x)
+        y = self.lateral[3](features[3])
+        y = self.refine[3](y)
+        for i in (2, 1, 0):
+            y = F.interpolate(y, size=features[i].shape[-2:], mode="bilinear", align_corners=False)
+            y = self.refine[i](y + self.lateral[i](features[i]))
+        y = F.interpolate(y, size=pixels.shape[-2:], mode="bilinear", align_corners=False)
+        return self.head(y)
+
+
+class EmbeddingNet(nn.Module):
+    """Identification network for crops: ResNet-18 trunk → 128-d L2-normalised embedding."""
+
+    def __init__(self, dim: int = EMBEDDING_DIM) -> None:
+        super().__init__()
+        trunk = tvm.resnet18(weights=None)
+        trunk.fc = nn.Linear(trunk.fc.in_features, dim)
+        self.trunk = trunk
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.trunk(pixels), dim=1)
+
+
+# --- the catalogue ---------------------------------------------------------------------------
+
+
+def _classifier(constructor: Callable[..., nn.Module]) -> Callable[[int], nn.Module]:
+    return lambda num_classes: constructor(weights=None, num_classes=num_classes)
+
+
+def _segmenter(constructor: Callable[..., nn.Module]) -> Callable[[int], nn.Module]:
+    return lambda num_classes: SegmentationNet(
+        constructor(weights=None, weights_backbone=None, num_classes=num_classes, aux_loss=False)
+    )
+
+
+def _detector(
+    constructor: Callable[..., nn.Module], size: tuple[int, int]
+) -> Callable[[int], nn.Module]:
+    return lambda num_classes: DetectionNet(
+        constructor(weights=None, weights_backbone=None, num_classes=num_classes),
+        size,
+        MAX_DETECTIONS,
+    )
+
+
+_ARCHS = (
+    Architecture(
+        "resnet50",
+        "classification",
+        (224, 224),
+        "shorter_crop",
+        1000,
+        _classifier(tvm.resnet50),
+        tvm.ResNet50_Weights,
+    ),
+    Architecture(
+        "resnet18",
+        "classification",
+        (224, 224),
+        "shorter_crop",
+        1000,
+        _classifier(tvm.resnet18),
+        tvm.ResNet18_Weights,
+    ),
+    Architecture(
+        "mobilenet_v3_large",
+        "classification",
+        (224, 224),
+        "shorter_crop",
+        1000,
+        _classifier(tvm.mobilenet_v3_large),
+        tvm.MobileNet_V3_Large_Weights,
+    ),
+    Architecture(
+        "mobilenet_v3_small",
+        "classification",
+        (224, 224),
+        "shorter_crop",
+        1000,
+        _classifier(tvm.mobilenet_v3_small),
+        tvm.MobileNet_V3_Small_Weights,
+    ),
+    Architecture(
+        "deeplabv3_mobilenet_v3_large",
+        "segmentation",
+        (520, 520),
+        "fixed",
+        21,
+        _segmenter(tvs.deeplabv3_mobilenet_v3_large),
+        tvs.DeepLabV3_MobileNet_V3_Large_Weights,
+    ),
+    Architecture(
+        "fcn_resnet50",
+        "segmentation",
+        (520, 520),
+        "fixed",
+        21,
+        _segmenter(tvs.fcn_resnet50),
+        tvs.FCN_ResNet50_Weights,
+    ),
+    Architecture(
+        "fasterrcnn_mobilenet_v3_large_320_fpn",
+        "detection",
+        (320, 320),
+        "letterbox",
+        91,
+        _detector(tvd.fasterrcnn_mobilenet_v3_large_320_fpn, (320, 320)),
+        tvd.FasterRCNN_MobileNet_V3_Large_320_FPN_Weights,
+    ),
+    Architecture(
+        "ssdlite320_mobilenet_v3_large",
+        "detection",
+        (320, 320),
+        "letterbox",
+        91,
+        _detector(tvd.ssdlite320_mobilenet_v3_large, (320, 320)),
+        tvd.SSDLite320_MobileNet_V3_Large_Weights,
+        mean=HALF_MEAN,
+        std=HALF_STD,
+    ),
+    Architecture(
+        "retinanet_resnet50_fpn",
+        "detection",
+        (640, 640),
+        "letterbox",
+        91,
+        _detector(tvd.retinanet_resnet50_fpn, (640, 640)),
+        tvd.RetinaNet_ResNet50_FPN_Weights,
+    ),
+    Architecture(
+        "bright_region",
+        "detection",
+        (320, 320),
+        "letterbox",
+        2,
+        lambda _: BrightRegionDetector(),
+        description="fixed-head detector for checking box mapping (not learned)",
+    ),
+    Architecture(
+        "depth_resnet18",
+        "depth",
+        (256, 256),
+        "fixed",
+        1,
+        lambda _: DepthNet(),
+        description="small MiDaS-like encoder–decoder built by cvserve",
+    ),
+    Architecture(
+        "embed_resnet18",
+        "identification",
+        (256, 128),
+        "fixed",
+        EMBEDDING_DIM,
+        lambda _: EmbeddingNet(),
+        description="ResNet-18 → 128-d L2-normalised",
+    ),
+)
+ARCHITECTURES: dict[str, Architecture] = {a.name: a for a in _ARCHS}
+
+
+def architecture(name: str) -> Architecture:
+    if name not in ARCHITECTURES:
+        raise ValueError(f"unknown architecture {name!r}; choose from {sorted(ARCHITECTURES)}")
+    return ARCHITECTURES[name]
+
+
+def build_model(
+    arch: str,
+    seed: int = 0,
+    weights: str | Path | None = None,
+    num_classes: int | None = None,
+) -> nn.Module:
+    """The eval-mode serving module of ``arch``; the same arguments give the same model in any
+    process. ``weights``: None (seeded random), a state-dict path, or ``"DEFAULT"``."""
+    spec = architecture(arch)
+    torch.manual_seed(seed)
+    model = spec.factory(num_classes or spec.num_classes)
+    if weights == "DEFAULT":
+        if spec.weights_enum is None:
+            raise ValueError(f"{arch} has no pretrained torchvision weights")
+        _load_pretrained(model, spec)
+    elif weights:
+        model.load_state_dict(torch.load(Path(weights), map_location="cpu", weights_only=True))
+    return model.eval()
+
+
+def _load_pretrained(model: nn.Module, spec: Architecture) -> None:
+    state = spec.weights_enum.DEFAULT.get_state_dict(progress=False)
+    target = model.model if isinstance(model, SegmentationNet | DetectionNet) else model
+    target.load_state_dict(state, strict=False)
 
 
 def build_classifier(
@@ -29,23 +359,16 @@ def build_classifier(
     seed: int = 0,
     weights: str | Path | None = None,
 ) -> nn.Module:
-    """An eval-mode classifier; the same arch/seed/weights give the same model in any process."""
-    if arch not in CLASSIFIERS:
-        raise ValueError(f"unknown classifier {arch!r}; choose from {sorted(CLASSIFIERS)}")
-    constructor, weights_enum = CLASSIFIERS[arch]
-    if weights == "DEFAULT":
-        model = constructor(weights=weights_enum.DEFAULT)
-    else:
-        torch.manual_seed(seed)
-        model = constructor(weights=None, num_classes=num_classes)
-        if weights:
-            state = torch.load(Path(weights), map_location="cpu", weights_only=True)
-            model.load_state_dict(state)
-    return model.eval()
+    """A classification model (see `build_model`)."""
+    return build_model(arch, seed, weights, num_classes)
 
 
-def class_names(arch: str, num_classes: int = 1000) -> list[str]:
-    """Human-readable class names (ImageNet's for 1000 classes, ``class_<i>`` otherwise)."""
-    if num_classes == 1000 and arch in CLASSIFIERS:
-        return list(CLASSIFIERS[arch][1].DEFAULT.meta["categories"])
-    return [f"class_{i}" for i in range(num_classes)]
+def class_names(arch: str, num_classes: int | None = None) -> list[str]:
+    """Human-readable class names (torchvision's where it has them, ``class_<i>`` otherwise)."""
+    spec = architecture(arch)
+    n = num_classes or spec.num_classes
+    if spec.weights_enum is not None:
+        names = list(spec.weights_enum.DEFAULT.meta.get("categories", []))
+        if len(names) == n:
+            return names
+    return [f"class_{i}" for i in range(n)]

@@ -1,22 +1,102 @@
-"""The pipelines cvserve serves, each declared once as a `PipelineSpec`."""
+"""The pipelines cvserve serves, each declared once as a `PipelineSpec`.
+
+Every image pipeline is preprocess → DNN → postprocess; what differs per task is declared in
+`TASKS` (tensors, postprocess function) and per architecture in `models.zoo` (input size, resize
+mode, normalisation).
+"""
 
 from __future__ import annotations
 
+import inspect
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
+from cvserve.models.zoo import architecture
 from cvserve.pipelines.spec import BatchingSpec, Device, PipelineSpec, StageSpec, TensorSpec
 from cvserve.preprocess.spec import PreprocessSpec
 
 # Tensor names shared by the stages of the image pipelines.
 IMAGE = "IMAGE"  # encoded image bytes, one image per batch row (zero-padded to a common length)
 PIXELS = "PIXELS"  # preprocessed (3, H, W) tensor
+META = "META"  # (orig_h, orig_w, scale_y, scale_x, pad_top, pad_left): back to original pixels
 LOGITS = "LOGITS"
 LABELS = "LABELS"
 SCORES = "SCORES"
+BOXES = "BOXES"
+COUNT = "COUNT"
+MASK = "MASK"
+DEPTH = "DEPTH"
+SIZE = "SIZE"
+EMBEDDING = "EMBEDDING"
+RAW = "RAW_"  # prefix of DNN outputs that postprocessing turns into the named results
 
 ADAPTERS = "cvserve.models.triton"
+CROP_RATIO = 256 / 224  # classification: resize shorter side to crop × this, then centre-crop
+
+
+@dataclass(frozen=True)
+class Task:
+    """What one task's pipeline looks like around its DNN."""
+
+    default_arch: str
+    dnn_outputs: Callable[[int, tuple[int, int]], tuple[TensorSpec, ...]]  # (classes, (H, W))
+    postprocess: str  # models.postprocess.FUNCTIONS key
+    uses_meta: bool
+    results: Callable[[dict[str, Any]], tuple[TensorSpec, ...]]  # from postprocess options
+
+
+TASKS: dict[str, Task] = {
+    "classify": Task(
+        "resnet50",
+        lambda c, hw: (TensorSpec(LOGITS, "float32", (c,)),),
+        "top_k",
+        False,
+        lambda o: (
+            TensorSpec(LABELS, "int64", (o["k"],)),
+            TensorSpec(SCORES, "float32", (o["k"],)),
+        ),
+    ),
+    "segment": Task(
+        "deeplabv3_mobilenet_v3_large",
+        lambda c, hw: (TensorSpec(f"{RAW}LOGITS", "float32", (c, *hw)),),
+        "segmentation_masks",
+        True,
+        lambda o: (TensorSpec(MASK, "uint8", (-1, -1)), TensorSpec(SIZE, "int32", (2,))),
+    ),
+    "detect": Task(
+        "ssdlite320_mobilenet_v3_large",
+        lambda c, hw: (
+            TensorSpec(f"{RAW}BOXES", "float32", (-1, 4)),
+            TensorSpec(f"{RAW}SCORES", "float32", (-1,)),
+            TensorSpec(f"{RAW}LABELS", "int64", (-1,)),
+            TensorSpec(f"{RAW}COUNT", "int32", (1,)),
+        ),
+        "detections",
+        True,
+        lambda o: (
+            TensorSpec(BOXES, "float32", (o["max_detections"], 4)),
+            TensorSpec(SCORES, "float32", (o["max_detections"],)),
+            TensorSpec(LABELS, "int64", (o["max_detections"],)),
+            TensorSpec(COUNT, "int32", (1,)),
+        ),
+    ),
+    "depth": Task(
+        "depth_resnet18",
+        lambda c, hw: (TensorSpec(f"{RAW}DEPTH", "float32", (1, *hw)),),
+        "depth_maps",
+        True,
+        lambda o: (TensorSpec(DEPTH, "float16", (-1, -1)), TensorSpec(SIZE, "int32", (2,))),
+    ),
+    "identify": Task(
+        "embed_resnet18",
+        lambda c, hw: (TensorSpec(f"{RAW}EMBEDDING", "float32", (c,)),),
+        "l2_normalize",
+        False,
+        lambda o: (TensorSpec(EMBEDDING, "float32", (-1,)),),
+    ),
+}
 
 
 def default_threads() -> int:
@@ -24,47 +104,73 @@ def default_threads() -> int:
     return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
 
 
-def classify(
-    arch: str = "resnet50",
+def preprocess_spec_for(arch: str) -> PreprocessSpec:
+    """The preprocessing an architecture expects, from its declaration in `models.zoo`."""
+    a = architecture(arch)
+    return PreprocessSpec(
+        resize_mode=a.resize_mode,
+        resize_shorter=round(min(a.input_size) * CROP_RATIO),
+        crop=a.input_size,
+        mean=a.mean,
+        std=a.std,
+    )
+
+
+def image_pipeline(
+    task: str,
+    arch: str | None = None,
     *,
     device: Device = "cpu",
     max_batch_size: int = 8,
     instances: int = 1,
-    top_k: int = 5,
-    num_classes: int = 1000,
     weights: str | None = None,
     seed: int = 0,
-    preprocess: PreprocessSpec | None = None,
+    num_classes: int | None = None,
     dali_threads: int | None = None,
     torch_threads: int = 1,
     max_queue_delay_us: int = 2000,
+    preprocess: PreprocessSpec | None = None,
+    top_k: int = 5,
+    score_threshold: float = 0.3,
+    max_detections: int = 20,
+    name: str | None = None,
 ) -> PipelineSpec:
-    """Image classification: DALI preprocess → torchvision classifier → top-k."""
-    pre = preprocess or PreprocessSpec()
+    """The ``task`` pipeline (classify, segment, detect, depth, identify) around ``arch``."""
+    kind = TASKS[task]
+    arch = arch or kind.default_arch
+    a = architecture(arch)
+    pre = preprocess or preprocess_spec_for(arch)
+    classes = num_classes or a.num_classes
     batching = BatchingSpec(max_batch_size=max_batch_size, max_queue_delay_us=max_queue_delay_us)
     pixels = TensorSpec(PIXELS, pre.dtype, pre.output_shape)
-    logits = TensorSpec(LOGITS, "float32", (num_classes,))
+    meta = TensorSpec(META, "float32", (6,))
+    dnn_outputs = kind.dnn_outputs(classes, pre.output_shape[1:])
+    options: dict[str, Any] = {
+        "classify": {"k": top_k},
+        "detect": {"score_threshold": score_threshold, "max_detections": max_detections},
+    }.get(task, {})
+    results = kind.results(options)
     stages = (
         StageSpec(
-            name="preprocess",
+            name=f"{task}_preprocess",
             role="preprocess",
             adapter=f"{ADAPTERS}.preprocess",
             inputs=(TensorSpec(IMAGE, "uint8", (-1,), allow_ragged_batch=True),),
-            outputs=(pixels,),
+            outputs=(pixels, meta),
             params={"spec": pre.to_dict(), "num_threads": dali_threads or default_threads()},
             batching=batching,
             instances=instances,
             device=device,
         ),
         StageSpec(
-            name="classifier",
+            name=f"{task}_dnn",
             role="inference",
-            adapter=f"{ADAPTERS}.classifier",
+            adapter=f"{ADAPTERS}.dnn",
             inputs=(pixels,),
-            outputs=(logits,),
+            outputs=dnn_outputs,
             params={
                 "arch": arch,
-                "num_classes": num_classes,
+                "num_classes": classes,
                 "seed": seed,
                 "weights": weights,
                 "torch_threads": torch_threads,
@@ -74,40 +180,58 @@ def classify(
             device=device,
         ),
         StageSpec(
-            name="postprocess",
+            name=f"{task}_postprocess",
             role="postprocess",
-            adapter=f"{ADAPTERS}.topk",
-            inputs=(logits,),
-            outputs=(
-                TensorSpec(LABELS, "int64", (top_k,)),
-                TensorSpec(SCORES, "float32", (top_k,)),
-            ),
-            params={"top_k": top_k},
+            adapter=f"{ADAPTERS}.postprocess",
+            inputs=(*dnn_outputs, meta) if kind.uses_meta else dnn_outputs,
+            outputs=results,
+            params={"function": kind.postprocess, **options},
             batching=batching,
             instances=1,
             device="cpu",
         ),
     )
     return PipelineSpec(
-        name="classify",
+        name=name or task,
         stages=stages,
         inputs=(stages[0].inputs[0],),
-        # Intermediate tensors must not also be ensemble outputs: Triton 2.51 then reports
-        # 'unexpected deadlock' when a client requests only some outputs.
-        outputs=stages[2].outputs,
-        description=f"classification: DALI preprocess → {arch} → top-{top_k}",
+        outputs=results,
+        description=f"{task}: DALI preprocess → {arch} → {kind.postprocess}",
     )
 
 
-PIPELINES: dict[str, Callable[..., PipelineSpec]] = {"classify": classify}
+def classify(arch: str | None = None, **options: Any) -> PipelineSpec:
+    return image_pipeline("classify", arch, **options)
+
+
+def segment(arch: str | None = None, **options: Any) -> PipelineSpec:
+    return image_pipeline("segment", arch, **options)
+
+
+def detect(arch: str | None = None, **options: Any) -> PipelineSpec:
+    return image_pipeline("detect", arch, **options)
+
+
+def depth(arch: str | None = None, **options: Any) -> PipelineSpec:
+    return image_pipeline("depth", arch, **options)
+
+
+def identify(arch: str | None = None, **options: Any) -> PipelineSpec:
+    return image_pipeline("identify", arch, **options)
+
+
+PIPELINES: dict[str, Callable[..., PipelineSpec]] = {
+    "classify": classify,
+    "segment": segment,
+    "detect": detect,
+    "depth": depth,
+    "identify": identify,
+}
 
 
 def pipeline(name: str, **options: Any) -> PipelineSpec:
-    """The spec of pipeline ``name`` with ``options`` (those it does not take are ignored)."""
+    """The spec of pipeline ``name``; options that are None are left at their defaults."""
     if name not in PIPELINES:
         raise KeyError(f"unknown pipeline {name!r}; choose from {sorted(PIPELINES)}")
-    factory = PIPELINES[name]
-    accepted = factory.__code__.co_varnames[
-        : factory.__code__.co_argcount + factory.__code__.co_kwonlyargcount
-    ]
-    return factory(**{k: v for k, v in options.items() if k in accepted and v is not None})
+    accepted = inspect.signature(image_pipeline).parameters
+    return PIPELINES[name](**{k: v for k, v in options.items() if k in accepted and v is not None})

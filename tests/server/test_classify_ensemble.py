@@ -31,7 +31,7 @@ class InProcess:
         model = spec.stage_by_role("inference").params
         self.preprocess = DaliPreprocessor(PreprocessSpec.from_dict(pre["spec"]), 8, 1)
         self.model = build_classifier(model["arch"], model["num_classes"], model["seed"])
-        self.k = spec.stage_by_role("postprocess").params["top_k"]
+        self.k = spec.stage_by_role("postprocess").params["k"]
 
     def probabilities(self, images: list[bytes]) -> np.ndarray:
         with torch.inference_mode():
@@ -84,13 +84,13 @@ def test_preprocess_model_output_equals_local_dali(triton, reference, sample_ima
     batch = pad_images([image])
     tensor = grpcclient.InferInput("IMAGE", list(batch.shape), "UINT8")
     tensor.set_data_from_numpy(batch)
-    pixels = triton.grpc_client().infer("preprocess", [tensor]).as_numpy(PIXELS)
+    pixels = triton.grpc_client().infer("classify_preprocess", [tensor]).as_numpy(PIXELS)
     np.testing.assert_allclose(pixels[0], reference.preprocess.run_batch([image])[0], atol=1e-6)
 
 
 def test_concurrent_requests_are_batched(triton, classify_spec, sample_images) -> None:
     stats = triton.grpc_client()
-    before = tritonstats.fetch(stats, "classifier")
+    before = tritonstats.fetch(stats, "classify_dnn")
     image = sample_images["300x200.jpeg"]
 
     def send(_: int) -> np.ndarray:
@@ -100,7 +100,7 @@ def test_concurrent_requests_are_batched(triton, classify_spec, sample_images) -
     with ThreadPoolExecutor(8) as pool:
         answers = list(pool.map(send, range(32)))
     assert all((a == answers[0]).all() for a in answers)
-    delta = tritonstats.fetch(stats, "classifier") - before
+    delta = tritonstats.fetch(stats, "classify_dnn") - before
     assert delta.requests == 32
     assert max(delta.batches) > 1, f"no execution batched more than one request: {delta.batches}"
     assert delta.executions < 32

@@ -12,23 +12,23 @@ from cvserve.pipelines.spec import PipelineSpec, StageSpec, TensorSpec
 def test_classify_repository_configs_parse_and_follow_the_spec(tmp_path: Path) -> None:
     spec = classify("resnet50", max_batch_size=16, instances=2, top_k=3)
     write_repository(spec, tmp_path)
-    pre = read_config(tmp_path / "preprocess" / "config.pbtxt")
+    pre = read_config(tmp_path / "classify_preprocess" / "config.pbtxt")
     assert pre.backend == "python" and pre.max_batch_size == 16
     assert pre.input[0].allow_ragged_batch
     assert list(pre.output[0].dims) == [3, 224, 224]
     assert pre.instance_group[0].count == 2
     assert STAGE_PARAMETER in pre.parameters
-    post = read_config(tmp_path / "postprocess" / "config.pbtxt")
+    post = read_config(tmp_path / "classify_postprocess" / "config.pbtxt")
     assert [list(o.dims) for o in post.output] == [[3], [3]]
     ensemble = read_config(tmp_path / "classify" / "config.pbtxt")
     assert ensemble.platform == "ensemble"
     assert [s.model_name for s in ensemble.ensemble_scheduling.step] == [
-        "preprocess",
-        "classifier",
-        "postprocess",
+        "classify_preprocess",
+        "classify_dnn",
+        "classify_postprocess",
     ]
-    adapter = (tmp_path / "classifier" / "1" / "model.py").read_text()
-    assert "from cvserve.models.triton.classifier import TritonPythonModel" in adapter
+    adapter = (tmp_path / "classify_dnn" / "1" / "model.py").read_text()
+    assert "from cvserve.models.triton.dnn import TritonPythonModel" in adapter
 
 
 def test_spec_refuses_a_stage_input_nobody_produces() -> None:
@@ -41,7 +41,7 @@ def test_spec_refuses_a_stage_input_nobody_produces() -> None:
 
 def test_gpu_stages_let_gpu_tensors_through(tmp_path: Path) -> None:
     write_repository(classify(device="gpu"), tmp_path)
-    config = read_config(tmp_path / "classifier" / "config.pbtxt")
+    config = read_config(tmp_path / "classify_dnn" / "config.pbtxt")
     assert config.parameters["FORCE_CPU_ONLY_INPUT_TENSORS"].string_value == "no"
     assert config.instance_group[0].kind == config.instance_group[0].KIND_GPU
 
@@ -63,11 +63,11 @@ def test_cli_repo_build_writes_a_repository(tmp_path: Path) -> None:
     )
     assert code == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == [
-        "classifier",
         "classify",
-        "postprocess",
-        "preprocess",
+        "classify_dnn",
+        "classify_postprocess",
+        "classify_preprocess",
     ]
-    assert '"arch": "resnet18"' in (tmp_path / "classifier" / "config.pbtxt").read_text().replace(
+    assert '"arch": "resnet18"' in (tmp_path / "classify_dnn" / "config.pbtxt").read_text().replace(
         '\\"', '"'
     )

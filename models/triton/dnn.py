@@ -1,4 +1,4 @@
-"""Triton adapter of a torchvision classifier: (N, 3, H, W) float → (N, C) logits."""
+"""Triton adapter of a DNN stage: any `models.zoo` architecture, batch in, its tensors out."""
 
 from __future__ import annotations
 
@@ -7,23 +7,27 @@ from typing import Any
 import numpy as np
 import torch
 from cvserve.models.triton.base import input_names, output_names, run_batched, stage_params
-from cvserve.models.zoo import build_classifier
+from cvserve.models.zoo import build_model
 
 
 class TritonPythonModel:
+    """Input: the preprocessed batch (N, 3, H, W); outputs: the module's tensors, config order."""
+
     def initialize(self, args: dict[str, str]) -> None:
         params = stage_params(args)
         torch.set_num_threads(int(params.get("torch_threads", 1)))
-        self.model = build_classifier(
-            params["arch"], params["num_classes"], params["seed"], params.get("weights")
+        self.model = build_model(
+            params["arch"], params["seed"], params.get("weights"), params.get("num_classes")
         )
         self.input_name = input_names(args)[0]
-        self.output_name = output_names(args)[0]
+        self.output_names = output_names(args)
 
     def _infer(self, pixels: np.ndarray) -> dict[str, np.ndarray]:
         with torch.inference_mode():
-            logits = self.model(torch.from_numpy(pixels).float())
-        return {self.output_name: logits.numpy().astype(np.float32)}
+            outputs = self.model(torch.from_numpy(pixels).float())
+        if isinstance(outputs, torch.Tensor):
+            outputs = (outputs,)
+        return {name: o.numpy() for name, o in zip(self.output_names, outputs, strict=True)}
 
     def execute(self, requests: list[Any]) -> list[Any]:
         return run_batched(requests, self.input_name, self._infer)
