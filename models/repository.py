@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cvserve.pipelines.spec import PipelineSpec, StageSpec, TensorSpec
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
+
+from cvserve.pipelines.spec import PipelineSpec, StageSpec, TensorSpec
 
 STAGE_PARAMETER = "cvserve_stage"  # config parameter carrying a stage's JSON params
 

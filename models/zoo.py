@@ -18,9 +18,10 @@ import torch
 import torchvision.models as tvm
 import torchvision.models.detection as tvd
 import torchvision.models.segmentation as tvs
-from cvserve.preprocess.spec import IMAGENET_MEAN, IMAGENET_STD
 from torch import nn
 from torch.nn import functional as F
+
+from cvserve.preprocess.spec import IMAGENET_MEAN, IMAGENET_STD
 
 Task = Literal["classification", "segmentation", "detection", "depth", "identification"]
 ResizeMode = Literal["shorter_crop", "letterbox", "fixed"]

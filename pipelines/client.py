@@ -9,8 +9,9 @@ from typing import Any
 
 import numpy as np
 import tritonclient.grpc as grpcclient
-from cvserve.pipelines.spec import PipelineSpec
 from tritonclient.utils import InferenceServerException
+
+from cvserve.pipelines.spec import PipelineSpec
 
 
 class InferenceError(RuntimeError):

@@ -10,14 +10,15 @@ import time
 from pathlib import Path
 
 import numpy as np
+from rich.console import Console
+from rich.table import Table
+
 from cvserve.models.zoo import class_names
 from cvserve.pipelines.catalog import LABELS, SCORES, classify
 from cvserve.pipelines.client import PipelineClient
 from cvserve.pipelines.serving import serve_locally
 from cvserve.preprocess.synthetic import synthetic_image
 from cvserve.profiling import tritonstats
-from rich.console import Console
-from rich.table import Table
 
 DEMO_IMAGES: tuple[tuple[int, int, str], ...] = (
     (640, 480, "jpeg"),

@@ -7,14 +7,15 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from rich.console import Console
+from rich.table import Table
+
 from cvserve.pipelines.catalog import LABELS, SCORES, classify
 from cvserve.pipelines.client import PipelineClient
 from cvserve.pipelines.serving import serve_locally
 from cvserve.preprocess.synthetic import synthetic_image
 from cvserve.profiling.load import closed_loop
 from cvserve.profiling.machine import machine_info
-from rich.console import Console
-from rich.table import Table
 
 BENCH_SIZES: tuple[tuple[int, int], ...] = ((640, 480), (1920, 1080))
 BENCH_CONCURRENCY: tuple[int, ...] = (1, 4, 8)

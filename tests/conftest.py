@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from cvserve.deploy.triton import TritonServer
 from cvserve.models.repository import write_repository
 from cvserve.pipelines.catalog import classify

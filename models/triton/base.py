@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
+
 from cvserve.models.repository import STAGE_PARAMETER
 
 

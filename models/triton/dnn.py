@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 import torch
+
 from cvserve.models.triton.base import input_names, output_names, run_batched, stage_params
 from cvserve.models.zoo import build_model
 

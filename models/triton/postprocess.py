@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
+
 from cvserve.models.postprocess import FUNCTIONS
 from cvserve.models.triton.base import error_response, input_names, output_names, stage_params
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 import tritonclient.grpc as grpcclient
+
 from cvserve.deploy.triton import TritonServer
 from cvserve.models.postprocess import top_k
 from cvserve.models.zoo import build_classifier

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from cvserve.deploy import triton as triton_module
 from cvserve.deploy.triton import TritonServer, TritonStartError
 from cvserve.deploy.triton_install import TritonInstall, TritonInstallError

@@ -3,6 +3,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from cvserve.models.repository import STAGE_PARAMETER, read_config, write_repository
 from cvserve.pipelines.catalog import classify
 from cvserve.pipelines.cli import main
