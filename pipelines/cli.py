@@ -12,8 +12,9 @@ from pathlib import Path
 from cvserve.pipelines.catalog import PIPELINES, pipeline
 
 
-def _add_pipeline_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--pipeline", default="classify", choices=sorted(PIPELINES))
+def _add_pipeline_options(parser: argparse.ArgumentParser, allow_all: bool = False) -> None:
+    choices = sorted(PIPELINES) + (["all"] if allow_all else [])
+    parser.add_argument("--pipeline", default="classify", choices=choices)
     parser.add_argument("--arch", default=None, help="DNN architecture (default: the pipeline's)")
     parser.add_argument(
         "--weights",
@@ -25,6 +26,10 @@ def _add_pipeline_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-batch-size", type=int, default=None)
     parser.add_argument("--instances", type=int, default=None)
     parser.add_argument("--device", default="cpu", choices=("cpu", "gpu"))
+    parser.add_argument("--score-threshold", type=float, default=None, help="detect: min score")
+    parser.add_argument(
+        "--max-detections", type=int, default=None, help="detect: at most this many"
+    )
 
 
 def _spec(args: argparse.Namespace):
@@ -37,15 +42,25 @@ def _spec(args: argparse.Namespace):
         max_batch_size=args.max_batch_size,
         instances=args.instances,
         device=args.device,
+        score_threshold=args.score_threshold,
+        max_detections=args.max_detections,
     )
 
 
 def cmd_repo_build(args: argparse.Namespace) -> int:
     from cvserve.models.repository import write_repository
 
-    spec = _spec(args)
-    out = write_repository(spec, Path(args.out))
-    print(f"wrote {spec.name} ({', '.join(spec.model_names)}) to {out}")
+    names = sorted(PIPELINES) if args.pipeline == "all" else [args.pipeline]
+    for name in names:
+        args.pipeline = name
+        spec = _spec(args)
+        if args.target == "ngc":
+            from cvserve.models.ngc import write_ngc_repository
+
+            write_ngc_repository(spec, Path(args.out), args.format, tensorrt=args.tensorrt)
+        else:
+            write_repository(spec, Path(args.out))
+        print(f"wrote {spec.name} ({', '.join(spec.model_names)}) to {args.out} [{args.target}]")
     return 0
 
 
@@ -78,25 +93,24 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_infer(args: argparse.Namespace) -> int:
     from cvserve.models.zoo import class_names
-    from cvserve.pipelines.catalog import LABELS, SCORES
     from cvserve.pipelines.client import InferenceError, PipelineClient
+    from cvserve.pipelines.summary import summarize, write_pngs
 
     spec = _spec(args)
     names = class_names(spec.stage_by_role("inference").params["arch"])
     status = 0
     with PipelineClient(args.url, spec) as client:
-        for path in args.images:
+        for path in map(Path, args.images):
             try:
-                out = client.infer([Path(path).read_bytes()], outputs=[LABELS, SCORES])
+                out = client.infer([path.read_bytes()])
             except (InferenceError, OSError) as exc:
                 print(f"{path}: ERROR {exc}")
                 status = 1
                 continue
-            best = ", ".join(
-                f"{names[label]} ({score:.3f})"
-                for label, score in zip(out[LABELS][0], out[SCORES][0], strict=True)
-            )
-            print(f"{path}: {best}")
+            print(f"{path}: {summarize(out, 0, names)}")
+            if args.write_png:
+                for written in write_pngs(out, 0, path):
+                    print(f"  wrote {written}")
     return status
 
 
@@ -131,8 +145,26 @@ def build_parser() -> argparse.ArgumentParser:
         dest="repo_command", required=True
     )
     build = repo.add_parser("build", help="write a Triton model repository for a pipeline")
-    _add_pipeline_options(build)
+    _add_pipeline_options(build, allow_all=True)
     build.add_argument("--out", required=True)
+    build.add_argument(
+        "--target",
+        default="local",
+        choices=("local", "ngc"),
+        help="local: python backend everywhere (the bundled Triton); ngc: DALI "
+        "backend + exported DNNs for the NGC Triton container",
+    )
+    build.add_argument(
+        "--format",
+        default="torchscript",
+        choices=("torchscript", "onnx"),
+        help="ngc: how DNNs are exported (detectors are always TorchScript)",
+    )
+    build.add_argument(
+        "--tensorrt",
+        action="store_true",
+        help="ngc + onnx: run the ONNX models through TensorRT (FP16)",
+    )
     build.set_defaults(func=cmd_repo_build)
 
     serve = sub.add_parser("serve", help="run the bundled tritonserver on a repository")
@@ -147,6 +179,11 @@ def build_parser() -> argparse.ArgumentParser:
     infer = sub.add_parser("infer", help="send images to a served pipeline")
     _add_pipeline_options(infer)
     infer.add_argument("--url", default="127.0.0.1:8001", help="Triton gRPC host:port")
+    infer.add_argument(
+        "--write-png",
+        action="store_true",
+        help="write masks / depth maps as PNGs next to each input",
+    )
     infer.add_argument("images", nargs="+")
     infer.set_defaults(func=cmd_infer)
 

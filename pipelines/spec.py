@@ -26,6 +26,13 @@ _TRITON_DTYPES: dict[str, str] = {
 Role = Literal["preprocess", "inference", "postprocess"]
 Device = Literal["cpu", "gpu"]
 
+# Where the time of a stage's compute goes in the profiler's attribution (issue: profiler).
+ROLE_CATEGORY: dict[str, str] = {
+    "preprocess": "preprocessing",
+    "inference": "inference",
+    "postprocess": "postprocessing",
+}
+
 
 @dataclass(frozen=True)
 class TensorSpec:
