@@ -120,14 +120,27 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(arch=args.arch, workdir=Path(args.workdir) if args.workdir else None)
 
 
-def cmd_bench_classify(args: argparse.Namespace) -> int:
-    from cvserve.profiling.bench import bench_classify
+def cmd_bench_pipeline(args: argparse.Namespace) -> int:
+    from cvserve.profiling.bench import bench_pipeline
 
-    bench_classify(
+    bench_pipeline(
+        args.target,
         arch=args.arch,
         duration_s=args.duration,
         out=Path(args.out) if args.out else None,
         triton_url=args.triton_url,
+    )
+    return 0
+
+
+def cmd_bench_efficiency(args: argparse.Namespace) -> int:
+    from cvserve.profiling.efficiency import bench_efficiency
+
+    bench_efficiency(
+        _spec(args),
+        duration_s=args.duration,
+        concurrency=args.concurrency,
+        out=Path(args.out) if args.out else None,
     )
     return 0
 
@@ -194,12 +207,27 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = sub.add_parser("bench", help="benchmarks (tables + JSON)")
     benches = bench.add_subparsers(dest="target", required=True)
-    classify = benches.add_parser("classify", help="served classify: latency and throughput")
-    classify.add_argument("--arch", default="resnet50")
-    classify.add_argument("--duration", type=float, default=10.0, help="seconds per load point")
-    classify.add_argument("--out", default=None, help="JSON path")
-    classify.add_argument("--triton-url", default=None, help="a running Triton (gRPC host:port)")
-    classify.set_defaults(func=cmd_bench_classify)
+    for name in PIPELINES:
+        task = benches.add_parser(name, help=f"served {name}: latency and throughput")
+        task.add_argument("--arch", default=None, help="DNN (default: the pipeline's)")
+        task.add_argument("--duration", type=float, default=10.0, help="seconds per load point")
+        task.add_argument("--out", default=None, help="JSON path")
+        task.add_argument("--triton-url", default=None, help="a running Triton (gRPC host:port)")
+        task.set_defaults(func=cmd_bench_pipeline)
+
+    efficiency = benches.add_parser(
+        "efficiency", help="served ensemble vs its stages alone (the served/limit ratio)"
+    )
+    _add_pipeline_options(efficiency)
+    efficiency.add_argument("--duration", type=float, default=10.0, help="seconds per measurement")
+    efficiency.add_argument(
+        "--concurrency",
+        type=int,
+        default=None,
+        help="requests in flight (default: 2 x max batch size)",
+    )
+    efficiency.add_argument("--out", default=None, help="JSON path")
+    efficiency.set_defaults(func=cmd_bench_efficiency)
 
     for module in COMMAND_MODULES:
         importlib.import_module(module).register(sub, benches)

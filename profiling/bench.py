@@ -1,4 +1,4 @@
-"""`cvserve bench classify`: latency and throughput of the served classify ensemble over gRPC."""
+"""`cvserve bench <task>`: latency and throughput of a served pipeline over gRPC."""
 
 from __future__ import annotations
 
@@ -10,11 +10,10 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from cvserve.pipelines.catalog import LABELS, SCORES, classify
-from cvserve.pipelines.client import PipelineClient
+from cvserve.pipelines.catalog import pipeline
 from cvserve.pipelines.serving import serve_locally
 from cvserve.preprocess.synthetic import synthetic_image
-from cvserve.profiling.load import closed_loop
+from cvserve.profiling.load import closed_loop, image_senders, warm_up
 from cvserve.profiling.machine import machine_info
 
 BENCH_SIZES: tuple[tuple[int, int], ...] = ((640, 480), (1920, 1080))
@@ -28,8 +27,9 @@ def _progress(console: Console, row: dict[str, object]) -> None:
     )
 
 
-def bench_classify(
-    arch: str = "resnet50",
+def bench_pipeline(
+    name: str = "classify",
+    arch: str | None = None,
     sizes: Sequence[tuple[int, int]] = BENCH_SIZES,
     concurrency: Sequence[int] = BENCH_CONCURRENCY,
     sequential_requests: int = 30,
@@ -38,28 +38,18 @@ def bench_classify(
     triton_url: str | None = None,
 ) -> dict[str, object]:
     """Sequential p50/p99 and closed-loop throughput per size × concurrency; prints a table and
-    writes JSON (``out`` or ``runs/bench-classify-<time>.json``)."""
+    writes JSON (``out`` or ``runs/bench-<name>-<time>.json``)."""
     console = Console()
-    spec = classify(arch)
+    spec = pipeline(name, arch=arch)
+    arch = spec.stage_by_role("inference").params["arch"]
     rows: list[dict[str, object]] = []
 
     def measure(url: str) -> None:
         for width, height in sizes:
             images = [synthetic_image(width, height, seed) for seed in range(8)]
 
-            def make_sender(images: list[bytes] = images):
-                client = PipelineClient(url, spec)
-
-                def send(request: int) -> None:
-                    client.infer([images[request % len(images)]], outputs=[LABELS, SCORES])
-
-                send.close = client.close  # type: ignore[attr-defined]
-                return send
-
-            warm = make_sender()
-            for n in range(3):
-                warm(n)
-            warm.close()  # type: ignore[attr-defined]
+            make_sender = image_senders(url, spec, images)
+            warm_up(make_sender, 3)
             kb = round(sum(map(len, images)) / len(images) / 1024, 1)
             result = closed_loop(make_sender, 1, requests_per_client=sequential_requests)
             rows.append(
@@ -95,7 +85,7 @@ def bench_classify(
         "transport": "gRPC",
         "results": rows,
     }
-    table = Table(title=f"cvserve bench classify ({arch}, {report['machine']['cores']} cores)")
+    table = Table(title=f"cvserve bench {name} ({arch}, {report['machine']['cores']} cores)")
     for column in ("size", "mode", "concurrency", "images/s", "p50 ms", "p99 ms", "errors"):
         table.add_column(column, justify="right")
     for row in rows:
@@ -109,7 +99,7 @@ def bench_classify(
             str(row["errors"]),
         )
     console.print(table)
-    out = out or Path("runs") / f"bench-classify-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    out = out or Path("runs") / f"bench-{name}-{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2))
     console.print(f"wrote {out}")

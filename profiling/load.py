@@ -9,6 +9,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from cvserve.pipelines.client import PipelineClient
+from cvserve.pipelines.spec import PipelineSpec
+
+Sender = Callable[[int], object]
+
 
 @dataclass(frozen=True)
 class LoadResult:
@@ -48,7 +53,7 @@ class LoadResult:
 
 
 def closed_loop(
-    make_sender: Callable[[], Callable[[int], object]],
+    make_sender: Callable[[], Sender],
     concurrency: int,
     duration_s: float | None = None,
     requests_per_client: int | None = None,
@@ -100,6 +105,32 @@ def closed_loop(
         wall_s=wall,
         images_per_request=images_per_request,
     )
+
+
+def image_senders(url: str, spec: PipelineSpec, images: Sequence[bytes]) -> Callable[[], Sender]:
+    """A sender factory for `closed_loop`: each sender has its own gRPC connection and sends
+    request ``i`` as one image, ``images[i % len(images)]``."""
+
+    def make_sender() -> Sender:
+        client = PipelineClient(url, spec)
+
+        def send(request: int) -> None:
+            client.infer([images[request % len(images)]])
+
+        send.close = client.close  # type: ignore[attr-defined]
+        return send
+
+    return make_sender
+
+
+def warm_up(make_sender: Callable[[], Sender], requests: int) -> None:
+    """Send ``requests`` unmeasured requests on one connection."""
+    send = make_sender()
+    for n in range(requests):
+        send(n)
+    close = getattr(send, "close", None)
+    if close:
+        close()
 
 
 def percentiles_ms(latencies_s: Sequence[float]) -> dict[str, float]:

@@ -1,0 +1,154 @@
+"""`cvserve bench efficiency`: the served ensemble against what its stages do alone.
+
+Measured in one run, same images, same batch size: preprocessing alone (the DALI backend the
+served model uses, in this process), the DNN alone (the same module and thread count), and the
+served ensemble over gRPC. The **limit** is the slower stage on a GPU; on a CPU-only machine,
+where both stages share the cores, their serial composition ``1 / (1/a + 1/b)``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from cvserve.models.zoo import build_model
+from cvserve.pipelines.serving import serve_locally
+from cvserve.pipelines.spec import PipelineSpec
+from cvserve.preprocess.dali import DaliPreprocessor
+from cvserve.preprocess.spec import PreprocessSpec
+from cvserve.preprocess.synthetic import synthetic_image
+from cvserve.profiling.load import closed_loop, image_senders, warm_up
+from cvserve.profiling.machine import machine_info
+
+EFFICIENCY_SIZES: tuple[tuple[int, int], ...] = ((640, 480), (1920, 1080))
+
+
+def _rate(step: Any, images_per_step: int, duration_s: float) -> float:
+    """Images per second of ``step()`` repeated for ``duration_s`` (after one warm-up call)."""
+    step()
+    count, start = 0, time.perf_counter()
+    while time.perf_counter() - start < duration_s:
+        step()
+        count += images_per_step
+    return count / (time.perf_counter() - start)
+
+
+def stage_rates(
+    spec: PipelineSpec, images: list[bytes], batch: int, duration_s: float
+) -> tuple[float, float]:
+    """(preprocessing alone, DNN alone) in images/s, with the served stages' settings."""
+    pre_stage = spec.stage_by_role("preprocess")
+    dnn_stage = spec.stage_by_role("inference")
+    preprocessor = DaliPreprocessor(
+        PreprocessSpec.from_dict(pre_stage.params["spec"]),
+        max_batch_size=batch,
+        num_threads=int(pre_stage.params["num_threads"]),
+    )
+    chunks = [images[i : i + batch] for i in range(0, len(images), batch)]
+    state = {"i": 0}
+
+    def preprocess_step() -> Any:
+        state["i"] += 1
+        return preprocessor.run_batch(chunks[state["i"] % len(chunks)])
+
+    pre_rate = _rate(preprocess_step, batch, duration_s)
+    pixels = torch.from_numpy(preprocessor.run_batch(chunks[0]))
+    params = dnn_stage.params
+    model = build_model(params["arch"], params["seed"], params.get("weights"))
+    threads_before = torch.get_num_threads()
+    torch.set_num_threads(int(params.get("torch_threads", 1)))
+    try:
+        with torch.inference_mode():
+            dnn_rate = _rate(lambda: model(pixels), batch, duration_s)
+    finally:
+        torch.set_num_threads(threads_before)
+    return pre_rate, dnn_rate
+
+
+def served_rate(
+    url: str, spec: PipelineSpec, images: list[bytes], concurrency: int, duration_s: float
+) -> float:
+    """Images/s of the served ensemble, one image per request, ``concurrency`` in flight."""
+
+    make_sender = image_senders(url, spec, images)
+    warm_up(make_sender, concurrency)
+    result = closed_loop(make_sender, concurrency, duration_s=duration_s)
+    if result.errors:
+        raise RuntimeError(f"{result.errors} requests failed during the served measurement")
+    return result.throughput
+
+
+def bench_efficiency(
+    spec: PipelineSpec,
+    sizes: Sequence[tuple[int, int]] = EFFICIENCY_SIZES,
+    duration_s: float = 10.0,
+    concurrency: int | None = None,
+    out: Path | None = None,
+) -> dict[str, Any]:
+    """Prints preprocessing alone, DNN alone, served, limit and served/limit per size; writes
+    JSON (``out`` or ``runs/bench-efficiency-<pipeline>-<time>.json``)."""
+    console = Console()
+    batch = spec.stage_by_role("inference").batching.max_batch_size
+    concurrency = concurrency or 2 * batch
+    gpu = spec.stage_by_role("inference").device == "gpu"
+    rows: list[dict[str, Any]] = []
+    image_sets = {
+        size: [synthetic_image(size[0], size[1], seed) for seed in range(2 * batch)]
+        for size in sizes
+    }
+    for (width, height), images in image_sets.items():
+        pre, dnn = stage_rates(spec, images, batch, duration_s)
+        rows.append({"size": f"{width}x{height}", "preprocess_alone": pre, "dnn_alone": dnn})
+        console.print(
+            f"  {width}x{height}: preprocessing alone {pre:.1f} img/s, DNN alone {dnn:.1f}"
+        )
+    with serve_locally(spec) as server:
+        for row, images in zip(rows, image_sets.values(), strict=True):
+            served = served_rate(server.grpc_url, spec, images, concurrency, duration_s)
+            a, b = row["preprocess_alone"], row["dnn_alone"]
+            limit = min(a, b) if gpu else 1.0 / (1.0 / a + 1.0 / b)
+            row.update(served=served, limit=limit, ratio=served / limit)
+            console.print(
+                f"  {row['size']}: served {served:.1f} img/s = {served / limit:.2f} x limit"
+            )
+    stage = spec.stage_by_role("inference")
+    report = {
+        "benchmark": "efficiency",
+        "pipeline": spec.name,
+        "arch": stage.params["arch"],
+        "batch": batch,
+        "concurrency": concurrency,
+        "instances": stage.instances,
+        "torch_threads": stage.params.get("torch_threads"),
+        "dali_threads": spec.stage_by_role("preprocess").params.get("num_threads"),
+        "limit_rule": "min(a, b)" if gpu else "1 / (1/a + 1/b)",
+        "machine": machine_info(),
+        "results": rows,
+    }
+    table = Table(title=f"cvserve bench efficiency: {spec.description}")
+    for column in ("size", "preprocess alone", "DNN alone", "limit", "served", "served / limit"):
+        table.add_column(column, justify="right")
+    for row in rows:
+        table.add_row(
+            row["size"],
+            f"{row['preprocess_alone']:.1f}",
+            f"{row['dnn_alone']:.1f}",
+            f"{row['limit']:.1f}",
+            f"{row['served']:.1f}",
+            f"{row['ratio']:.2f}",
+        )
+    console.print(table)
+    out = (
+        out or Path("runs") / f"bench-efficiency-{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2))
+    console.print(f"wrote {out}")
+    return report
