@@ -17,7 +17,7 @@ from cvserve.pipelines.spec import PipelineSpec, StageSpec, TensorSpec
 STAGE_PARAMETER = "cvserve_stage"  # config parameter carrying a stage's JSON params
 
 
-def _tensor(message: mc.ModelInput | mc.ModelOutput, tensor: TensorSpec) -> None:
+def tensor_message(message: mc.ModelInput | mc.ModelOutput, tensor: TensorSpec) -> None:
     message.name = tensor.name
     message.data_type = mc.DataType.Value(
         f"TYPE_{'STRING' if tensor.dtype == 'bytes' else tensor.triton_dtype}"
@@ -31,10 +31,10 @@ def stage_config(stage: StageSpec) -> mc.ModelConfig:
     config.max_batch_size = stage.batching.max_batch_size
     for tensor in stage.inputs:
         message = config.input.add()
-        _tensor(message, tensor)
+        tensor_message(message, tensor)
         message.allow_ragged_batch = tensor.allow_ragged_batch
     for tensor in stage.outputs:
-        _tensor(config.output.add(), tensor)
+        tensor_message(config.output.add(), tensor)
     if stage.batching.max_batch_size > 0:
         config.dynamic_batching.max_queue_delay_microseconds = stage.batching.max_queue_delay_us
         config.dynamic_batching.preferred_batch_size.extend(stage.batching.preferred_batch_sizes)
@@ -57,9 +57,9 @@ def ensemble_config(spec: PipelineSpec) -> mc.ModelConfig:
     config = mc.ModelConfig(name=spec.name, platform="ensemble")
     config.max_batch_size = min(s.batching.max_batch_size for s in spec.stages)
     for tensor in spec.inputs:
-        _tensor(config.input.add(), tensor)
+        tensor_message(config.input.add(), tensor)
     for tensor in spec.outputs:
-        _tensor(config.output.add(), tensor)
+        tensor_message(config.output.add(), tensor)
     consumed = {t.name for s in spec.stages for t in s.inputs} | {t.name for t in spec.outputs}
     for stage in spec.stages:
         step = config.ensemble_scheduling.step.add()
