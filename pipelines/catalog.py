@@ -137,6 +137,7 @@ def image_pipeline(
 ) -> PipelineSpec:
     """The ``task`` pipeline (classify, segment, detect, depth, identify) around ``arch``."""
     kind = TASKS[task]
+    name = name or task
     arch = arch or kind.default_arch
     a = architecture(arch)
     pre = preprocess or preprocess_spec_for(arch)
@@ -152,7 +153,7 @@ def image_pipeline(
     results = kind.results(options)
     stages = (
         StageSpec(
-            name=f"{task}_preprocess",
+            name=f"{name}_preprocess",
             role="preprocess",
             adapter=f"{ADAPTERS}.preprocess",
             inputs=(TensorSpec(IMAGE, "uint8", (-1,), allow_ragged_batch=True),),
@@ -163,7 +164,7 @@ def image_pipeline(
             device=device,
         ),
         StageSpec(
-            name=f"{task}_dnn",
+            name=f"{name}_dnn",
             role="inference",
             adapter=f"{ADAPTERS}.dnn",
             inputs=(pixels,),
@@ -180,7 +181,7 @@ def image_pipeline(
             device=device,
         ),
         StageSpec(
-            name=f"{task}_postprocess",
+            name=f"{name}_postprocess",
             role="postprocess",
             adapter=f"{ADAPTERS}.postprocess",
             inputs=(*dnn_outputs, meta) if kind.uses_meta else dnn_outputs,
@@ -192,7 +193,7 @@ def image_pipeline(
         ),
     )
     return PipelineSpec(
-        name=name or task,
+        name=name,
         stages=stages,
         inputs=(stages[0].inputs[0],),
         outputs=results,
