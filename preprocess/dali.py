@@ -1,8 +1,18 @@
 """DALI preprocessing graphs built from a `PreprocessSpec`; a batch runner with per-image errors.
 
-The graph reads top to bottom as the data flows: encoded bytes → decode (RGB) → resize →
-crop + normalise (+ CHW layout, dtype). ``device="cpu"`` runs with ``device_id=None`` (no GPU
-needed); ``device="gpu"`` decodes with ``mixed`` (nvJPEG) and leaves the output on the GPU.
+The graph reads top to bottom as the data flows: encoded bytes → header shape (EXIF-oriented)
+→ `preprocess.geometry.placement` evaluated on DALI nodes → decode (RGB, EXIF applied) → resize
+to the placement's size → crop/pad + normalise (+ layout, dtype) in one ``crop_mirror_normalize``
+(a centre crop inside the resized image resizes only the input region it covers instead); META
+comes out as a second output, computed on the CPU from the header alone.
+
+``device="cpu"`` runs with ``device_id=None`` (no GPU needed). ``device="gpu"`` decodes with
+``mixed`` (nvImageCodec: nvJPEG or the A100/H100 hardware decoder, ``hw_decoder_load``), resizes
+and normalises on the GPU, and leaves the pixels there (torch tensors). Filter: DALI's
+``INTERP_LINEAR`` with ``antialias``: the spec's triangle filter, borders clamped, exactly (the
+float64 reference differs from it by the 8-bit rounding of the resized image). Known limitation
+(DALI 2.4):
+a lossless WebP carrying EXIF (VP8X + VP8L) is refused as corrupt.
 """
 
 from __future__ import annotations
@@ -12,126 +22,230 @@ from collections.abc import Sequence
 from typing import Any, Literal
 
 import numpy as np
-from cvserve.preprocess.sniff import sniff, strip_padding
-from cvserve.preprocess.spec import PreprocessError, PreprocessSpec
-from nvidia.dali import fn, pipeline_def, types
+import nvidia.dali.math as dmath
+from nvidia.dali import backend, fn, pipeline_def, types
+from nvidia.dali.data_node import DataNode
 from nvidia.dali.pipeline import Pipeline
 
-INPUT_NAME = "encoded"
+from cvserve.preprocess.geometry import Placement, placement
+from cvserve.preprocess.preprocessor import (
+    Encoded,
+    Preprocessed,
+    Preprocessor,
+    Result,
+    decoder_error,
+)
+from cvserve.preprocess.spec import PreprocessSpec
+
+# The external source's name. Triton's DALI backend feeds it the model input of the same name:
+# the pipelines' encoded-image tensor.
+INPUT_NAME = "IMAGE"
+# Share of JPEG decoding sent to the hardware decoder (A100/H100) in ``mixed`` decoding.
+HW_DECODER_LOAD = 0.65
 
 _DALI_DTYPES = {"float32": types.FLOAT, "float16": types.FLOAT16}
 
 
-def preprocess_graph(encoded: Any, spec: PreprocessSpec, device: Literal["cpu", "gpu"]) -> Any:
-    """DALI nodes turning a batch of encoded images into normalised tensors per ``spec``."""
-    decode_device = "mixed" if device == "gpu" else "cpu"
-    images = fn.decoders.image(encoded, device=decode_device, output_type=types.RGB)
-    if spec.resize_mode != "shorter_crop":
-        raise ValueError(f"resize mode {spec.resize_mode!r} not supported by the DALI graph")
-    images = fn.resize(
-        images,
-        resize_shorter=spec.resize_shorter,
-        antialias=spec.antialias,
-        interp_type=types.INTERP_LINEAR,
+def gpu_count() -> int:
+    """CUDA devices DALI can see (0 without a GPU or driver)."""
+    return backend.GetCUDADeviceCount()
+
+
+def _float_node(value: Any) -> DataNode:
+    if isinstance(value, DataNode):
+        return fn.cast(value, dtype=types.FLOAT)
+    return types.Constant(float(value), dtype=types.FLOAT, device="cpu")
+
+
+def _float_vector(*values: Any) -> Any:
+    """A per-sample float vector argument: a plain list if every value is a Python number."""
+    if not any(isinstance(v, DataNode) for v in values):
+        return [float(v) for v in values]
+    return fn.stack(*(_float_node(v) for v in values))
+
+
+def _crop_pos(offset: Any, resized: Any, out: int) -> Any:
+    """``crop_mirror_normalize``'s normalised anchor putting the resized image at ``offset``:
+    anchor = pos * (resized - out) = -offset (0 / 1 when the extents match)."""
+    span = resized - out
+    return -offset / (span + (span == 0))
+
+
+def _input_coordinate(p: Placement, y: int, x: int) -> tuple[Any, Any]:
+    """Input-image coordinates (continuous) of output point (y, x): ``(y - top) / scale``."""
+    return (
+        _float_node((y - p.top) * p.orig_h) / _float_node(p.resized_h),
+        _float_node((x - p.left) * p.orig_w) / _float_node(p.resized_w),
     )
-    return fn.crop_mirror_normalize(
-        images,
-        crop=spec.crop,
-        mean=list(spec.mean),
-        std=list(spec.std),
-        output_layout="CHW",
-        dtype=_DALI_DTYPES[spec.dtype],
+
+
+def preprocess_graph(
+    encoded: DataNode,
+    spec: PreprocessSpec,
+    device: Literal["cpu", "gpu"],
+    hw_decoder_load: float = HW_DECODER_LOAD,
+) -> tuple[DataNode, DataNode]:
+    """DALI nodes turning a batch of encoded images into ``(pixels, meta)`` per ``spec``:
+    pixels ``spec.output_shape`` ``spec.dtype`` (on ``device``), meta float32 [6] (CPU)."""
+    shape = fn.peek_image_shape(encoded)  # (H, W, C) after EXIF orientation, from the header
+    p = placement(shape[0], shape[1], spec, minimum=dmath.min, maximum=dmath.max)
+    if device == "gpu":
+        images = fn.decoders.image(
+            encoded,
+            device="mixed",
+            output_type=types.RGB,
+            hw_decoder_load=hw_decoder_load,
+            jpeg_fancy_upsampling=True,  # as libjpeg on the CPU
+        )
+    else:
+        images = fn.decoders.image(encoded, device="cpu", output_type=types.RGB)
+    out_h, out_w = spec.output_size
+    normalize = {
+        "mean": list(spec.mean),
+        "std": list(spec.std),
+        "output_layout": spec.layout,
+        "dtype": _DALI_DTYPES[spec.dtype],
+    }
+    if spec.resize_mode == "shorter_crop" and spec.resize_shorter >= max(spec.output_size):
+        # The crop lies inside the resized image: resize just the input region it covers (same
+        # pixels as resizing everything then cropping, half the work at 16:9).
+        pixels = fn.crop_mirror_normalize(
+            fn.resize(
+                images,
+                size=[float(out_h), float(out_w)],
+                roi_start=_float_vector(*_input_coordinate(p, 0, 0)),
+                roi_end=_float_vector(*_input_coordinate(p, out_h, out_w)),
+                roi_relative=False,
+                antialias=spec.antialias,
+                interp_type=types.INTERP_LINEAR,
+            ),
+            **normalize,
+        )
+    else:
+        images = fn.resize(
+            images,
+            size=_float_vector(p.resized_h, p.resized_w),
+            antialias=spec.antialias,
+            interp_type=types.INTERP_LINEAR,
+        )
+        pixels = fn.crop_mirror_normalize(
+            images,
+            crop=spec.output_size,
+            crop_pos_y=_crop_pos(p.top, p.resized_h, out_h),
+            crop_pos_x=_crop_pos(p.left, p.resized_w, out_w),
+            out_of_bounds_policy="pad",
+            fill_values=list(spec.normalized_pad),  # in output units
+            **normalize,
+        )
+    meta = fn.stack(
+        *(
+            _float_node(v)
+            for v in (
+                p.orig_h,
+                p.orig_w,
+                p.resized_h / p.orig_h,
+                p.resized_w / p.orig_w,
+                p.top,
+                p.left,
+            )
+        )
     )
+    return pixels, meta
+
+
+def define_pipeline(
+    spec: PreprocessSpec,
+    max_batch_size: int,
+    num_threads: int | None = None,
+    device: Literal["cpu", "gpu"] | None = None,
+    device_id: int | None = 0,
+    input_name: str = INPUT_NAME,
+    hw_decoder_load: float = HW_DECODER_LOAD,
+    with_meta: bool = True,
+) -> Pipeline:
+    """An unbuilt DALI pipeline: one external input ``input_name`` (uint8 bytes), outputs
+    ``(pixels, meta)`` (``pixels`` alone without ``with_meta``). A CPU pipeline always gets
+    ``device_id=None``; give a GPU pipeline ``None`` only to serialise it (it cannot run)."""
+    device = device or spec.device
+
+    @pipeline_def(
+        batch_size=max_batch_size,
+        num_threads=num_threads or len(os.sched_getaffinity(0)),
+        device_id=device_id if device == "gpu" else None,
+        prefetch_queue_depth=1,
+    )
+    def _pipeline() -> tuple[DataNode, ...]:
+        encoded = fn.external_source(name=input_name, dtype=types.UINT8, ndim=1)
+        pixels, meta = preprocess_graph(encoded, spec, device, hw_decoder_load)
+        return (pixels, meta) if with_meta else (pixels,)
+
+    return _pipeline()
 
 
 def build_pipeline(
     spec: PreprocessSpec,
     max_batch_size: int,
     num_threads: int | None = None,
-    device: Literal["cpu", "gpu"] = "cpu",
+    device: Literal["cpu", "gpu"] | None = None,
     device_id: int | None = 0,
 ) -> Pipeline:
-    """A built DALI pipeline with one external input named `INPUT_NAME`."""
-
-    @pipeline_def(
-        batch_size=max_batch_size,
-        num_threads=num_threads or max(1, os.cpu_count() or 1),
-        device_id=device_id if device == "gpu" else None,
-        prefetch_queue_depth=1,
-    )
-    def _pipeline() -> Any:
-        encoded = fn.external_source(name=INPUT_NAME, dtype=types.UINT8, ndim=1)
-        return preprocess_graph(encoded, spec, device)
-
-    pipe = _pipeline()
+    """`define_pipeline`, built and ready to run."""
+    pipe = define_pipeline(spec, max_batch_size, num_threads, device, device_id)
     pipe.build()
     return pipe
 
 
-class DaliPreprocessor:
+class DaliPreprocessor(Preprocessor):
     """Runs a `PreprocessSpec` through DALI on lists of encoded images.
 
-    `__call__` never raises for bad images: each result is an array ``(3, H, W)`` or the
-    `PreprocessError` of that image, so one bad image fails only itself.
+    ``device`` defaults to ``spec.device``. On ``gpu`` the pixels are ``torch.Tensor`` on CUDA
+    (copied out of DALI's buffers, which the next run reuses).
     """
+
+    name = "dali"
+    filter = "DALI resize INTERP_LINEAR with antialias: the spec's triangle, borders clamped"
 
     def __init__(
         self,
         spec: PreprocessSpec,
         max_batch_size: int = 32,
         num_threads: int | None = None,
-        device: Literal["cpu", "gpu"] = "cpu",
+        device: Literal["cpu", "gpu"] | None = None,
+        device_id: int = 0,
     ) -> None:
-        self.spec = spec
-        self.max_batch_size = max_batch_size
-        self.pipeline = build_pipeline(spec, max_batch_size, num_threads, device)
+        super().__init__(spec, max_batch_size)
+        self.device = device or spec.device
+        if self.device == "gpu" and gpu_count() == 0:
+            raise RuntimeError("DALI GPU preprocessing needs a CUDA GPU; DALI sees none")
+        self.pipeline = build_pipeline(spec, max_batch_size, num_threads, self.device, device_id)
 
-    def __call__(self, images: Sequence[bytes | np.ndarray]) -> list[np.ndarray | PreprocessError]:
-        results: list[np.ndarray | PreprocessError | None] = [None] * len(images)
-        valid: list[tuple[int, np.ndarray]] = []
-        formats: dict[int, str] = {}
-        for index, image in enumerate(images):
-            data = strip_padding(bytes(image) if not isinstance(image, bytes) else image)
-            try:
-                formats[index] = sniff(data, self.spec.max_pixels).format
-            except PreprocessError as exc:
-                results[index] = PreprocessError(exc.reason, index)
-                continue
-            valid.append((index, np.frombuffer(data, dtype=np.uint8)))
-        for start in range(0, len(valid), self.max_batch_size):
-            chunk = valid[start : start + self.max_batch_size]
-            for (index, _), output in zip(chunk, self._run_isolating_errors(chunk), strict=True):
-                if isinstance(output, PreprocessError):
-                    output = PreprocessError(
-                        f"corrupt {formats[index].upper()}: {output.reason}", index
-                    )
-                results[index] = output
-        return [r for r in results if r is not None]
-
-    def run_batch(self, images: Sequence[bytes | np.ndarray]) -> np.ndarray:
-        """All images as one ``(N, 3, H, W)`` array; raises the first image's `PreprocessError`."""
-        outputs = self(images)
-        for output in outputs:
-            if isinstance(output, PreprocessError):
-                raise output
-        return np.stack(outputs)  # type: ignore[arg-type]
-
-    def _run(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
-        self.pipeline.feed_input(INPUT_NAME, arrays)
-        (output,) = self.pipeline.run()
-        if hasattr(output, "as_cpu"):
-            output = output.as_cpu()
-        batch = output.as_array()  # a copy: DALI reuses its own buffers on the next run
-        return list(batch)
-
-    def _run_isolating_errors(
-        self, chunk: list[tuple[int, np.ndarray]]
-    ) -> list[np.ndarray | PreprocessError]:
+    def _process(self, chunk: list[Encoded]) -> list[Result]:
         try:
-            return list(self._run([array for _, array in chunk]))
+            return self._run(chunk)
         except RuntimeError:
             if len(chunk) == 1:
-                index = chunk[0][0]
-                return [PreprocessError("the decoder could not read it", index)]
-        # The batch failed: find the culprit(s) by decoding one at a time.
-        return [self._run_isolating_errors([item])[0] for item in chunk]
+                return [decoder_error(chunk[0])]
+        # The batch failed: bisect to find the image(s) the decoder refuses.
+        half = len(chunk) // 2
+        return self._process(chunk[:half]) + self._process(chunk[half:])
+
+    def _run(self, chunk: Sequence[Encoded]) -> list[Result]:
+        self.pipeline.feed_input(INPUT_NAME, [np.frombuffer(i.data, np.uint8) for i in chunk])
+        pixels, meta = self.pipeline.run()
+        metas = meta.as_array()
+        # Copies either way: DALI reuses its own buffers on the next run.
+        batch = _to_torch(pixels) if self.device == "gpu" else pixels.as_array()
+        return [Preprocessed(batch[i], metas[i]) for i in range(len(chunk))]
+
+
+def _to_torch(pixels: Any) -> Any:
+    """A DALI GPU batch of equal shapes → a new CUDA torch tensor (N, ...)."""
+    import torch
+    from nvidia.dali.plugin.pytorch import feed_ndarray, to_torch_type
+
+    tensor = pixels.as_tensor()
+    out = torch.empty(
+        tensor.shape(), dtype=to_torch_type[tensor.dtype], device=torch.device("cuda")
+    )
+    feed_ndarray(tensor, out, cuda_stream=torch.cuda.current_stream())
+    return out

@@ -1,15 +1,19 @@
-"""Recognise an encoded image from its bytes and read its size from the header, before decoding.
+"""Recognise an encoded image from its bytes and read its header, before decoding.
 
 This is where bad input is refused with a reason: empty, unknown or unsupported format,
-truncated JPEG/PNG, and decompression bombs (header dimensions above a pixel limit).
+truncated JPEG/PNG/WebP/BMP, and decompression bombs (header dimensions above a pixel limit).
+The header also gives the EXIF orientation and the PNG bit depth the backends need. A JPEG cut
+inside its scan whose end marker was put back passes here and decodes with a grey tail in every
+backend (libjpeg's behaviour); corrupt data the decoder refuses fails that image alone.
 """
 
 from __future__ import annotations
 
 import struct
+from collections.abc import Collection
 from dataclasses import dataclass
 
-from cvserve.preprocess.spec import DEFAULT_MAX_PIXELS, PreprocessError
+from cvserve.preprocess.spec import DEFAULT_MAX_PIXELS, SUPPORTED_FORMATS, PreprocessError
 
 # Formats recognised but not decoded by cvserve.
 _UNSUPPORTED_MAGIC: tuple[tuple[bytes, str], ...] = (
@@ -18,30 +22,63 @@ _UNSUPPORTED_MAGIC: tuple[tuple[bytes, str], ...] = (
     (b"MM\x00*", "TIFF"),
     (b"%PDF", "PDF"),
     (b"\x00\x00\x00\x0cjP  ", "JPEG 2000"),
+    (b"\xff\x4f\xff\x51", "JPEG 2000"),
 )
 # JPEG start-of-frame markers carrying the image size (all SOFn except DHT/JPG/DAC).
 _JPEG_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+_EXIF_ORIENTATION_TAG = 0x0112
+_BMP_MIN_HEADER = 26
 
 
 @dataclass(frozen=True)
 class ImageHeader:
-    """What the header says: format and size in pixels."""
+    """What the header says: format, stored size in pixels, EXIF orientation (1..8, 1 = upright),
+    bits per channel sample, and colour channels stored (JPEG: 1 grey, 3 YCbCr, 4 CMYK)."""
 
     format: str
     width: int
     height: int
+    orientation: int = 1
+    bit_depth: int = 8
+    channels: int = 3
+
+    @property
+    def upright_size(self) -> tuple[int, int]:
+        """(height, width) after applying the EXIF orientation (5..8 swap the axes)."""
+        return (self.width, self.height) if self.orientation >= 5 else (self.height, self.width)
 
 
 def strip_padding(data: bytes) -> bytes:
-    """Drop the trailing zero bytes a client adds to batch images of different lengths."""
+    """Drop the trailing zero bytes a client adds to batch images of different lengths.
+
+    WebP and BMP may legitimately end in zero bytes, so their length comes from their header.
+    """
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        end = struct.unpack("<I", data[4:8])[0] + 8
+        return data[:end] if len(data) >= end else data
+    if data[:2] == b"BM" and len(data) >= 6:
+        end = struct.unpack("<I", data[2:6])[0]
+        if end >= _BMP_MIN_HEADER and len(data) >= end:
+            return data[:end]
     return data.rstrip(b"\x00")
 
 
-def sniff(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageHeader:
-    """Return the format and size of an encoded image, or raise `PreprocessError` saying why not."""
+def sniff(
+    data: bytes,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    formats: Collection[str] = SUPPORTED_FORMATS,
+) -> ImageHeader:
+    """Return the header of an encoded image, or raise `PreprocessError` saying why not.
+
+    Refuses formats not in ``formats`` and images of more than ``max_pixels`` pixels.
+    """
     if len(data) == 0:
         raise PreprocessError("empty input (0 bytes)")
     header = _read_header(data)
+    if header.format not in formats:
+        raise PreprocessError(
+            f"unsupported format: {header.format.upper()} (accepted: {', '.join(formats)})"
+        )
     if header.width <= 0 or header.height <= 0:
         raise PreprocessError(f"invalid {header.format} size {header.width}x{header.height}")
     if header.width * header.height > max_pixels:
@@ -67,9 +104,29 @@ def _read_header(data: bytes) -> ImageHeader:
     raise PreprocessError(f"not a recognised image (first bytes {data[:8]!r}, {len(data):,} bytes)")
 
 
+def exif_orientation(tiff: bytes) -> int:
+    """The orientation tag (1..8) of an EXIF (TIFF-structured) block; 1 if absent or unreadable."""
+    if tiff.startswith(b"Exif\x00\x00"):
+        tiff = tiff[6:]
+    order = {b"II": "<", b"MM": ">"}.get(tiff[:2])
+    if order is None or len(tiff) < 8:
+        return 1
+    (ifd,) = struct.unpack(order + "I", tiff[4:8])
+    if ifd + 2 > len(tiff):
+        return 1
+    (count,) = struct.unpack(order + "H", tiff[ifd : ifd + 2])
+    for entry in range(ifd + 2, min(ifd + 2 + 12 * count, len(tiff) - 11), 12):
+        tag, kind = struct.unpack(order + "HH", tiff[entry : entry + 4])
+        if tag == _EXIF_ORIENTATION_TAG and kind == 3:  # SHORT
+            (value,) = struct.unpack(order + "H", tiff[entry + 8 : entry + 10])
+            return value if 1 <= value <= 8 else 1
+    return 1
+
+
 def _jpeg_header(data: bytes) -> ImageHeader:
     if not data.endswith(b"\xff\xd9"):
         raise PreprocessError(f"truncated JPEG: no end-of-image marker in {len(data):,} bytes")
+    orientation = 1
     pos = 2
     while pos + 4 <= len(data):
         if data[pos] != 0xFF:
@@ -82,11 +139,15 @@ def _jpeg_header(data: bytes) -> ImageHeader:
             pos += 2
             continue
         (length,) = struct.unpack(">H", data[pos + 2 : pos + 4])
+        if marker == 0xE1 and data[pos + 4 : pos + 10] == b"Exif\x00\x00":
+            orientation = exif_orientation(data[pos + 10 : pos + 2 + length])
         if marker in _JPEG_SOF:
-            if pos + 9 > len(data):
+            if pos + 10 > len(data):
                 break
             height, width = struct.unpack(">HH", data[pos + 5 : pos + 9])
-            return ImageHeader("jpeg", width, height)
+            return ImageHeader(
+                "jpeg", width, height, orientation, bit_depth=data[pos + 4], channels=data[pos + 9]
+            )
         if marker == 0xDA:  # start of scan before any frame header
             break
         pos += 2 + length
@@ -96,10 +157,19 @@ def _jpeg_header(data: bytes) -> ImageHeader:
 def _png_header(data: bytes) -> ImageHeader:
     if len(data) < 33 or data[12:16] != b"IHDR":
         raise PreprocessError(f"truncated PNG: header incomplete ({len(data):,} bytes)")
-    width, height = struct.unpack(">II", data[16:24])
+    width, height, bit_depth, colour_type = struct.unpack(">IIBB", data[16:26])
     if b"IEND" not in data[-12:]:
         raise PreprocessError(f"truncated PNG: no IEND chunk in {len(data):,} bytes")
-    return ImageHeader("png", width, height)
+    channels = {0: 1, 2: 3, 3: 3, 4: 2, 6: 4}.get(colour_type, 3)
+    orientation = 1
+    pos = 8
+    while pos + 8 <= len(data):  # chunk headers only: cheap even for large images
+        (length,) = struct.unpack(">I", data[pos : pos + 4])
+        if data[pos + 4 : pos + 8] == b"eXIf":
+            orientation = exif_orientation(data[pos + 8 : pos + 8 + length])
+            break
+        pos += 12 + length
+    return ImageHeader("png", width, height, orientation, bit_depth, channels)
 
 
 def _webp_header(data: bytes) -> ImageHeader:
@@ -116,12 +186,23 @@ def _webp_header(data: bytes) -> ImageHeader:
     if chunk == b"VP8X":
         width = int.from_bytes(data[24:27], "little") + 1
         height = int.from_bytes(data[27:30], "little") + 1
-        return ImageHeader("webp", width, height)
+        return ImageHeader("webp", width, height, _webp_orientation(data, riff_size + 8))
     raise PreprocessError(f"corrupt WebP: unknown chunk {chunk!r}")
 
 
+def _webp_orientation(data: bytes, end: int) -> int:
+    pos = 12
+    while pos + 8 <= end:
+        fourcc = data[pos : pos + 4]
+        (size,) = struct.unpack("<I", data[pos + 4 : pos + 8])
+        if fourcc == b"EXIF":
+            return exif_orientation(data[pos + 8 : pos + 8 + size])
+        pos += 8 + size + (size & 1)  # chunks are padded to an even size
+    return 1
+
+
 def _bmp_header(data: bytes) -> ImageHeader:
-    if len(data) < 26:
+    if len(data) < _BMP_MIN_HEADER:
         raise PreprocessError(f"truncated BMP: header incomplete ({len(data):,} bytes)")
     (file_size,) = struct.unpack("<I", data[2:6])
     if len(data) < file_size:

@@ -1,4 +1,8 @@
-"""Triton adapter of the preprocessing stage: encoded image bytes → normalised tensors via DALI."""
+"""Triton adapter of the preprocessing stage: encoded image bytes → normalised tensors (+ META).
+
+Outputs follow the model config: the pixels, and META when the config declares a second output.
+The backend is the stage parameter ``backend`` (default ``dali``); the device is the spec's.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ from typing import Any
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
+
 from cvserve.models.triton.base import (
     error_response,
     input_names,
@@ -13,26 +18,40 @@ from cvserve.models.triton.base import (
     output_names,
     stage_params,
 )
-from cvserve.preprocess.dali import DaliPreprocessor
+from cvserve.preprocess.backends import make_preprocessor
+from cvserve.preprocess.preprocessor import stack_results
 from cvserve.preprocess.spec import PreprocessError, PreprocessSpec
 
 
+def _tensor(name: str, value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        return pb_utils.Tensor(name, value)
+    return pb_utils.Tensor.from_dlpack(name, value)  # a CUDA torch tensor stays on the GPU
+
+
 class TritonPythonModel:
-    """Input ``IMAGE`` uint8 (N, L) zero-padded bytes; output (N, 3, H, W) per the spec."""
+    """Input ``IMAGE`` uint8 (N, L) zero-padded bytes; outputs (N, *spec.output_shape) and, if
+    configured, META (N, 6) float32."""
 
     def initialize(self, args: dict[str, str]) -> None:
         params = stage_params(args)
+        spec = PreprocessSpec.from_dict(params["spec"])
         self.input_name = input_names(args)[0]
-        self.output_name = output_names(args)[0]
-        self.preprocessor = DaliPreprocessor(
-            PreprocessSpec.from_dict(params["spec"]),
+        self.output_names = output_names(args)[:2]  # PIXELS[, META]
+        options = {}
+        if spec.device == "gpu" and params.get("backend", "dali") == "dali":
+            options["device_id"] = int(args.get("model_instance_device_id", 0))
+        self.preprocessor = make_preprocessor(
+            spec,
+            params.get("backend", "dali"),
             max_batch_size=max(1, max_batch_size(args)),
-            num_threads=int(params["num_threads"]),
+            threads=int(params["num_threads"]),
+            **options,
         )
 
     def execute(self, requests: list[Any]) -> list[Any]:
         per_request = [
-            list(pb_utils.get_input_tensor_by_name(r, self.input_name).as_numpy()) for r in requests
+            pb_utils.get_input_tensor_by_name(r, self.input_name).as_numpy() for r in requests
         ]
         results = self.preprocessor([image for images in per_request for image in images])
         responses = []
@@ -40,18 +59,14 @@ class TritonPythonModel:
         for images in per_request:
             mine = results[start : start + len(images)]
             start += len(images)
-            errors = [r for r in mine if isinstance(r, PreprocessError)]
-            if errors:
-                reasons = "; ".join(
-                    f"image {i}: {r.reason}"
-                    for i, r in enumerate(mine)
-                    if isinstance(r, PreprocessError)
-                )
-                responses.append(error_response(f"PreprocessError: {reasons}"))
-            else:
-                tensor = pb_utils.Tensor(self.output_name, np.stack(mine))
-                responses.append(pb_utils.InferenceResponse(output_tensors=[tensor]))
+            try:
+                outputs = stack_results(mine)
+            except PreprocessError as exc:
+                responses.append(error_response(f"PreprocessError: {exc}"))
+                continue
+            tensors = [_tensor(n, v) for n, v in zip(self.output_names, outputs, strict=False)]
+            responses.append(pb_utils.InferenceResponse(output_tensors=tensors))
         return responses
 
     def finalize(self) -> None:
-        del self.preprocessor
+        self.preprocessor.close()

@@ -1,0 +1,100 @@
+"""The numeric contract every backend keeps against the float64 reference, in normalised units."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from cvserve.preprocess.spec import PreprocessSpec
+from cvserve.preprocess.synthetic import COLOUR_CASES, colour_case
+
+PARITY_MEAN = 0.02  # mean absolute difference, normalised units
+PARITY_MAX = 0.5  # largest absolute difference, normalised units
+
+
+def as_numpy(pixels: Any) -> np.ndarray:
+    """NumPy float64 of pixels from any backend (CUDA tensors are copied to the host)."""
+    if hasattr(pixels, "detach"):
+        pixels = pixels.detach().float().cpu().numpy()
+    return np.asarray(pixels, dtype=np.float64)
+
+
+@dataclass(frozen=True)
+class Parity:
+    """How far one image's output is from the expected one: pixels and META."""
+
+    mean: float
+    max: float
+    meta_equal: bool
+    shape_equal: bool
+
+    @property
+    def ok(self) -> bool:
+        return (
+            self.shape_equal
+            and self.meta_equal
+            and self.mean < PARITY_MEAN
+            and self.max < PARITY_MAX
+        )
+
+
+def parity(got: Any, expected: Any) -> Parity:
+    """`Parity` of two `Preprocessed` results of the same image under the same spec."""
+    a, b = as_numpy(got.pixels), as_numpy(expected.pixels)
+    if a.shape != b.shape:
+        return Parity(float("inf"), float("inf"), False, False)
+    diff = np.abs(a - b)
+    return Parity(
+        float(diff.mean()),
+        float(diff.max()),
+        bool(np.array_equal(got.meta, expected.meta)),
+        True,
+    )
+
+
+# The specs and images every backend is checked on (tests here, `profiling.gpu_check` on a GPU):
+# every resize mode, both dtypes and layouts, with and without antialias.
+PARITY_SPECS: dict[str, PreprocessSpec] = {
+    "shorter_crop": PreprocessSpec(),
+    "letterbox": PreprocessSpec(resize_mode="letterbox", crop=(160, 224)),
+    "fixed_fp16_hwc": PreprocessSpec(
+        resize_mode="fixed", crop=(96, 128), dtype="float16", layout="HWC"
+    ),
+    "no_antialias": PreprocessSpec(resize_shorter=96, crop=(80, 80), antialias=False),
+}
+# (width, height): mild and strong downscales, upscales, odd sizes, portrait and landscape.
+PARITY_SIZES: tuple[tuple[int, int], ...] = (
+    (300, 200),
+    (517, 389),
+    (97, 131),
+    (640, 480),
+    (333, 500),
+    (1200, 900),
+    (256, 256),
+    (421, 380),
+)
+
+
+def parity_images(per_case: int = 2) -> dict[str, bytes]:
+    """Every colour case at ``per_case`` of `PARITY_SIZES` (rotating), keyed ``case@WxH``."""
+    images = {}
+    for i, case in enumerate(COLOUR_CASES):
+        for j in range(per_case):
+            width, height = PARITY_SIZES[(i + 3 * j) % len(PARITY_SIZES)]
+            images[f"{case}@{width}x{height}"] = colour_case(case, width, height, seed=i)
+    return images
+
+
+def failures(got: list[Any], expected: list[Any], names: list[str]) -> list[str]:
+    """One line per image whose result breaks the contract (errors included); empty if none."""
+    lines = []
+    for name, g, e in zip(names, got, expected, strict=True):
+        if not hasattr(g, "pixels") or not hasattr(e, "pixels"):
+            lines.append(f"{name}: {g if not hasattr(g, 'pixels') else e}")
+            continue
+        p = parity(g, e)
+        if not p.ok:
+            lines.append(f"{name}: mean {p.mean:.4f} max {p.max:.3f} meta equal {p.meta_equal}")
+    return lines

@@ -1,0 +1,205 @@
+"""The interface every preprocessing backend implements, and what the backends share.
+
+``Preprocessor.__call__(images) -> list[Preprocessed | PreprocessError]``: one result per image,
+in order. Each image is unpadded, sniffed and refused with a reason (empty, unknown or refused
+format, truncated, too many pixels) before any decoding; one bad image fails only itself.
+Images are processed in chunks of at most ``max_batch_size`` images and ``spec.max_batch_pixels``
+decoded pixels, so memory stays bounded whatever a request holds.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, ClassVar
+
+import numpy as np
+
+from cvserve.preprocess.geometry import Placement, visible_window
+from cvserve.preprocess.sniff import ImageHeader, sniff, strip_padding
+from cvserve.preprocess.spec import PreprocessError, PreprocessSpec
+
+
+@dataclass(frozen=True)
+class Preprocessed:
+    """One image's output: ``pixels`` of ``spec.output_shape`` and ``spec.dtype`` (a NumPy array
+    on the CPU; a ``torch.Tensor`` on ``cuda`` for GPU backends) and ``meta``, float32 [6]
+    ``(orig_h, orig_w, scale_y, scale_x, pad_top, pad_left)`` (see `preprocess.geometry`)."""
+
+    pixels: Any
+    meta: np.ndarray
+
+
+Result = Preprocessed | PreprocessError
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """An image that passed the header checks: its position in the request, unpadded bytes,
+    header."""
+
+    index: int
+    data: bytes
+    header: ImageHeader
+
+    @property
+    def pixels(self) -> int:
+        return self.header.width * self.header.height
+
+
+class Preprocessor(ABC):
+    """A backend running a `PreprocessSpec` on lists of encoded images."""
+
+    name: ClassVar[str]
+    filter: ClassVar[str]  # the resampling filter it uses, in words
+
+    def __init__(self, spec: PreprocessSpec, max_batch_size: int = 32) -> None:
+        self.spec = spec
+        self.max_batch_size = max_batch_size
+
+    def __call__(self, images: Sequence[bytes | np.ndarray]) -> list[Result]:
+        """One `Preprocessed` or `PreprocessError` (with its ``index``) per image, in order."""
+        results: list[Result | None] = [None] * len(images)
+        valid: list[Encoded] = []
+        for index, image in enumerate(images):
+            data = strip_padding(image if isinstance(image, bytes) else bytes(image))
+            try:
+                header = sniff(data, self.spec.max_pixels, self.spec.formats)
+            except PreprocessError as exc:
+                results[index] = exc.at(index)
+                continue
+            valid.append(Encoded(index, data, header))
+        for chunk in self._chunks(valid):
+            for item, result in zip(chunk, self._process(chunk), strict=True):
+                results[item.index] = (
+                    result.at(item.index) if isinstance(result, PreprocessError) else result
+                )
+        return results  # type: ignore[return-value]
+
+    def run_batch_with_meta(self, images: Sequence[bytes | np.ndarray]) -> tuple[Any, np.ndarray]:
+        """``(pixels (N, *spec.output_shape), meta (N, 6))``; raises a `PreprocessError` naming
+        every bad image."""
+        return stack_results(self(images))
+
+    def run_batch(self, images: Sequence[bytes | np.ndarray]) -> Any:
+        """All images' pixels as one ``(N, *spec.output_shape)`` array (a tensor on GPU);
+        raises the first bad image's `PreprocessError`."""
+        return self.run_batch_with_meta(images)[0]
+
+    def close(self) -> None:  # noqa: B027 (optional hook)
+        """Release threads and pipelines."""
+
+    def __enter__(self) -> Preprocessor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @abstractmethod
+    def _process(self, chunk: list[Encoded]) -> list[Result]:
+        """Results of a chunk of sniffed images (errors may leave ``index`` unset)."""
+
+    def _chunks(self, valid: list[Encoded]) -> Iterator[list[Encoded]]:
+        chunk: list[Encoded] = []
+        pixels = 0
+        for item in valid:
+            if chunk and (
+                len(chunk) == self.max_batch_size
+                or pixels + item.pixels > self.spec.max_batch_pixels
+            ):
+                yield chunk
+                chunk, pixels = [], 0
+            chunk.append(item)
+            pixels += item.pixels
+        if chunk:
+            yield chunk
+
+
+def stack_results(results: Sequence[Result]) -> tuple[Any, np.ndarray]:
+    """Pixels ``(N, ...)`` (NumPy, or torch on GPU) and META ``(N, 6)`` of one request's results;
+    if any failed, raises one `PreprocessError` reading ``image i: reason; image j: reason`` with
+    ``i``, ``j`` positions in ``results``."""
+    bad = [(i, r) for i, r in enumerate(results) if isinstance(r, PreprocessError)]
+    if bad:
+        raise PreprocessError("; ".join(f"image {i}: {r.reason}" for i, r in bad))
+    if not results:
+        raise PreprocessError("no images")
+    pixels = [r.pixels for r in results]  # type: ignore[union-attr]
+    metas = np.stack([r.meta for r in results])  # type: ignore[union-attr]
+    if isinstance(pixels[0], np.ndarray):
+        return np.stack(pixels), metas
+    import torch
+
+    return torch.stack(pixels), metas
+
+
+def decoder_error(item: Encoded) -> PreprocessError:
+    """The error of an image whose header was fine but whose data the decoder refused (the same
+    words for every backend; decoders' own messages are long and differ)."""
+    return PreprocessError(f"corrupt {item.header.format.upper()}: the decoder could not read it")
+
+
+class PerImagePreprocessor(Preprocessor):
+    """A backend that handles one image at a time (`_one`), ``threads`` images in parallel.
+
+    ``threads=1`` runs a plain loop in the calling thread (the single-thread baseline).
+    """
+
+    # Exceptions a decoder raises on data it cannot read (besides `PreprocessError`).
+    decoder_errors: ClassVar[tuple[type[BaseException], ...]] = (RuntimeError, ValueError)
+
+    def __init__(self, spec: PreprocessSpec, max_batch_size: int = 32, threads: int = 1) -> None:
+        super().__init__(spec, max_batch_size)
+        self.threads = threads
+        self._pool = ThreadPoolExecutor(threads) if threads > 1 else None
+
+    @abstractmethod
+    def _one(self, item: Encoded) -> Preprocessed:
+        """Preprocess one image; raise `PreprocessError` or one of `decoder_errors` if it fails."""
+
+    def _process(self, chunk: list[Encoded]) -> list[Result]:
+        run: Callable[[Encoded], Result] = self._guarded
+        return list(self._pool.map(run, chunk)) if self._pool else [run(i) for i in chunk]
+
+    def _guarded(self, item: Encoded) -> Result:
+        try:
+            return self._one(item)
+        except PreprocessError as exc:
+            return exc
+        except self.decoder_errors:
+            return decoder_error(item)
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown()
+
+
+def normalize_into(canvas: Any, resized: Any, p: Placement, spec: PreprocessSpec) -> Any:
+    """Write the visible part of ``resized`` (h, w, 3) RGB into ``canvas`` (out_h, out_w, 3) as
+    ``(pixel - mean) / std``, and ``spec.normalized_pad`` everywhere else. NumPy arrays or torch
+    tensors alike (``canvas`` sets the float type and device); returns ``canvas``."""
+    if hasattr(canvas, "new_tensor"):  # torch
+        constant: Callable[[Any], Any] = canvas.new_tensor
+    else:
+        constant = partial(np.asarray, dtype=canvas.dtype)
+    window = visible_window(p, spec)
+    if canvas[window.out_rows, window.out_cols].shape != canvas.shape:
+        canvas[...] = constant(spec.normalized_pad)
+    visible = resized[window.src_rows, window.src_cols]
+    canvas[window.out_rows, window.out_cols] = (visible - constant(spec.mean)) / constant(spec.std)
+    return canvas
+
+
+def finish(canvas: Any, spec: PreprocessSpec) -> Any:
+    """An (H, W, 3) float canvas in ``spec.layout`` (contiguous) and ``spec.dtype``; NumPy or
+    torch alike."""
+    if hasattr(canvas, "permute"):  # torch
+        import torch
+
+        out = canvas.permute(2, 0, 1) if spec.layout == "CHW" else canvas
+        return out.to(getattr(torch, spec.dtype)).contiguous()
+    out = canvas.transpose(2, 0, 1) if spec.layout == "CHW" else canvas
+    return np.ascontiguousarray(out, dtype=spec.dtype)

@@ -1,0 +1,160 @@
+"""``python -m cvserve.profiling.gpu_check``: the GPU half of the preprocessing checks, in one go.
+
+1. Parity of the GPU paths on `preprocess.parity`'s corpus (every resize mode, colour case,
+   dtype): DALI ``mixed`` vs the float64 reference and vs DALI CPU, torchvision CUDA vs the
+   reference — mean < 0.02, max < 0.5 normalised units, META equal.
+2. The GPU half of ``cvserve bench preprocess``: DALI GPU, torchvision CUDA, and DALI CPU /
+   OpenCV on all cores as baselines, by size x batch; the target DALI GPU >= 8x OpenCV on all
+   cores at 1920x1080.
+
+Prints tables, writes one JSON (``--out``). Exit status: 0 all parity checks passed, 1 some failed,
+`EXIT_NO_GPU` (2) when no CUDA GPU is visible (nothing was checked).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+EXIT_NO_GPU = 2
+GPU_BATCHES: tuple[int, ...] = (1, 8, 32, 128)
+
+
+def gpu_status() -> tuple[bool, str]:
+    """Whether torch and DALI both see a CUDA GPU, and what they see."""
+    import torch
+
+    from cvserve.preprocess.dali import gpu_count
+
+    torch_gpu = torch.cuda.is_available()
+    dali_gpus = gpu_count()
+    name = torch.cuda.get_device_name(0) if torch_gpu else "none"
+    return torch_gpu and dali_gpus > 0, f"torch sees {name}; DALI sees {dali_gpus} GPU(s)"
+
+
+def parity_checks(console: Console, threads: int) -> list[dict[str, Any]]:
+    """One row per spec x (backend, baseline) pair, with the failing images if any."""
+    from cvserve.preprocess.backends import make_preprocessor
+    from cvserve.preprocess.parity import PARITY_SPECS, failures, parity, parity_images
+
+    images = parity_images()
+    names = list(images)
+    data = list(images.values())
+    rows = []
+    for spec_name, spec in PARITY_SPECS.items():
+        gpu_spec = replace(spec, device="gpu")
+        reference = make_preprocessor(spec, "reference")(data)
+        dali_cpu = make_preprocessor(spec, "dali", 8, threads)(data)
+        dali_gpu = make_preprocessor(gpu_spec, "dali", 8, threads)(data)
+        tv_cuda = make_preprocessor(gpu_spec, "torchvision", 8)(data)
+        for label, got, expected in (
+            ("dali-gpu vs reference", dali_gpu, reference),
+            ("dali-gpu vs dali-cpu", dali_gpu, dali_cpu),
+            ("torchvision-cuda vs reference", tv_cuda, reference),
+        ):
+            bad = failures(got, expected, names)
+            measured = [
+                parity(g, e)
+                for g, e in zip(got, expected, strict=True)
+                if hasattr(g, "pixels") and hasattr(e, "pixels")
+            ]
+            rows.append(
+                {
+                    "spec": spec_name,
+                    "check": label,
+                    "images": len(names),
+                    "worst_mean": max((p.mean for p in measured), default=float("nan")),
+                    "worst_max": max((p.max for p in measured), default=float("nan")),
+                    "ok": not bad,
+                    "failures": bad,
+                }
+            )
+            console.print(f"  {spec_name}: {label}: {'ok' if not bad else 'FAILED'}")
+    return rows
+
+
+def parity_table(rows: list[dict[str, Any]]) -> Table:
+    table = Table(title="GPU parity (normalised units; contract: mean < 0.02, max < 0.5)")
+    for column in ("spec", "check", "images", "worst mean", "worst max", "result"):
+        table.add_column(column, justify="right")
+    for row in rows:
+        table.add_row(
+            row["spec"],
+            row["check"],
+            str(row["images"]),
+            f"{row['worst_mean']:.4f}",
+            f"{row['worst_max']:.3f}",
+            "ok" if row["ok"] else f"FAILED ({len(row['failures'])})",
+        )
+    return table
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m cvserve.profiling.gpu_check", description=__doc__
+    )
+    parser.add_argument("--batches", nargs="+", type=int, default=list(GPU_BATCHES))
+    parser.add_argument("--min-time", type=float, default=0.5, help="seconds per measurement")
+    parser.add_argument("--skip-bench", action="store_true", help="parity checks only")
+    parser.add_argument("--out", default=None, help="JSON path (default runs/gpu-check-*.json)")
+    args = parser.parse_args(argv)
+    ok, seen = gpu_status()
+    if not ok:
+        print(f"gpu_check: no CUDA GPU usable ({seen}); nothing checked.")
+        return EXIT_NO_GPU
+
+    from cvserve.profiling.bench_preprocess import (
+        BackendConfig,
+        Target,
+        bench_preprocess,
+        cores,
+        wide_console,
+    )
+
+    console = wide_console()
+    n = cores()
+    console.print(f"gpu_check on {seen}, {n} cores")
+    rows = parity_checks(console, n)
+    console.print(parity_table(rows))
+    for row in rows:
+        for line in row["failures"]:
+            console.print(f"  {row['spec']} {row['check']}: {line}")
+    report: dict[str, Any] = {"check": "gpu", "gpu": seen, "parity": rows}
+    if not args.skip_bench:
+        configs = [
+            BackendConfig("dali-gpu", "dali", n, "gpu"),
+            BackendConfig("torchvision-cuda", "torchvision", 1, "gpu"),
+            BackendConfig("dali-cpu", "dali", n),
+            BackendConfig(f"opencv-{n}t", "opencv", n),
+        ]
+        target = Target("dali-gpu", f"opencv-{n}t", (1920, 1080), max(args.batches), 8.0)
+        report["bench"] = bench_preprocess(
+            configs,
+            batches=args.batches,
+            min_time_s=args.min_time,
+            target=target,
+            out=Path(args.out).with_suffix(".bench.json") if args.out else None,
+            title="cvserve gpu_check bench",
+            console=console,
+        )
+    out = (
+        Path(args.out)
+        if args.out
+        else Path("runs") / f"gpu-check-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2, default=str))
+    console.print(f"wrote {out}")
+    return 0 if all(row["ok"] for row in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

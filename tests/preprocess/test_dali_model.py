@@ -1,0 +1,85 @@
+"""The NGC target: ``model.dali`` + ``config.pbtxt`` for Triton's DALI backend."""
+
+from __future__ import annotations
+
+import numpy as np
+import nvidia.dali
+import pytest
+from google.protobuf import text_format
+from nvidia.dali import Pipeline
+from tritonclient.grpc import model_config_pb2 as mc
+
+from cvserve.preprocess.dali import INPUT_NAME, DaliPreprocessor
+from cvserve.preprocess.dali_model import MODEL_FILE, write_dali_model
+from cvserve.preprocess.spec import PreprocessSpec
+from cvserve.preprocess.synthetic import colour_case, synthetic_image
+
+SPEC = PreprocessSpec(resize_mode="letterbox", crop=(96, 128), dtype="float16")
+
+
+def read_config(directory) -> mc.ModelConfig:
+    return text_format.Parse((directory / "config.pbtxt").read_text(), mc.ModelConfig())
+
+
+def test_config_is_a_dali_backend_model_with_the_spec_shapes(tmp_path) -> None:
+    directory = write_dali_model(SPEC, tmp_path / "detect_preprocess", 16, "cpu", num_threads=3)
+    config = read_config(directory)
+    assert (config.name, config.backend, config.max_batch_size) == ("detect_preprocess", "dali", 16)
+    (encoded,) = config.input
+    assert (encoded.name, encoded.data_type, list(encoded.dims)) == (
+        INPUT_NAME,
+        mc.TYPE_UINT8,
+        [-1],
+    )
+    assert encoded.allow_ragged_batch
+    pixels, meta = config.output
+    assert (pixels.data_type, tuple(pixels.dims)) == (mc.TYPE_FP16, SPEC.output_shape)
+    assert (meta.name, meta.data_type, list(meta.dims)) == ("META", mc.TYPE_FP32, [6])
+    assert config.instance_group[0].kind == mc.ModelInstanceGroup.KIND_CPU
+    assert config.parameters["num_threads"].string_value == "3"
+    assert config.parameters["dali_version"].string_value == nvidia.dali.__version__
+    assert f"DALI {nvidia.dali.__version__}" in (directory / "config.pbtxt").read_text()
+
+
+def test_serialized_graph_gives_the_same_output_on_cpu(tmp_path) -> None:
+    directory = write_dali_model(SPEC, tmp_path / "m", 4, "cpu")
+    pipe = Pipeline.deserialize(
+        filename=str(directory / "1" / MODEL_FILE), device_id=None, prefetch_queue_depth=1
+    )
+    images = [
+        synthetic_image(300, 200),
+        colour_case("rgba_png", 97, 131),
+        colour_case("exif6_jpeg", 80, 60),
+    ]
+    expected = DaliPreprocessor(SPEC, max_batch_size=4, num_threads=1)(images)
+    # Triton hands the model the client's zero-padded rows: the graph must ignore the padding.
+    length = max(map(len, images)) + 5
+    rows = [np.pad(np.frombuffer(d, np.uint8), (0, length - len(d))) for d in images]
+    for batch in ([np.frombuffer(d, np.uint8) for d in images], rows):
+        pipe.feed_input(INPUT_NAME, batch)
+        pixels, meta = pipe.run()
+        for i, e in enumerate(expected):
+            np.testing.assert_array_equal(pixels.at(i), e.pixels)
+            np.testing.assert_array_equal(meta.at(i), e.meta)
+
+
+def test_one_output_model_serves_pixels_only(tmp_path) -> None:
+    directory = write_dali_model(SPEC, tmp_path / "m", 2, "cpu", outputs=("PIXELS",))
+    assert [o.name for o in read_config(directory).output] == ["PIXELS"]
+    pipe = Pipeline.deserialize(
+        filename=str(directory / "1" / MODEL_FILE), device_id=None, prefetch_queue_depth=1
+    )
+    pipe.feed_input(INPUT_NAME, [np.frombuffer(synthetic_image(50, 40), np.uint8)])
+    assert len(pipe.run()) == 1
+
+
+def test_gpu_model_decodes_with_mixed_on_a_gpu_instance(tmp_path) -> None:
+    directory = write_dali_model(PreprocessSpec(device="gpu"), tmp_path / "m", 64)
+    assert read_config(directory).instance_group[0].kind == mc.ModelInstanceGroup.KIND_GPU
+    assert b"mixed" in (directory / "1" / MODEL_FILE).read_bytes()
+
+
+def test_outputs_are_pixels_then_meta(tmp_path) -> None:
+    with pytest.raises(ValueError, match="outputs are"):
+        write_dali_model(SPEC, tmp_path / "m", 1, "cpu", outputs=("A", "B", "C"))
+    assert not (tmp_path / "m").exists()
