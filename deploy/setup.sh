@@ -25,6 +25,20 @@ step "install cvserve and pinned dependencies (torch is large: the first run dow
 step "check NumPy < 2 (the Triton 2.51 python stub corrupts tensors under NumPy 2)"
 "$VENV/bin/python" -c 'import numpy, sys; sys.exit(0 if int(numpy.__version__.split(".")[0]) < 2 else f"numpy {numpy.__version__} >= 2")'
 
+step "fetch the Apache Kafka broker with Maven into .cache/kafka/libs (runs on Java 17)"
+KAFKA_LIBS="${CVSERVE_KAFKA_HOME:-$ROOT/.cache/kafka}/libs"
+KAFKA_VERSION="$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$ROOT/deploy/kafka/pom.xml")"
+if [ -f "$KAFKA_LIBS/kafka_2.13-$KAFKA_VERSION.jar" ]; then
+  echo "    Kafka $KAFKA_VERSION already in $KAFKA_LIBS"
+else
+  java -version 2>&1 | grep -Eq 'version "(1[7-9]|[2-9][0-9])' \
+    || { echo "the Kafka broker needs Java 17 or newer (apt-get install openjdk-17-jre-headless)" >&2; false; }
+  command -v mvn >/dev/null || { echo "fetching Kafka needs Maven (apt-get install maven)" >&2; false; }
+  rm -rf "$KAFKA_LIBS"
+  mvn -q -f "$ROOT/deploy/kafka/pom.xml" dependency:copy-dependencies \
+    -DincludeScope=runtime -DoutputDirectory="$KAFKA_LIBS"
+fi
+
 step "check imports (cvserve, DALI, tritonclient, torch, tritonserver binary)"
 "$VENV/bin/python" -m cvserve.deploy.doctor
 

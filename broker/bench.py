@@ -1,0 +1,187 @@
+"""`cvserve bench kafka`: what one Kafka hop costs for image-sized messages on loopback.
+
+A hop is producer `send` → broker (acks=all) → consumer `poll`, with cvserve's schema on both
+ends. Latency: one message at a time, each waited for (p50/p99 over ``latency_messages``); the
+producer's acknowledgement time alone is reported beside it.
+Throughput: ``throughput_messages`` sent back to back; msgs/s and MB/s from the first send to
+the last receive. Messages are synthetic JPEGs of about ``size_kb`` KB.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from kafka import KafkaConsumer, KafkaProducer
+from kafka.structs import TopicPartition
+from rich.console import Console
+from rich.table import Table
+
+from cvserve.broker.producer import image_message, producer_config
+from cvserve.broker.schema import Message
+from cvserve.broker.topics import Topics, ensure_topics
+from cvserve.deploy.kafka import KafkaBroker, kafka_version
+from cvserve.deploy.kafka_limits import LIMITS
+from cvserve.preprocess.synthetic import synthetic_image
+from cvserve.profiling.machine import machine_info
+
+BENCH_TOPICS = Topics("bench")
+BENCH_STAGE = "hop"
+
+
+def jpeg_near(target_bytes: int, seed: int) -> bytes:
+    """A synthetic 4:3 JPEG within a few percent of ``target_bytes``."""
+    width = 800
+    image = synthetic_image(width, width * 3 // 4, seed)
+    for _ in range(3):  # encoded size grows about linearly with the pixel count
+        width = max(16, round(width * math.sqrt(target_bytes / len(image))))
+        image = synthetic_image(width, width * 3 // 4, seed)
+    return image
+
+
+class _Receiver(threading.Thread):
+    """Consumes the bench topic from its end; records (receive ns, message) pairs."""
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        super().__init__(daemon=True)
+        self.consumer = KafkaConsumer(
+            bootstrap_servers=bootstrap, group_id=None, **LIMITS.consumer_config()
+        )
+        partitions = [TopicPartition(topic, p) for p in self.consumer.partitions_for_topic(topic)]
+        self.consumer.assign(partitions)
+        self.consumer.seek_to_end(*partitions)
+        for tp in partitions:  # resolve the end offsets now, before anything is sent
+            self.consumer.position(tp)
+        self.received: list[tuple[int, Message]] = []
+        self.arrived = threading.Condition()
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            for records in self.consumer.poll(timeout_ms=100).values():
+                for r in records:
+                    now = time.time_ns()
+                    message = Message.from_record(r.key, r.value, r.headers)
+                    with self.arrived:
+                        self.received.append((now, message))
+                        self.arrived.notify_all()
+        self.consumer.close(autocommit=False)
+
+    def wait_for(self, count: int, timeout_s: float) -> None:
+        with self.arrived:
+            if not self.arrived.wait_for(lambda: len(self.received) >= count, timeout_s):
+                raise TimeoutError(f"{len(self.received)} of {count} messages after {timeout_s} s")
+
+
+def _send_ns(message: Message) -> int:
+    return message.trace.hops[-1].t_ns
+
+
+def measure(
+    bootstrap: str, size_kb: int, latency_messages: int, throughput_messages: int
+) -> dict[str, Any]:
+    topic = BENCH_TOPICS.stage_in(BENCH_STAGE)
+    ensure_topics(bootstrap, [topic])
+    images = [jpeg_near(size_kb * 1000, seed) for seed in range(4)]
+    receiver = _Receiver(bootstrap, topic)
+    receiver.start()
+    producer = KafkaProducer(bootstrap_servers=bootstrap, **producer_config())
+
+    def send(n: int) -> Any:
+        message = image_message(images[n % len(images)], BENCH_TOPICS.pipeline, BENCH_STAGE)
+        message = message.with_hop("bench.send")
+        key, value, headers = message.to_record()
+        return producer.send(topic, key=key, value=value, headers=headers)
+
+    try:
+        for n in range(10):  # warm-up: connections, metadata, JIT
+            send(n).get(timeout=30)
+        receiver.wait_for(10, 30)
+        base = len(receiver.received)
+        acks_ms = []
+        for n in range(latency_messages):
+            start = time.perf_counter()
+            send(n).get(timeout=30)
+            acks_ms.append((time.perf_counter() - start) * 1e3)
+            receiver.wait_for(base + n + 1, 30)
+        hops = receiver.received[base:]
+        latencies_ms = np.array([(t - _send_ns(m)) / 1e6 for t, m in hops])
+
+        base = len(receiver.received)
+        start = time.time_ns()
+        for n in range(throughput_messages):
+            send(n)
+        producer.flush()
+        acked_s = (time.time_ns() - start) / 1e9
+        receiver.wait_for(base + throughput_messages, 120)
+        burst = receiver.received[base : base + throughput_messages]
+        elapsed_s = (max(t for t, _ in burst) - start) / 1e9
+        total_bytes = sum(len(m.value) for _, m in burst)
+    finally:
+        producer.close()
+        receiver.stop.set()
+        receiver.join(timeout=10)
+    return {
+        "message_bytes_mean": int(np.mean([len(i) for i in images])),
+        "latency_messages": latency_messages,
+        "p50_ms": round(float(np.percentile(latencies_ms, 50)), 3),
+        "p99_ms": round(float(np.percentile(latencies_ms, 99)), 3),
+        "max_ms": round(float(latencies_ms.max()), 3),
+        "produce_ack_p50_ms": round(float(np.percentile(acks_ms, 50)), 3),
+        "throughput_messages": throughput_messages,
+        "msgs_per_s": round(throughput_messages / elapsed_s, 1),
+        "mb_per_s": round(total_bytes / elapsed_s / 1e6, 1),
+        "produce_acked_msgs_per_s": round(throughput_messages / acked_s, 1),
+    }
+
+
+def bench_kafka(
+    bootstrap: str | None = None,
+    size_kb: int = 150,
+    latency_messages: int = 300,
+    throughput_messages: int = 1000,
+    out: Path | None = None,
+) -> dict[str, Any]:
+    """Measure on the broker at ``bootstrap``, or on a temporary local one; print a table and
+    write JSON (``out`` or ``runs/bench-kafka-<time>.json``)."""
+    console = Console()
+    with contextlib.ExitStack() as stack:
+        if bootstrap is None:
+            state = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="cvserve-kafka-")))
+            broker = stack.enter_context(KafkaBroker(state))
+            bootstrap = broker.bootstrap
+            console.print(f"started a local Kafka {kafka_version()} broker at {bootstrap}")
+        row = measure(bootstrap, size_kb, latency_messages, throughput_messages)
+    report = {
+        "benchmark": "kafka-hop",
+        "kafka": kafka_version(),
+        "client": "kafka-python",
+        "bootstrap": bootstrap,
+        "machine": machine_info(),
+        "result": row,
+    }
+    table = Table(title=f"One Kafka hop, {row['message_bytes_mean'] / 1000:.0f} KB JPEGs, loopback")
+    columns = ("p50 ms", "p99 ms", "ack p50 ms", "msgs/s", "MB/s", "acked msgs/s (produce)")
+    for column in columns:
+        table.add_column(column, justify="right")
+    table.add_row(
+        f"{row['p50_ms']:.2f}",
+        f"{row['p99_ms']:.2f}",
+        f"{row['produce_ack_p50_ms']:.2f}",
+        f"{row['msgs_per_s']:.0f}",
+        f"{row['mb_per_s']:.0f}",
+        f"{row['produce_acked_msgs_per_s']:.0f}",
+    )
+    console.print(table)
+    out = out or Path("runs") / f"bench-kafka-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    console.print(f"wrote {out}")
+    return report

@@ -1,0 +1,442 @@
+"""The Kafka subcommands of ``cvserve``: ``kafka start|stop|status|lag|topics``, ``submit``,
+``worker``, ``results`` and ``bench kafka``.
+
+The broker's address comes from ``--bootstrap``, else ``$CVSERVE_KAFKA_BOOTSTRAP``, else the
+broker that ``cvserve kafka start`` runs (its ``broker.json`` in the state directory).
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+BOOTSTRAP_ENV = "CVSERVE_KAFKA_BOOTSTRAP"
+_GLOB_CHARS = set("*?[")
+
+
+def bootstrap_address(args: argparse.Namespace) -> str:
+    """``--bootstrap``, ``$CVSERVE_KAFKA_BOOTSTRAP``, or the running local broker's address."""
+    from cvserve.deploy.kafka import KafkaBroker, default_state_dir, running_pid
+
+    if getattr(args, "bootstrap", None):
+        return str(args.bootstrap)
+    if os.environ.get(BOOTSTRAP_ENV):
+        return os.environ[BOOTSTRAP_ENV]
+    state_dir = default_state_dir()
+    state = KafkaBroker.read_state(state_dir)
+    if state and running_pid(state_dir):
+        return str(state["bootstrap"])
+    raise SystemExit(
+        f"no Kafka broker: start one with 'cvserve kafka start', or pass --bootstrap / "
+        f"set {BOOTSTRAP_ENV}"
+    )
+
+
+def _stop_event() -> threading.Event:
+    """Set by SIGTERM or SIGINT (Ctrl-C)."""
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    return stop
+
+
+def _state_dir(args: argparse.Namespace) -> Path:
+    from cvserve.deploy.kafka import default_state_dir
+
+    return Path(args.state_dir) if args.state_dir else default_state_dir()
+
+
+# --- cvserve kafka ... -------------------------------------------------------------------------
+
+
+def cmd_kafka_start(args: argparse.Namespace) -> int:
+    from cvserve.deploy.kafka import KafkaBroker, KafkaStartError, running_pid
+
+    state_dir = _state_dir(args)
+    pid = running_pid(state_dir)
+    if pid is not None:
+        state = KafkaBroker.read_state(state_dir) or {}
+        print(f"Kafka broker already running: pid {pid}, bootstrap {state.get('bootstrap')}")
+        return 0
+    broker = KafkaBroker(state_dir, port=args.port, heap_mb=args.heap_mb)
+    try:
+        broker.start(timeout_s=args.timeout)
+    except KafkaStartError as exc:
+        print(f"cvserve kafka start: {exc}", file=sys.stderr)
+        return 1
+    print(
+        f"Kafka broker ready: bootstrap {broker.bootstrap}, pid {broker.process.pid}\n"  # type: ignore[union-attr]
+        f"state {state_dir}, log {broker.log_path}"
+    )
+    if not args.foreground:
+        return 0  # the JVM runs on in its own session; 'cvserve kafka stop' ends it
+    print("running in the foreground; Ctrl-C stops it", flush=True)
+    stop = _stop_event()
+    while not stop.wait(1.0):
+        if not broker.is_running():
+            print(f"Kafka broker exited; log {broker.log_path}", file=sys.stderr)
+            return 1
+    broker.stop()
+    return 0
+
+
+def cmd_kafka_stop(args: argparse.Namespace) -> int:
+    from cvserve.deploy.kafka import stop_by_pid
+
+    state_dir = _state_dir(args)
+    if stop_by_pid(state_dir, timeout_s=args.timeout):
+        print(f"stopped the Kafka broker of {state_dir}")
+    else:
+        print(f"no Kafka broker running for {state_dir}")
+    return 0
+
+
+def cmd_kafka_status(args: argparse.Namespace) -> int:
+    from cvserve.deploy.kafka import KafkaBroker, metadata_answered, running_pid
+
+    state_dir = _state_dir(args)
+    state = KafkaBroker.read_state(state_dir)
+    pid = running_pid(state_dir)
+    if state is None or pid is None:
+        print(f"not running (state {state_dir})")
+        return 1
+    ready = metadata_answered(str(state["bootstrap"]))
+    print(
+        f"{'ready' if ready else 'NOT answering'}: pid {pid}, bootstrap {state['bootstrap']}, "
+        f"log {state['log']}"
+    )
+    return 0 if ready else 1
+
+
+def cmd_kafka_topics(args: argparse.Namespace) -> int:
+    from cvserve.broker.routes import route
+    from cvserve.broker.topics import Topics, default_namespace, ensure_topics
+
+    topics = Topics(args.pipeline, args.namespace or default_namespace())
+    names = topics.all(route(args.pipeline).stage_names)
+    created = set(ensure_topics(bootstrap_address(args), names, partitions=args.partitions))
+    for name in names:
+        print(f"{name}{'  (created)' if name in created else ''}")
+    return 0
+
+
+def cmd_kafka_lag(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from cvserve.broker.lag import live_workers, pipeline_lag
+    from cvserve.broker.stats import default_stats_dir
+
+    console = Console()
+    rows = pipeline_lag(bootstrap_address(args), args.pipeline, args.namespace)
+    table = Table(title=f"{args.pipeline}: consumer lag per partition")
+    for column in ("stage", "group", "partition", "committed", "end", "lag"):
+        table.add_column(column, justify="right" if column != "group" else "left")
+    for row in rows:
+        committed = "-" if row.committed is None else str(row.committed)
+        table.add_row(
+            row.stage, row.group, str(row.partition), committed, str(row.end), str(row.lag)
+        )
+    console.print(table)
+    workers = [
+        w
+        for w in live_workers(Path(args.stats_dir or default_stats_dir()))
+        if w.pipeline == args.pipeline
+    ]
+    if workers:
+        table = Table(title="live workers")
+        columns = ("pid", "stage", "state", "in-flight", "consumed", "results", "fwd", "dead",
+                   "retries")  # fmt: skip
+        for column in columns:
+            table.add_column(column, justify="right")
+        for w in workers:
+            values = (w.pid, w.stage, w.state, w.in_flight, w.consumed, w.results, w.forwarded,
+                      w.dead_lettered, w.retries)  # fmt: skip
+            table.add_row(*(str(v) for v in values))
+        console.print(table)
+    total = sum(row.lag for row in rows)
+    console.print(f"total lag {total} message(s); {len(workers)} live worker(s)")
+    return 0
+
+
+# --- cvserve submit / worker / results ---------------------------------------------------------
+
+
+def expand_paths(patterns: list[str]) -> list[Path]:
+    """Files named, found under folders (recursively), or matched by globs; sorted, no repeats."""
+    found: dict[Path, None] = {}
+    for pattern in patterns:
+        if _GLOB_CHARS & set(pattern):
+            matches = [Path(p) for p in sorted(glob.glob(pattern, recursive=True))]
+        else:
+            matches = [Path(pattern)]
+        for path in matches:
+            if path.is_dir():
+                found.update(dict.fromkeys(sorted(p for p in path.rglob("*") if p.is_file())))
+            elif path.is_file():
+                found[path] = None
+            else:
+                raise SystemExit(f"cvserve submit: no such file or folder: {path}")
+    return list(found)
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from cvserve.broker.producer import ImageProducer, MessageTooLarge
+    from cvserve.preprocess.spec import PreprocessError
+
+    paths = expand_paths(args.paths)
+    if not paths:
+        raise SystemExit("cvserve submit: no files to send")
+    jobs = [path for _ in range(args.repeat) for path in paths]
+    console = Console(stderr=True)
+    failures = 0
+    sent: list[tuple[str, Path, Any]] = []
+    interval = 1.0 / args.rate if args.rate else 0.0
+    with ImageProducer(bootstrap_address(args), args.pipeline, args.namespace) as producer:
+        progress = Progress(
+            TextColumn("submit"), BarColumn(), MofNCompleteColumn(), console=console
+        )
+        with progress:
+            task = progress.add_task("submit", total=len(jobs))
+            next_at = time.monotonic()
+            for path in jobs:
+                if interval:
+                    time.sleep(max(0.0, next_at - time.monotonic()))  # pacing to --rate
+                    next_at += interval
+                try:
+                    request_id, future = producer.send(
+                        path.read_bytes(), key=args.key or "", validate=not args.no_validate
+                    )
+                except (PreprocessError, MessageTooLarge, OSError) as exc:
+                    console.print(f"[red]{path}: {exc}[/red]")
+                    failures += 1
+                else:
+                    sent.append((request_id, path, future))
+                progress.advance(task)
+            producer.flush()
+    delivered = 0
+    for request_id, path, future in sent:
+        try:
+            future.get(timeout=0)
+        except Exception as exc:
+            console.print(f"[red]{path}: not delivered: {exc}[/red]")
+            failures += 1
+            continue
+        delivered += 1
+        print(f"{request_id}\t{path}")
+    console.print(f"submitted {delivered} of {len(jobs)} image(s) to {producer.topic}")
+    return 1 if failures else 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from cvserve.broker.routes import route
+    from cvserve.broker.stats import default_stats_dir
+    from cvserve.broker.worker import StageWorker, WorkerConfig
+
+    logging.basicConfig(
+        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    logging.getLogger("kafka").setLevel(logging.ERROR)  # its reconnect chatter hides ours
+    pipeline_route = route(args.pipeline)
+    stage = args.stage or pipeline_route.first.name
+    config = WorkerConfig(
+        batch_size=args.batch_size,
+        max_in_flight=args.max_in_flight,
+        session_timeout_ms=args.session_timeout_ms,
+        heartbeat_interval_ms=args.heartbeat_interval_ms,
+    )
+    stop = _stop_event()
+    worker = StageWorker(
+        bootstrap_address(args),
+        pipeline_route,
+        stage,
+        args.triton_url,
+        config=config,
+        namespace=args.namespace,
+        stats_path=Path(args.stats_file)
+        if args.stats_file
+        else default_stats_dir() / f"{args.pipeline}.{stage}.{os.getpid()}.json",
+    )
+    stats = worker.run(stop)
+    logging.getLogger(__name__).info(
+        "worker %s stopped: consumed %d, results %d, forwarded %d, dead letters %d, retries %d",
+        stats.pid,
+        stats.consumed,
+        stats.results,
+        stats.forwarded,
+        stats.dead_lettered,
+        stats.retries,
+    )
+    return 0
+
+
+def result_json(message: Any) -> dict[str, Any]:
+    """One result as `cvserve results` prints it."""
+    from cvserve.broker.schema import decode_outputs
+
+    return {
+        "request_id": message.request_id,
+        "crop_index": None if message.crop is None else message.crop.index,
+        "stage": message.stage,
+        "key": message.record_key,
+        "outputs": {k: v.tolist() for k, v in decode_outputs(message.value).items()},
+        "hops": [[h.label, h.t_ns] for h in message.trace.hops],
+    }
+
+
+def cmd_results(args: argparse.Namespace) -> int:
+    from cvserve.broker.results import ResultReader
+
+    stop = _stop_event()
+    reader = ResultReader(
+        bootstrap_address(args),
+        args.pipeline,
+        args.namespace,
+        from_beginning=not args.from_end,
+        keep=False,
+    )
+    with reader:
+        idle = None if args.follow else args.idle_timeout
+        for message in reader.follow(stop, idle_timeout_s=idle):
+            print(json.dumps(result_json(message)), flush=True)
+    print(
+        f"{len(reader.seen)} unique result(s), {reader.duplicates} duplicate(s) dropped",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def cmd_bench_kafka(args: argparse.Namespace) -> int:
+    from cvserve.broker.bench import bench_kafka
+
+    bench_kafka(
+        bootstrap=args.bootstrap,
+        size_kb=args.size_kb,
+        latency_messages=args.latency_messages,
+        throughput_messages=args.messages,
+        out=Path(args.out) if args.out else None,
+    )
+    return 0
+
+
+# --- wiring ------------------------------------------------------------------------------------
+
+
+def _add_broker_options(parser: argparse.ArgumentParser, pipeline: bool = True) -> None:
+    parser.add_argument(
+        "--bootstrap",
+        default=None,
+        help=f"host:port (default ${BOOTSTRAP_ENV} " "or the broker 'cvserve kafka start' runs)",
+    )
+    parser.add_argument(
+        "--namespace",
+        default=None,
+        help="topic prefix (default $CVSERVE_KAFKA_NAMESPACE or cvserve)",
+    )
+    if pipeline:
+        parser.add_argument("--pipeline", default="classify")
+
+
+def register(commands: Any, benches: Any) -> None:
+    """Add the Kafka subcommands to ``cvserve`` (``commands``) and ``cvserve bench``."""
+    kafka = commands.add_parser("kafka", help="the local Kafka broker, topics and lag")
+    sub = kafka.add_subparsers(dest="kafka_command", required=True)
+
+    start = sub.add_parser("start", help="start the local broker (detached unless --foreground)")
+    start.add_argument("--port", type=int, default=None, help="client port (default: free)")
+    start.add_argument("--heap-mb", type=int, default=512)
+    start.add_argument("--foreground", action="store_true", help="run until Ctrl-C")
+    start.add_argument("--timeout", type=float, default=90.0, help="seconds to get ready")
+    start.set_defaults(func=cmd_kafka_start)
+    stop = sub.add_parser("stop", help="stop the local broker by its pid")
+    stop.add_argument("--timeout", type=float, default=30.0, help="seconds before SIGKILL")
+    stop.set_defaults(func=cmd_kafka_stop)
+    status = sub.add_parser("status", help="is the local broker running and answering")
+    status.set_defaults(func=cmd_kafka_status)
+    for parser in (start, stop, status):
+        parser.add_argument("--state-dir", default=None, help="default .cache/kafka/broker")
+
+    topics = sub.add_parser("topics", help="create (if missing) and list a pipeline's topics")
+    _add_broker_options(topics)
+    topics.add_argument("--partitions", type=int, default=6)
+    topics.set_defaults(func=cmd_kafka_topics)
+    lag = sub.add_parser("lag", help="consumer lag per partition and live workers' in-flight")
+    _add_broker_options(lag)
+    lag.add_argument("--stats-dir", default=None, help="default .cache/kafka/workers")
+    lag.set_defaults(func=cmd_kafka_lag)
+
+    submit = commands.add_parser("submit", help="send images to a pipeline over Kafka")
+    submit.add_argument("paths", nargs="+", help="files, folders (recursive) or globs")
+    _add_broker_options(submit)
+    submit.add_argument("--rate", type=float, default=0.0, help="images/s (default: no limit)")
+    submit.add_argument("--repeat", type=int, default=1, help="send the whole list N times")
+    submit.add_argument("--key", default=None, help="record key (default: the request id)")
+    submit.add_argument(
+        "--no-validate",
+        action="store_true",
+        help="send files the image sniffer refuses (the worker dead-letters them)",
+    )
+    submit.set_defaults(func=cmd_submit)
+
+    worker = commands.add_parser("worker", help="run one stage worker of a pipeline")
+    _add_broker_options(worker)
+    worker.add_argument("--stage", default=None, help="broker stage (default: the first)")
+    worker.add_argument("--triton-url", default="127.0.0.1:8001", help="Triton gRPC host:port")
+    worker.add_argument("--batch-size", type=int, default=16, help="records per poll")
+    worker.add_argument("--max-in-flight", type=int, default=4, help="Triton requests at once")
+    worker.add_argument("--session-timeout-ms", type=int, default=10_000)
+    worker.add_argument("--heartbeat-interval-ms", type=int, default=3_000)
+    worker.add_argument(
+        "--stats-file", default=None, help="JSON counters (default .cache/kafka/workers/<...>.json)"
+    )
+    worker.add_argument("--log-level", default="INFO")
+    worker.set_defaults(func=cmd_worker)
+
+    results = commands.add_parser("results", help="print a pipeline's results, each once")
+    _add_broker_options(results)
+    results.add_argument("--follow", action="store_true", help="keep reading until Ctrl-C")
+    results.add_argument("--from-end", action="store_true", help="only results from now on")
+    results.add_argument(
+        "--idle-timeout",
+        type=float,
+        default=3.0,
+        help="without --follow: stop after this long without a new result",
+    )
+    results.set_defaults(func=cmd_results)
+
+    bench = benches.add_parser("kafka", help="one Kafka hop: p50/p99 latency and throughput")
+    bench.add_argument("--bootstrap", default=None, help="a running broker (default: start one)")
+    bench.add_argument("--size-kb", type=int, default=150)
+    bench.add_argument("--latency-messages", type=int, default=300)
+    bench.add_argument("--messages", type=int, default=1000, help="for throughput")
+    bench.add_argument("--out", default=None, help="JSON path")
+    bench.set_defaults(func=cmd_bench_kafka)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """These subcommands alone (``python -m cvserve.broker.commands worker ...``): starts
+    faster than ``cvserve``, which imports every pipeline's models."""
+    parser = argparse.ArgumentParser(prog="cvserve", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    benches = commands.add_parser("bench", help="benchmarks").add_subparsers(
+        dest="target", required=True
+    )
+    register(commands, benches)
+    args = parser.parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,133 @@
+"""Cut detections out of the original image (the fan-out of a detect stage).
+
+`cut_crops` is a plain function on encoded bytes and detector outputs: boxes above a score
+threshold, best first, at most K, clipped to the image, each JPEG-encoded with OpenCV.
+`crop_emitter` turns it into the `Emit` of a broker stage: one message per crop, addressed to
+the next stage, with crop index and box headers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from cvserve.broker.routes import Emit
+from cvserve.broker.schema import IMAGE_CONTENT_TYPES, Crop, Message, result_message
+from cvserve.preprocess.spec import PreprocessError
+
+# Detector output names (x1, y1, x2, y2 in original-image pixels; scores; valid count).
+BOXES = "BOXES"
+SCORES = "SCORES"
+COUNT = "COUNT"
+# Added to a detect stage's result: how many crops were sent on for that request.
+CROP_COUNT = "CROP_COUNT"
+
+
+@dataclass(frozen=True)
+class CropImage:
+    """One cut: its crop index and box, and the JPEG bytes."""
+
+    crop: Crop
+    jpeg: bytes
+
+
+def select_boxes(
+    boxes: np.ndarray,
+    scores: np.ndarray,
+    width: int,
+    height: int,
+    score_threshold: float,
+    max_crops: int,
+) -> list[tuple[int, int, int, int]]:
+    """Integer boxes (x1, y1, x2, y2) with score ≥ threshold, best first, at most ``max_crops``,
+    clipped to the image; boxes left empty by clipping are dropped.
+
+    ``boxes``: float [K, 4] in pixels of the image; ``scores``: float [K].
+    """
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
+    order = [int(i) for i in np.argsort(-scores, kind="stable") if scores[i] >= score_threshold]
+    selected: list[tuple[int, int, int, int]] = []
+    for i in order:
+        x1, y1, x2, y2 = boxes[i]
+        # Outward rounding keeps every pixel the box touches.
+        box = (
+            int(np.clip(np.floor(x1), 0, width)),
+            int(np.clip(np.floor(y1), 0, height)),
+            int(np.clip(np.ceil(x2), 0, width)),
+            int(np.clip(np.ceil(y2), 0, height)),
+        )
+        if box[2] > box[0] and box[3] > box[1]:
+            selected.append(box)
+        if len(selected) == max_crops:
+            break
+    return selected
+
+
+def cut_crops(
+    image: bytes,
+    boxes: np.ndarray,
+    scores: np.ndarray,
+    score_threshold: float = 0.5,
+    max_crops: int = 16,
+    jpeg_quality: int = 90,
+) -> list[CropImage]:
+    """Decode ``image`` once, cut the selected boxes, JPEG-encode each (colours kept).
+
+    Boxes are in pixels of the image as OpenCV decodes it (EXIF orientation applied), which is
+    what a detector that saw the upright image reports. Raises `PreprocessError` if the image
+    cannot be decoded.
+    """
+    import cv2
+
+    pixels = cv2.imdecode(np.frombuffer(image, dtype=np.uint8), cv2.IMREAD_COLOR)
+    if pixels is None:
+        raise PreprocessError(f"cannot decode the image to crop ({len(image):,} bytes)")
+    height, width = pixels.shape[:2]
+    crops = []
+    for index, box in enumerate(
+        select_boxes(boxes, scores, width, height, score_threshold, max_crops)
+    ):
+        x1, y1, x2, y2 = box
+        ok, encoded = cv2.imencode(
+            ".jpg", pixels[y1:y2, x1:x2], [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality]
+        )
+        if not ok:
+            raise PreprocessError(f"cannot JPEG-encode crop {index} {box}")
+        crops.append(CropImage(Crop(index, box), encoded.tobytes()))
+    return crops
+
+
+def crop_emitter(
+    next_stage: str,
+    score_threshold: float = 0.5,
+    max_crops: int = 16,
+    emit_detections: bool = True,
+) -> Emit:
+    """The `Emit` of a detect stage: one message per crop for ``next_stage`` and, if
+    ``emit_detections``, the detections as a result (so a reader knows how many crops follow)."""
+
+    def emit(message: Message, outputs: Mapping[str, np.ndarray], stage: str) -> list[Message]:
+        count = int(np.asarray(outputs[COUNT]).reshape(-1)[0]) if COUNT in outputs else None
+        boxes, scores = outputs[BOXES][:count], outputs[SCORES][:count]
+        crops = cut_crops(message.value, boxes, scores, score_threshold, max_crops)
+        emitted = []
+        if emit_detections:
+            counted = {**outputs, CROP_COUNT: np.array([len(crops)], dtype=np.int64)}
+            emitted.append(result_message(message, stage, counted))
+        for cut in crops:
+            emitted.append(
+                replace(
+                    message,
+                    stage=next_stage,
+                    value=cut.jpeg,
+                    content_type=IMAGE_CONTENT_TYPES["jpeg"],
+                    crop=cut.crop,
+                    trace=message.trace.child(),
+                )
+            )
+        return emitted
+
+    return emit

@@ -1,0 +1,113 @@
+"""Call one Triton ensemble for one encoded image, telling "retry later" from "bad input".
+
+The ensemble's input and outputs are read from the server's model metadata (one encoded-image
+input, every output requested), so a stage worker needs only the ensemble's name.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import tritonclient.grpc as grpcclient
+from tritonclient.utils import InferenceServerException
+
+from cvserve.pipelines.client import pad_images
+
+# gRPC statuses meaning the server did not get to answer: try again later.
+_TRANSIENT_STATUSES = {
+    "StatusCode.UNAVAILABLE",
+    "StatusCode.DEADLINE_EXCEEDED",
+    "StatusCode.CANCELLED",
+    "StatusCode.RESOURCE_EXHAUSTED",
+    "StatusCode.ABORTED",
+}
+# Server answers meaning the model is not (yet) there to answer.
+_NOT_READY_MARKERS = ("unknown model", "is not ready", "not found", "failed to connect")
+
+
+class TritonUnavailable(RuntimeError):
+    """Triton did not answer (down, unreachable, model not loaded, timed out): retry later."""
+
+
+class InputRejected(RuntimeError):
+    """Triton answered this input with an error; ``poison`` if it is the input's fault
+    (``PreprocessError``: undecodable, truncated, too many pixels …), which retrying never fixes."""
+
+    def __init__(self, reason: str, poison: bool) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.poison = poison
+
+
+def classify_error(exc: InferenceServerException) -> TritonUnavailable | InputRejected:
+    message = exc.message() or str(exc)
+    if "PreprocessError" in message:
+        return InputRejected(message, poison=True)
+    lowered = message.lower()
+    if str(exc.status()) in _TRANSIENT_STATUSES or any(m in lowered for m in _NOT_READY_MARKERS):
+        return TritonUnavailable(f"{exc.status()}: {message}")
+    return InputRejected(message, poison=False)
+
+
+@dataclass
+class EnsembleCaller:
+    """Sends one image per request to ensemble ``model`` at ``url`` (gRPC host:port).
+
+    Thread-safe: a stage worker calls `infer` from several threads to keep requests in flight.
+    """
+
+    url: str
+    model: str
+    timeout_s: float = 60.0
+    _client: Any = field(init=False, repr=False)
+    _io: tuple[str, str, list[str]] | None = field(default=None, init=False, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._client = grpcclient.InferenceServerClient(self.url)
+
+    def _signature(self) -> tuple[str, str, list[str]]:
+        """(input name, input dtype, output names), read once from the model metadata."""
+        with self._lock:
+            if self._io is None:
+                try:
+                    meta = self._client.get_model_metadata(
+                        self.model, as_json=True, client_timeout=self.timeout_s
+                    )
+                except InferenceServerException as exc:
+                    raise TritonUnavailable(
+                        f"metadata of {self.model}: {exc.status()}: {exc.message()}"
+                    ) from exc
+                (tensor,) = meta["inputs"]
+                self._io = (
+                    tensor["name"],
+                    tensor["datatype"],
+                    [o["name"] for o in meta["outputs"]],
+                )
+            return self._io
+
+    def infer(self, image: bytes) -> dict[str, np.ndarray]:
+        """The ensemble's outputs for ``image``, batch dimension removed.
+
+        Raises `TritonUnavailable` (retry later) or `InputRejected`.
+        """
+        name, dtype, outputs = self._signature()
+        batch = pad_images([image])
+        tensor = grpcclient.InferInput(name, list(batch.shape), dtype)
+        tensor.set_data_from_numpy(batch)
+        try:
+            result = self._client.infer(
+                self.model,
+                [tensor],
+                outputs=[grpcclient.InferRequestedOutput(n) for n in outputs],
+                client_timeout=self.timeout_s,
+            )
+        except InferenceServerException as exc:
+            raise classify_error(exc) from exc
+        return {n: result.as_numpy(n)[0] for n in outputs}
+
+    def close(self) -> None:
+        self._client.close()

@@ -1,0 +1,144 @@
+"""Submit images to a pipeline over Kafka: `ImageProducer.submit(images) -> request ids`.
+
+Records go to the first stage's topic with acks=all from an idempotent producer (kafka-python
+3.0.12 enables idempotence by default; it is set explicitly here). Every image is checked before
+sending: its size against `MessageLimits` and, unless told not to, its header with
+`preprocess.sniff` (format, size, pixel limit) — errors name the image and the limit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from kafka import KafkaProducer
+
+from cvserve.broker.routes import route
+from cvserve.broker.schema import (
+    IMAGE_CONTENT_TYPES,
+    UNKNOWN_CONTENT_TYPE,
+    Message,
+    TraceContext,
+    new_request_id,
+)
+from cvserve.broker.topics import Topics, default_namespace, ensure_topics
+from cvserve.deploy.kafka_limits import LIMITS, MessageLimits
+from cvserve.preprocess.sniff import sniff
+from cvserve.preprocess.spec import PreprocessError
+
+SUBMIT_HOP = "submit"
+
+
+class MessageTooLarge(ValueError):
+    """An image larger than a record may carry."""
+
+
+def producer_config(limits: MessageLimits = LIMITS) -> dict[str, Any]:
+    """kafka-python producer settings of every cvserve producer (submit and stage workers)."""
+    return {
+        "acks": "all",
+        "enable_idempotence": True,
+        "linger_ms": 0,
+        # Rides out a broker restart: sends are retried until this much time has passed.
+        "delivery_timeout_ms": 120_000,
+        "max_block_ms": 60_000,
+        **limits.producer_config(),
+    }
+
+
+def check_size(value: bytes, limits: MessageLimits = LIMITS, what: str = "image") -> None:
+    """Raise `MessageTooLarge` if ``value`` cannot travel in one record."""
+    if len(value) > limits.max_value_bytes:
+        raise MessageTooLarge(
+            f"{what}: {len(value):,} bytes exceeds the limit of {limits.max_value_bytes:,} bytes "
+            f"per image (a record is at most {limits.max_message_bytes:,} bytes, headers included)"
+        )
+
+
+def image_message(
+    image: bytes, pipeline: str, stage: str, key: str = "", validate: bool = True
+) -> Message:
+    """A new request for ``image``. With ``validate``, an image `sniff` refuses raises
+    `PreprocessError`; without, it is sent as ``application/octet-stream`` for the stage to judge.
+    """
+    try:
+        header = sniff(image)
+        content_type = IMAGE_CONTENT_TYPES[header.format]
+        size: tuple[int, int] | None = (header.width, header.height)
+    except PreprocessError:
+        if validate:
+            raise
+        content_type, size = UNKNOWN_CONTENT_TYPE, None
+    return Message(
+        request_id=new_request_id(),
+        pipeline=pipeline,
+        stage=stage,
+        value=image,
+        content_type=content_type,
+        trace=TraceContext.new().hop(SUBMIT_HOP),
+        key=key,
+        original_size=size,
+    )
+
+
+class ImageProducer:
+    """Sends images to the first stage of ``pipeline`` on the broker at ``bootstrap``."""
+
+    def __init__(
+        self,
+        bootstrap: str,
+        pipeline: str,
+        namespace: str | None = None,
+        limits: MessageLimits = LIMITS,
+        **kafka_overrides: Any,
+    ) -> None:
+        self.pipeline = pipeline
+        self.limits = limits
+        self.stage = route(pipeline).first.name
+        self.topics = Topics(pipeline, namespace or default_namespace())
+        self.topic = self.topics.stage_in(self.stage)
+        ensure_topics(bootstrap, self.topics.all(route(pipeline).stage_names), limits=limits)
+        self._producer = KafkaProducer(
+            bootstrap_servers=bootstrap, **{**producer_config(limits), **kafka_overrides}
+        )
+
+    def message(self, image: bytes, key: str = "", validate: bool = True) -> Message:
+        """A checked request for ``image`` (raises `MessageTooLarge` or `PreprocessError`)."""
+        check_size(image, self.limits)
+        return image_message(image, self.pipeline, self.stage, key, validate)
+
+    def send(self, image: bytes, key: str = "", validate: bool = True) -> tuple[str, Any]:
+        """Queue one image; returns its request id and the send future (``.get()`` = acked)."""
+        message = self.message(image, key, validate)
+        return message.request_id, self.send_message(message)
+
+    def send_message(self, message: Message, topic: str | None = None) -> Any:
+        """Queue a ready-made message (default topic: the first stage's)."""
+        check_size(message.value, self.limits)
+        key, value, headers = message.to_record()
+        return self._producer.send(topic or self.topic, key=key, value=value, headers=headers)
+
+    def submit(self, images: Iterable[bytes], key: str = "", validate: bool = True) -> list[str]:
+        """Check every image, send them all, wait until the broker acknowledged each; returns
+        their request ids in order. If any image fails its checks, nothing is sent."""
+        messages = [self.message(image, key, validate) for image in images]
+        futures = [self.send_message(message) for message in messages]
+        self.flush(timeout_s=producer_config(self.limits)["delivery_timeout_ms"] / 1000 + 30)
+        for future in futures:
+            future.get(timeout=0)  # raises the delivery error, if any
+        return [message.request_id for message in messages]
+
+    def flush(self, timeout_s: float | None = None) -> None:
+        """Wait until every queued image is acknowledged or failed (``KafkaTimeoutError``
+        after ``timeout_s``)."""
+        self._producer.flush(timeout=timeout_s)
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        """Send what is queued, waiting at most ``timeout_s`` (the broker may be gone)."""
+        self._producer.close(timeout=timeout_s)
+
+    def __enter__(self) -> ImageProducer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

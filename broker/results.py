@@ -1,0 +1,165 @@
+"""Read a pipeline's results (and dead letters) back, each request once.
+
+Delivery is at-least-once, so a result may arrive twice (a worker died after producing, before
+committing). `ResultReader` drops repeats by (request id, crop index). It reads without a
+consumer group: every reader sees every result. ``keep=False`` (``cvserve results --follow``)
+remembers only the ids, not the results.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from kafka import KafkaConsumer
+from kafka.structs import TopicPartition
+
+from cvserve.broker.routes import route
+from cvserve.broker.schema import Message, Record, SchemaError
+from cvserve.broker.topics import Topics, default_namespace, ensure_topics
+from cvserve.deploy.kafka_limits import LIMITS, MessageLimits
+
+
+class TopicReader:
+    """Every partition of ``topic`` from the beginning (or the end), no consumer group."""
+
+    def __init__(
+        self,
+        bootstrap: str,
+        topic: str,
+        from_beginning: bool = True,
+        limits: MessageLimits = LIMITS,
+    ) -> None:
+        self.topic = topic
+        self._consumer = KafkaConsumer(
+            bootstrap_servers=bootstrap,
+            group_id=None,
+            enable_auto_commit=False,
+            **limits.consumer_config(),
+        )
+        partitions = self._consumer.partitions_for_topic(topic)
+        if not partitions:
+            self._consumer.close()
+            raise KeyError(f"topic {topic} does not exist on {bootstrap}")
+        assigned = [TopicPartition(topic, p) for p in sorted(partitions)]
+        self._consumer.assign(assigned)
+        if from_beginning:
+            self._consumer.seek_to_beginning(*assigned)
+        else:
+            self._consumer.seek_to_end(*assigned)
+
+    def poll(self, timeout_s: float = 0.5) -> list[tuple[TopicPartition, Any]]:
+        """The records that arrived, in partition order, as (partition, ConsumerRecord)."""
+        polled = self._consumer.poll(timeout_ms=int(timeout_s * 1000))
+        return [(tp, r) for tp, records in polled.items() for r in records]
+
+    def close(self) -> None:
+        self._consumer.close(autocommit=False)
+
+    def __enter__(self) -> TopicReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class ResultReader:
+    """The results of ``pipeline``, each (request id, crop index) once."""
+
+    def __init__(
+        self,
+        bootstrap: str,
+        pipeline: str,
+        namespace: str | None = None,
+        from_beginning: bool = True,
+        keep: bool = True,
+        limits: MessageLimits = LIMITS,
+    ) -> None:
+        topics = Topics(pipeline, namespace or default_namespace())
+        ensure_topics(bootstrap, topics.all(route(pipeline).stage_names), limits=limits)
+        self._reader = TopicReader(bootstrap, topics.results, from_beginning, limits)
+        self.seen: set[tuple[str, int]] = set()
+        # With ``keep``: every unique result read so far, by request id (what `collect` returns).
+        self.keep = keep
+        self.by_request: dict[str, list[Message]] = {}
+        self.duplicates = 0
+        self.malformed = 0
+
+    def poll(self, timeout_s: float = 0.5) -> list[Message]:
+        """New unique results that arrived within ``timeout_s``."""
+        fresh = []
+        for _, record in self._reader.poll(timeout_s):
+            try:
+                message = Message.from_record(record.key, record.value, record.headers or [])
+            except SchemaError:
+                self.malformed += 1
+                continue
+            if message.dedup_key in self.seen:
+                self.duplicates += 1
+                continue
+            self.seen.add(message.dedup_key)
+            if self.keep:
+                self.by_request.setdefault(message.request_id, []).append(message)
+            fresh.append(message)
+        return fresh
+
+    def follow(
+        self, stop: threading.Event | None = None, idle_timeout_s: float | None = None
+    ) -> Iterator[Message]:
+        """Unique results as they come, until ``stop`` is set or nothing new arrived for
+        ``idle_timeout_s``."""
+        last = time.monotonic()
+        while stop is None or not stop.is_set():
+            batch = self.poll()
+            if batch:
+                last = time.monotonic()
+            elif idle_timeout_s is not None and time.monotonic() - last > idle_timeout_s:
+                return
+            yield from batch
+
+    def collect(self, request_ids: Iterable[str], timeout_s: float) -> dict[str, list[Message]]:
+        """Results of ``request_ids`` (a list per request: one, or one per crop), including those
+        read earlier, once each has at least one; raises `TimeoutError` naming how many are
+        missing after ``timeout_s``. Needs ``keep``."""
+        if not self.keep:
+            raise ValueError("collect needs a ResultReader made with keep=True")
+        wanted = set(request_ids)
+        deadline = time.monotonic() + timeout_s
+        while not wanted <= self.by_request.keys() and time.monotonic() < deadline:
+            self.poll()
+        missing = wanted - self.by_request.keys()
+        if missing:
+            raise TimeoutError(
+                f"{len(missing)} of {len(wanted)} request(s) have no result after {timeout_s:.0f} s"
+            )
+        return {request_id: self.by_request[request_id] for request_id in wanted}
+
+    def close(self) -> None:
+        self._reader.close()
+
+    def __enter__(self) -> ResultReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def read_dead_letters(
+    bootstrap: str,
+    pipeline: str,
+    count: int,
+    timeout_s: float,
+    namespace: str | None = None,
+) -> list[Record]:
+    """The first ``count`` dead-letter records of ``pipeline`` (``TimeoutError`` if fewer come)."""
+    topic = Topics(pipeline, namespace or default_namespace()).dead_letter
+    records: list[Record] = []
+    deadline = time.monotonic() + timeout_s
+    with TopicReader(bootstrap, topic) as reader:
+        while len(records) < count and time.monotonic() < deadline:
+            records += [Record(r.key, r.value, list(r.headers or [])) for _, r in reader.poll()]
+    if len(records) < count:
+        raise TimeoutError(f"{len(records)} of {count} dead letters after {timeout_s:.0f} s")
+    return records

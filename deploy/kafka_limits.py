@@ -1,0 +1,55 @@
+"""Record size limits of cvserve's Kafka traffic, declared once.
+
+Images need the broker's, the topics', the producer's and the consumer's limits raised together;
+each of those configs is a view of one `MessageLimits`, so they cannot disagree.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+MIB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class MessageLimits:
+    """How large one record (an encoded image or crop plus its headers) may be, in bytes."""
+
+    max_message_bytes: int = 16 * MIB
+    # Room left for the key, the headers and the record-batch framing.
+    record_overhead_bytes: int = 64 * 1024
+    # Upper bound of one fetch response: bounds a consumer's memory per poll.
+    fetch_max_bytes: int = 64 * MIB
+
+    @property
+    def max_value_bytes(self) -> int:
+        """The largest image or crop a producer may send."""
+        return self.max_message_bytes - self.record_overhead_bytes
+
+    def broker_properties(self) -> dict[str, str]:
+        """``server.properties`` entries."""
+        return {
+            "message.max.bytes": str(self.max_message_bytes),
+            "replica.fetch.max.bytes": str(self.max_message_bytes),
+            "fetch.max.bytes": str(self.fetch_max_bytes),
+            "socket.request.max.bytes": str(max(self.fetch_max_bytes, 100 * MIB)),
+        }
+
+    def topic_config(self) -> dict[str, str]:
+        """Per-topic configs, so that a broker with smaller defaults still takes images."""
+        return {"max.message.bytes": str(self.max_message_bytes)}
+
+    def producer_config(self) -> dict[str, int]:
+        """kafka-python ``KafkaProducer`` keyword arguments."""
+        return {"max_request_size": self.max_message_bytes}
+
+    def consumer_config(self) -> dict[str, int]:
+        """kafka-python ``KafkaConsumer`` keyword arguments."""
+        return {
+            "max_partition_fetch_bytes": self.max_message_bytes,
+            "fetch_max_bytes": self.fetch_max_bytes,
+            "receive_message_max_bytes": self.fetch_max_bytes + MIB,
+        }
+
+
+LIMITS = MessageLimits()

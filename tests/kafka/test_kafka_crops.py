@@ -1,0 +1,83 @@
+"""The crop step of a detect stage, on a synthetic image with known boxes."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from cvserve.broker.crops import (
+    BOXES,
+    COUNT,
+    CROP_COUNT,
+    SCORES,
+    crop_emitter,
+    cut_crops,
+    select_boxes,
+)
+from cvserve.broker.producer import image_message
+from cvserve.broker.schema import decode_outputs
+from cvserve.preprocess.spec import PreprocessError
+from cvserve.preprocess.synthetic import encode
+
+# A grey 200x120 image with a red and a blue rectangle at known places.
+RED_BOX = (20, 30, 80, 90)
+BLUE_BOX = (120, 10, 190, 50)
+
+
+def scene() -> bytes:
+    rgb = np.full((120, 200, 3), 128, np.uint8)
+    rgb[RED_BOX[1] : RED_BOX[3], RED_BOX[0] : RED_BOX[2]] = (255, 0, 0)
+    rgb[BLUE_BOX[1] : BLUE_BOX[3], BLUE_BOX[0] : BLUE_BOX[2]] = (0, 0, 255)
+    return encode(rgb, "png")  # lossless: crops compare to exact colours
+
+
+def detections() -> dict[str, np.ndarray]:
+    return {
+        BOXES: np.array([BLUE_BOX, RED_BOX, (0, 0, 5, 5), (0, 0, 0, 0)], np.float32),
+        SCORES: np.array([0.6, 0.9, 0.2, 0.0], np.float32),
+        COUNT: np.array([3], np.int64),
+    }
+
+
+def test_select_boxes_thresholds_orders_caps_and_clips() -> None:
+    boxes = np.array([[-5.5, 2.2, 50.1, 40.0], [10, 10, 20, 20], [300, 0, 400, 10]], np.float32)
+    scores = np.array([0.8, 0.95, 0.9], np.float32)
+    assert select_boxes(boxes, scores, 100, 50, 0.5, 10) == [(10, 10, 20, 20), (0, 2, 51, 40)]
+    assert select_boxes(boxes, scores, 100, 50, 0.85, 10) == [(10, 10, 20, 20)]
+    assert select_boxes(boxes, scores, 100, 50, 0.5, 1) == [(10, 10, 20, 20)]
+
+
+def test_cut_crops_cuts_the_right_pixels_best_first() -> None:
+    out = detections()
+    crops = cut_crops(scene(), out[BOXES], out[SCORES], score_threshold=0.5)
+    assert [c.crop.index for c in crops] == [0, 1]
+    assert [c.crop.box for c in crops] == [RED_BOX, BLUE_BOX]
+    for cut, colour in zip(crops, ((255, 0, 0), (0, 0, 255)), strict=True):
+        x1, y1, x2, y2 = cut.crop.box
+        bgr = cv2.imdecode(np.frombuffer(cut.jpeg, np.uint8), cv2.IMREAD_COLOR)
+        assert cut.jpeg[:3] == b"\xff\xd8\xff"
+        assert bgr.shape == (y2 - y1, x2 - x1, 3)
+        mean_rgb = bgr[..., ::-1].reshape(-1, 3).mean(axis=0)
+        np.testing.assert_allclose(mean_rgb, colour, atol=6)
+
+
+def test_undecodable_image_is_a_preprocess_error() -> None:
+    out = detections()
+    with pytest.raises(PreprocessError, match="cannot decode"):
+        cut_crops(b"\xff\xd8\xff broken", out[BOXES], out[SCORES])
+
+
+def test_crop_emitter_fans_out_one_message_per_crop_tied_to_the_request() -> None:
+    source = image_message(scene(), "detect_identify", "detect", key="camera-1")
+    emitted = crop_emitter("identify", score_threshold=0.5)(source, detections(), "detect")
+    detection, *crops = emitted
+    assert detection.is_result and detection.crop is None and detection.stage == "detect"
+    assert decode_outputs(detection.value)[CROP_COUNT].tolist() == [2]
+    assert [(c.crop.index, c.crop.box) for c in crops] == [(0, RED_BOX), (1, BLUE_BOX)]
+    for crop in crops:
+        assert crop.stage == "identify" and crop.content_type == "image/jpeg"
+        assert crop.request_id == source.request_id and crop.record_key == "camera-1"
+        assert crop.original_size == (200, 120)
+        assert crop.trace.trace_id == source.trace.trace_id
+    assert len({m.dedup_key for m in emitted}) == 3

@@ -1,0 +1,65 @@
+"""Size limits, topic names and submit's path expansion, without a broker."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from cvserve.broker.commands import expand_paths
+from cvserve.broker.producer import MessageTooLarge, check_size, producer_config
+from cvserve.broker.routes import route
+from cvserve.broker.topics import Topics
+from cvserve.deploy.kafka import KafkaBroker
+from cvserve.deploy.kafka_limits import LIMITS, MessageLimits
+
+
+def test_broker_topic_producer_and_consumer_limits_agree() -> None:
+    broker = KafkaBroker(Path("/nonexistent"), port=1, controller_port=2).properties()
+    assert int(broker["message.max.bytes"]) == LIMITS.max_message_bytes
+    assert int(broker["replica.fetch.max.bytes"]) >= LIMITS.max_message_bytes
+    assert int(LIMITS.topic_config()["max.message.bytes"]) == LIMITS.max_message_bytes
+    assert producer_config()["max_request_size"] == LIMITS.max_message_bytes
+    consumer = LIMITS.consumer_config()
+    assert consumer["max_partition_fetch_bytes"] >= LIMITS.max_message_bytes
+    assert consumer["receive_message_max_bytes"] > consumer["fetch_max_bytes"]
+    assert LIMITS.max_value_bytes < LIMITS.max_message_bytes
+
+
+def test_oversized_image_is_refused_with_the_limit_in_the_message() -> None:
+    limits = MessageLimits(max_message_bytes=2000, record_overhead_bytes=500)
+    check_size(b"x" * 1500, limits)
+    with pytest.raises(MessageTooLarge, match=r"photo.jpg: 1,501 bytes exceeds the limit of 1,500"):
+        check_size(b"x" * 1501, limits, what="photo.jpg")
+
+
+def test_topic_and_group_names_derive_from_pipeline_and_stage() -> None:
+    topics = Topics("detect_identify")
+    assert topics.stage_in("detect") == "cvserve.detect_identify.detect.in"
+    assert topics.results == "cvserve.detect_identify.results"
+    assert topics.dead_letter == "cvserve.detect_identify.dead-letter"
+    assert topics.group("identify") == "cvserve.detect_identify.identify"
+    assert Topics("classify", "staging").all(["classify"]) == [
+        "staging.classify.classify.in",
+        "staging.classify.results",
+        "staging.classify.dead-letter",
+    ]
+
+
+def test_a_single_ensemble_pipeline_is_one_stage_named_like_it() -> None:
+    classify = route("classify")
+    assert classify.stage_names == ["classify"] and classify.first.ensemble == "classify"
+    with pytest.raises(KeyError, match="no broker stage 'detect'"):
+        classify.stage("detect")
+
+
+def test_submit_expands_files_folders_and_globs(tmp_path: Path) -> None:
+    (tmp_path / "a" / "deep").mkdir(parents=True)
+    files = [tmp_path / "a" / "1.jpg", tmp_path / "a" / "deep" / "2.png", tmp_path / "b.jpg"]
+    for f in files:
+        f.write_bytes(b"x")
+    (tmp_path / "c.txt").write_bytes(b"x")
+    found = expand_paths([str(tmp_path / "a"), str(tmp_path / "*.jpg"), str(files[0])])
+    assert found == files
+    with pytest.raises(SystemExit, match="no such file"):
+        expand_paths([str(tmp_path / "missing.jpg")])
