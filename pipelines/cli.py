@@ -66,6 +66,7 @@ def cmd_repo_build(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from cvserve.deploy.triton import TritonServer
+    from cvserve.profiling.tritontrace import server_args
 
     server = TritonServer(
         Path(args.repo),
@@ -74,6 +75,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         http_port=args.http_port,
         grpc_port=args.grpc_port,
         metrics_port=args.metrics_port,
+        extra_args=server_args(Path(args.trace_file)) if args.trace_file else (),
     )
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -147,7 +149,11 @@ def cmd_bench_efficiency(args: argparse.Namespace) -> int:
 
 # Folders add their own subcommands: each module listed has `register(commands, benches)`, where
 # `commands` are the subparsers of `cvserve` and `benches` those of `cvserve bench`.
-COMMAND_MODULES: tuple[str, ...] = ()
+COMMAND_MODULES: tuple[str, ...] = (
+    "cvserve.broker.commands",
+    "cvserve.profiling.commands",
+    "cvserve.profiling.commands_preprocess",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -187,6 +193,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--http-port", type=int, default=8000)
     serve.add_argument("--grpc-port", type=int, default=8001)
     serve.add_argument("--metrics-port", type=int, default=8002)
+    serve.add_argument(
+        "--trace-file",
+        default=None,
+        help="let `cvserve profile --triton-url` trace requests (file written here)",
+    )
     serve.set_defaults(func=cmd_serve)
 
     infer = sub.add_parser("infer", help="send images to a served pipeline")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,3 +55,23 @@ class ModelStats:
 def fetch(client: Any, model: str) -> ModelStats:
     """Current counters of ``model`` from a tritonclient gRPC client."""
     return ModelStats.from_json(model, client.get_inference_statistics(model, as_json=True))
+
+
+def fetch_settled(
+    client: Any, models: list[str], timeout_s: float = 5.0, interval_s: float = 0.02
+) -> dict[str, ModelStats]:
+    """Counters of ``models`` once two readings ``interval_s`` apart agree.
+
+    Triton updates a model's statistics after its response left, so right after the client got
+    its last answer a late update may still be due; a settled reading excludes that race.
+    Gives the last reading if they keep changing for ``timeout_s`` (other traffic).
+    """
+    deadline = time.monotonic() + timeout_s
+    last = {m: fetch(client, m) for m in models}
+    while time.monotonic() < deadline:
+        time.sleep(interval_s)  # spacing of the readings; the deadline bounds the wait
+        current = {m: fetch(client, m) for m in models}
+        if current == last:
+            break
+        last = current
+    return last

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import pytest
 
 from cvserve.deploy.triton import TritonServer
 from cvserve.models.repository import write_repository
-from cvserve.pipelines.catalog import classify
+from cvserve.pipelines.catalog import classify, image_pipeline, preprocess_spec_for
 from cvserve.pipelines.spec import PipelineSpec
 from cvserve.preprocess.synthetic import synthetic_image
 
@@ -72,13 +73,52 @@ def classify_spec() -> PipelineSpec:
     return classify(TEST_ARCH, max_batch_size=8, top_k=5)
 
 
+def small_input(arch: str, size: tuple[int, int]) -> dict[str, object]:
+    """Pipeline options serving ``arch`` at a smaller input size (CPU time in CI)."""
+    return {"preprocess": dataclasses.replace(preprocess_spec_for(arch), crop=size)}
+
+
+@pytest.fixture(scope="session")
+def task_specs() -> dict[str, PipelineSpec]:
+    """One small pipeline per task, served beside classify by the session's Triton."""
+    return {
+        "segment": image_pipeline(
+            "segment",
+            "deeplabv3_mobilenet_v3_large",
+            max_batch_size=4,
+            **small_input("deeplabv3_mobilenet_v3_large", (128, 128)),
+        ),
+        "detect": image_pipeline("detect", "bright_region", max_batch_size=4, score_threshold=0.5),
+        "detect_ssd": image_pipeline(
+            "detect",
+            "ssdlite320_mobilenet_v3_large",
+            max_batch_size=4,
+            score_threshold=0.0,
+            name="detect_ssd",
+        ),
+        "depth": image_pipeline(
+            "depth", "depth_resnet18", max_batch_size=4, **small_input("depth_resnet18", (128, 128))
+        ),
+        "identify": image_pipeline(
+            "identify",
+            "embed_resnet18",
+            max_batch_size=4,
+            **small_input("embed_resnet18", (128, 64)),
+        ),
+    }
+
+
 @pytest.fixture(scope="session")
 def triton(
-    classify_spec: PipelineSpec, tmp_path_factory: pytest.TempPathFactory
+    classify_spec: PipelineSpec,
+    task_specs: dict[str, PipelineSpec],
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[TritonServer]:
-    """One real tritonserver for the whole suite: the classify ensemble and the echo model."""
+    """One real tritonserver for the whole suite: every pipeline above and the echo model."""
     workdir = tmp_path_factory.mktemp("triton")
     repository = write_repository(classify_spec, workdir / "repository")
+    for spec in task_specs.values():
+        write_repository(spec, repository)
     write_echo_model(repository)
     server = TritonServer(repository, workdir=workdir / "server")
     server.start(timeout_s=180)

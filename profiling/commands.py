@@ -1,0 +1,220 @@
+"""The profiler's subcommands: ``cvserve profile``, ``cvserve profile compare``,
+``cvserve bench profiling``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
+
+from cvserve.pipelines.catalog import PIPELINES, pipeline
+from cvserve.profiling.sweep import (
+    DEFAULT_CONCURRENCY,
+    DEFAULT_SIZES,
+    PLACEMENTS,
+    Point,
+    PointResult,
+    SweepConfig,
+    parse_size,
+    run_sweep,
+)
+
+
+def _csv(kind: type) -> object:
+    def parse(text: str) -> tuple:
+        return tuple(kind(item) for item in text.split(",") if item.strip())
+
+    return parse
+
+
+def _sizes(text: str) -> tuple[tuple[int, int], ...]:
+    return tuple(parse_size(item) for item in text.split(",") if item.strip())
+
+
+def _console(record: bool = False) -> Console:
+    """A console wide enough for the tables when the output is a file or a pipe."""
+    return Console(record=record, width=None if sys.stdout.isatty() else 130)
+
+
+def cmd_profile(args: argparse.Namespace) -> int:
+    from cvserve.deploy.triton import TritonStartError
+    from cvserve.profiling.plots import write_plots
+    from cvserve.profiling.report import run_folder, summary_table, write_run
+    from cvserve.profiling.tritontrace import TraceUnavailable
+
+    console = _console(record=True)
+    unknown = set(args.preprocess) - set(PLACEMENTS)
+    if unknown:
+        choices = ", ".join(PLACEMENTS)
+        console.print(f"unknown --preprocess {sorted(unknown)}; choose from {choices}")
+        return 2
+    base = pipeline(
+        args.pipeline,
+        arch=args.arch,
+        max_batch_size=args.max_batch_size,
+        instances=args.instances,
+    )
+    config = SweepConfig(
+        placements=tuple(args.preprocess),
+        sizes=args.sizes,
+        concurrency=args.concurrency,
+        duration_s=args.duration,
+        images_per_size=args.images_per_size,
+        split_preprocess=args.split_preprocess,
+    )
+    progress = Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+    )
+    task = progress.add_task("generating images, starting Triton", total=None)
+
+    def on_plan(points: int, skipped: list[str]) -> None:
+        progress.update(task, total=points)
+        for message in skipped:
+            progress.console.print(f"[yellow]{message}[/yellow]")
+
+    def on_point(point: Point, result: PointResult | None) -> None:
+        if result is None:
+            progress.update(task, description=point.label)
+            return
+        progress.advance(task)
+        progress.console.print(
+            f"  {point.label}: {result.images_per_s:.1f} img/s, {len(result.records)} requests, "
+            f"{sum(r.triton_traced for r in result.records)} traced, {result.errors} errors"
+        )
+
+    try:
+        with progress, tempfile.TemporaryDirectory(prefix="cvserve-profile-images-") as images:
+            run = run_sweep(base, config, Path(images), args.triton_url, on_point, on_plan)
+    except (TraceUnavailable, TritonStartError) as exc:
+        console.print(f"[red]{exc}[/red]")
+        return 2
+    folder = run_folder(Path(args.out))
+    summary = write_run(folder, run)
+    plots = write_plots(summary, folder)
+    console.print(summary_table(summary))
+    for line in run.skipped:
+        console.print(line)
+    console.print("[bold]placement advice[/bold]")
+    for line in summary["advice"]:
+        console.print(f"  {line}")
+    console.print(
+        f"clocks: Triton steady_clock = client CLOCK_MONOTONIC; worst overshoot "
+        f"{summary['clocks']['max_triton_skew_us']:.1f} µs"
+    )
+    console.print(f"wrote {folder}: summary.json requests.csv requests.json trace.json")
+    console.print("plots: " + " ".join(str(p) for p in plots))
+    (folder / "summary.txt").write_text(console.export_text())
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from cvserve.profiling.compare import (
+        RunNotFound,
+        compare_points,
+        comparison_table,
+        load_summary,
+    )
+
+    console = _console()
+    try:
+        a, b = load_summary(Path(args.run_a)), load_summary(Path(args.run_b))
+    except RunNotFound as exc:
+        console.print(str(exc))
+        return 2
+    rows = compare_points(a, b)
+    if not rows:
+        console.print("the two runs share no point (placement, size, concurrency)")
+        return 1
+    console.print(comparison_table(rows, str(args.run_a), str(args.run_b)))
+    return 0
+
+
+def cmd_bench_profiling(args: argparse.Namespace) -> int:
+    from cvserve.profiling.overhead import bench_profiling
+
+    bench_profiling(
+        pipeline_name=args.pipeline,
+        arch=args.arch,
+        size=parse_size(args.size),
+        concurrency=args.concurrency,
+        duration_s=args.duration,
+        pairs=args.pairs,
+        out=Path(args.out) if args.out else None,
+        triton_url=args.triton_url,
+        console=_console(),
+    )
+    return 0
+
+
+def register(commands: argparse._SubParsersAction, benches: argparse._SubParsersAction) -> None:
+    """Add ``profile`` (with ``compare``) to ``cvserve`` and ``profiling`` to ``cvserve bench``."""
+    profile = commands.add_parser(
+        "profile",
+        help="where each request's time goes, per preprocessing placement, size, concurrency",
+    )
+    profile.add_argument("--pipeline", default="classify", choices=sorted(PIPELINES))
+    profile.add_argument("--arch", default=None, help="DNN architecture (default: pipeline's)")
+    profile.add_argument("--max-batch-size", type=int, default=None)
+    profile.add_argument("--instances", type=int, default=None)
+    profile.add_argument(
+        "--sizes",
+        type=_sizes,
+        default=DEFAULT_SIZES,
+        help="WxH,... (default 640x480,1920x1080,3840x2160)",
+    )
+    profile.add_argument(
+        "--concurrency", type=_csv(int), default=DEFAULT_CONCURRENCY, help="default 1,4,16"
+    )
+    profile.add_argument(
+        "--preprocess",
+        type=_csv(str),
+        default=PLACEMENTS,
+        help="where preprocessing runs: client-cpu,server-cpu,server-gpu (default all; "
+        "server-gpu is skipped without a GPU)",
+    )
+    profile.add_argument("--duration", type=float, default=10.0, help="seconds per point")
+    profile.add_argument("--images-per-size", type=int, default=4)
+    profile.add_argument(
+        "--triton-url",
+        default=None,
+        help="a running Triton (gRPC host:port) started with --trace-config triton,file=PATH",
+    )
+    profile.add_argument(
+        "--split-preprocess",
+        action="store_true",
+        help="ask the preprocess model for PREPROCESS_TIMES (decode/resize/normalize split)",
+    )
+    profile.add_argument("--out", default="runs", help="folder the run folder goes in")
+    profile.set_defaults(func=cmd_profile)
+    sub = profile.add_subparsers(dest="profile_command")
+    compare = sub.add_parser("compare", help="B / A per category and throughput of two runs")
+    compare.add_argument("run_a")
+    compare.add_argument("run_b")
+    compare.set_defaults(func=cmd_compare)
+
+    bench = benches.add_parser("profiling", help="throughput with profiling on vs off")
+    bench.add_argument("--pipeline", default="classify", choices=sorted(PIPELINES))
+    bench.add_argument("--arch", default=None)
+    bench.add_argument("--size", default="640x480")
+    bench.add_argument("--concurrency", type=int, default=4)
+    bench.add_argument("--duration", type=float, default=5.0, help="seconds per run")
+    bench.add_argument("--pairs", type=int, default=6, help="back-to-back off/on pairs")
+    bench.add_argument("--out", default=None, help="JSON path")
+    bench.add_argument("--triton-url", default=None)
+    bench.set_defaults(func=cmd_bench_profiling)

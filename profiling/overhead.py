@@ -1,0 +1,246 @@
+"""``cvserve bench profiling``: throughput with profiling on vs off, on the same server.
+
+On: every request recorded by the client and traced by Triton (level TIMESTAMPS, rate 1);
+traces are joined and attributed after each run, outside the timed window. Off: the same client
+code with recording off and Triton tracing off. Runs come in back-to-back pairs (off, on, then
+on, off, …) so that drift of a shared machine hits both alike; the median pair ratio decides.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import statistics
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import tritonclient.grpc as grpcclient
+from rich.console import Console
+from rich.table import Table
+
+from cvserve.pipelines.catalog import pipeline
+from cvserve.profiling.load import closed_loop
+from cvserve.profiling.machine import machine_info
+from cvserve.profiling.sweep import (
+    SERVER_CPU,
+    Target,
+    join_and_attribute,
+    serve_traced,
+    write_images,
+)
+from cvserve.profiling.trace import Trace
+from cvserve.profiling.tracedclient import TracedSender
+from cvserve.profiling.tritontrace import TritonTracer
+
+BUDGET = 0.03  # the profiler may cost at most this share of throughput
+_PAIR_ORDERS = (("off", "on"), ("on", "off"))
+
+
+def recording_cost_us(requests: int = 2000) -> float:
+    """Client-side cost of recording one request's spans (µs): a root and the eight spans a
+    traced request records, timed in a loop."""
+    kinds = ("read", "serialize", "send", "receive", "deserialize", "decode", "queue", "overhead")
+    start = time.perf_counter()
+    for i in range(requests):
+        trace = Trace(f"cost-{i}").begin()
+        for kind in kinds:
+            with trace.span(kind):
+                pass
+        trace.finish()
+    return (time.perf_counter() - start) / requests * 1e6
+
+
+def group_cpu_s(pgid: int | None) -> float:
+    """CPU seconds (user + system) used so far by the live processes of group ``pgid``: the
+    embedded tritonserver and its python-backend stubs. 0.0 without a group."""
+    if pgid is None:
+        return 0.0
+    ticks = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # the process ended meanwhile
+        if int(fields[2]) == pgid:  # fields after the name: state, ppid, pgrp, …
+            ticks += int(fields[11]) + int(fields[12])  # utime, stime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+@contextlib.contextmanager
+def _server(spec: Any, triton_url: str | None) -> Iterator[tuple[str, int | None]]:
+    """(gRPC url, process group of the server when it is ours)."""
+    if triton_url:
+        yield triton_url, None
+        return
+    with (
+        tempfile.TemporaryDirectory(prefix="cvserve-bench-profiling-") as tmp,
+        serve_traced([spec], Path(tmp)) as server,
+    ):
+        assert server.process is not None
+        yield server.grpc_url, server.process.pid
+
+
+def _measure(
+    url: str,
+    spec: Any,
+    target: Target,
+    tracer: TritonTracer,
+    images: list[Path],
+    mode: str,
+    concurrency: int,
+    duration_s: float,
+    tag: str,
+    pgid: int | None,
+) -> dict[str, Any]:
+    senders: list[TracedSender] = []
+    record = mode == "on"
+
+    def make_sender() -> TracedSender:
+        sender = TracedSender(url, spec, images, record=record, tag=f"{tag}c{len(senders)}")
+        senders.append(sender)
+        return sender
+
+    traced = 0
+    cpu = (time.process_time(), group_cpu_s(pgid))
+    if record:
+        with tracer.tracing():
+            load = closed_loop(make_sender, concurrency, duration_s=duration_s)
+        cpu = (time.process_time() - cpu[0], group_cpu_s(pgid) - cpu[1])
+        traces = [t for s in senders for t in s.traces]
+        found = tracer.collect([t.request_id for t in traces])
+        traced = sum(r.triton_traced for r in join_and_attribute(traces, found, target.roles))
+    else:
+        load = closed_loop(make_sender, concurrency, duration_s=duration_s)
+        cpu = (time.process_time() - cpu[0], group_cpu_s(pgid) - cpu[1])
+    requests = max(1, load.requests)
+    return {
+        "mode": mode,
+        "images_per_s": round(load.throughput, 2),
+        "requests": load.requests,
+        "errors": load.errors,
+        "traced": traced,
+        "client_cpu_ms_per_request": round(cpu[0] / requests * 1e3, 4),
+        "server_cpu_ms_per_request": round(cpu[1] / requests * 1e3, 4) if pgid else None,
+    }
+
+
+def bench_profiling(
+    pipeline_name: str = "classify",
+    arch: str | None = None,
+    size: tuple[int, int] = (640, 480),
+    concurrency: int = 4,
+    duration_s: float = 5.0,
+    pairs: int = 6,
+    out: Path | None = None,
+    triton_url: str | None = None,
+    console: Console | None = None,
+) -> dict[str, Any]:
+    """Measure ``pairs`` back-to-back off/on pairs, print a table, write JSON (``out`` or
+    ``runs/bench-profiling-<time>.json``). The verdict uses the median of the pairs' on/off
+    ratios: pairing cancels the slow drift of a shared machine."""
+    console = console or Console()
+    spec = pipeline(pipeline_name, arch=arch)
+    target = Target.of(SERVER_CPU, spec, spec)
+    runs: list[dict[str, Any]] = []
+    with (
+        tempfile.TemporaryDirectory(prefix="cvserve-bench-images-") as tmp,
+        _server(spec, triton_url) as (url, pgid),
+    ):
+        images = write_images([size], Path(tmp), 4)[size]
+        client = grpcclient.InferenceServerClient(url)
+        try:
+            tracer = TritonTracer.attach(client)
+            warm = TracedSender(url, spec, images, record=False)
+            for i in range(5):
+                warm(i)
+            warm.close()
+            for pair in range(pairs):
+                for mode in _PAIR_ORDERS[pair % 2]:
+                    run = _measure(
+                        url,
+                        spec,
+                        target,
+                        tracer,
+                        images,
+                        mode,
+                        concurrency,
+                        duration_s,
+                        tag=f"b{len(runs)}",
+                        pgid=pgid,
+                    )
+                    runs.append({"pair": pair, **run})
+                    traced = f", {run['traced']} traced" if mode == "on" else ""
+                    console.print(
+                        f"  pair {pair} {mode:>3}: {run['images_per_s']:.1f} img/s "
+                        f"({run['requests']} requests{traced})"
+                    )
+        finally:
+            client.close()
+    ratios = []
+    for pair in range(pairs):
+        rate = {r["mode"]: r["images_per_s"] for r in runs if r["pair"] == pair}
+        ratios.append(rate["on"] / rate["off"] if rate["off"] else float("nan"))
+    medians = {
+        m: statistics.median(r["images_per_s"] for r in runs if r["mode"] == m)
+        for m in ("off", "on")
+    }
+    ratio = statistics.median(ratios)
+    cost_us = recording_cost_us()
+    cpu = {
+        side: {
+            m: statistics.median(r[f"{side}_cpu_ms_per_request"] for r in runs if r["mode"] == m)
+            for m in ("off", "on")
+        }
+        for side in ("client", "server")
+        if runs and runs[0][f"{side}_cpu_ms_per_request"] is not None
+    }
+    report = {
+        "benchmark": "profiling overhead",
+        "pipeline": pipeline_name,
+        "arch": spec.stage_by_role("inference").params["arch"],
+        "size": f"{size[0]}x{size[1]}",
+        "concurrency": concurrency,
+        "duration_s": duration_s,
+        "machine": machine_info(),
+        "runs": runs,
+        "pair_ratios": [round(r, 4) for r in ratios],
+        "median_images_per_s": medians,
+        "on_over_off": round(ratio, 4),
+        "recording_cost_us_per_request": round(cost_us, 2),
+        "median_cpu_ms_per_request": cpu,
+        "within_budget": ratio >= 1 - BUDGET,
+        "budget": BUDGET,
+    }
+    table = Table(
+        title=f"cvserve bench profiling — {pipeline_name} {report['arch']} {report['size']}, "
+        f"concurrency {concurrency}, {report['machine']['cores']} cores",
+        caption="on/off: per pair (runs back to back); verdict on the median ratio",
+    )
+    for column in ("pair", "off img/s", "on img/s", "on/off"):
+        table.add_column(column, justify="right")
+    for pair, pair_ratio in enumerate(ratios):
+        rate = {r["mode"]: r["images_per_s"] for r in runs if r["pair"] == pair}
+        table.add_row(str(pair), f"{rate['off']:.1f}", f"{rate['on']:.1f}", f"{pair_ratio:.3f}")
+    table.add_row("median", f"{medians['off']:.1f}", f"{medians['on']:.1f}", f"{ratio:.3f}")
+    console.print(table)
+    verdict = "within" if report["within_budget"] else "OUTSIDE"
+    console.print(
+        f"on / off = {ratio:.3f} (pairs {min(ratios):.3f}–{max(ratios):.3f}): {verdict} the "
+        f"{BUDGET:.0%} budget; client span recording costs {cost_us:.1f} µs per request"
+    )
+    for side, values in cpu.items():
+        console.print(
+            f"{side} CPU per request: off {values['off']:.2f} ms, on {values['on']:.2f} ms "
+            f"({values['on'] / values['off'] - 1:+.1%})"
+            if values["off"]
+            else f"{side} CPU per request: off {values['off']:.2f} ms, on {values['on']:.2f} ms"
+        )
+    out = out or Path("runs") / f"bench-profiling-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2))
+    console.print(f"wrote {out}")
+    return report
