@@ -65,9 +65,31 @@ def single_ensemble(pipeline: str) -> Route:
     return Route(pipeline, (BrokerStage(pipeline, pipeline),))
 
 
-# Pipelines whose route is more than one ensemble. `detect_identify` goes here: a ``detect``
-# stage emitting crops (`cvserve.broker.crops.crop_emitter`) to an ``identify`` stage.
-MULTI_STAGE_ROUTES: dict[str, Callable[[], Route]] = {}
+def _detect_identify() -> Route:
+    """Detector on full images → one JPEG crop per detection → identification on crops.
+
+    The detector's score threshold and maximum detections (the pipeline spec of ``detect``)
+    decide the crops: the emitter cuts every detection the ensemble returns.
+    """
+    from cvserve.broker.crops import crop_emitter  # crops imports this module
+
+    everything = 1 << 16  # the detect pipeline's max_detections already caps the crops
+
+    return Route(
+        "detect_identify",
+        (
+            BrokerStage(
+                "detect",
+                "detect",
+                crop_emitter("identify", score_threshold=0.0, max_crops=everything),
+            ),
+            BrokerStage("identify", "identify"),
+        ),
+    )
+
+
+# Pipelines whose route is more than one ensemble.
+MULTI_STAGE_ROUTES: dict[str, Callable[[], Route]] = {"detect_identify": _detect_identify}
 
 
 def route(pipeline: str) -> Route:

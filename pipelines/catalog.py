@@ -230,6 +230,18 @@ PIPELINES: dict[str, Callable[..., PipelineSpec]] = {
 }
 
 
+# Multi-DNN pipelines: several ensembles joined through Kafka (their route: broker/routes.py).
+COMPOSITES: dict[str, tuple[str, ...]] = {"detect_identify": ("detect", "identify")}
+
+
+def pipeline_specs(name: str, **options: Any) -> list[PipelineSpec]:
+    """The ensembles serving ``name``: one for a single pipeline, several for a composite (where
+    ``arch`` names the first stage's DNN)."""
+    parts = COMPOSITES.get(name, (name,))
+    later = {k: v for k, v in options.items() if k != "arch"}
+    return [pipeline(part, **(options if i == 0 else later)) for i, part in enumerate(parts)]
+
+
 def pipeline(name: str, **options: Any) -> PipelineSpec:
     """The spec of pipeline ``name``; options that are None are left at their defaults."""
     if name not in PIPELINES:

@@ -9,11 +9,11 @@ import sys
 import threading
 from pathlib import Path
 
-from cvserve.pipelines.catalog import PIPELINES, pipeline
+from cvserve.pipelines.catalog import COMPOSITES, PIPELINES, pipeline, pipeline_specs
 
 
 def _add_pipeline_options(parser: argparse.ArgumentParser, allow_all: bool = False) -> None:
-    choices = sorted(PIPELINES) + (["all"] if allow_all else [])
+    choices = [*sorted(PIPELINES), *((*sorted(COMPOSITES), "all") if allow_all else ())]
     parser.add_argument("--pipeline", default="classify", choices=choices)
     parser.add_argument("--arch", default=None, help="DNN architecture (default: the pipeline's)")
     parser.add_argument(
@@ -32,9 +32,8 @@ def _add_pipeline_options(parser: argparse.ArgumentParser, allow_all: bool = Fal
     )
 
 
-def _spec(args: argparse.Namespace):
-    return pipeline(
-        args.pipeline,
+def _options(args: argparse.Namespace) -> dict[str, object]:
+    return dict(
         arch=args.arch,
         weights=args.weights,
         seed=args.seed,
@@ -47,20 +46,24 @@ def _spec(args: argparse.Namespace):
     )
 
 
+def _spec(args: argparse.Namespace):
+    return pipeline(args.pipeline, **_options(args))
+
+
 def cmd_repo_build(args: argparse.Namespace) -> int:
     from cvserve.models.repository import write_repository
 
     names = sorted(PIPELINES) if args.pipeline == "all" else [args.pipeline]
     for name in names:
-        args.pipeline = name
-        spec = _spec(args)
-        if args.target == "ngc":
-            from cvserve.models.ngc import write_ngc_repository
+        for spec in pipeline_specs(name, **_options(args)):
+            if args.target == "ngc":
+                from cvserve.models.ngc import write_ngc_repository
 
-            write_ngc_repository(spec, Path(args.out), args.format, tensorrt=args.tensorrt)
-        else:
-            write_repository(spec, Path(args.out))
-        print(f"wrote {spec.name} ({', '.join(spec.model_names)}) to {args.out} [{args.target}]")
+                write_ngc_repository(spec, Path(args.out), args.format, tensorrt=args.tensorrt)
+            else:
+                write_repository(spec, Path(args.out))
+            models = ", ".join(spec.model_names)
+            print(f"wrote {spec.name} ({models}) to {args.out} [{args.target}]")
     return 0
 
 

@@ -1,11 +1,15 @@
 """`cvserve demo`: the main job end to end on the embedded default.
 
-Builds the classify repository, starts a local Triton, sends generated images of several sizes
-and formats, prints the answers and a first latency table, and stops what it started.
+Builds the repository (classify, detect, identify), starts a local Triton and a local Kafka,
+sends generated images of several sizes and formats to classify and prints the answers and a
+first latency table, then runs detect_identify across Kafka with one worker per stage, and stops
+everything it started.
 """
 
 from __future__ import annotations
 
+import contextlib
+import tempfile
 import time
 from pathlib import Path
 
@@ -13,9 +17,11 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from cvserve.deploy.kafka import KafkaBroker
 from cvserve.models.zoo import class_names
-from cvserve.pipelines.catalog import LABELS, SCORES, classify
+from cvserve.pipelines.catalog import LABELS, SCORES, classify, detect, identify
 from cvserve.pipelines.client import PipelineClient
+from cvserve.pipelines.demo_kafka import run_kafka_demo
 from cvserve.pipelines.serving import serve_locally
 from cvserve.preprocess.synthetic import synthetic_image
 from cvserve.profiling import tritonstats
@@ -30,12 +36,20 @@ DEMO_IMAGES: tuple[tuple[int, int, str], ...] = (
 
 
 def run_demo(arch: str = "resnet50", repeats: int = 3, workdir: Path | None = None) -> int:
-    console = Console()
+    console = Console(width=max(Console().width, 110))
     spec = classify(arch)
+    # Random weights score every box low: keep the top 3 of each image to show the fan-out.
+    stages = [spec, detect(score_threshold=0.0, max_detections=3), identify()]
     names = class_names(arch)
     console.print(f"[bold]cvserve demo[/bold]: {spec.description} (random weights, seed 0)")
-    t0 = time.perf_counter()
-    with serve_locally(spec, workdir) as server:
+    with contextlib.ExitStack() as stack:
+        if workdir is None:
+            workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="cvserve-demo-")))
+        t0 = time.perf_counter()
+        kafka = stack.enter_context(KafkaBroker(workdir / "kafka"))
+        console.print(f"Kafka ready at {kafka.bootstrap} in {time.perf_counter() - t0:.1f} s")
+        t0 = time.perf_counter()
+        server = stack.enter_context(serve_locally(stages, workdir))
         console.print(
             f"Triton 2.51 ready at {server.grpc_url} in {time.perf_counter() - t0:.1f} s "
             f"(log {server.log_path})"
@@ -75,5 +89,10 @@ def run_demo(arch: str = "resnet50", repeats: int = 3, workdir: Path | None = No
                     *(f"{delta.mean_ms(p):.2f}" for p in tritonstats.PHASES),
                 )
             console.print(split)
-    console.print("Stopped the local Triton.")
+        crops_from = [
+            (f"{w}x{h}", synthetic_image(w, h, seed))
+            for seed, (w, h) in enumerate([(640, 480), (1280, 720), (800, 800)])
+        ]
+        run_kafka_demo(console, kafka.bootstrap, server.grpc_url, crops_from, workdir)
+    console.print("Stopped the workers, Triton and Kafka.")
     return 0

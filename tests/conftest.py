@@ -88,13 +88,17 @@ def task_specs() -> dict[str, PipelineSpec]:
             max_batch_size=4,
             **small_input("deeplabv3_mobilenet_v3_large", (128, 128)),
         ),
-        "detect": image_pipeline("detect", "bright_region", max_batch_size=4, score_threshold=0.5),
-        "detect_ssd": image_pipeline(
+        # A real (random-weight) detector: a few boxes per image, so crops fan out over Kafka.
+        "detect": image_pipeline(
             "detect",
             "ssdlite320_mobilenet_v3_large",
             max_batch_size=4,
             score_threshold=0.0,
-            name="detect_ssd",
+            max_detections=3,
+        ),
+        # The fixed-head detector: boxes whose place in the original image is known.
+        "detect_bright": image_pipeline(
+            "detect", "bright_region", max_batch_size=4, score_threshold=0.5, name="detect_bright"
         ),
         "depth": image_pipeline(
             "depth", "depth_resnet18", max_batch_size=4, **small_input("depth_resnet18", (128, 128))

@@ -41,7 +41,7 @@ def test_every_generated_model_is_ready(triton: TritonServer, task_specs, classi
             assert client.is_model_ready(model), model
 
 
-@pytest.mark.parametrize("task", ["segment", "detect", "detect_ssd", "depth", "identify"])
+@pytest.mark.parametrize("task", ["segment", "detect", "detect_bright", "depth", "identify"])
 def test_outputs_are_as_declared(triton, task_specs, images, task: str) -> None:
     spec = task_specs[task]
     out = served(triton, spec, images)
@@ -88,8 +88,8 @@ def test_embeddings_match_in_process_and_are_unit_length(triton, task_specs, loc
 
 
 def test_real_detector_matches_in_process(triton, task_specs, local, images) -> None:
-    out = served(triton, task_specs["detect_ssd"], images)
-    expected = local["detect_ssd"](images)
+    out = served(triton, task_specs["detect"], images)
+    expected = local["detect"](images)
     np.testing.assert_array_equal(out[COUNT], expected[COUNT])
     for row in range(len(images)):
         n = int(out[COUNT][row, 0])
@@ -111,7 +111,7 @@ def test_detected_box_lands_in_original_coordinates(triton, task_specs, width, h
     rgb = np.zeros((height, width, 3), np.uint8)
     x1, y1, x2, y2 = box
     cv2.rectangle(rgb, (x1, y1), (x2 - 1, y2 - 1), (255, 255, 255), thickness=-1)
-    out = served(triton, task_specs["detect"], [encode(rgb, "png")])
+    out = served(triton, task_specs["detect_bright"], [encode(rgb, "png")])
     assert out[COUNT][0, 0] == 1 and out[LABELS][0, 0] == 1
     scale = 320 / max(width, height)
     np.testing.assert_allclose(out[BOXES][0, 0], box, atol=1.5 / scale)
