@@ -86,6 +86,7 @@ def write_ngc_repository(
         input_name=pre.inputs[0].name,
         outputs=[t.name for t in pre.outputs],
         instances=pre.instances,
+        num_threads=int(pre.params["num_threads"]),
     )
     dnn = spec.stage_by_role("inference")
     params = dnn.params

@@ -7,13 +7,14 @@ mode, normalisation).
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from cvserve.models.zoo import architecture
+from cvserve.pipelines.defaults import serving_defaults
 from cvserve.pipelines.spec import BatchingSpec, Device, PipelineSpec, StageSpec, TensorSpec
 from cvserve.preprocess.spec import PreprocessSpec
 
@@ -99,11 +100,6 @@ TASKS: dict[str, Task] = {
 }
 
 
-def default_threads() -> int:
-    """Worker threads for one preprocessing instance: every core this process may use."""
-    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
-
-
 def preprocess_spec_for(arch: str) -> PreprocessSpec:
     """The preprocessing an architecture expects, from its declaration in `models.zoo`."""
     a = architecture(arch)
@@ -121,28 +117,43 @@ def image_pipeline(
     arch: str | None = None,
     *,
     device: Device = "cpu",
-    max_batch_size: int = 8,
-    instances: int = 1,
+    max_batch_size: int | None = None,
+    instances: int | None = None,
     weights: str | None = None,
     seed: int = 0,
     num_classes: int | None = None,
     dali_threads: int | None = None,
-    torch_threads: int = 1,
-    max_queue_delay_us: int = 2000,
+    torch_threads: int | None = None,
+    max_queue_delay_us: int | None = None,
     preprocess: PreprocessSpec | None = None,
     top_k: int = 5,
     score_threshold: float = 0.3,
     max_detections: int = 20,
     name: str | None = None,
 ) -> PipelineSpec:
-    """The ``task`` pipeline (classify, segment, detect, depth, identify) around ``arch``."""
+    """The ``task`` pipeline (classify, segment, detect, depth, identify) around ``arch``.
+
+    Options left None come from `serving_defaults` for ``device`` on this machine.
+    """
+    defaults = serving_defaults(device)
+    max_batch_size = max_batch_size or defaults.max_batch_size
+    instances = instances or defaults.instances
+    torch_threads = torch_threads or defaults.torch_threads
+    if max_queue_delay_us is None:
+        max_queue_delay_us = defaults.max_queue_delay_us
     kind = TASKS[task]
     name = name or task
     arch = arch or kind.default_arch
     a = architecture(arch)
-    pre = preprocess or preprocess_spec_for(arch)
+    pre = dataclasses.replace(preprocess or preprocess_spec_for(arch), device=device)
     classes = num_classes or a.num_classes
-    batching = BatchingSpec(max_batch_size=max_batch_size, max_queue_delay_us=max_queue_delay_us)
+    batching = BatchingSpec(
+        max_batch_size=max_batch_size,
+        max_queue_delay_us=max_queue_delay_us,
+        preferred_batch_sizes=tuple(
+            b for b in defaults.preferred_batch_sizes if b <= max_batch_size
+        ),
+    )
     pixels = TensorSpec(PIXELS, pre.dtype, pre.output_shape)
     meta = TensorSpec(META, "float32", (6,))
     dnn_outputs = kind.dnn_outputs(classes, pre.output_shape[1:])
@@ -158,7 +169,7 @@ def image_pipeline(
             adapter=f"{ADAPTERS}.preprocess",
             inputs=(TensorSpec(IMAGE, "uint8", (-1,), allow_ragged_batch=True),),
             outputs=(pixels, meta),
-            params={"spec": pre.to_dict(), "num_threads": dali_threads or default_threads()},
+            params={"spec": pre.to_dict(), "num_threads": dali_threads or defaults.dali_threads},
             batching=batching,
             instances=instances,
             device=device,

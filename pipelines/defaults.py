@@ -1,0 +1,53 @@
+"""Serving defaults derived from the machine: instances, threads and batching per device.
+
+`cvserve repo build` (and every catalog pipeline) uses these unless told otherwise. They come out
+of `cvserve bench efficiency` (README: "Served-path efficiency"): on a CPU-only machine one
+instance per stage, with DALI and torch each using every core, keeps the preprocess → DNN
+pipeline busy without oversubscribing; on a GPU, several preprocessing instances feed larger
+dynamic batches.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from cvserve.pipelines.spec import Device
+
+
+def usable_cores() -> int:
+    """Cores this process may run on."""
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
+
+
+@dataclass(frozen=True)
+class ServingDefaults:
+    """What a pipeline is served with when nothing is overridden."""
+
+    instances: int
+    dali_threads: int
+    torch_threads: int
+    max_batch_size: int
+    max_queue_delay_us: int
+    preferred_batch_sizes: tuple[int, ...] = ()
+
+
+def serving_defaults(device: Device, cores: int | None = None) -> ServingDefaults:
+    """Defaults for ``device`` on a machine with ``cores`` cores (default: this one)."""
+    cores = cores or usable_cores()
+    if device == "gpu":
+        return ServingDefaults(
+            instances=2,
+            dali_threads=max(2, cores // 4),
+            torch_threads=1,
+            max_batch_size=64,
+            max_queue_delay_us=2000,
+            preferred_batch_sizes=(32, 64),
+        )
+    return ServingDefaults(
+        instances=1,
+        dali_threads=cores,
+        torch_threads=cores,
+        max_batch_size=8,
+        max_queue_delay_us=2000,
+    )
