@@ -26,6 +26,9 @@ def _add_pipeline_options(parser: argparse.ArgumentParser, allow_all: bool = Fal
     parser.add_argument("--max-batch-size", type=int, default=None)
     parser.add_argument("--instances", type=int, default=None)
     parser.add_argument("--device", default="cpu", choices=("cpu", "gpu"))
+    parser.add_argument("--torch-threads", type=int, default=None, help="per DNN instance")
+    parser.add_argument("--dali-threads", type=int, default=None, help="per preprocess instance")
+    parser.add_argument("--max-queue-delay-us", type=int, default=None, help="dynamic batching")
     parser.add_argument("--score-threshold", type=float, default=None, help="detect: min score")
     parser.add_argument(
         "--max-detections", type=int, default=None, help="detect: at most this many"
@@ -43,6 +46,9 @@ def _options(args: argparse.Namespace) -> dict[str, object]:
         device=args.device,
         score_threshold=args.score_threshold,
         max_detections=args.max_detections,
+        torch_threads=args.torch_threads,
+        dali_threads=args.dali_threads,
+        max_queue_delay_us=args.max_queue_delay_us,
     )
 
 
