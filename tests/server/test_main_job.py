@@ -1,0 +1,36 @@
+"""The README's main job and the efficiency benchmark run end to end (not timed)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from cvserve.pipelines.catalog import classify
+from cvserve.pipelines.demo import run_demo
+from cvserve.profiling.efficiency import bench_efficiency
+
+pytestmark = [pytest.mark.server, pytest.mark.kafka]
+
+
+def test_demo_answers_classify_and_detect_identify_then_stops_everything(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run_demo(arch="mobilenet_v3_small", repeats=1, workdir=tmp_path) == 0
+    out = capsys.readouterr().out
+    assert "Answers (top-3)" in out and "3840x2160 jpeg" in out
+    assert "classify_dnn" in out and "compute_infer" in out
+    assert "detect_identify over Kafka" in out and "x 128-d" in out
+    assert "Stopped the workers, Triton and Kafka." in out
+
+
+def test_efficiency_benchmark_reports_the_three_rates_and_the_ratio(tmp_path: Path) -> None:
+    spec = classify("mobilenet_v3_small", max_batch_size=2)
+    report = bench_efficiency(spec, sizes=[(320, 240)], duration_s=0.5, out=tmp_path / "e.json")
+    (row,) = json.loads((tmp_path / "e.json").read_text())["results"]
+    assert row == report["results"][0]
+    for key in ("preprocess_alone", "dnn_alone", "served", "limit"):
+        assert row[key] > 0, key
+    assert row["limit"] < min(row["preprocess_alone"], row["dnn_alone"])  # CPU: serial composition
+    assert row["ratio"] == pytest.approx(row["served"] / row["limit"])
