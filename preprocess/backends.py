@@ -12,6 +12,7 @@ from cvserve.preprocess.spec import PreprocessSpec
 BACKENDS: dict[str, str] = {
     "dali": "cvserve.preprocess.dali:DaliPreprocessor",
     "opencv": "cvserve.preprocess.opencv:OpenCVPreprocessor",
+    "opencv-reduced": "cvserve.preprocess.opencv:ReducedDecodeOpenCVPreprocessor",
     "torchvision": "cvserve.preprocess.torchvision_backend:TorchvisionPreprocessor",
     "reference": "cvserve.preprocess.reference:ReferencePreprocessor",
 }

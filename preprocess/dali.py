@@ -4,7 +4,9 @@ The graph reads top to bottom as the data flows: encoded bytes → header shape 
 → `preprocess.geometry.placement` evaluated on DALI nodes → decode (RGB, EXIF applied) → resize
 to the placement's size → crop/pad + normalise (+ layout, dtype) in one ``crop_mirror_normalize``
 (a centre crop inside the resized image resizes only the input region it covers instead); META
-comes out as a second output, computed on the CPU from the header alone.
+comes out as a second output, computed on the CPU from the header alone. The graph is
+`decode_step` → `resize_step` → `normalize_step` (+ `meta_node`); `preprocess.dali_steps` runs
+the same steps as separate pipelines to time each.
 
 ``device="cpu"`` runs with ``device_id=None`` (no GPU needed). ``device="gpu"`` decodes with
 ``mixed`` (nvImageCodec: nvJPEG or the A100/H100 hardware decoder, ``hw_decoder_load``), resizes
@@ -19,7 +21,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import nvidia.dali.math as dmath
@@ -36,6 +38,9 @@ from cvserve.preprocess.preprocessor import (
     decoder_error,
 )
 from cvserve.preprocess.spec import PreprocessSpec
+
+if TYPE_CHECKING:
+    from cvserve.preprocess.dali_steps import StepPipelines
 
 # The external source's name. Triton's DALI backend feeds it the model input of the same name:
 # the pipelines' encoded-image tensor.
@@ -79,6 +84,79 @@ def _input_coordinate(p: Placement, y: int, x: int) -> tuple[Any, Any]:
     )
 
 
+def placement_of(encoded: DataNode, spec: PreprocessSpec) -> Placement:
+    """`placement` of each encoded image on DALI nodes, from its header (EXIF-oriented shape)."""
+    shape = fn.peek_image_shape(encoded)  # (H, W, C) after EXIF orientation
+    return placement(shape[0], shape[1], spec, minimum=dmath.min, maximum=dmath.max)
+
+
+def decode_step(
+    encoded: DataNode, device: Literal["cpu", "gpu"], hw_decoder_load: float = HW_DECODER_LOAD
+) -> DataNode:
+    """Encoded bytes → upright RGB uint8 HWC (on ``device``; ``mixed`` decoding on the GPU)."""
+    if device == "gpu":
+        return fn.decoders.image(
+            encoded,
+            device="mixed",
+            output_type=types.RGB,
+            hw_decoder_load=hw_decoder_load,
+            jpeg_fancy_upsampling=True,  # as libjpeg on the CPU
+        )
+    return fn.decoders.image(encoded, device="cpu", output_type=types.RGB)
+
+
+def _crop_inside(spec: PreprocessSpec) -> bool:
+    """Whether the centre crop always lies inside the resized image (``shorter_crop``)."""
+    return spec.resize_mode == "shorter_crop" and spec.resize_shorter >= max(spec.output_size)
+
+
+def resize_step(images: DataNode, p: Placement, spec: PreprocessSpec) -> DataNode:
+    """Decoded images → resized, uint8. When the crop lies inside the resized image, only the
+    input region it covers is resized, to the output size (same pixels as resizing everything
+    then cropping, half the work at 16:9): the crop happens here."""
+    resize = {"antialias": spec.antialias, "interp_type": types.INTERP_LINEAR}
+    if _crop_inside(spec):
+        out_h, out_w = spec.output_size
+        return fn.resize(
+            images,
+            size=[float(out_h), float(out_w)],
+            roi_start=_float_vector(*_input_coordinate(p, 0, 0)),
+            roi_end=_float_vector(*_input_coordinate(p, out_h, out_w)),
+            roi_relative=False,
+            **resize,
+        )
+    return fn.resize(images, size=_float_vector(p.resized_h, p.resized_w), **resize)
+
+
+def normalize_step(resized: DataNode, p: Placement, spec: PreprocessSpec) -> DataNode:
+    """Resized images → ``(pixel - mean) / std`` in ``spec.layout`` and ``spec.dtype``; where the
+    resize did not crop, ``crop_mirror_normalize`` also crops / pads them to the output size."""
+    normalize = {
+        "mean": list(spec.mean),
+        "std": list(spec.std),
+        "output_layout": spec.layout,
+        "dtype": _DALI_DTYPES[spec.dtype],
+    }
+    if _crop_inside(spec):
+        return fn.crop_mirror_normalize(resized, **normalize)
+    out_h, out_w = spec.output_size
+    return fn.crop_mirror_normalize(
+        resized,
+        crop=spec.output_size,
+        crop_pos_y=_crop_pos(p.top, p.resized_h, out_h),
+        crop_pos_x=_crop_pos(p.left, p.resized_w, out_w),
+        out_of_bounds_policy="pad",
+        fill_values=list(spec.normalized_pad),  # in output units
+        **normalize,
+    )
+
+
+def meta_node(p: Placement) -> DataNode:
+    """META float32 [6] per image (CPU), see `preprocess.geometry.meta`."""
+    values = (p.orig_h, p.orig_w, p.resized_h / p.orig_h, p.resized_w / p.orig_w, p.top, p.left)
+    return fn.stack(*(_float_node(v) for v in values))
+
+
 def preprocess_graph(
     encoded: DataNode,
     spec: PreprocessSpec,
@@ -87,70 +165,10 @@ def preprocess_graph(
 ) -> tuple[DataNode, DataNode]:
     """DALI nodes turning a batch of encoded images into ``(pixels, meta)`` per ``spec``:
     pixels ``spec.output_shape`` ``spec.dtype`` (on ``device``), meta float32 [6] (CPU)."""
-    shape = fn.peek_image_shape(encoded)  # (H, W, C) after EXIF orientation, from the header
-    p = placement(shape[0], shape[1], spec, minimum=dmath.min, maximum=dmath.max)
-    if device == "gpu":
-        images = fn.decoders.image(
-            encoded,
-            device="mixed",
-            output_type=types.RGB,
-            hw_decoder_load=hw_decoder_load,
-            jpeg_fancy_upsampling=True,  # as libjpeg on the CPU
-        )
-    else:
-        images = fn.decoders.image(encoded, device="cpu", output_type=types.RGB)
-    out_h, out_w = spec.output_size
-    normalize = {
-        "mean": list(spec.mean),
-        "std": list(spec.std),
-        "output_layout": spec.layout,
-        "dtype": _DALI_DTYPES[spec.dtype],
-    }
-    if spec.resize_mode == "shorter_crop" and spec.resize_shorter >= max(spec.output_size):
-        # The crop lies inside the resized image: resize just the input region it covers (same
-        # pixels as resizing everything then cropping, half the work at 16:9).
-        pixels = fn.crop_mirror_normalize(
-            fn.resize(
-                images,
-                size=[float(out_h), float(out_w)],
-                roi_start=_float_vector(*_input_coordinate(p, 0, 0)),
-                roi_end=_float_vector(*_input_coordinate(p, out_h, out_w)),
-                roi_relative=False,
-                antialias=spec.antialias,
-                interp_type=types.INTERP_LINEAR,
-            ),
-            **normalize,
-        )
-    else:
-        images = fn.resize(
-            images,
-            size=_float_vector(p.resized_h, p.resized_w),
-            antialias=spec.antialias,
-            interp_type=types.INTERP_LINEAR,
-        )
-        pixels = fn.crop_mirror_normalize(
-            images,
-            crop=spec.output_size,
-            crop_pos_y=_crop_pos(p.top, p.resized_h, out_h),
-            crop_pos_x=_crop_pos(p.left, p.resized_w, out_w),
-            out_of_bounds_policy="pad",
-            fill_values=list(spec.normalized_pad),  # in output units
-            **normalize,
-        )
-    meta = fn.stack(
-        *(
-            _float_node(v)
-            for v in (
-                p.orig_h,
-                p.orig_w,
-                p.resized_h / p.orig_h,
-                p.resized_w / p.orig_w,
-                p.top,
-                p.left,
-            )
-        )
-    )
-    return pixels, meta
+    p = placement_of(encoded, spec)
+    images = decode_step(encoded, device, hw_decoder_load)
+    pixels = normalize_step(resize_step(images, p, spec), p, spec)
+    return pixels, meta_node(p)
 
 
 def define_pipeline(
@@ -199,7 +217,9 @@ class DaliPreprocessor(Preprocessor):
     """Runs a `PreprocessSpec` through DALI on lists of encoded images.
 
     ``device`` defaults to ``spec.device``. On ``gpu`` the pixels are ``torch.Tensor`` on CUDA
-    (copied out of DALI's buffers, which the next run reuses).
+    (copied out of DALI's buffers, which the next run reuses). With ``step_times`` the graph
+    runs as three chained pipelines (`preprocess.dali_steps`, same output) and `timed` says how
+    long each step of `preprocess.preprocessor.STEPS` took.
     """
 
     name = "dali"
@@ -212,12 +232,30 @@ class DaliPreprocessor(Preprocessor):
         num_threads: int | None = None,
         device: Literal["cpu", "gpu"] | None = None,
         device_id: int = 0,
+        step_times: bool = False,
     ) -> None:
         super().__init__(spec, max_batch_size)
         self.device = device or spec.device
         if self.device == "gpu" and gpu_count() == 0:
             raise RuntimeError("DALI GPU preprocessing needs a CUDA GPU; DALI sees none")
-        self.pipeline = build_pipeline(spec, max_batch_size, num_threads, self.device, device_id)
+        self.steps: StepPipelines | None = None
+        if step_times:
+            from cvserve.preprocess.dali_steps import StepPipelines
+
+            self.steps = StepPipelines(spec, max_batch_size, num_threads, self.device, device_id)
+        else:
+            self.pipeline = build_pipeline(
+                spec, max_batch_size, num_threads, self.device, device_id
+            )
+
+    def timed(self, images: Sequence[bytes | np.ndarray]) -> tuple[list[Result], np.ndarray]:
+        """The results of ``images`` and the wall-clock ns spent in each step of `STEPS` on all
+        of them, int64 [3] (needs ``step_times``)."""
+        if self.steps is None:
+            raise RuntimeError("step times need a DaliPreprocessor built with step_times=True")
+        self.steps.ns[:] = 0
+        results = self(images)
+        return results, self.steps.ns.copy()
 
     def _process(self, chunk: list[Encoded]) -> list[Result]:
         try:
@@ -230,8 +268,12 @@ class DaliPreprocessor(Preprocessor):
         return self._process(chunk[:half]) + self._process(chunk[half:])
 
     def _run(self, chunk: Sequence[Encoded]) -> list[Result]:
-        self.pipeline.feed_input(INPUT_NAME, [np.frombuffer(i.data, np.uint8) for i in chunk])
-        pixels, meta = self.pipeline.run()
+        encoded = [np.frombuffer(i.data, np.uint8) for i in chunk]
+        if self.steps is not None:
+            pixels, meta = self.steps.run(encoded)
+        else:
+            self.pipeline.feed_input(INPUT_NAME, encoded)
+            pixels, meta = self.pipeline.run()
         metas = meta.as_array()
         # Copies either way: DALI reuses its own buffers on the next run.
         batch = _to_torch(pixels) if self.device == "gpu" else pixels.as_array()

@@ -19,6 +19,11 @@ Colour: OpenCV converts CMYK JPEG with ``>> 8`` where the spec (libjpeg, PIL, DA
 255: up to 1 level darker, mean ~0.017 normalised, inside the contract; 16-bit PNG is read at
 full depth and rounded as the spec says; WebP EXIF orientation, which OpenCV ignores, is
 applied from the header.
+
+With ``reduced_decode`` (backend ``opencv-reduced``) a JPEG far larger than its output is decoded
+at 1/2, 1/4 or 1/8 scale in the DCT domain (``IMREAD_REDUCED_COLOR_*``, libjpeg-turbo; the factor
+from `preprocess.reduced_decode.jpeg_reduction`), then resized as above; META still describes the
+original image. Other formats and milder downscales take the full decode.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ import math
 import cv2
 import numpy as np
 
-from cvserve.preprocess.geometry import meta, placement
+from cvserve.preprocess.geometry import Placement, meta, placement
 from cvserve.preprocess.pixels import orient, to_8bit
 from cvserve.preprocess.preprocessor import (
     Encoded,
@@ -38,7 +43,9 @@ from cvserve.preprocess.preprocessor import (
     finish,
     normalize_into,
 )
+from cvserve.preprocess.reduced_decode import MIN_REDUCED_SCALE, jpeg_reduction
 from cvserve.preprocess.resample import banded_resize
+from cvserve.preprocess.spec import PreprocessSpec
 
 # Below this downscale factor a triangle prefilter + INTER_LINEAR differs from the spec's filter
 # by up to 0.5 (normalised) at sharp edges; from it on by <= 0.3 (measured on synthetic images).
@@ -46,6 +53,12 @@ PREFILTER_MIN_SCALE = 1.75
 # From this factor on, box blur + INTER_AREA is as close (<= 0.15) and 2-3x faster than the
 # triangle prefilter, whose cost grows with the factor.
 BOX_MIN_SCALE = 3.0
+# ``cv2.imdecode`` flags of each DCT-domain reduction (EXIF orientation applied, as without).
+REDUCED_FLAGS: dict[int, int] = {
+    2: cv2.IMREAD_REDUCED_COLOR_2,
+    4: cv2.IMREAD_REDUCED_COLOR_4,
+    8: cv2.IMREAD_REDUCED_COLOR_8,
+}
 
 
 def triangle_kernel(scale: float) -> np.ndarray:
@@ -95,7 +108,8 @@ def linear_resize(image: np.ndarray, height: int, width: int, antialias: bool) -
 
 
 class OpenCVPreprocessor(PerImagePreprocessor):
-    """The spec with OpenCV; ``threads`` images at a time (1: a plain loop)."""
+    """The spec with OpenCV; ``threads`` images at a time (1: a plain loop). ``reduced_decode``:
+    decode large JPEGs at a reduced scale when the output allows (see the module docstring)."""
 
     name = "opencv"
     filter = (
@@ -105,18 +119,53 @@ class OpenCVPreprocessor(PerImagePreprocessor):
     )
     decoder_errors = (cv2.error, RuntimeError, ValueError)
 
+    def __init__(
+        self,
+        spec: PreprocessSpec,
+        max_batch_size: int = 32,
+        threads: int = 1,
+        reduced_decode: bool = False,
+    ) -> None:
+        super().__init__(spec, max_batch_size, threads)
+        self.reduced_decode = reduced_decode
+
     def _one(self, item: Encoded) -> Preprocessed:
+        bgr, p = self._decode(item)
+        resized = linear_resize(bgr, p.resized_h, p.resized_w, self.spec.antialias)
+        canvas = np.empty((*self.spec.output_size, 3), np.float32)
+        normalize_into(canvas, resized[..., ::-1], p, self.spec)  # BGR → RGB
+        return Preprocessed(finish(canvas, self.spec), meta(p))
+
+    def _decode(self, item: Encoded) -> tuple[np.ndarray, Placement]:
+        """Upright BGR uint8 (reduced, where allowed) and the placement of the original image."""
+        data = np.frombuffer(item.data, np.uint8)
+        reduction = jpeg_reduction(item.header, self.spec) if self.reduced_decode else 1
+        if reduction > 1:
+            bgr = cv2.imdecode(data, REDUCED_FLAGS[reduction])
+            p = placement(*item.header.upright_size, self.spec)
+            if bgr is not None and bgr.shape[:2] == (p.orig_h // reduction, p.orig_w // reduction):
+                return bgr, p
+            # The header disagrees with the decoder: decode in full, as without the option.
         deep = item.header.bit_depth == 16
-        flags = cv2.IMREAD_COLOR | (cv2.IMREAD_ANYDEPTH if deep else 0)
-        bgr = cv2.imdecode(np.frombuffer(item.data, np.uint8), flags)
+        bgr = cv2.imdecode(data, cv2.IMREAD_COLOR | (cv2.IMREAD_ANYDEPTH if deep else 0))
         if bgr is None:
             raise decoder_error(item)
         if deep:
             bgr = to_8bit(bgr)
         if item.header.format == "webp":  # OpenCV applies EXIF orientation to JPEG/PNG only
             bgr = np.ascontiguousarray(orient(bgr, item.header.orientation))
-        p = placement(bgr.shape[0], bgr.shape[1], self.spec)
-        resized = linear_resize(bgr, p.resized_h, p.resized_w, self.spec.antialias)
-        canvas = np.empty((*self.spec.output_size, 3), np.float32)
-        normalize_into(canvas, resized[..., ::-1], p, self.spec)  # BGR → RGB
-        return Preprocessed(finish(canvas, self.spec), meta(p))
+        return bgr, placement(bgr.shape[0], bgr.shape[1], self.spec)
+
+
+class ReducedDecodeOpenCVPreprocessor(OpenCVPreprocessor):
+    """`OpenCVPreprocessor` with ``reduced_decode`` on: backend ``opencv-reduced``."""
+
+    name = "opencv-reduced"
+    filter = (
+        "JPEG decoded at 1/2, 1/4 or 1/8 (libjpeg DCT scaling) while >= "
+        f"{MIN_REDUCED_SCALE}x the resized size remains, then as opencv: "
+        + OpenCVPreprocessor.filter
+    )
+
+    def __init__(self, spec: PreprocessSpec, max_batch_size: int = 32, threads: int = 1) -> None:
+        super().__init__(spec, max_batch_size, threads, reduced_decode=True)

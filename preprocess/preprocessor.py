@@ -22,6 +22,9 @@ from cvserve.preprocess.geometry import Placement, visible_window
 from cvserve.preprocess.sniff import ImageHeader, sniff, strip_padding
 from cvserve.preprocess.spec import PreprocessError, PreprocessSpec
 
+# The steps a backend may time, in order (the order of the profiler's PREPROCESS_TIMES).
+STEPS: tuple[str, ...] = ("decode", "resize_crop", "normalize")
+
 
 @dataclass(frozen=True)
 class Preprocessed:

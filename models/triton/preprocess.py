@@ -2,6 +2,10 @@
 
 Outputs follow the model config: the pixels, and META when the config declares a second output.
 The backend is the stage parameter ``backend`` (default ``dali``); the device is the spec's.
+When the config also declares ``PREPROCESS_TIMES`` (`pipelines.variants.with_preprocess_times`),
+DALI runs as three timed pipelines (`preprocess.dali_steps`, same output) and each image gets
+int64 [3]: the ns its Triton batch spent decoding, resizing + cropping, normalizing. Without it,
+the fused pipeline runs and nothing is timed.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from cvserve.models.triton.base import (
     output_names,
     stage_params,
 )
+from cvserve.pipelines.variants import PREPROCESS_TIMES
 from cvserve.preprocess.backends import make_preprocessor
 from cvserve.preprocess.preprocessor import stack_results
 from cvserve.preprocess.spec import PreprocessError, PreprocessSpec
@@ -31,19 +36,29 @@ def _tensor(name: str, value: Any) -> Any:
 
 class TritonPythonModel:
     """Input ``IMAGE`` uint8 (N, L) zero-padded bytes; outputs (N, *spec.output_shape) and, if
-    configured, META (N, 6) float32."""
+    configured, META (N, 6) float32 and PREPROCESS_TIMES (N, 3) int64."""
 
     def initialize(self, args: dict[str, str]) -> None:
         params = stage_params(args)
         spec = PreprocessSpec.from_dict(params["spec"])
         self.input_name = input_names(args)[0]
-        self.output_names = output_names(args)[:2]  # PIXELS[, META]
-        options = {}
-        if spec.device == "gpu" and params.get("backend", "dali") == "dali":
+        names = output_names(args)
+        self.times = PREPROCESS_TIMES.name in names
+        self.output_names = [n for n in names if n != PREPROCESS_TIMES.name][:2]  # PIXELS[, META]
+        backend = params.get("backend", "dali")
+        options: dict[str, Any] = {}
+        if spec.device == "gpu" and backend == "dali":
             options["device_id"] = int(args.get("model_instance_device_id", 0))
+        if self.times:
+            if backend != "dali":
+                raise ValueError(
+                    f"{PREPROCESS_TIMES.name} needs the dali backend (it times DALI's steps), "
+                    f"not {backend!r}"
+                )
+            options["step_times"] = True
         self.preprocessor = make_preprocessor(
             spec,
-            params.get("backend", "dali"),
+            backend,
             max_batch_size=max(1, max_batch_size(args)),
             threads=int(params["num_threads"]),
             **options,
@@ -53,7 +68,11 @@ class TritonPythonModel:
         per_request = [
             pb_utils.get_input_tensor_by_name(r, self.input_name).as_numpy() for r in requests
         ]
-        results = self.preprocessor([image for images in per_request for image in images])
+        batch = [image for images in per_request for image in images]
+        if self.times:
+            results, step_ns = self.preprocessor.timed(batch)
+        else:
+            results = self.preprocessor(batch)
         responses = []
         start = 0
         for images in per_request:
@@ -65,6 +84,9 @@ class TritonPythonModel:
                 responses.append(error_response(f"PreprocessError: {exc}"))
                 continue
             tensors = [_tensor(n, v) for n, v in zip(self.output_names, outputs, strict=False)]
+            if self.times:
+                times = np.tile(step_ns, (len(images), 1))
+                tensors.append(pb_utils.Tensor(PREPROCESS_TIMES.name, times))
             responses.append(pb_utils.InferenceResponse(output_tensors=tensors))
         return responses
 

@@ -10,7 +10,7 @@ from PIL import Image
 
 from cvserve.preprocess.synthetic import colour_case, synthetic_image, synthetic_rgb
 
-CPU_BACKENDS = ("dali", "opencv", "torchvision")
+CPU_BACKENDS = ("dali", "opencv", "opencv-reduced", "torchvision")
 
 
 def bomb(fmt: str, width: int = 60_000, height: int = 60_000) -> bytes:

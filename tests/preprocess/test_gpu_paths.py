@@ -36,3 +36,15 @@ def test_torchvision_cuda_matches_reference(spec_name, corpus, references) -> No
     spec = dataclasses.replace(PARITY_SPECS[spec_name], device="gpu")
     got = make_preprocessor(spec, "torchvision", 8)(list(corpus.values()))
     assert failures(got, references[spec_name], list(corpus)) == []
+
+
+def test_dali_mixed_timed_steps_give_the_fused_output(corpus) -> None:
+    from cvserve.preprocess.dali import DaliPreprocessor
+
+    spec = dataclasses.replace(PARITY_SPECS["letterbox"], device="gpu")
+    data = list(corpus.values())
+    fused = DaliPreprocessor(spec, 8, 2)(data)
+    timed, step_ns = DaliPreprocessor(spec, 8, 2, step_times=True).timed(data)
+    for a, b in zip(timed, fused, strict=True):
+        assert torch.equal(a.pixels, b.pixels)
+    assert (step_ns > 0).all()
