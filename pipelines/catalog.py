@@ -16,12 +16,16 @@ from typing import Any
 from cvserve.models.zoo import architecture
 from cvserve.pipelines.defaults import serving_defaults
 from cvserve.pipelines.spec import BatchingSpec, Device, PipelineSpec, StageSpec, TensorSpec
+from cvserve.preprocess.dali import INPUT_NAME
+from cvserve.preprocess.dali_model import OUTPUT_NAMES
 from cvserve.preprocess.spec import PreprocessSpec
 
 # Tensor names shared by the stages of the image pipelines.
-IMAGE = "IMAGE"  # encoded image bytes, one image per batch row (zero-padded to a common length)
-PIXELS = "PIXELS"  # preprocessed (3, H, W) tensor
-META = "META"  # (orig_h, orig_w, scale_y, scale_x, pad_top, pad_left): back to original pixels
+# IMAGE: encoded image bytes, one image per batch row (zero-padded to a common length);
+# PIXELS: the preprocessed tensor; META: (orig_h, orig_w, scale_y, scale_x, pad_top, pad_left),
+# back to original pixels. Named where the preprocessing stage (and its NGC model.dali) is built.
+IMAGE = INPUT_NAME
+PIXELS, META = OUTPUT_NAMES
 LOGITS = "LOGITS"
 LABELS = "LABELS"
 SCORES = "SCORES"

@@ -29,7 +29,7 @@ from nvidia.dali import backend, fn, pipeline_def, types
 from nvidia.dali.data_node import DataNode
 from nvidia.dali.pipeline import Pipeline
 
-from cvserve.preprocess.geometry import Placement, placement
+from cvserve.preprocess.geometry import Placement, meta_values, placement
 from cvserve.preprocess.preprocessor import (
     Encoded,
     Preprocessed,
@@ -153,8 +153,7 @@ def normalize_step(resized: DataNode, p: Placement, spec: PreprocessSpec) -> Dat
 
 def meta_node(p: Placement) -> DataNode:
     """META float32 [6] per image (CPU), see `preprocess.geometry.meta`."""
-    values = (p.orig_h, p.orig_w, p.resized_h / p.orig_h, p.resized_w / p.orig_w, p.top, p.left)
-    return fn.stack(*(_float_node(v) for v in values))
+    return fn.stack(*(_float_node(v) for v in meta_values(p)))
 
 
 def preprocess_graph(

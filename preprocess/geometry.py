@@ -82,19 +82,15 @@ def placement(
     )
 
 
+def meta_values(p: Placement) -> tuple[Any, ...]:
+    """The six META values of a placement, in `META_FIELDS` order. Works on Python ints and on
+    DALI data nodes alike (the DALI graph computes META with this same formula)."""
+    return (p.orig_h, p.orig_w, p.resized_h / p.orig_h, p.resized_w / p.orig_w, p.top, p.left)
+
+
 def meta(p: Placement) -> np.ndarray:
     """The META vector of a placement (Python ints): float32 [6], see `META_FIELDS`."""
-    return np.array(
-        [
-            p.orig_h,
-            p.orig_w,
-            p.resized_h / p.orig_h,
-            p.resized_w / p.orig_w,
-            p.top,
-            p.left,
-        ],
-        dtype=np.float32,
-    )
+    return np.array(meta_values(p), dtype=np.float32)
 
 
 def to_original(boxes: np.ndarray, meta: np.ndarray) -> np.ndarray:
