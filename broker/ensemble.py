@@ -89,8 +89,9 @@ class EnsembleCaller:
                 )
             return self._io
 
-    def infer(self, image: bytes) -> dict[str, np.ndarray]:
-        """The ensemble's outputs for ``image``, batch dimension removed.
+    def infer(self, image: bytes, request_id: str = "") -> dict[str, np.ndarray]:
+        """The ensemble's outputs for ``image``, batch dimension removed. ``request_id`` goes
+        with the request (Triton writes it into its trace: the profiler joins by it).
 
         Raises `TritonUnavailable` (retry later) or `InputRejected`.
         """
@@ -103,6 +104,7 @@ class EnsembleCaller:
                 self.model,
                 [tensor],
                 outputs=[grpcclient.InferRequestedOutput(n) for n in outputs],
+                request_id=request_id,
                 client_timeout=self.timeout_s,
             )
         except InferenceServerException as exc:

@@ -3,23 +3,57 @@
 Delivery is at-least-once, so a result may arrive twice (a worker died after producing, before
 committing). `ResultReader` drops repeats by (request id, crop index). It reads without a
 consumer group: every reader sees every result. ``keep=False`` (``cvserve results --follow``)
-remembers only the ids, not the results.
+remembers only the ids, not the results. Every result read gets a ``results.ready`` hop (its poll
+began) and a ``results.consumed`` hop (the poll returned it): the end of its last broker transit.
+
+A request's results are complete when its first-stage result arrived and, if that result counts
+crops sent on (``CROP_COUNT``, a fan-out stage), one result per crop too (`expected_results`).
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import replace
 from typing import Any
 
 from kafka import KafkaConsumer
 from kafka.structs import TopicPartition
 
+from cvserve.broker.crops import CROP_COUNT
 from cvserve.broker.routes import route
-from cvserve.broker.schema import Message, Record, SchemaError
+from cvserve.broker.schema import (
+    CONSUMED,
+    READY,
+    Message,
+    Record,
+    SchemaError,
+    decode_outputs,
+    hop_label,
+)
 from cvserve.broker.topics import Topics, default_namespace, ensure_topics
 from cvserve.deploy.kafka_limits import LIMITS, MessageLimits
+
+READER = "results"  # the component name in a result reader's hop
+READY_HOP, RECEIVED_HOP = hop_label(READER, READY), hop_label(READER, CONSUMED)
+
+
+def expected_results(results: Sequence[Message]) -> int | None:
+    """How many results the request of ``results`` (those read so far) has in all: 1 + its
+    ``CROP_COUNT`` for a fan-out pipeline, else 1; None while its first-stage result (the one
+    that is no crop's) has not arrived."""
+    for message in results:
+        if message.crop is None:
+            outputs = decode_outputs(message.value)
+            return 1 + int(outputs[CROP_COUNT].reshape(-1)[0]) if CROP_COUNT in outputs else 1
+    return None
+
+
+def is_complete(results: Sequence[Message]) -> bool:
+    """Whether ``results`` (unique, of one request) are all the request will get."""
+    expected = expected_results(results)
+    return expected is not None and len(results) >= expected
 
 
 class TopicReader:
@@ -90,12 +124,17 @@ class ResultReader:
     def poll(self, timeout_s: float = 0.5) -> list[Message]:
         """New unique results that arrived within ``timeout_s``."""
         fresh = []
-        for _, record in self._reader.poll(timeout_s):
+        ready_ns = time.time_ns()
+        polled = self._reader.poll(timeout_s)
+        received_ns = time.time_ns()
+        for _, record in polled:
             try:
                 message = Message.from_record(record.key, record.value, record.headers or [])
             except SchemaError:
                 self.malformed += 1
                 continue
+            trace = message.trace.hop_not_before(READY_HOP, ready_ns).hop(RECEIVED_HOP, received_ns)
+            message = replace(message, trace=trace)
             if message.dedup_key in self.seen:
                 self.duplicates += 1
                 continue

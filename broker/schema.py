@@ -10,6 +10,12 @@ Every record is one `Message`:
 - **headers** (UTF-8 strings, names in `Header`): schema version, request id, pipeline, stage,
   content type, original image size, crop index and box for crops, and the trace context — a
   W3C ``traceparent`` plus a JSON list of ``[label, unix_ns]`` hops every component appends to.
+  A hop label is ``<component>.<event>`` (`hop_label`). A stage worker stamps ``<stage>.ready``
+  (its poll that returned the message began: before that the message waited for a busy worker),
+  ``<stage>.consumed`` (the poll returned it), ``<stage>.dispatched`` and ``<stage>.answered``
+  (just before and after its Triton call), ``<stage>.emitting`` (its outputs are being made, once
+  the batch's calls are done) and ``<stage>.produced`` (sent on); a results reader stamps
+  ``results.ready`` and ``results.consumed``.
 
 A dead-letter record keeps the poison record's key, value and headers as received and adds
 ``error``, ``error-stage`` and ``source`` (``topic/partition@offset``) headers.
@@ -40,6 +46,15 @@ IMAGE_CONTENT_TYPES: dict[str, str] = {
     "bmp": "image/bmp",
 }
 _TRACEPARENT = re.compile(r"^00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$")
+# Hop events (the part of a hop label after the component), in the order a stage stamps them.
+READY, CONSUMED, DISPATCHED, ANSWERED, EMITTING, PRODUCED = (
+    "ready",
+    "consumed",
+    "dispatched",
+    "answered",
+    "emitting",
+    "produced",
+)
 
 
 class Header(StrEnum):
@@ -88,6 +103,11 @@ def new_request_id() -> str:
     return uuid.uuid4().hex
 
 
+def hop_label(component: str, event: str) -> str:
+    """``hop_label("detect", DISPATCHED)`` → ``"detect.dispatched"``."""
+    return f"{component}.{event}"
+
+
 @dataclass(frozen=True)
 class Hop:
     """One component touching a message: ``label`` (e.g. ``classify.consumed``) at ``t_ns``."""
@@ -120,6 +140,17 @@ class TraceContext:
             self, hops=(*self.hops, Hop(label, time.time_ns() if t_ns is None else t_ns))
         )
 
+    def hop_not_before(self, label: str, t_ns: int) -> TraceContext:
+        """`hop` at ``t_ns``, or at the last hop's time if that is later (a worker ready before
+        the message was produced: what it waited for starts when the message existed)."""
+        return self.hop(label, max([t_ns, *(h.t_ns for h in self.hops[-1:])]))
+
+    def restamp(self, label: str) -> TraceContext:
+        """`hop`, replacing the last hop if it has the same label (a retried step is stamped
+        at its last try)."""
+        hops = self.hops[:-1] if self.hops and self.hops[-1].label == label else self.hops
+        return replace(self, hops=hops).hop(label)
+
 
 @dataclass(frozen=True)
 class Crop:
@@ -151,6 +182,12 @@ class Message:
     def dedup_key(self) -> tuple[str, int]:
         """(request id, crop index or -1): what a reader drops duplicates by."""
         return (self.request_id, -1 if self.crop is None else self.crop.index)
+
+    @property
+    def call_id(self) -> str:
+        """The request id a stage passes to Triton for this message (and Triton writes into its
+        trace): the request id, with ``:<crop index>`` for a crop."""
+        return self.request_id if self.crop is None else f"{self.request_id}:{self.crop.index}"
 
     @property
     def is_result(self) -> bool:

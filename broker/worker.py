@@ -4,11 +4,15 @@ Delivery is at-least-once. Per polled batch (at most ``batch_size`` records):
 
 1. each record is parsed and checked (schema, addressed stage, size, image header); a poison
    record is bound for the dead-letter topic with its reason;
-2. the others go to Triton, at most ``max_in_flight`` requests at once. Triton unreachable →
+2. the others go to Triton, at most ``max_in_flight`` requests at once, each with the message's
+   `Message.call_id` as its request id, between a ``<stage>.dispatched`` and a
+   ``<stage>.answered`` hop (consumed → dispatched is the wait for a free call; the time the
+   message waited for this worker to poll ends at ``<stage>.ready``). Triton unreachable →
    wait with exponential backoff and try again, forever; an input the server refuses
    (``PreprocessError``) → dead letter; any other server error → dead letter after
    ``server_error_attempts`` tries;
-3. the outputs (results, crops for a later stage, dead letters) are sent in record order, and
+3. the outputs (results, crops for a later stage, dead letters) are made (``<stage>.emitting``,
+   once the whole batch was answered) and sent in record order, and
    the batch's offsets are committed only once the broker acknowledged every one of them.
 
 So a slow stage grows its topic's lag, never its memory. A stop request (SIGTERM) lets the batch
@@ -21,9 +25,10 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +40,19 @@ from kafka.structs import OffsetAndMetadata, TopicPartition
 from cvserve.broker.ensemble import EnsembleCaller, InputRejected, TritonUnavailable
 from cvserve.broker.producer import check_size, producer_config
 from cvserve.broker.routes import Route
-from cvserve.broker.schema import Message, Record, SchemaError, dead_letter_record
+from cvserve.broker.schema import (
+    ANSWERED,
+    CONSUMED,
+    DISPATCHED,
+    EMITTING,
+    PRODUCED,
+    READY,
+    Message,
+    Record,
+    SchemaError,
+    dead_letter_record,
+    hop_label,
+)
 from cvserve.broker.stats import WorkerStats
 from cvserve.broker.topics import Topics, default_namespace, ensure_topics
 from cvserve.deploy.kafka_limits import LIMITS, MessageLimits
@@ -78,6 +95,7 @@ class _Work:
     tp: TopicPartition
     offset: int
     record: Record
+    ready_ns: int  # wall clock: when the poll that returned it began
     message: Message | None = None
     outputs: Mapping[str, np.ndarray] | None = None
     error: str = ""  # set: goes to the dead-letter topic
@@ -139,9 +157,10 @@ class StageWorker:
         self.stats.state = "running"
         try:
             while not stop.is_set():
+                ready_ns = time.time_ns()
                 polled = consumer.poll(timeout_ms=cfg.poll_timeout_ms, max_records=cfg.batch_size)
                 work = [
-                    _Work(tp, r.offset, Record(r.key, r.value, list(r.headers or [])))
+                    _Work(tp, r.offset, Record(r.key, r.value, list(r.headers or [])), ready_ns)
                     for tp, records in polled.items()
                     for r in records
                 ]
@@ -199,7 +218,8 @@ class StageWorker:
         except Exception as exc:  # whatever a record holds, it must not stop the worker
             item.error = f"{type(exc).__name__}: {exc}"
             return
-        item.message = message.with_hop(f"{self.stage.name}.consumed")
+        trace = message.trace.hop_not_before(hop_label(self.stage.name, READY), item.ready_ns)
+        item.message = replace(message, trace=trace.hop(hop_label(self.stage.name, CONSUMED)))
 
     def _infer(
         self,
@@ -211,12 +231,11 @@ class StageWorker:
         """Fill ``outputs`` or ``error`` of every item; retries while Triton is unavailable."""
         cfg = self.config
         attempts = dict.fromkeys(range(len(pending)), 0)
-        images = [w.message.value for w in pending if w.message is not None]
         todo = list(range(len(pending)))
         delay = cfg.retry_initial_s
         while todo:
             self.stats.in_flight = len(todo)
-            futures = {i: pool.submit(caller.infer, images[i]) for i in todo}
+            futures = {i: pool.submit(self._call, pending[i], caller) for i in todo}
             retry: list[int] = []
             for i, future in futures.items():
                 try:
@@ -253,10 +272,22 @@ class StageWorker:
         self.stats.in_flight = 0
         self.stats.state = "running"
 
+    def _call(self, item: _Work, caller: EnsembleCaller) -> Mapping[str, np.ndarray]:
+        """One Triton call for ``item`` (in a pool thread). A retry re-stamps the dispatch: the
+        failed tries and the backoff count as waiting."""
+        message = item.message
+        assert message is not None
+        trace = message.trace.restamp(hop_label(self.stage.name, DISPATCHED))
+        item.message = message = replace(message, trace=trace)
+        outputs = caller.infer(message.value, message.call_id)
+        item.message = message.with_hop(hop_label(self.stage.name, ANSWERED))
+        return outputs
+
     def _outgoing(self, item: _Work) -> list[tuple[str, Record]]:
         """What one consumed record becomes: (topic, record) pairs, in order."""
         if not item.error:
             assert item.message is not None and item.outputs is not None
+            item.message = item.message.with_hop(hop_label(self.stage.name, EMITTING))
             try:
                 emitted = self.stage.emit(item.message, item.outputs, self.stage.name)
                 return [self._route(m) for m in emitted]
@@ -273,7 +304,7 @@ class StageWorker:
         ]
 
     def _route(self, message: Message) -> tuple[str, Record]:
-        message = message.with_hop(f"{self.stage.name}.produced")
+        message = message.with_hop(hop_label(self.stage.name, PRODUCED))
         check_size(message.value, self.limits, what=f"output of {message.request_id}")
         if message.is_result:
             return self.topics.results, message.to_record()

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cvserve.models.zoo import architecture
-from cvserve.pipelines.defaults import serving_defaults
+from cvserve.pipelines.defaults import serving_defaults, usable_cores
 from cvserve.pipelines.spec import BatchingSpec, Device, PipelineSpec, StageSpec, TensorSpec
 from cvserve.preprocess.dali import INPUT_NAME
 from cvserve.preprocess.dali_model import OUTPUT_NAMES
@@ -253,6 +253,11 @@ def pipeline_specs(name: str, **options: Any) -> list[PipelineSpec]:
     """The ensembles serving ``name``: one for a single pipeline, several for a composite (where
     ``arch`` names the first stage's DNN)."""
     parts = COMPOSITES.get(name, (name,))
+    shared_cpu = len(parts) > 1 and options.get("device", "cpu") == "cpu"
+    if shared_cpu and options.get("torch_threads") is None:
+        # Several DNNs on one CPU server share the cores instead of oversubscribing them
+        # (measured: 8.0 vs 2.6 img/s for detect_identify at 4 in flight on 2 cores).
+        options = {**options, "torch_threads": max(1, usable_cores() // len(parts))}
     later = {k: v for k, v in options.items() if k != "arch"}
     return [pipeline(part, **(options if i == 0 else later)) for i, part in enumerate(parts)]
 

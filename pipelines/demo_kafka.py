@@ -7,13 +7,8 @@ production; the demo submits images, reads the results back and shows the hops t
 
 from __future__ import annotations
 
-import contextlib
 import itertools
-import signal
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -23,37 +18,10 @@ from rich.table import Table
 from cvserve.broker.crops import CROP_COUNT
 from cvserve.broker.producer import ImageProducer
 from cvserve.broker.results import ResultReader
-from cvserve.broker.routes import route
 from cvserve.broker.schema import Message, decode_outputs
+from cvserve.broker.worker_processes import StageWorkerProcesses
 
 PIPELINE = "detect_identify"
-
-
-@contextlib.contextmanager
-def stage_workers(bootstrap: str, triton_url: str, namespace: str, logs: Path) -> Iterator[None]:
-    """One worker process per broker stage of the pipeline; SIGTERM (finish, commit) at exit."""
-    logs.mkdir(parents=True, exist_ok=True)
-    processes = []
-    try:
-        for stage in route(PIPELINE).stage_names:
-            with (logs / f"worker-{stage}.log").open("wb") as log:
-                processes.append(subprocess.Popen(
-                    [sys.executable, "-m", "cvserve.broker.commands", "worker",
-                     "--bootstrap", bootstrap, "--namespace", namespace, "--pipeline", PIPELINE,
-                     "--stage", stage, "--triton-url", triton_url],
-                    stdout=log, stderr=subprocess.STDOUT,
-                ))  # fmt: skip
-        yield
-    finally:
-        for process in processes:
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-        for process in processes:
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
 
 
 def _complete(reader: ResultReader, request_id: str) -> bool:
@@ -74,7 +42,9 @@ def run_kafka_demo(
 ) -> None:
     """Submit ``images`` (name, bytes) to detect_identify and print what came back."""
     namespace = f"demo{int(time.time())}"
-    with stage_workers(bootstrap, triton_url, namespace, workdir / "workers"):
+    workers = StageWorkerProcesses(bootstrap, PIPELINE, triton_url, namespace, workdir / "workers")
+    with workers:
+        workers.wait_running()  # joined their consumer groups: the hops below are the pipeline's
         with ImageProducer(bootstrap, PIPELINE, namespace) as producer:
             ids = producer.submit([data for _, data in images])
         with ResultReader(bootstrap, PIPELINE, namespace) as reader:
@@ -104,10 +74,7 @@ def run_kafka_demo(
         for message in crops:
             _collect_hops(message, hop_ms)
     console.print(table)
-    hops = Table(
-        title="Hops of a crop (wall clock, ms, mean; the first hop includes the workers "
-        "joining their consumer groups)"
-    )
+    hops = Table(title="Hops of a crop (wall clock, ms, mean)")
     hops.add_column("from → to")
     hops.add_column("ms", justify="right")
     for label, values in hop_ms.items():

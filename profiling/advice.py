@@ -1,16 +1,21 @@
-"""Placement advice from a sweep: per image size, where preprocessing should run and what it
-buys, quoting the measured numbers."""
+"""Advice from a sweep, quoting the measured numbers: per image size, where preprocessing should
+run and what it buys (`placement_advice`), or, for a run across Kafka, what the broker costs
+beside the stages and what to change (`broker_advice`)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
 
+from cvserve.pipelines.spec import CATEGORIES
 from cvserve.profiling.attribution import END_TO_END
 
 # Throughput differences below this are reported as no clear winner (sweeps on shared machines
 # vary by a few per cent run to run).
 CLEAR_GAIN = 0.05
+# Inference per request growing this much with concurrency while throughput falls: more work per
+# image, not just larger batches (which grow it without lowering throughput).
+COMPUTE_GROWTH = 2.0
 
 
 def _where(placement: str) -> str:
@@ -86,3 +91,73 @@ def placement_advice(summary: dict[str, Any]) -> list[str]:
     for p in summary["points"]:
         sizes.setdefault(p["size"], []).append(p)
     return [f"{summary['pipeline']} {advise_size(size, pts)}" for size, pts in sizes.items()]
+
+
+def _stage_ms(point: dict[str, Any]) -> dict[str, float]:
+    """Mean ms per request charged to each ensemble's models (names ``<ensemble>_<role>``)."""
+    return {
+        ensemble: sum(
+            ms for name, ms in point["spans_ms"].items() if name.startswith(f"{ensemble}_")
+        )
+        for ensemble in point["ensemble"].split("+")
+    }
+
+
+def advise_broker_size(size: str, points: Sequence[dict[str, Any]]) -> str:
+    """One sentence for one image size of a run across Kafka: what the broker hops cost beside
+    the stages, from the lowest to the highest concurrency measured, and what to change."""
+    measured = sorted((p for p in points if p["categories"]), key=lambda p: p["concurrency"])
+    if not measured:
+        return f"{size}: no request completed."
+    low, top = measured[0], measured[-1]
+    cats = top["categories"]
+    e2e_ms = cats[END_TO_END]["mean_ms"]
+    transit_share = top["broker_transit_ms"] / e2e_ms if e2e_ms else 0.0
+    stages = _stage_ms(top)
+    slowest = max(stages, key=lambda s: stages[s])
+    facts = (
+        f"at concurrency {top['concurrency']} {top['images_per_s']:.1f} img/s"
+        + (f" ({top['crops_per_s']:.1f} crops/s)" if top["crops_per_s"] else "")
+        + f", p50 {_p50(top):.0f} ms; broker transit "
+        f"{top['broker_transit_ms']:.1f} ms per request ({transit_share:.0%} of end-to-end), "
+        f"consumer wait {top['consumer_wait_ms']:.1f} ms; Triton per request "
+        + ", ".join(f"{s} {ms:.0f} ms" for s, ms in stages.items())
+    )
+    queueing = (low["categories"]["queueing"]["share"], cats["queueing"]["share"])
+    inference = (low["categories"]["inference"]["mean_ms"], cats["inference"]["mean_ms"])
+    gain = top["images_per_s"] / low["images_per_s"] - 1 if low["images_per_s"] else 0.0
+    scaled = f"from concurrency {low['concurrency']} to {top['concurrency']}"
+    if transit_share >= 0.25:
+        verdict = (
+            "the broker hops are a large part: fewer hops (serve the stages as one ensemble) or "
+            "larger batches per poll would buy the most"
+        )
+    elif top is not low and gain < -CLEAR_GAIN and inference[1] >= COMPUTE_GROWTH * inference[0]:
+        verdict = (
+            f"each image's compute got dearer with load: throughput {gain:+.0%} while inference "
+            f"per request grew ×{inference[1] / inference[0]:.1f} ({inference[0]:.0f} → "
+            f"{inference[1]:.0f} ms) {scaled}, so the stages' DNNs likely compete for the same "
+            "cores: give them fewer threads each (together no more than the cores) or a GPU; "
+            "more workers or partitions will not help"
+        )
+    elif top is not low and queueing[1] > queueing[0] + CLEAR_GAIN and gain < 0.2:
+        verdict = (
+            f"the stages are saturated (queueing {queueing[0]:.0%} → {queueing[1]:.0%}, "
+            f"throughput {gain:+.0%} {scaled}): give {slowest} more Triton instances or a GPU; "
+            "more workers or partitions will not help"
+        )
+    else:
+        biggest = max(CATEGORIES, key=lambda c: cats[c]["share"])
+        verdict = (
+            f"Kafka is not where the time goes ({transit_share:.0%}); {biggest.replace('_', ' ')} "
+            f"is ({cats[biggest]['share']:.0%}), most of it in {slowest}"
+        )
+    return f"{size}: {verdict}: {facts}."
+
+
+def broker_advice(summary: dict[str, Any]) -> list[str]:
+    """One line per image size of a run across Kafka, in the sweep's order."""
+    sizes: dict[str, list[dict[str, Any]]] = {}
+    for p in summary["points"]:
+        sizes.setdefault(p["size"], []).append(p)
+    return [f"{summary['pipeline']} {advise_broker_size(size, pts)}" for size, pts in sizes.items()]

@@ -9,7 +9,7 @@ sum to its measured end-to-end time; time no span covers is charged to the root 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -22,13 +22,15 @@ PERCENTILES: tuple[int, ...] = (50, 90, 99)
 
 @dataclass(frozen=True)
 class Attribution:
-    """One request: ns per category (sums to ``end_to_end_ns``) and per span name."""
+    """One request: ns per category (sums to ``end_to_end_ns``), per span name and per span kind
+    (the root's own time is under its kind, ``request``)."""
 
     request_id: str
     end_to_end_ns: int
     by_category: dict[str, int]
     by_span: dict[str, int]
     unattributed_ns: int
+    by_kind: dict[str, int] = field(default_factory=dict)
 
     @property
     def coverage(self) -> float:
@@ -58,6 +60,7 @@ def attribute(trace: Trace) -> Attribution:
     bounds = np.unique(np.concatenate([starts, ends]))
     by_category = dict.fromkeys(CATEGORIES, 0)
     by_span: dict[str, int] = {}
+    by_kind: dict[str, int] = {}
     unattributed = 0
     if len(bounds) >= 2:
         lo, hi = bounds[:-1], bounds[1:]
@@ -72,6 +75,7 @@ def attribute(trace: Trace) -> Attribution:
             if ns == 0:
                 continue
             by_category[span.category] += int(ns)
+            by_kind[span.kind] = by_kind.get(span.kind, 0) + int(ns)
             if span is root:
                 unattributed += int(ns)
             else:
@@ -82,6 +86,7 @@ def attribute(trace: Trace) -> Attribution:
         by_category=by_category,
         by_span=by_span,
         unattributed_ns=unattributed,
+        by_kind=by_kind,
     )
 
 

@@ -1,5 +1,6 @@
-"""The profiler's subcommands: ``cvserve profile``, ``cvserve profile compare``,
-``cvserve bench profiling``."""
+"""The profiler's subcommands: ``cvserve profile`` (straight to Triton, or ``--kafka`` across the
+broker), ``cvserve profile compare``, ``cvserve bench profiling`` and ``cvserve bench <composite>``
+(a multi-DNN pipeline's throughput across Kafka)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
-from cvserve.pipelines.catalog import PIPELINES, pipeline
+from cvserve.pipelines.catalog import COMPOSITES, PIPELINES, pipeline, pipeline_specs
 from cvserve.profiling.sweep import (
     DEFAULT_CONCURRENCY,
     DEFAULT_SIZES,
@@ -48,30 +49,38 @@ def _console(record: bool = False) -> Console:
 
 
 def cmd_profile(args: argparse.Namespace) -> int:
+    from cvserve.broker.worker_processes import WorkerStartError
+    from cvserve.deploy.kafka import KafkaStartError
     from cvserve.deploy.triton import TritonStartError
+    from cvserve.profiling.kafkasweep import FAN_OUT, run_broker_sweep, served_placement
     from cvserve.profiling.plots import write_plots
     from cvserve.profiling.report import run_folder, summary_table, write_run
     from cvserve.profiling.tritontrace import TraceUnavailable
 
     console = _console(record=True)
-    unknown = set(args.preprocess) - set(PLACEMENTS)
+    over_kafka = args.kafka is not None or args.pipeline in COMPOSITES
+    if over_kafka and args.preprocess is not None:
+        console.print(
+            "--preprocess does not apply across Kafka: encoded images travel and the served "
+            "ensembles preprocess them"
+        )
+        return 2
+    placements = args.preprocess or PLACEMENTS
+    unknown = set(placements) - set(PLACEMENTS)
     if unknown:
         choices = ", ".join(PLACEMENTS)
         console.print(f"unknown --preprocess {sorted(unknown)}; choose from {choices}")
         return 2
-    base = pipeline(
-        args.pipeline,
-        arch=args.arch,
-        max_batch_size=args.max_batch_size,
-        instances=args.instances,
-    )
+    options = {"arch": args.arch, "max_batch_size": args.max_batch_size}
+    options["instances"] = args.instances
+    specs = pipeline_specs(args.pipeline, **options, **FAN_OUT) if over_kafka else []
     config = SweepConfig(
-        placements=tuple(args.preprocess),
+        placements=(served_placement(specs),) if over_kafka else tuple(placements),
         sizes=args.sizes,
         concurrency=args.concurrency,
         duration_s=args.duration,
         images_per_size=args.images_per_size,
-        split_preprocess=args.split_preprocess,
+        split_preprocess=args.split_preprocess and not over_kafka,
     )
     progress = Progress(
         SpinnerColumn(),
@@ -81,11 +90,12 @@ def cmd_profile(args: argparse.Namespace) -> int:
         TimeElapsedColumn(),
         console=console,
     )
-    task = progress.add_task("generating images, starting Triton", total=None)
+    starting = "starting Kafka, Triton and stage workers" if over_kafka else "starting Triton"
+    task = progress.add_task(f"generating images, {starting}", total=None)
 
-    def on_plan(points: int, skipped: list[str]) -> None:
+    def on_plan(points: int, notes: list[str]) -> None:
         progress.update(task, total=points)
-        for message in skipped:
+        for message in notes:
             progress.console.print(f"[yellow]{message}[/yellow]")
 
     def on_point(point: Point, result: PointResult | None) -> None:
@@ -93,15 +103,39 @@ def cmd_profile(args: argparse.Namespace) -> int:
             progress.update(task, description=point.label)
             return
         progress.advance(task)
+        crops = getattr(result, "load", None)
         progress.console.print(
-            f"  {point.label}: {result.images_per_s:.1f} img/s, {len(result.records)} requests, "
+            f"  {point.label}: {result.images_per_s:.1f} img/s"
+            + (f" ({crops.crops_per_s:.1f} crops/s)" if crops else "")
+            + f", {len(result.records)} requests, "
             f"{sum(r.triton_traced for r in result.records)} traced, {result.errors} errors"
+            + (f", {crops.incomplete} incomplete" if crops else "")
         )
 
     try:
         with progress, tempfile.TemporaryDirectory(prefix="cvserve-profile-images-") as images:
-            run = run_sweep(base, config, Path(images), args.triton_url, on_point, on_plan)
-    except (TraceUnavailable, TritonStartError) as exc:
+            if over_kafka:
+                run = run_broker_sweep(
+                    args.pipeline,
+                    specs,
+                    config,
+                    Path(images),
+                    bootstrap=args.kafka or None,
+                    triton_url=args.triton_url,
+                    workers_per_stage=args.workers,
+                    on_point=on_point,
+                    on_plan=on_plan,
+                )
+            else:
+                base = pipeline(args.pipeline, **options)
+                run = run_sweep(base, config, Path(images), args.triton_url, on_point, on_plan)
+    except (
+        TraceUnavailable,
+        TritonStartError,
+        KafkaStartError,
+        WorkerStartError,
+        TimeoutError,
+    ) as exc:
         console.print(f"[red]{exc}[/red]")
         return 2
     folder = run_folder(Path(args.out))
@@ -110,13 +144,22 @@ def cmd_profile(args: argparse.Namespace) -> int:
     console.print(summary_table(summary))
     for line in run.skipped:
         console.print(line)
-    console.print("[bold]placement advice[/bold]")
+    console.print(f"[bold]{'broker' if over_kafka else 'placement'} advice[/bold]")
     for line in summary["advice"]:
         console.print(f"  {line}")
+    clocks = summary["clocks"]
     console.print(
         f"clocks: Triton steady_clock = client CLOCK_MONOTONIC; worst overshoot "
-        f"{summary['clocks']['max_triton_skew_us']:.1f} µs"
+        f"{clocks['max_triton_skew_us']:.1f} µs"
     )
+    if "broker_hops" in clocks:
+        hops = clocks["broker_hops"]
+        console.print(
+            f"broker hops: wall clock of each process (time.time_ns) mapped onto the monotonic "
+            f"clock; skew bound {hops['skew_bound_ns'] / 1e3:.1f} µs (offset drift "
+            f"{hops['offset_drift_ns'] / 1e3:.1f} µs, sampling ±"
+            f"{hops['sampling_uncertainty_ns'] / 1e3:.1f} µs; one host, one kernel clock)"
+        )
     console.print(f"wrote {folder}: summary.json requests.csv requests.json trace.json")
     console.print("plots: " + " ".join(str(p) for p in plots))
     (folder / "summary.txt").write_text(console.export_text())
@@ -162,13 +205,36 @@ def cmd_bench_profiling(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_broker(args: argparse.Namespace) -> int:
+    from cvserve.profiling.bench_broker import bench_broker_pipeline
+
+    bench_broker_pipeline(
+        args.target,
+        workers=args.workers,
+        size=parse_size(args.size),
+        concurrency=args.concurrency,
+        duration_s=args.duration,
+        arch=args.arch,
+        bootstrap=args.kafka,
+        triton_url=args.triton_url,
+        out=Path(args.out) if args.out else None,
+        console=_console(),
+    )
+    return 0
+
+
 def register(commands: argparse._SubParsersAction, benches: argparse._SubParsersAction) -> None:
     """Add ``profile`` (with ``compare``) to ``cvserve`` and ``profiling`` to ``cvserve bench``."""
     profile = commands.add_parser(
         "profile",
         help="where each request's time goes, per preprocessing placement, size, concurrency",
     )
-    profile.add_argument("--pipeline", default="classify", choices=sorted(PIPELINES))
+    profile.add_argument(
+        "--pipeline",
+        default="classify",
+        choices=sorted([*PIPELINES, *COMPOSITES]),
+        help="a multi-DNN pipeline (" + ", ".join(COMPOSITES) + ") always runs across Kafka",
+    )
     profile.add_argument("--arch", default=None, help="DNN architecture (default: pipeline's)")
     profile.add_argument("--max-batch-size", type=int, default=None)
     profile.add_argument("--instances", type=int, default=None)
@@ -184,7 +250,7 @@ def register(commands: argparse._SubParsersAction, benches: argparse._SubParsers
     profile.add_argument(
         "--preprocess",
         type=_csv(str),
-        default=PLACEMENTS,
+        default=None,
         help="where preprocessing runs: client-cpu,server-cpu,server-gpu (default all; "
         "server-gpu is skipped without a GPU)",
     )
@@ -194,6 +260,18 @@ def register(commands: argparse._SubParsersAction, benches: argparse._SubParsers
         "--triton-url",
         default=None,
         help="a running Triton (gRPC host:port) started with --trace-config triton,file=PATH",
+    )
+    profile.add_argument(
+        "--kafka",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="BOOTSTRAP",
+        help="send every image across Kafka through stage workers (a running broker's "
+        "host:port, else a local one is started)",
+    )
+    profile.add_argument(
+        "--workers", type=int, default=1, help="with --kafka: worker processes per stage"
     )
     profile.add_argument(
         "--split-preprocess",
@@ -218,3 +296,19 @@ def register(commands: argparse._SubParsersAction, benches: argparse._SubParsers
     bench.add_argument("--out", default=None, help="JSON path")
     bench.add_argument("--triton-url", default=None)
     bench.set_defaults(func=cmd_bench_profiling)
+
+    for name in COMPOSITES:
+        composite = benches.add_parser(
+            name, help=f"{name} across Kafka: images/s and crops/s with 1 vs 2 workers per stage"
+        )
+        composite.add_argument(
+            "--workers", type=_csv(int), default=(1, 2), help="workers per stage to compare"
+        )
+        composite.add_argument("--size", default="640x480")
+        composite.add_argument("--concurrency", type=int, default=8, help="images in flight")
+        composite.add_argument("--duration", type=float, default=15.0, help="seconds per count")
+        composite.add_argument("--arch", default=None, help="the first stage's DNN")
+        composite.add_argument("--kafka", default=None, help="a running broker (host:port)")
+        composite.add_argument("--triton-url", default=None, help="a running Triton serving it")
+        composite.add_argument("--out", default=None, help="JSON path")
+        composite.set_defaults(func=cmd_bench_broker)

@@ -2,8 +2,9 @@
 sample requests, and the terminal table.
 
 ``runs/profile-<time>/``: ``summary.json`` (points, clocks, advice, machine), ``requests.csv`` /
-``requests.json`` (one row per request), ``trace.json`` (``traceEvents``; open in
-ui.perfetto.dev or chrome://tracing), ``summary.txt`` and the plots (`profiling.plots`).
+``requests.json`` (one row per request; the JSON adds exclusive ms per span name and kind),
+``trace.json`` (``traceEvents``; open in ui.perfetto.dev or chrome://tracing), ``summary.txt`` and
+the plots (`profiling.plots`).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 from rich.table import Table
 
 from cvserve.pipelines.spec import CATEGORIES
-from cvserve.profiling.advice import placement_advice
+from cvserve.profiling.advice import broker_advice, placement_advice
 from cvserve.profiling.attribution import END_TO_END
 from cvserve.profiling.machine import machine_info
 from cvserve.profiling.sweep import PointResult, SweepRun
@@ -81,7 +82,7 @@ def request_rows(result: PointResult) -> Iterable[dict[str, Any]]:
 
 
 def summary_of(run: SweepRun) -> dict[str, Any]:
-    """The run's summary, its placement advice included."""
+    """The run's summary, its advice included."""
     points = [r.summary() for r in run.results]
     summary = {
         "pipeline": run.pipeline,
@@ -95,28 +96,33 @@ def summary_of(run: SweepRun) -> dict[str, Any]:
             "duration_s": run.config.duration_s,
             "split_preprocess": run.config.split_preprocess,
         },
+        "transport": run.transport or {"kind": "grpc"},
         "skipped": run.skipped,
         "clocks": {
             **CLOCKS,
+            **run.clocks,
             "max_triton_skew_us": max((p["max_skew_ns"] for p in points), default=0) / 1e3,
         },
         "categories": list(CATEGORIES),
         "points": points,
     }
-    summary["advice"] = placement_advice(summary)
+    advise = broker_advice if summary["transport"]["kind"] == "kafka" else placement_advice
+    summary["advice"] = advise(summary)
     return summary
 
 
 def chrome_trace(results: Sequence[PointResult], samples: int = 3) -> dict[str, Any]:
     """Chrome trace-event JSON of the first ``samples`` requests of every point: one process
-    per component (client, triton, broker), one thread per request."""
+    per component (client, broker, worker:<stage>, triton), one thread per request and lane
+    (a fan-out's crops run side by side)."""
     chosen = [(r, rec) for r in results for rec in r.records[:samples]]
     if not chosen:
         return {"traceEvents": [], "displayTimeUnit": "ms"}
     t0 = min(rec.trace.start_ns for _, rec in chosen)
     pids: dict[str, int] = {}
+    tids: dict[tuple[int, int], int] = {}
     events: list[dict[str, Any]] = []
-    for tid, (result, record) in enumerate(chosen, start=1):
+    for index, (result, record) in enumerate(chosen):
         for span in record.trace.all_spans():
             if span.process not in pids:
                 pids[span.process] = len(pids) + 1
@@ -128,6 +134,7 @@ def chrome_trace(results: Sequence[PointResult], samples: int = 3) -> dict[str, 
                         "args": {"name": span.process},
                     }
                 )
+            tid = tids.setdefault((index, span.lane), len(tids) + 1)
             events.append(
                 {
                     "name": span.name,
@@ -140,16 +147,20 @@ def chrome_trace(results: Sequence[PointResult], samples: int = 3) -> dict[str, 
                     "args": {"kind": span.kind, "request_id": record.trace.request_id},
                 }
             )
-        for pid in pids.values():
-            events.append(
-                {
-                    "name": "thread_name",
-                    "ph": "M",
-                    "pid": pid,
-                    "tid": tid,
-                    "args": {"name": f"{result.point.label} {record.trace.request_id}"},
-                }
-            )
+        for (owner, lane), tid in tids.items():
+            if owner != index:
+                continue
+            name = f"{result.point.label} {record.trace.request_id}"
+            for pid in pids.values():
+                events.append(
+                    {
+                        "name": "thread_name",
+                        "ph": "M",
+                        "pid": pid,
+                        "tid": tid,
+                        "args": {"name": name if lane == 0 else f"{name} lane {lane}"},
+                    }
+                )
     return {"traceEvents": events, "displayTimeUnit": "ms"}
 
 
@@ -165,8 +176,10 @@ def write_run(folder: Path, run: SweepRun) -> dict[str, Any]:
         for result in run.results:
             for row, record in zip(request_rows(result), result.records, strict=True):
                 writer.writerow(row)
-                spans = {k: round(v / 1e6, 4) for k, v in record.attribution.by_span.items()}
-                rows.append({**row, "spans_ms": spans})
+                a = record.attribution
+                spans = {k: round(v / 1e6, 4) for k, v in a.by_span.items()}
+                kinds = {k: round(v / 1e6, 4) for k, v in a.by_kind.items()}
+                rows.append({**row, "spans_ms": spans, "kinds_ms": kinds})
     (folder / REQUESTS_JSON).write_text(json.dumps(rows))
     (folder / CHROME_TRACE).write_text(json.dumps(chrome_trace(run.results)))
     return summary
@@ -186,14 +199,17 @@ HEADERS = {
 def summary_table(summary: dict[str, Any]) -> Table:
     """Throughput, latency and each category's share of end-to-end time, per point."""
     machine = summary["machine"]
+    kafka = summary.get("transport", {}).get("kind") == "kafka"
+    crops = kafka and any(p.get("crops_per_s") for p in summary["points"])
     table = Table(
-        title=f"cvserve profile {summary['pipeline']} — {machine['cores']} cores, "
-        f"{machine['cpu']}, GPU {machine['gpu'] or 'none'}",
+        title=f"cvserve profile {summary['pipeline']}{' over Kafka' if kafka else ''} — "
+        f"{machine['cores']} cores, {machine['cpu']}, GPU {machine['gpu'] or 'none'}",
         caption="share of end-to-end time: "
         + ", ".join(f"{HEADERS[c]} = {c.replace('_', ' ')}" for c in CATEGORIES)
         + "; unattr. = worst request's share no span covered",
     )
-    for column in ("placement", "size", "conc", "img/s", "p50 ms", "p99 ms"):
+    columns = ("placement", "size", "conc", "img/s", *(("crops/s",) if crops else ()))
+    for column in (*columns, "p50 ms", "p99 ms"):
         table.add_column(column, justify="right")
     for category in CATEGORIES:
         table.add_column(HEADERS[category], justify="right")
@@ -207,6 +223,7 @@ def summary_table(summary: dict[str, Any]) -> Table:
             p["size"],
             str(p["concurrency"]),
             f"{p['images_per_s']:.1f}",
+            *((f"{p['crops_per_s']:.1f}",) if crops else ()),
             f"{cats[END_TO_END]['p50_ms']:.1f}",
             f"{cats[END_TO_END]['p99_ms']:.1f}",
             *(f"{cats[c]['share']:.0%}" for c in CATEGORIES),

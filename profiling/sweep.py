@@ -340,6 +340,9 @@ class SweepRun:
     results: list[PointResult] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     server: str = "embedded"
+    # How requests travelled when not straight to Triton (e.g. Kafka: bootstrap, namespace).
+    transport: dict[str, Any] = field(default_factory=dict)
+    clocks: dict[str, Any] = field(default_factory=dict)  # added to the summary's clock notes
 
 
 def points_of(targets: Sequence[Target], config: SweepConfig) -> list[tuple[Target, Point]]:

@@ -22,19 +22,28 @@ import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
+from cvserve.broker.schema import ANSWERED, CONSUMED, DISPATCHED, EMITTING, PRODUCED, READY
 from cvserve.pipelines.spec import ROLE_CATEGORY, SPAN_CATEGORY
 
 COMPUTE_INFER = "compute_infer"  # a model's own compute: its stage role's category
 ROOT = "request"  # the root span: its time not covered by a child is unattributed ("other")
 OTHER = "other"
 
-# Hop labels (`broker.schema.Hop`) are "<component>.<event>"; consecutive hops of a message make
-# a span of this kind. "dispatched" (just before a worker's Triton call) separates the consumer's
-# wait from the call; without it, consumed → produced is all the worker's.
-PRODUCED, CONSUMED, DISPATCHED = "produced", "consumed", "dispatched"
+# Hop labels (`broker.schema.hop_label`) are "<component>.<event>"; consecutive hops of a message
+# make a span of this kind. A stage worker's finer hops split its share: produced → ready is the
+# message waiting for a busy consumer to poll (queueing), ready → consumed the fetch (transit);
+# answered → emitting waits for the rest of the worker's batch (queueing); dispatched → answered
+# is the Triton call and emitting → produced makes the outputs (crops cut and JPEG-encoded,
+# results serialized for the broker). Without them, consumed → produced is all the worker's.
 HOP_SPAN_KIND: dict[tuple[str, str], str] = {
+    (PRODUCED, READY): "consumer_wait",
+    (READY, CONSUMED): "broker_transit",
     (PRODUCED, CONSUMED): "broker_transit",
     (CONSUMED, DISPATCHED): "consumer_wait",
+    (DISPATCHED, ANSWERED): "worker",
+    (ANSWERED, EMITTING): "consumer_wait",
+    (EMITTING, PRODUCED): "worker",
+    (ANSWERED, PRODUCED): "worker",
     (DISPATCHED, PRODUCED): "worker",
     (CONSUMED, PRODUCED): "worker",
 }
@@ -67,6 +76,7 @@ class Span:
     end_ns: int
     process: str = "client"
     stage: str | None = None
+    lane: int = 0  # parallel branches of one request (a fan-out's crops) each get their own
 
     @property
     def duration_ns(self) -> int:
@@ -133,8 +143,10 @@ class Trace:
         process: str = "client",
         stage: str | None = None,
         role: str | None = None,
+        lane: int | None = None,
     ) -> Span:
-        """Record a span of ``kind`` (``end_ns`` is raised to ``start_ns`` if below it)."""
+        """Record a span of ``kind`` (``end_ns`` is raised to ``start_ns`` if below it); its lane
+        is ``lane``, else its parent's."""
         span = Span(
             span_id=next(self._ids),
             parent_id=self.ROOT_ID if parent is None else parent.span_id,
@@ -145,6 +157,7 @@ class Trace:
             end_ns=max(start_ns, end_ns),
             process=process,
             stage=stage,
+            lane=lane if lane is not None else (parent.lane if parent is not None else 0),
         )
         self.spans.append(span)
         return span
@@ -235,6 +248,37 @@ def hop_event(label: str) -> str:
     return HOP_EVENT_ALIASES.get(event, event)
 
 
+def hop_span_kind(a: str, b: str) -> str:
+    """The span kind of consecutive hops labelled ``a`` then ``b`` (overhead if undeclared)."""
+    return HOP_SPAN_KIND.get((hop_event(a), hop_event(b)), "overhead")
+
+
+def add_hop_span(
+    trace: Trace,
+    a: tuple[str, int],
+    b: tuple[str, int],
+    parent: Span | None = None,
+    lane: int | None = None,
+) -> Span:
+    """The span between hops ``a`` and ``b`` (``(label, monotonic ns)``), of `hop_span_kind`.
+    Its process is "broker" while the message is in a topic (from a produce to the consumer's
+    receipt), else "worker:<stage>"; ``stage`` is the consuming component's."""
+    (label_a, t_a), (label_b, t_b) = a, b
+    kind = hop_span_kind(label_a, label_b)
+    stage = label_b.rsplit(".", 1)[0]
+    in_topic = kind == "broker_transit" or hop_event(label_a) == PRODUCED
+    return trace.add(
+        kind,
+        t_a,
+        t_b,
+        name=f"{label_a} → {label_b}",
+        parent=parent,
+        process="broker" if in_topic else f"worker:{stage}",
+        stage=stage,
+        lane=lane,
+    )
+
+
 def add_hop_spans(
     trace: Trace,
     hops: Iterable[tuple[str, int]],
@@ -242,20 +286,6 @@ def add_hop_spans(
     parent: Span | None = None,
 ) -> list[Span]:
     """One span per pair of consecutive hops (``(label, wall ns)``, as `broker.schema.Hop`s
-    carry them), of the kind `HOP_SPAN_KIND` gives the pair (else overhead): broker transit,
-    the consumer's wait, the worker's own time (its Triton call nests under it)."""
-    spans = []
-    for (a, t_a), (b, t_b) in itertools.pairwise(list(hops)):
-        kind = HOP_SPAN_KIND.get((hop_event(a), hop_event(b)), "overhead")
-        process = "broker" if kind == "broker_transit" else f"worker:{b.rsplit('.', 1)[0]}"
-        spans.append(
-            trace.add(
-                kind,
-                clock.to_monotonic(t_a),
-                clock.to_monotonic(t_b),
-                name=f"{a} → {b}",
-                parent=parent,
-                process=process,
-            )
-        )
-    return spans
+    carry them), mapped by ``clock``: see `add_hop_span`."""
+    mono = [(label, clock.to_monotonic(t)) for label, t in hops]
+    return [add_hop_span(trace, a, b, parent) for a, b in itertools.pairwise(mono)]

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cvserve.preprocess.preprocessor import STEPS
 from cvserve.profiling.trace import COMPUTE_INFER, Span, Trace
 from cvserve.profiling.tritonstats import PHASES
 
@@ -40,7 +41,7 @@ assert tuple(p for p, _, _ in PHASE_BOUNDS) == PHASES
 # Traces are flushed when settings change, so this is never reached within a run.
 _LOG_FREQUENCY = "1000000000"
 # Preprocessing sub-steps a preprocess model may report, in order (see `split_preprocess`).
-PREPROCESS_STEPS: tuple[str, ...] = ("decode", "resize_crop", "normalize")
+PREPROCESS_STEPS: tuple[str, ...] = STEPS  # what the preprocess model times, in order
 
 
 class TraceUnavailable(RuntimeError):
@@ -234,8 +235,10 @@ def attach_triton(
     parent: Span | None = None,
     preprocess_ns: Sequence[int] | None = None,
     transfers: bool = True,
+    caller: str = "client",
 ) -> int:
-    """Add the spans of a Triton call made in ``[call_start_ns, call_end_ns]``.
+    """Add the spans of a Triton call made in ``[call_start_ns, call_end_ns]`` by process
+    ``caller`` (the client, or a stage worker).
 
     With its trace: send (call start → server starts the request), the server's model spans
     with their phases (``roles``: model name → stage role), receive (response complete → the
@@ -247,7 +250,12 @@ def attach_triton(
     if request is None:
         if transfers:
             trace.add(
-                "overhead", call_start_ns, call_end_ns, name="triton (untraced)", parent=parent
+                "overhead",
+                call_start_ns,
+                call_end_ns,
+                name="triton (untraced)",
+                parent=parent,
+                process=caller,
             )
         return 0
     ts = request.timestamps
@@ -259,7 +267,7 @@ def attach_triton(
     last = max([response, *(c.timestamps.get("REQUEST_END", 0) for c in request.children)])
     end = _clamp(last, start, call_end_ns)
     if transfers:
-        trace.add("send", call_start_ns, start, parent=parent)
+        trace.add("send", call_start_ns, start, parent=parent, process=caller)
     server = trace.add(
         "overhead",
         start,
@@ -272,7 +280,7 @@ def attach_triton(
     for child in request.children:
         _model_spans(trace, child, server, roles, preprocess_ns)
     if transfers:
-        trace.add("receive", end, call_end_ns, parent=parent)
+        trace.add("receive", end, call_end_ns, parent=parent, process=caller)
     return skew
 
 

@@ -13,6 +13,7 @@ from cvserve.models.repository import write_repository
 from cvserve.pipelines.catalog import classify, image_pipeline, preprocess_spec_for
 from cvserve.pipelines.spec import PipelineSpec
 from cvserve.preprocess.synthetic import synthetic_image
+from cvserve.profiling.tritontrace import server_args
 
 # A small architecture keeps CPU inference fast in CI; the pipeline is otherwise the real one.
 TEST_ARCH = "mobilenet_v3_small"
@@ -124,7 +125,12 @@ def triton(
     for spec in task_specs.values():
         write_repository(spec, repository)
     write_echo_model(repository)
-    server = TritonServer(repository, workdir=workdir / "server")
+    # Traceable (tracing off until a profiler turns it on): the profiling tests share it.
+    trace_file = workdir / "traces" / "trace.json"
+    trace_file.parent.mkdir()
+    server = TritonServer(
+        repository, workdir=workdir / "server", extra_args=server_args(trace_file)
+    )
     server.start(timeout_s=180)
     yield server
     server.stop()

@@ -108,7 +108,17 @@ def test_every_image_gets_one_result_equal_to_calling_the_ensemble(
     for request_id, (result,) in results.items():
         assert_same_answer(result, expected[Path(ids[request_id])])
         labels = [hop.label for hop in result.trace.hops]
-        assert labels == ["submit", "classify.consumed", "classify.produced"]
+        assert labels == [
+            "submit",
+            "classify.ready",
+            "classify.consumed",
+            "classify.dispatched",
+            "classify.answered",
+            "classify.emitting",
+            "classify.produced",
+            "results.ready",
+            "results.consumed",
+        ]
         times = [hop.t_ns for hop in result.trace.hops]
         assert times == sorted(times)
 

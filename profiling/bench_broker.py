@@ -1,0 +1,140 @@
+"""`cvserve bench <composite>`: a multi-DNN pipeline's end-to-end throughput across Kafka with 1
+vs 2 (or more) stage workers per stage.
+
+One Kafka and one Triton (started unless given) for the whole bench; each worker count runs in
+a topic namespace of its own (fresh topics and consumer groups), warms up, then keeps
+``concurrency`` images in flight for ``duration_s`` (`profiling.kafkaload`, Triton tracing off).
+Images/s and crops/s count completed requests (detection result and every crop's result read
+back) from the first submit to the last completion; latency is submit → last result read.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+from cvserve.broker.routes import route
+from cvserve.broker.worker_processes import StageWorkerProcesses
+from cvserve.deploy.kafka import kafka_version
+from cvserve.pipelines.catalog import pipeline_specs
+from cvserve.profiling.kafkaload import BrokerClient, closed_loop_over_broker, warm_up
+from cvserve.profiling.kafkasweep import FAN_OUT, BrokerServices, broker_services
+from cvserve.profiling.machine import machine_info
+from cvserve.profiling.sweep import write_images
+
+
+def measure_workers(
+    services: BrokerServices,
+    pipeline: str,
+    per_stage: int,
+    images: Sequence[Path],
+    concurrency: int,
+    duration_s: float,
+    folder: Path,
+) -> dict[str, Any]:
+    """One row: ``per_stage`` workers per stage, a closed loop of ``concurrency`` images."""
+    namespace = f"{services.namespace}-w{per_stage}"
+    workers = StageWorkerProcesses(
+        services.bootstrap,
+        pipeline,
+        services.triton_url,
+        namespace,
+        folder / f"workers-{per_stage}",
+        per_stage=per_stage,
+    )
+    with workers, BrokerClient(services.bootstrap, pipeline, namespace) as client:
+        workers.wait_running()
+        warm_up(client, images, requests=2 * per_stage, timeout_s=120)
+        load = closed_loop_over_broker(client, images, concurrency, duration_s)
+    latencies_ms = np.array([(r.completed_ns - r.trace.start_ns) / 1e6 for r in load.requests])
+    return {
+        "workers_per_stage": per_stage,
+        "concurrency": concurrency,
+        "images": len(load.requests),
+        "crops": sum(r.crops for r in load.requests),
+        "incomplete": load.incomplete,
+        "errors": load.errors,
+        "wall_s": round(load.wall_s, 3),
+        "images_per_s": round(load.images_per_s, 2),
+        "crops_per_s": round(load.crops_per_s, 2),
+        "p50_ms": round(float(np.percentile(latencies_ms, 50)), 1) if len(latencies_ms) else None,
+        "p99_ms": round(float(np.percentile(latencies_ms, 99)), 1) if len(latencies_ms) else None,
+    }
+
+
+def bench_broker_pipeline(
+    pipeline: str,
+    workers: Sequence[int] = (1, 2),
+    size: tuple[int, int] = (640, 480),
+    concurrency: int = 8,
+    duration_s: float = 15.0,
+    arch: str | None = None,
+    bootstrap: str | None = None,
+    triton_url: str | None = None,
+    out: Path | None = None,
+    console: Console | None = None,
+) -> dict[str, Any]:
+    """Measure each worker count; print a table and write JSON (``out`` or
+    ``runs/bench-<pipeline>-<time>.json``)."""
+    console = console or Console()
+    specs = pipeline_specs(pipeline, arch=arch, **FAN_OUT)
+    rows = []
+    with tempfile.TemporaryDirectory(prefix=f"cvserve-bench-{pipeline}-") as tmp:
+        images = write_images([size], Path(tmp) / "images", per_size=4)[size]
+        with broker_services(specs, Path(tmp), bootstrap, triton_url) as services:
+            for note in services.started:
+                console.print(f"started {note}")
+            for per_stage in workers:
+                row = measure_workers(
+                    services, pipeline, per_stage, images, concurrency, duration_s, Path(tmp)
+                )
+                console.print(
+                    f"  {per_stage} worker(s)/stage: {row['images_per_s']} img/s, "
+                    f"{row['crops_per_s']} crops/s, p50 {row['p50_ms']} ms"
+                )
+                rows.append(row)
+    report = {
+        "benchmark": f"{pipeline}-over-kafka",
+        "pipeline": pipeline,
+        "stages": route(pipeline).stage_names,
+        "served": {spec.name: spec.description for spec in specs},
+        "fan_out": FAN_OUT,
+        "size": "{}x{}".format(*size),
+        "duration_s": duration_s,
+        "kafka": kafka_version(),
+        "bootstrap": services.bootstrap,
+        "triton": services.triton_url,
+        "machine": machine_info(),
+        "results": rows,
+    }
+    machine = report["machine"]
+    table = Table(
+        title=f"{pipeline} across Kafka, {report['size']} JPEGs, concurrency {concurrency} — "
+        f"{machine['cores']} cores, {machine['cpu']}, GPU {machine['gpu'] or 'none'}"
+    )
+    for column in ("workers/stage", "images", "crops", "img/s", "crops/s", "p50 ms", "p99 ms"):
+        table.add_column(column, justify="right")
+    for row in rows:
+        table.add_row(
+            str(row["workers_per_stage"]),
+            str(row["images"]),
+            str(row["crops"]),
+            f"{row['images_per_s']:.1f}",
+            f"{row['crops_per_s']:.1f}",
+            f"{row['p50_ms']}",
+            f"{row['p99_ms']}",
+        )
+    console.print(table)
+    out = out or Path("runs") / f"bench-{pipeline}-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    console.print(f"wrote {out}")
+    return report
