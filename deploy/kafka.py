@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cvserve.deploy.kafka_limits import LIMITS, MessageLimits
-from cvserve.deploy.ports import free_port
+from cvserve.deploy.ports import free_port, port_in_use
 
 KAFKA_HOME_ENV = "CVSERVE_KAFKA_HOME"
 DEFAULT_HEAP_MB = 512
@@ -117,18 +117,6 @@ def metadata_answered(bootstrap: str, timeout_s: float = 5.0) -> bool:
         return False
     finally:
         admin.close()
-
-
-def can_listen(port: int, host: str = "127.0.0.1") -> bool:
-    """True if a server may listen on ``port`` now. Like the JVM, this sets SO_REUSEADDR: the
-    TIME_WAIT connections a stopped broker leaves on its port do not block its restart."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return False
-        return True
 
 
 def pid_alive(pid: int) -> bool:
@@ -270,9 +258,9 @@ class KafkaBroker:
             wanted = getattr(self, attr)
             if wanted is None:
                 earlier = previous.get(attr)
-                reuse = earlier is not None and can_listen(int(earlier), self.host)
+                reuse = earlier is not None and not port_in_use(int(earlier), self.host)
                 setattr(self, attr, int(earlier) if reuse else free_port(self.host))
-            elif not can_listen(wanted, self.host):
+            elif port_in_use(wanted, self.host):
                 raise KafkaStartError(f"{attr.replace('_', ' ')} {wanted} on {self.host} is in use")
 
     def _format_storage(self, libs: Path) -> None:

@@ -13,8 +13,11 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
-    """True if ``port`` cannot be bound on ``host``."""
+    """True if a server could not listen on ``port`` now. Like the servers (the JVM, gRPC), this
+    sets SO_REUSEADDR: the TIME_WAIT connections a stopped server leaves on its port do not
+    count, a live listener does."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError:
