@@ -19,7 +19,7 @@ from rich.table import Table
 
 from cvserve.deploy.kafka import KafkaBroker
 from cvserve.models.zoo import class_names
-from cvserve.pipelines.catalog import LABELS, SCORES, classify, detect, identify
+from cvserve.pipelines.catalog import LABELS, SCORES, classify, pipeline_specs
 from cvserve.pipelines.client import PipelineClient
 from cvserve.pipelines.demo_kafka import run_kafka_demo
 from cvserve.pipelines.serving import serve_locally
@@ -39,7 +39,7 @@ def run_demo(arch: str = "resnet50", repeats: int = 3, workdir: Path | None = No
     console = Console(width=max(Console().width, 110))
     spec = classify(arch)
     # Random weights score every box low: keep the top 3 of each image to show the fan-out.
-    stages = [spec, detect(score_threshold=0.0, max_detections=3), identify()]
+    stages = [spec, *pipeline_specs("detect_identify", score_threshold=0.0, max_detections=3)]
     names = class_names(arch)
     console.print(f"[bold]cvserve demo[/bold]: {spec.description} (random weights, seed 0)")
     with contextlib.ExitStack() as stack:
