@@ -10,7 +10,6 @@ the last receive. Messages are synthetic JPEGs of about ``size_kb`` KB.
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import tempfile
 import threading
@@ -30,7 +29,7 @@ from cvserve.broker.topics import Topics, ensure_topics
 from cvserve.deploy.kafka import KafkaBroker, kafka_version
 from cvserve.deploy.kafka_limits import LIMITS
 from cvserve.preprocess.synthetic import synthetic_image
-from cvserve.profiling.machine import machine_info
+from cvserve.profiling.machine import machine_info, write_report
 
 BENCH_TOPICS = Topics("bench")
 BENCH_STAGE = "hop"
@@ -180,8 +179,6 @@ def bench_kafka(
         f"{row['produce_acked_msgs_per_s']:.0f}",
     )
     console.print(table)
-    out = out or Path("runs") / f"bench-kafka-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
+    out = write_report(report, "bench-kafka", out)
     console.print(f"wrote {out}")
     return report

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -14,7 +12,7 @@ from cvserve.pipelines.catalog import pipeline
 from cvserve.pipelines.serving import serve_locally
 from cvserve.preprocess.synthetic import synthetic_image
 from cvserve.profiling.load import closed_loop, image_senders, warm_up
-from cvserve.profiling.machine import machine_info
+from cvserve.profiling.machine import machine_info, write_report
 
 BENCH_SIZES: tuple[tuple[int, int], ...] = ((640, 480), (1920, 1080))
 BENCH_CONCURRENCY: tuple[int, ...] = (1, 4, 8)
@@ -99,8 +97,6 @@ def bench_pipeline(
             str(row["errors"]),
         )
     console.print(table)
-    out = out or Path("runs") / f"bench-{name}-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2))
+    out = write_report(report, f"bench-{name}", out)
     console.print(f"wrote {out}")
     return report

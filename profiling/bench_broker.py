@@ -10,9 +10,7 @@ back) from the first submit to the last completion; latency is submit → last r
 
 from __future__ import annotations
 
-import json
 import tempfile
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -27,7 +25,7 @@ from cvserve.deploy.kafka import kafka_version
 from cvserve.pipelines.catalog import pipeline_specs
 from cvserve.profiling.kafkaload import BrokerClient, closed_loop_over_broker, warm_up
 from cvserve.profiling.kafkasweep import FAN_OUT, BrokerServices, broker_services
-from cvserve.profiling.machine import machine_info
+from cvserve.profiling.machine import machine_info, write_report
 from cvserve.profiling.sweep import write_images
 
 
@@ -133,8 +131,6 @@ def bench_broker_pipeline(
             f"{row['p99_ms']}",
         )
     console.print(table)
-    out = out or Path("runs") / f"bench-{pipeline}-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
+    out = write_report(report, f"bench-{pipeline}", out)
     console.print(f"wrote {out}")
     return report

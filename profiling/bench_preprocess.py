@@ -9,7 +9,6 @@ reduced scale where the contract allows (the factor per size is in the report).
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
@@ -30,7 +29,7 @@ from cvserve.preprocess.reduced_decode import jpeg_reduction
 from cvserve.preprocess.sniff import sniff
 from cvserve.preprocess.spec import PreprocessError, PreprocessSpec
 from cvserve.preprocess.synthetic import synthetic_image
-from cvserve.profiling.machine import machine_info
+from cvserve.profiling.machine import machine_info, write_report
 
 BENCH_SIZES: tuple[tuple[int, int], ...] = ((640, 480), (1920, 1080), (3840, 2160))
 BENCH_BATCHES: tuple[int, ...] = (1, 8, 32)
@@ -255,9 +254,7 @@ def bench_preprocess(
             f"{t['faster_cpu_ms_per_image']} / {t['baseline_cpu_ms_per_image']}; load average "
             f"{', '.join(f'{v:.2f}' for v in t['load_average'])}"
         )
-    out = out or Path("runs") / f"bench-preprocess-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2))
+    out = write_report(report, "bench-preprocess", out)
     console.print(f"wrote {out}")
     return report
 

@@ -8,7 +8,6 @@ where both stages share the cores, their serial composition ``1 / (1/a + 1/b)``.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,7 +24,7 @@ from cvserve.preprocess.dali import DaliPreprocessor
 from cvserve.preprocess.spec import PreprocessSpec
 from cvserve.preprocess.synthetic import synthetic_image
 from cvserve.profiling.load import closed_loop, image_senders, warm_up
-from cvserve.profiling.machine import machine_info
+from cvserve.profiling.machine import machine_info, write_report
 
 EFFICIENCY_SIZES: tuple[tuple[int, int], ...] = ((640, 480), (1920, 1080))
 
@@ -155,10 +154,6 @@ def bench_efficiency(
             f"{row['ratio']:.2f}",
         )
     console.print(table)
-    out = (
-        out or Path("runs") / f"bench-efficiency-{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2))
+    out = write_report(report, f"bench-efficiency-{spec.name}", out)
     console.print(f"wrote {out}")
     return report

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
+import time
 from pathlib import Path
+from typing import Any
 
 
 def machine_info() -> dict[str, object]:
@@ -30,3 +33,11 @@ def machine_info() -> dict[str, object]:
         "python": platform.python_version(),
         "platform": platform.platform(),
     }
+
+
+def write_report(report: dict[str, Any], name: str, out: Path | None = None) -> Path:
+    """Write a benchmark's JSON ``report`` to ``out`` or ``runs/<name>-<time>.json``; the path."""
+    out = out or Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2, default=str) + "\n")
+    return out

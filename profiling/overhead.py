@@ -9,7 +9,6 @@ on, off, …) so that drift of a shared machine hits both alike; the median pair
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import statistics
 import tempfile
@@ -24,7 +23,7 @@ from rich.table import Table
 
 from cvserve.pipelines.catalog import pipeline
 from cvserve.profiling.load import closed_loop
-from cvserve.profiling.machine import machine_info
+from cvserve.profiling.machine import machine_info, write_report
 from cvserve.profiling.sweep import (
     SERVER_CPU,
     Target,
@@ -239,8 +238,6 @@ def bench_profiling(
             if values["off"]
             else f"{side} CPU per request: off {values['off']:.2f} ms, on {values['on']:.2f} ms"
         )
-    out = out or Path("runs") / f"bench-profiling-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2))
+    out = write_report(report, "bench-profiling", out)
     console.print(f"wrote {out}")
     return report
