@@ -1,5 +1,5 @@
 """The Kafka subcommands of ``cvserve``: ``kafka start|stop|status|lag|topics``, ``submit``,
-``worker``, ``results`` and ``bench kafka``.
+``worker`` and ``results`` (``cvserve bench kafka`` lives in `profiling.commands`).
 
 The broker's address comes from ``--bootstrap``, else ``$CVSERVE_KAFKA_BOOTSTRAP``, else the
 broker that ``cvserve kafka start`` runs (its ``broker.json`` in the state directory).
@@ -229,7 +229,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
     delivered = 0
     for request_id, path, future in sent:
         try:
-            future.get(timeout=0)
+            future.result(timeout=0)
         except Exception as exc:
             console.print(f"[red]{path}: not delivered: {exc}[/red]")
             failures += 1
@@ -318,19 +318,6 @@ def cmd_results(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_bench_kafka(args: argparse.Namespace) -> int:
-    from cvserve.broker.bench import bench_kafka
-
-    bench_kafka(
-        bootstrap=args.bootstrap,
-        size_kb=args.size_kb,
-        latency_messages=args.latency_messages,
-        throughput_messages=args.messages,
-        out=Path(args.out) if args.out else None,
-    )
-    return 0
-
-
 # --- wiring ------------------------------------------------------------------------------------
 
 
@@ -349,8 +336,9 @@ def _add_broker_options(parser: argparse.ArgumentParser, pipeline: bool = True) 
         parser.add_argument("--pipeline", default="classify")
 
 
-def register(commands: Any, benches: Any) -> None:
-    """Add the Kafka subcommands to ``cvserve`` (``commands``) and ``cvserve bench``."""
+def register(commands: Any, benches: Any = None) -> None:
+    """Add the Kafka subcommands to ``cvserve`` (``commands``); none go under ``cvserve bench``
+    (``benches``)."""
     kafka = commands.add_parser("kafka", help="the local Kafka broker, topics and lag")
     sub = kafka.add_subparsers(dest="kafka_command", required=True)
 
@@ -416,24 +404,12 @@ def register(commands: Any, benches: Any) -> None:
     )
     results.set_defaults(func=cmd_results)
 
-    bench = benches.add_parser("kafka", help="one Kafka hop: p50/p99 latency and throughput")
-    bench.add_argument("--bootstrap", default=None, help="a running broker (default: start one)")
-    bench.add_argument("--size-kb", type=int, default=150)
-    bench.add_argument("--latency-messages", type=int, default=300)
-    bench.add_argument("--messages", type=int, default=1000, help="for throughput")
-    bench.add_argument("--out", default=None, help="JSON path")
-    bench.set_defaults(func=cmd_bench_kafka)
-
 
 def main(argv: list[str] | None = None) -> int:
     """These subcommands alone (``python -m cvserve.broker.commands worker ...``): starts
     faster than ``cvserve``, which imports every pipeline's models."""
     parser = argparse.ArgumentParser(prog="cvserve", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
-    benches = commands.add_parser("bench", help="benchmarks").add_subparsers(
-        dest="target", required=True
-    )
-    register(commands, benches)
+    register(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)
     return int(args.func(args) or 0)
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from kafka.admin import KafkaAdminClient, OffsetSpec
-from kafka.structs import TopicPartition
+from confluent_kafka import ConsumerGroupTopicPartitions
+from confluent_kafka.admin import AdminClient, OffsetSpec
 
+from cvserve.broker.clients import TopicPartition, new_admin, topic_partitions
 from cvserve.broker.routes import route
 from cvserve.broker.stats import WorkerStats
 from cvserve.broker.topics import Topics, default_namespace
@@ -30,48 +31,36 @@ class PartitionLag:
         return self.end - (self.committed or 0)
 
 
+def _committed(admin: AdminClient, group: str) -> dict[TopicPartition, int]:
+    future = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)])[group]
+    return {tp: tp.offset for tp in future.result().topic_partitions or [] if tp.offset >= 0}
+
+
 def committed_offsets(bootstrap: str, group: str) -> dict[TopicPartition, int]:
     """The offsets ``group`` committed (empty if it never did)."""
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
-    try:
-        offsets = admin.list_group_offsets(group).get(group, {})
-    finally:
-        admin.close()
-    return {tp: meta.offset for tp, meta in offsets.items() if meta.offset >= 0}
+    return _committed(new_admin(bootstrap), group)
 
 
 def pipeline_lag(bootstrap: str, pipeline: str, namespace: str | None = None) -> list[PartitionLag]:
     """Lag of every partition of every stage topic of ``pipeline``."""
     topics = Topics(pipeline, namespace or default_namespace())
     rows: list[PartitionLag] = []
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
-    try:
-        existing = set(admin.list_topics())
-        for stage in route(pipeline).stage_names:
-            topic = topics.stage_in(stage)
-            if topic not in existing:
-                continue
-            group = topics.group(stage)
-            described = admin.describe_topics([topic])[0]
-            partitions = [
-                TopicPartition(topic, p["partition_index"]) for p in described["partitions"]
-            ]
-            ends = admin.list_partition_offsets({tp: OffsetSpec.LATEST for tp in partitions})
-            committed = admin.list_group_offsets(group).get(group, {})
-            for tp in sorted(partitions):
-                meta = committed.get(tp)
-                rows.append(
-                    PartitionLag(
-                        stage,
-                        group,
-                        topic,
-                        tp.partition,
-                        meta.offset if meta is not None and meta.offset >= 0 else None,
-                        ends[tp].offset,
-                    )
+    admin = new_admin(bootstrap)
+    for stage in route(pipeline).stage_names:
+        topic = topics.stage_in(stage)
+        try:
+            partitions = [TopicPartition(topic, p) for p in topic_partitions(admin, topic)]
+        except KeyError:
+            continue
+        group = topics.group(stage)
+        ends = admin.list_offsets({tp: OffsetSpec.latest() for tp in partitions})
+        committed = _committed(admin, group)
+        for tp in partitions:
+            rows.append(
+                PartitionLag(
+                    stage, group, topic, tp.partition, committed.get(tp), ends[tp].result().offset
                 )
-    finally:
-        admin.close()
+            )
     return rows
 
 

@@ -1,18 +1,23 @@
 """Submit images to a pipeline over Kafka: `ImageProducer.submit(images) -> request ids`.
 
-Records go to the first stage's topic with acks=all from an idempotent producer (kafka-python
-3.0.12 enables idempotence by default; it is set explicitly here). Every image is checked before
+Records go to the first stage's topic with acks=all from an idempotent librdkafka producer
+(`broker.clients`). Every image is checked before
 sending: its size against `MessageLimits` and, unless told not to, its header with
 `preprocess.sniff` (format, size, pixel limit) — errors name the image and the limit.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from concurrent.futures import Future
 from typing import Any
 
-from kafka import KafkaProducer
-
+from cvserve.broker.clients import (
+    DELIVERY_TIMEOUT_MS,
+    new_producer,
+    produce,
+    wait_delivered,
+)
 from cvserve.broker.routes import route
 from cvserve.broker.schema import (
     IMAGE_CONTENT_TYPES,
@@ -31,19 +36,6 @@ SUBMIT_HOP = "submit"
 
 class MessageTooLarge(ValueError):
     """An image larger than a record may carry."""
-
-
-def producer_config(limits: MessageLimits = LIMITS) -> dict[str, Any]:
-    """kafka-python producer settings of every cvserve producer (submit and stage workers)."""
-    return {
-        "acks": "all",
-        "enable_idempotence": True,
-        "linger_ms": 0,
-        # Rides out a broker restart: sends are retried until this much time has passed.
-        "delivery_timeout_ms": 120_000,
-        "max_block_ms": 60_000,
-        **limits.producer_config(),
-    }
 
 
 def check_size(value: bytes, limits: MessageLimits = LIMITS, what: str = "image") -> None:
@@ -98,44 +90,49 @@ class ImageProducer:
         self.topics = Topics(pipeline, namespace or default_namespace())
         self.topic = self.topics.stage_in(self.stage)
         ensure_topics(bootstrap, self.topics.all(route(pipeline).stage_names), limits=limits)
-        self._producer = KafkaProducer(
-            bootstrap_servers=bootstrap, **{**producer_config(limits), **kafka_overrides}
-        )
+        self._producer = new_producer(bootstrap, limits, **kafka_overrides)
 
     def message(self, image: bytes, key: str = "", validate: bool = True) -> Message:
         """A checked request for ``image`` (raises `MessageTooLarge` or `PreprocessError`)."""
         check_size(image, self.limits)
         return image_message(image, self.pipeline, self.stage, key, validate)
 
-    def send(self, image: bytes, key: str = "", validate: bool = True) -> tuple[str, Any]:
-        """Queue one image; returns its request id and the send future (``.get()`` = acked)."""
+    def send(self, image: bytes, key: str = "", validate: bool = True) -> tuple[str, Future[None]]:
+        """Queue one image; returns its request id and its delivery (done = acknowledged; its
+        callbacks run in `flush`, `wait` and later sends)."""
         message = self.message(image, key, validate)
         return message.request_id, self.send_message(message)
 
-    def send_message(self, message: Message, topic: str | None = None) -> Any:
+    def send_message(self, message: Message, topic: str | None = None) -> Future[None]:
         """Queue a ready-made message (default topic: the first stage's)."""
         check_size(message.value, self.limits)
         key, value, headers = message.to_record()
-        return self._producer.send(topic or self.topic, key=key, value=value, headers=headers)
+        future = produce(self._producer, topic or self.topic, key, value, headers)
+        self._producer.poll(0)  # deliveries of earlier sends
+        return future
 
     def submit(self, images: Iterable[bytes], key: str = "", validate: bool = True) -> list[str]:
         """Check every image, send them all, wait until the broker acknowledged each; returns
         their request ids in order. If any image fails its checks, nothing is sent."""
         messages = [self.message(image, key, validate) for image in images]
         futures = [self.send_message(message) for message in messages]
-        self.flush(timeout_s=producer_config(self.limits)["delivery_timeout_ms"] / 1000 + 30)
-        for future in futures:
-            future.get(timeout=0)  # raises the delivery error, if any
+        self.wait(futures, timeout_s=DELIVERY_TIMEOUT_MS / 1000 + 30)
         return [message.request_id for message in messages]
 
+    def wait(self, futures: Sequence[Future[None]], timeout_s: float | None = None) -> None:
+        """Until ``futures`` are acknowledged: raises `DeliveryError` or `TimeoutError`."""
+        wait_delivered(self._producer, futures, timeout_s)
+
     def flush(self, timeout_s: float | None = None) -> None:
-        """Wait until every queued image is acknowledged or failed (``KafkaTimeoutError``
-        after ``timeout_s``)."""
-        self._producer.flush(timeout=timeout_s)
+        """Wait until every queued image is acknowledged or failed (`TimeoutError` after
+        ``timeout_s``)."""
+        left = self._producer.flush() if timeout_s is None else self._producer.flush(timeout_s)
+        if left:
+            raise TimeoutError(f"{left} image(s) not acknowledged after {timeout_s} s")
 
     def close(self, timeout_s: float = 10.0) -> None:
         """Send what is queued, waiting at most ``timeout_s`` (the broker may be gone)."""
-        self._producer.close(timeout=timeout_s)
+        self._producer.flush(timeout_s)
 
     def __enter__(self) -> ImageProducer:
         return self

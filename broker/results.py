@@ -16,11 +16,8 @@ import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import replace
-from typing import Any
 
-from kafka import KafkaConsumer
-from kafka.structs import TopicPartition
-
+from cvserve.broker.clients import TopicPartition, consume_available, new_consumer, topic_partitions
 from cvserve.broker.crops import CROP_COUNT
 from cvserve.broker.routes import route
 from cvserve.broker.schema import (
@@ -37,6 +34,7 @@ from cvserve.deploy.kafka_limits import LIMITS, MessageLimits
 
 READER = "results"  # the component name in a result reader's hop
 READY_HOP, RECEIVED_HOP = hop_label(READER, READY), hop_label(READER, CONSUMED)
+_MAX_RECORDS_PER_POLL = 1000
 
 
 def expected_results(results: Sequence[Message]) -> int | None:
@@ -66,31 +64,28 @@ class TopicReader:
         from_beginning: bool = True,
         limits: MessageLimits = LIMITS,
     ) -> None:
-        self.topic = topic
-        self._consumer = KafkaConsumer(
-            bootstrap_servers=bootstrap,
-            group_id=None,
-            enable_auto_commit=False,
-            **limits.consumer_config(),
-        )
-        partitions = self._consumer.partitions_for_topic(topic)
-        if not partitions:
-            self._consumer.close()
-            raise KeyError(f"topic {topic} does not exist on {bootstrap}")
-        assigned = [TopicPartition(topic, p) for p in sorted(partitions)]
-        self._consumer.assign(assigned)
-        if from_beginning:
-            self._consumer.seek_to_beginning(*assigned)
-        else:
-            self._consumer.seek_to_end(*assigned)
+        from confluent_kafka import OFFSET_BEGINNING, OFFSET_END
 
-    def poll(self, timeout_s: float = 0.5) -> list[tuple[TopicPartition, Any]]:
-        """The records that arrived, in partition order, as (partition, ConsumerRecord)."""
-        polled = self._consumer.poll(timeout_ms=int(timeout_s * 1000))
-        return [(tp, r) for tp, records in polled.items() for r in records]
+        self.topic = topic
+        self._consumer = new_consumer(bootstrap, limits=limits)
+        try:
+            partitions = topic_partitions(self._consumer, topic)
+        except KeyError:
+            self._consumer.close()
+            raise KeyError(f"topic {topic} does not exist on {bootstrap}") from None
+        start = OFFSET_BEGINNING if from_beginning else OFFSET_END
+        self._consumer.assign([TopicPartition(topic, p, start) for p in partitions])
+
+    def poll(self, timeout_s: float = 0.5) -> list[Record]:
+        """The records that arrived within ``timeout_s`` (in order within each partition)."""
+        records = []
+        for r in consume_available(self._consumer, _MAX_RECORDS_PER_POLL, timeout_s):
+            if r.error() is None:
+                records.append(Record(r.key(), r.value(), list(r.headers() or [])))
+        return records
 
     def close(self) -> None:
-        self._consumer.close(autocommit=False)
+        self._consumer.close()
 
     def __enter__(self) -> TopicReader:
         return self
@@ -127,9 +122,9 @@ class ResultReader:
         ready_ns = time.time_ns()
         polled = self._reader.poll(timeout_s)
         received_ns = time.time_ns()
-        for _, record in polled:
+        for record in polled:
             try:
-                message = Message.from_record(record.key, record.value, record.headers or [])
+                message = Message.from_record(*record)
             except SchemaError:
                 self.malformed += 1
                 continue
@@ -198,7 +193,7 @@ def read_dead_letters(
     deadline = time.monotonic() + timeout_s
     with TopicReader(bootstrap, topic) as reader:
         while len(records) < count and time.monotonic() < deadline:
-            records += [Record(r.key, r.value, list(r.headers or [])) for _, r in reader.poll()]
+            records += reader.poll()
     if len(records) < count:
         raise TimeoutError(f"{len(records)} of {count} dead letters after {timeout_s:.0f} s")
     return records

@@ -92,7 +92,7 @@ class SchemaError(ValueError):
 
 
 class Record(NamedTuple):
-    """A Kafka record as kafka-python sends and receives it."""
+    """A Kafka record: key, value and headers, as the clients send and receive it."""
 
     key: bytes | None
     value: bytes

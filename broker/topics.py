@@ -9,10 +9,11 @@ sharing one cluster.
 
 from __future__ import annotations
 
-import contextlib
 import os
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from cvserve.deploy.kafka_limits import LIMITS, MessageLimits
 
@@ -65,21 +66,43 @@ def ensure_topics(
     timeout_s: float = 30.0,
 ) -> list[str]:
     """Create those of ``names`` that do not exist (sized for images); returns the created."""
-    from kafka.admin import KafkaAdminClient
-    from kafka.errors import TopicAlreadyExistsError
+    from confluent_kafka import KafkaError, KafkaException
+    from confluent_kafka.admin import NewTopic
 
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000))
-    try:
-        existing = set(admin.list_topics())
-        missing = [n for n in dict.fromkeys(names) if n not in existing]
-        if not missing:
-            return []
-        options = {"num_partitions": partitions, "configs": limits.topic_config()}
-        with contextlib.suppress(TopicAlreadyExistsError):  # another worker was first
-            admin.create_topics(
-                {name: dict(options) for name in missing}, timeout_ms=int(timeout_s * 1000)
-            )
-        admin.wait_for_topics(missing, timeout_ms=int(timeout_s * 1000))
-        return missing
-    finally:
-        admin.close()
+    from cvserve.broker.clients import new_admin
+
+    admin = new_admin(bootstrap)
+    existing = set(admin.list_topics(timeout=timeout_s).topics)
+    missing = [n for n in dict.fromkeys(names) if n not in existing]
+    if not missing:
+        return []
+    futures = admin.create_topics(
+        [NewTopic(n, partitions, config=limits.topic_config()) for n in missing],
+        operation_timeout=timeout_s,
+        request_timeout=timeout_s,
+    )
+    for future in futures.values():
+        try:
+            future.result(timeout=timeout_s)
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:  # another worker was first
+                raise
+    _wait_for_leaders(admin, missing, timeout_s)
+    return missing
+
+
+def _wait_for_leaders(admin: Any, names: list[str], timeout_s: float) -> None:
+    """Block until every partition of ``names`` has a leader (the topics take records)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        topics = admin.list_topics(timeout=timeout_s).topics
+        if all(
+            n in topics
+            and topics[n].partitions
+            and all(p.leader >= 0 for p in topics[n].partitions.values())
+            for n in names
+        ):
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"topics {names} have no leader after {timeout_s} s")
+        time.sleep(0.1)

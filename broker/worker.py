@@ -30,15 +30,23 @@ from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
 import numpy as np
-from kafka import KafkaConsumer, KafkaProducer
-from kafka.errors import CommitFailedError, KafkaError, KafkaTimeoutError
-from kafka.structs import OffsetAndMetadata, TopicPartition
 
+from cvserve.broker.clients import (
+    Consumer,
+    DeliveryError,
+    KafkaError,
+    KafkaException,
+    Producer,
+    TopicPartition,
+    consume_available,
+    new_consumer,
+    new_producer,
+    produce,
+)
 from cvserve.broker.ensemble import EnsembleCaller, InputRejected, TritonUnavailable
-from cvserve.broker.producer import check_size, producer_config
+from cvserve.broker.producer import check_size
 from cvserve.broker.routes import Route
 from cvserve.broker.schema import (
     ANSWERED,
@@ -75,7 +83,6 @@ class WorkerConfig:
     retry_initial_s: float = 0.5
     retry_max_s: float = 10.0
     server_error_attempts: int = 3
-    commit_timeout_ms: int = 30_000
     # After a stop request, how long to keep waiting for the broker to acknowledge outputs.
     stop_grace_s: float = 10.0
 
@@ -85,14 +92,19 @@ class BatchAbandoned(RuntimeError):
 
 
 class DeliveryFailed(RuntimeError):
-    """The broker did not acknowledge every output of a batch."""
+    """The broker did not acknowledge every output of a batch; ``fatal``: the producer is
+    unusable (librdkafka's idempotence state broke) and must be replaced."""
+
+    def __init__(self, message: str, fatal: bool = False) -> None:
+        super().__init__(message)
+        self.fatal = fatal
 
 
 @dataclass
 class _Work:
     """One consumed record and what became of it."""
 
-    tp: TopicPartition
+    tp: tuple[str, int]  # topic, partition
     offset: int
     record: Record
     ready_ns: int  # wall clock: when the poll that returned it began
@@ -131,19 +143,18 @@ class StageWorker:
         """Work until ``stop`` is set; returns the final counters."""
         cfg = self.config
         ensure_topics(self.bootstrap, self.topics.all(self.route.stage_names), limits=self.limits)
-        consumer = KafkaConsumer(
-            self.topic,
-            bootstrap_servers=self.bootstrap,
-            group_id=self.group,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            max_poll_records=cfg.batch_size,
-            session_timeout_ms=cfg.session_timeout_ms,
-            heartbeat_interval_ms=cfg.heartbeat_interval_ms,
-            max_poll_interval_ms=cfg.max_poll_interval_ms,
-            **self.limits.consumer_config(),
+        consumer = new_consumer(
+            self.bootstrap,
+            self.group,
+            self.limits,
+            **{
+                "session.timeout.ms": cfg.session_timeout_ms,
+                "heartbeat.interval.ms": cfg.heartbeat_interval_ms,
+                "max.poll.interval.ms": cfg.max_poll_interval_ms,
+            },
         )
-        producer = KafkaProducer(bootstrap_servers=self.bootstrap, **producer_config(self.limits))
+        consumer.subscribe([self.topic])
+        producer = new_producer(self.bootstrap, self.limits)
         caller = EnsembleCaller(self.triton_url, self.stage.ensemble)
         pool = ThreadPoolExecutor(cfg.max_in_flight, thread_name_prefix="triton")
         log.info(
@@ -158,14 +169,19 @@ class StageWorker:
         try:
             while not stop.is_set():
                 ready_ns = time.time_ns()
-                polled = consumer.poll(timeout_ms=cfg.poll_timeout_ms, max_records=cfg.batch_size)
+                polled = consume_available(consumer, cfg.batch_size, cfg.poll_timeout_ms / 1000)
                 work = [
-                    _Work(tp, r.offset, Record(r.key, r.value, list(r.headers or [])), ready_ns)
-                    for tp, records in polled.items()
-                    for r in records
+                    _Work(
+                        (r.topic(), r.partition()),
+                        r.offset(),
+                        Record(r.key(), r.value(), list(r.headers() or [])),
+                        ready_ns,
+                    )
+                    for r in polled
+                    if not self._consumer_error(r.error())
                 ]
                 if work:
-                    self._handle(work, consumer, producer, caller, pool, stop)
+                    producer = self._handle(work, consumer, producer, caller, pool, stop)
                 self._update_lag(consumer)
                 self._write_stats()
         except BatchAbandoned as exc:
@@ -175,20 +191,22 @@ class StageWorker:
             self.stats.in_flight = 0
             self._write_stats()
             pool.shutdown(wait=True, cancel_futures=True)
-            consumer.close(autocommit=False)
-            producer.close(timeout=cfg.stop_grace_s)  # the broker may be gone
+            consumer.close()  # leaves the group; commits nothing (no auto-commit)
+            producer.flush(cfg.stop_grace_s)  # the broker may be gone
             caller.close()
         return self.stats
 
     def _handle(
         self,
         work: list[_Work],
-        consumer: KafkaConsumer,
-        producer: KafkaProducer,
+        consumer: Consumer,
+        producer: Producer,
         caller: EnsembleCaller,
         pool: ThreadPoolExecutor,
         stop: threading.Event,
-    ) -> None:
+    ) -> Producer:
+        """Handle one polled batch; returns the producer to go on with (a new one if this one
+        failed fatally)."""
         self.stats.consumed += len(work)
         for item in work:
             self._check(item)
@@ -199,10 +217,13 @@ class StageWorker:
             # Not committed: read the batch again and redo it (duplicates, never losses).
             log.warning("worker %s: %s; re-reading the batch", self.stats.pid, exc)
             self.stats.last_error = str(exc)[:_MAX_REASON_CHARS]
-            for tp, offset in _first_offsets(work).items():
-                consumer.seek(tp, offset)
-            return
+            for (topic, partition), offset in _first_offsets(work).items():
+                consumer.seek(TopicPartition(topic, partition, offset))
+            if exc.fatal:
+                producer = new_producer(self.bootstrap, self.limits)
+            return producer
         self._commit(work, consumer)
+        return producer
 
     def _check(self, item: _Work) -> None:
         """Parse and check a record; sets ``item.error`` for poison."""
@@ -293,7 +314,7 @@ class StageWorker:
                 return [self._route(m) for m in emitted]
             except Exception as exc:  # a stage's emit must not stop the worker
                 item.error = f"emit failed: {type(exc).__name__}: {exc}"
-        source = f"{item.tp.topic}/{item.tp.partition}@{item.offset}"
+        source = f"{item.tp[0]}/{item.tp[1]}@{item.offset}"
         reason = item.error[:_MAX_REASON_CHARS]
         log.warning("worker %s: dead letter %s: %s", self.stats.pid, source, reason)
         return [
@@ -313,66 +334,75 @@ class StageWorker:
             raise ValueError(f"emitted a message for stage {message.stage!r}, not one of {later}")
         return self.topics.stage_in(message.stage), message.to_record()
 
-    def _send(self, work: list[_Work], producer: KafkaProducer, stop: threading.Event) -> None:
-        futures: list[Any] = []
+    def _send(self, work: list[_Work], producer: Producer, stop: threading.Event) -> None:
+        futures = []
         counts = {"results": 0, "forwarded": 0, "dead_lettered": 0}
         kinds = {self.topics.results: "results", self.topics.dead_letter: "dead_lettered"}
         for item in work:
             for topic, record in self._outgoing(item):
                 counts[kinds.get(topic, "forwarded")] += 1
-                futures.append(
-                    producer.send(topic, key=record.key, value=record.value, headers=record.headers)
-                )
+                futures.append(produce(producer, topic, record.key, record.value, record.headers))
         waited_since_stop = 0.0
-        while True:
-            # The outputs stay queued while the broker is away: wait for them, or give up some
-            # time after a stop request.
-            try:
-                producer.flush(timeout=1.0)
-                break
-            except KafkaTimeoutError as exc:
-                waited_since_stop += 1.0 if stop.is_set() else 0.0
+        # The outputs stay queued while the broker is away (up to librdkafka's delivery timeout,
+        # then they fail): wait for them, or give up some time after a stop request.
+        while not all(f.done() for f in futures):
+            producer.poll(1.0)
+            if stop.is_set() and not all(f.done() for f in futures):
+                waited_since_stop += 1.0
                 if waited_since_stop >= self.config.stop_grace_s:
                     raise BatchAbandoned(
                         f"stopped while the broker had not acknowledged {len(futures)} output(s):"
                         " the batch is left uncommitted for the group to redeliver"
-                    ) from exc
-        try:
-            for future in futures:
-                future.get(timeout=0)
-        except KafkaError as exc:
-            raise DeliveryFailed(f"outputs not acknowledged: {exc!r}") from exc
+                    )
+        failed = [f.exception() for f in futures if f.exception() is not None]
+        if failed:
+            fatal = any(isinstance(e, DeliveryError) and e.fatal for e in failed)
+            raise DeliveryFailed(f"{len(failed)} output(s): {failed[0]}", fatal=fatal)
         for kind, count in counts.items():
             setattr(self.stats, kind, getattr(self.stats, kind) + count)
 
-    def _commit(self, work: list[_Work], consumer: KafkaConsumer) -> None:
-        offsets = {
-            tp: OffsetAndMetadata(offset + 1, "", -1) for tp, offset in _last_offsets(work).items()
-        }
+    def _commit(self, work: list[_Work], consumer: Consumer) -> None:
+        offsets = [
+            TopicPartition(topic, partition, offset + 1)
+            for (topic, partition), offset in _last_offsets(work).items()
+        ]
         try:
-            consumer.commit(offsets, timeout_ms=self.config.commit_timeout_ms)
-        except CommitFailedError as exc:
-            # The group moved these partitions elsewhere; their new owner redoes the batch.
-            log.warning("worker %s: commit refused after a rebalance: %s", self.stats.pid, exc)
-        except KafkaError as exc:
-            # A later commit covers these offsets; if none comes, they are redelivered.
-            log.warning("worker %s: commit failed: %r", self.stats.pid, exc)
-            self.stats.last_error = f"commit failed: {exc!r}"
+            consumer.commit(offsets=offsets, asynchronous=False)
+        except KafkaException as exc:
+            error = exc.args[0]
+            if isinstance(error, KafkaError) and error.code() in _REBALANCED:
+                # The group moved these partitions elsewhere; their new owner redoes the batch.
+                log.warning("worker %s: commit refused after a rebalance: %s", self.stats.pid, exc)
+            else:
+                # A later commit covers these offsets; if none comes, they are redelivered.
+                log.warning("worker %s: commit failed: %s", self.stats.pid, exc)
+                self.stats.last_error = f"commit failed: {exc}"
         else:
             self.stats.committed_batches += 1
 
-    def _update_lag(self, consumer: KafkaConsumer) -> None:
+    def _consumer_error(self, error: KafkaError | None) -> bool:
+        """True if a polled item is an error event, not a record (logged; librdkafka recovers
+        from everything but fatal errors, which stop the worker)."""
+        if error is None:
+            return False
+        if error.fatal():
+            raise KafkaException(error)
+        if error.code() != KafkaError._PARTITION_EOF:
+            log.warning("worker %s: consumer: %s", self.stats.pid, error.str())
+            self.stats.last_error = f"consumer: {error.str()}"
+        return True
+
+    def _update_lag(self, consumer: Consumer) -> None:
+        """Per assigned partition: end offset (as of the last fetch) - position."""
         lag = {}
-        for tp in consumer.assignment():
-            end = consumer.highwater(tp)
-            if end is None:
-                continue
-            try:
-                lag[f"{tp.topic}/{tp.partition}"] = max(
-                    0, end - consumer.position(tp, timeout_ms=1000)
-                )
-            except KafkaError:
-                continue
+        try:
+            positions = consumer.position(consumer.assignment())
+        except KafkaException:
+            return
+        for tp in positions:
+            _, end = consumer.get_watermark_offsets(tp, cached=True)
+            if end >= 0 and tp.offset >= 0:
+                lag[f"{tp.topic}/{tp.partition}"] = max(0, end - tp.offset)
         self.stats.lag = lag
 
     def _write_stats(self) -> None:
@@ -380,15 +410,23 @@ class StageWorker:
             self.stats.write(self.stats_path)
 
 
-def _first_offsets(work: list[_Work]) -> dict[TopicPartition, int]:
-    first: dict[TopicPartition, int] = {}
+_REBALANCED = {
+    KafkaError.REBALANCE_IN_PROGRESS,
+    KafkaError.ILLEGAL_GENERATION,
+    KafkaError.UNKNOWN_MEMBER_ID,
+    KafkaError._ASSIGNMENT_LOST,
+}
+
+
+def _first_offsets(work: list[_Work]) -> dict[tuple[str, int], int]:
+    first: dict[tuple[str, int], int] = {}
     for item in work:
         first[item.tp] = min(first.get(item.tp, item.offset), item.offset)
     return first
 
 
-def _last_offsets(work: list[_Work]) -> dict[TopicPartition, int]:
-    last: dict[TopicPartition, int] = {}
+def _last_offsets(work: list[_Work]) -> dict[tuple[str, int], int]:
+    last: dict[tuple[str, int], int] = {}
     for item in work:
         last[item.tp] = max(last.get(item.tp, item.offset), item.offset)
     return last

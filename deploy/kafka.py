@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
+import logging
 import os
 import shutil
 import signal
@@ -26,6 +27,8 @@ from cvserve.deploy.kafka_limits import LIMITS, MessageLimits
 from cvserve.deploy.ports import free_port, port_in_use
 
 KAFKA_HOME_ENV = "CVSERVE_KAFKA_HOME"
+# librdkafka's lines while the broker is probed (refused connections) go here, not to stderr.
+_CLIENT_LOG = logging.getLogger("cvserve.kafka.probe")
 DEFAULT_HEAP_MB = 512
 _LOG4J_CONFIG = Path(__file__).resolve().parent / "kafka" / "log4j2.properties"
 _MAIN_CLASS = "kafka.Kafka"
@@ -96,27 +99,18 @@ def log_tail(path: Path, lines: int = 25) -> str:
 
 def metadata_answered(bootstrap: str, timeout_s: float = 5.0) -> bool:
     """True if a broker at ``bootstrap`` (host:port) answers a metadata request with itself."""
-    from kafka.admin import KafkaAdminClient
+    from confluent_kafka.admin import AdminClient
 
     host, port = bootstrap.rsplit(":", 1)
     try:  # a refused connection is cheap to see; the admin client would retry until its timeout
         socket.create_connection((host, int(port)), timeout=timeout_s).close()
     except OSError:
         return False
+    admin = AdminClient({"bootstrap.servers": bootstrap, "logger": _CLIENT_LOG})
     try:
-        admin = KafkaAdminClient(
-            bootstrap_servers=bootstrap,
-            bootstrap_timeout_ms=int(timeout_s * 1000),
-            request_timeout_ms=int(timeout_s * 1000),
-        )
+        return bool(admin.list_topics(timeout=timeout_s).brokers)
     except Exception:
         return False
-    try:
-        return bool(admin.describe_cluster()["brokers"])
-    except Exception:
-        return False
-    finally:
-        admin.close()
 
 
 def pid_alive(pid: int) -> bool:

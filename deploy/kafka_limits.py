@@ -40,15 +40,17 @@ class MessageLimits:
         return {"max.message.bytes": str(self.max_message_bytes)}
 
     def producer_config(self) -> dict[str, int]:
-        """kafka-python ``KafkaProducer`` keyword arguments."""
-        return {"max_request_size": self.max_message_bytes}
+        """librdkafka (confluent-kafka) producer settings."""
+        return {"message.max.bytes": self.max_message_bytes}
 
     def consumer_config(self) -> dict[str, int]:
-        """kafka-python ``KafkaConsumer`` keyword arguments."""
+        """librdkafka (confluent-kafka) consumer settings; ``queued.max.messages.kbytes`` bounds
+        what a consumer prefetches, so a slow stage grows lag, not memory."""
         return {
-            "max_partition_fetch_bytes": self.max_message_bytes,
-            "fetch_max_bytes": self.fetch_max_bytes,
-            "receive_message_max_bytes": self.fetch_max_bytes + MIB,
+            "fetch.message.max.bytes": self.max_message_bytes,
+            "fetch.max.bytes": self.fetch_max_bytes,
+            "receive.message.max.bytes": self.fetch_max_bytes + MIB,
+            "queued.max.messages.kbytes": self.fetch_max_bytes // 1024,
         }
 
 

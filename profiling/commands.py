@@ -1,6 +1,6 @@
 """The profiler's subcommands: ``cvserve profile`` (straight to Triton, or ``--kafka`` across the
-broker), ``cvserve profile compare``, ``cvserve bench profiling`` and ``cvserve bench <composite>``
-(a multi-DNN pipeline's throughput across Kafka)."""
+broker), ``cvserve profile compare``, ``cvserve bench profiling``, ``cvserve bench kafka`` (one
+hop) and ``cvserve bench <composite>`` (a multi-DNN pipeline's throughput across Kafka)."""
 
 from __future__ import annotations
 
@@ -223,6 +223,20 @@ def cmd_bench_broker(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_kafka(args: argparse.Namespace) -> int:
+    from cvserve.profiling.bench_kafka import bench_kafka
+
+    bench_kafka(
+        bootstrap=args.bootstrap,
+        size_kb=args.size_kb,
+        latency_messages=args.latency_messages,
+        throughput_messages=args.messages,
+        warmup_messages=args.warmup_messages,
+        out=Path(args.out) if args.out else None,
+    )
+    return 0
+
+
 def register(commands: argparse._SubParsersAction, benches: argparse._SubParsersAction) -> None:
     """Add ``profile`` (with ``compare``) to ``cvserve`` and ``profiling`` to ``cvserve bench``."""
     profile = commands.add_parser(
@@ -285,6 +299,17 @@ def register(commands: argparse._SubParsersAction, benches: argparse._SubParsers
     compare.add_argument("run_a")
     compare.add_argument("run_b")
     compare.set_defaults(func=cmd_compare)
+
+    bench = benches.add_parser("kafka", help="one Kafka hop: p50/p99 latency and throughput")
+    bench.add_argument("--bootstrap", default=None, help="a running broker (default: start one)")
+    bench.add_argument("--size-kb", type=int, default=150)
+    bench.add_argument("--latency-messages", type=int, default=300)
+    bench.add_argument("--messages", type=int, default=1000, help="for throughput")
+    bench.add_argument(
+        "--warmup-messages", type=int, default=500, help="sent first, for the broker's JIT"
+    )
+    bench.add_argument("--out", default=None, help="JSON path")
+    bench.set_defaults(func=cmd_bench_kafka)
 
     bench = benches.add_parser("profiling", help="throughput with profiling on vs off")
     bench.add_argument("--pipeline", default="classify", choices=sorted(PIPELINES))

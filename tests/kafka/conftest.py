@@ -15,12 +15,6 @@ from cvserve.deploy.kafka import KafkaBroker
 from cvserve.deploy.triton import TritonServer
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    # kafka-python 3.0.12 loads its protocol schemas with deprecated importlib.resources calls.
-    for message in ("read_text is deprecated", "open_text is deprecated"):
-        config.addinivalue_line("filterwarnings", f"ignore:{message}:DeprecationWarning")
-
-
 @pytest.fixture(scope="session")
 def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBroker]:
     """The session's real Kafka broker (KRaft, one node, loopback)."""

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from cvserve.broker.clients import consumer_config, new_consumer, new_producer, producer_config
 from cvserve.broker.commands import expand_paths
-from cvserve.broker.producer import MessageTooLarge, check_size, producer_config
+from cvserve.broker.producer import MessageTooLarge, check_size
 from cvserve.broker.routes import route
 from cvserve.broker.topics import Topics
 from cvserve.deploy.kafka import KafkaBroker
@@ -19,11 +20,20 @@ def test_broker_topic_producer_and_consumer_limits_agree() -> None:
     assert int(broker["message.max.bytes"]) == LIMITS.max_message_bytes
     assert int(broker["replica.fetch.max.bytes"]) >= LIMITS.max_message_bytes
     assert int(LIMITS.topic_config()["max.message.bytes"]) == LIMITS.max_message_bytes
-    assert producer_config()["max_request_size"] == LIMITS.max_message_bytes
-    consumer = LIMITS.consumer_config()
-    assert consumer["max_partition_fetch_bytes"] >= LIMITS.max_message_bytes
-    assert consumer["receive_message_max_bytes"] > consumer["fetch_max_bytes"]
+    assert producer_config()["message.max.bytes"] == LIMITS.max_message_bytes
+    consumer = consumer_config()
+    assert consumer["fetch.message.max.bytes"] >= LIMITS.max_message_bytes
+    assert consumer["fetch.max.bytes"] >= consumer["fetch.message.max.bytes"]
+    # librdkafka refuses a consumer whose receive buffer cannot hold a whole fetch response.
+    assert consumer["receive.message.max.bytes"] >= consumer["fetch.max.bytes"] + 512
+    assert consumer["enable.auto.commit"] is False
     assert LIMITS.max_value_bytes < LIMITS.max_message_bytes
+
+
+def test_librdkafka_accepts_every_client_config() -> None:
+    """librdkafka checks names and ranges when a client is made (no broker needed)."""
+    new_producer("127.0.0.1:1")
+    new_consumer("127.0.0.1:1").close()
 
 
 def test_oversized_image_is_refused_with_the_limit_in_the_message() -> None:

@@ -14,13 +14,14 @@ import subprocess
 import sys
 import threading
 import time
+from concurrent.futures import Future
 from pathlib import Path
 
 import numpy as np
 import pytest
 from broker_testing import PIPELINE, small_jpegs, wait_until
-from kafka import KafkaProducer
 
+from cvserve.broker.clients import new_producer
 from cvserve.broker.lag import committed_offsets, pipeline_lag
 from cvserve.broker.producer import ImageProducer, MessageTooLarge
 from cvserve.broker.results import ResultReader, read_dead_letters
@@ -64,7 +65,7 @@ class PacedSubmitter(threading.Thread):
         super().__init__(daemon=True)
         self.producer, self.images, self.rate = producer, images, rate
         self.ids: list[str] = []
-        self.futures: list[object] = []
+        self.futures: list[Future[None]] = []
         self.error: BaseException | None = None
 
     def run(self) -> None:
@@ -77,7 +78,7 @@ class PacedSubmitter(threading.Thread):
                 self.futures.append(future)
             self.producer.flush(timeout_s=180)
             for future in self.futures:
-                future.get(timeout=0)  # type: ignore[attr-defined]
+                future.result(timeout=0)
         except BaseException as exc:
             self.error = exc
 
@@ -222,16 +223,13 @@ def test_poison_messages_go_to_dead_letter_with_reasons_and_the_worker_keeps_goi
             "not 'classify' stage 'classify'": unchecked(good[2], stage="detect").to_record(),
             "rejected by Triton: ": unchecked(corrupt_png()).to_record(),
         }
-        raw = KafkaProducer(bootstrap_servers=kafka.bootstrap, **LIMITS.producer_config())
+        raw = new_producer(kafka.bootstrap)
         ids = []
-        try:
-            for n, (key, value, headers) in enumerate(poison.values()):
-                raw.send(topic, key=key, value=value, headers=headers)
-                ids.append(producer.send(good[n % len(good)])[0])  # good and bad interleaved
-            raw.flush()
-            producer.flush()
-        finally:
-            raw.close()
+        for n, (key, value, headers) in enumerate(poison.values()):
+            raw.produce(topic, value, key, headers=headers)
+            ids.append(producer.send(good[n % len(good)])[0])  # good and bad interleaved
+        assert raw.flush(30) == 0
+        producer.flush()
         with pytest.raises(MessageTooLarge, match="exceeds the limit"):
             producer.submit([b"\xff" * (LIMITS.max_value_bytes + 1)])
 

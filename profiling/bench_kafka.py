@@ -1,8 +1,10 @@
 """`cvserve bench kafka`: what one Kafka hop costs for image-sized messages on loopback.
 
-A hop is producer `send` → broker (acks=all) → consumer `poll`, with cvserve's schema on both
-ends. Latency: one message at a time, each waited for (p50/p99 over ``latency_messages``); the
-producer's acknowledgement time alone is reported beside it.
+A hop is producer `produce` → broker (acks=all) → consumer `consume`, with cvserve's clients
+(`broker.clients`) and schema on both ends. Latency: one message at a time, each waited for
+(p50/p99 over ``latency_messages``), after ``warmup_messages`` (a fresh broker's JVM needs a few
+hundred records before its code is compiled: the warm-up's p50 is reported too); the producer's
+acknowledgement time alone is reported beside it.
 Throughput: ``throughput_messages`` sent back to back; msgs/s and MB/s from the first send to
 the last receive. Messages are synthetic JPEGs of about ``size_kb`` KB.
 """
@@ -17,17 +19,24 @@ import time
 from pathlib import Path
 from typing import Any
 
+import confluent_kafka
 import numpy as np
-from kafka import KafkaConsumer, KafkaProducer
-from kafka.structs import TopicPartition
 from rich.console import Console
 from rich.table import Table
 
-from cvserve.broker.producer import image_message, producer_config
+from cvserve.broker.clients import (
+    TopicPartition,
+    consume_available,
+    new_consumer,
+    new_producer,
+    produce,
+    topic_partitions,
+    wait_delivered,
+)
+from cvserve.broker.producer import image_message
 from cvserve.broker.schema import Message
 from cvserve.broker.topics import Topics, ensure_topics
 from cvserve.deploy.kafka import KafkaBroker, kafka_version
-from cvserve.deploy.kafka_limits import LIMITS
 from cvserve.preprocess.synthetic import synthetic_image
 from cvserve.profiling.machine import machine_info, write_report
 
@@ -50,28 +59,27 @@ class _Receiver(threading.Thread):
 
     def __init__(self, bootstrap: str, topic: str) -> None:
         super().__init__(daemon=True)
-        self.consumer = KafkaConsumer(
-            bootstrap_servers=bootstrap, group_id=None, **LIMITS.consumer_config()
-        )
-        partitions = [TopicPartition(topic, p) for p in self.consumer.partitions_for_topic(topic)]
+        self.consumer = new_consumer(bootstrap)
+        partitions = []
+        for p in topic_partitions(self.consumer, topic):  # from the end offsets as of now
+            _, end = self.consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+            partitions.append(TopicPartition(topic, p, end))
         self.consumer.assign(partitions)
-        self.consumer.seek_to_end(*partitions)
-        for tp in partitions:  # resolve the end offsets now, before anything is sent
-            self.consumer.position(tp)
         self.received: list[tuple[int, Message]] = []
         self.arrived = threading.Condition()
         self.stop = threading.Event()
 
     def run(self) -> None:
         while not self.stop.is_set():
-            for records in self.consumer.poll(timeout_ms=100).values():
-                for r in records:
-                    now = time.time_ns()
-                    message = Message.from_record(r.key, r.value, r.headers)
-                    with self.arrived:
-                        self.received.append((now, message))
-                        self.arrived.notify_all()
-        self.consumer.close(autocommit=False)
+            for r in consume_available(self.consumer, 100, 0.1):
+                if r.error() is not None:
+                    continue
+                now = time.time_ns()
+                message = Message.from_record(r.key(), r.value(), list(r.headers() or []))
+                with self.arrived:
+                    self.received.append((now, message))
+                    self.arrived.notify_all()
+        self.consumer.close()
 
     def wait_for(self, count: int, timeout_s: float) -> None:
         with self.arrived:
@@ -84,51 +92,57 @@ def _send_ns(message: Message) -> int:
 
 
 def measure(
-    bootstrap: str, size_kb: int, latency_messages: int, throughput_messages: int
+    bootstrap: str,
+    size_kb: int,
+    latency_messages: int,
+    throughput_messages: int,
+    warmup_messages: int = 500,
 ) -> dict[str, Any]:
     topic = BENCH_TOPICS.stage_in(BENCH_STAGE)
     ensure_topics(bootstrap, [topic])
     images = [jpeg_near(size_kb * 1000, seed) for seed in range(4)]
     receiver = _Receiver(bootstrap, topic)
     receiver.start()
-    producer = KafkaProducer(bootstrap_servers=bootstrap, **producer_config())
+    producer = new_producer(bootstrap)
 
     def send(n: int) -> Any:
         message = image_message(images[n % len(images)], BENCH_TOPICS.pipeline, BENCH_STAGE)
         message = message.with_hop("bench.send")
-        key, value, headers = message.to_record()
-        return producer.send(topic, key=key, value=value, headers=headers)
+        return produce(producer, topic, *message.to_record())
 
-    try:
-        for n in range(10):  # warm-up: connections, metadata, JIT
-            send(n).get(timeout=30)
-        receiver.wait_for(10, 30)
+    def one_at_a_time(count: int) -> tuple[np.ndarray, np.ndarray]:
+        """(hop ms, ack ms) of ``count`` messages, each received before the next is sent."""
         base = len(receiver.received)
         acks_ms = []
-        for n in range(latency_messages):
+        for n in range(count):
             start = time.perf_counter()
-            send(n).get(timeout=30)
+            wait_delivered(producer, [send(n)], timeout_s=30)
             acks_ms.append((time.perf_counter() - start) * 1e3)
             receiver.wait_for(base + n + 1, 30)
-        hops = receiver.received[base:]
-        latencies_ms = np.array([(t - _send_ns(m)) / 1e6 for t, m in hops])
+        hops = receiver.received[base : base + count]
+        return np.array([(t - _send_ns(m)) / 1e6 for t, m in hops]), np.array(acks_ms)
+
+    try:
+        warmup_ms, _ = one_at_a_time(warmup_messages)
+        latencies_ms, acks_ms = one_at_a_time(latency_messages)
 
         base = len(receiver.received)
         start = time.time_ns()
-        for n in range(throughput_messages):
-            send(n)
-        producer.flush()
+        futures = [send(n) for n in range(throughput_messages)]
+        wait_delivered(producer, futures, timeout_s=120)
         acked_s = (time.time_ns() - start) / 1e9
         receiver.wait_for(base + throughput_messages, 120)
         burst = receiver.received[base : base + throughput_messages]
         elapsed_s = (max(t for t, _ in burst) - start) / 1e9
         total_bytes = sum(len(m.value) for _, m in burst)
     finally:
-        producer.close()
+        producer.flush(10)
         receiver.stop.set()
         receiver.join(timeout=10)
     return {
         "message_bytes_mean": int(np.mean([len(i) for i in images])),
+        "warmup_messages": warmup_messages,
+        "warmup_p50_ms": round(float(np.percentile(warmup_ms, 50)), 3) if warmup_messages else None,
         "latency_messages": latency_messages,
         "p50_ms": round(float(np.percentile(latencies_ms, 50)), 3),
         "p99_ms": round(float(np.percentile(latencies_ms, 99)), 3),
@@ -146,6 +160,7 @@ def bench_kafka(
     size_kb: int = 150,
     latency_messages: int = 300,
     throughput_messages: int = 1000,
+    warmup_messages: int = 500,
     out: Path | None = None,
 ) -> dict[str, Any]:
     """Measure on the broker at ``bootstrap``, or on a temporary local one; print a table and
@@ -157,23 +172,33 @@ def bench_kafka(
             broker = stack.enter_context(KafkaBroker(state))
             bootstrap = broker.bootstrap
             console.print(f"started a local Kafka {kafka_version()} broker at {bootstrap}")
-        row = measure(bootstrap, size_kb, latency_messages, throughput_messages)
+        row = measure(bootstrap, size_kb, latency_messages, throughput_messages, warmup_messages)
     report = {
         "benchmark": "kafka-hop",
         "kafka": kafka_version(),
-        "client": "kafka-python",
+        "client": f"confluent-kafka {confluent_kafka.version()[0]} (librdkafka "
+        f"{confluent_kafka.libversion()[0]})",
         "bootstrap": bootstrap,
         "machine": machine_info(),
         "result": row,
     }
     table = Table(title=f"One Kafka hop, {row['message_bytes_mean'] / 1000:.0f} KB JPEGs, loopback")
-    columns = ("p50 ms", "p99 ms", "ack p50 ms", "msgs/s", "MB/s", "acked msgs/s (produce)")
+    columns = (
+        "p50 ms",
+        "p99 ms",
+        "ack p50 ms",
+        "warm-up p50 ms",
+        "msgs/s",
+        "MB/s",
+        "acked msgs/s (produce)",
+    )
     for column in columns:
         table.add_column(column, justify="right")
     table.add_row(
         f"{row['p50_ms']:.2f}",
         f"{row['p99_ms']:.2f}",
         f"{row['produce_ack_p50_ms']:.2f}",
+        f"{row['warmup_p50_ms']:.2f}" if row["warmup_p50_ms"] is not None else "-",
         f"{row['msgs_per_s']:.0f}",
         f"{row['mb_per_s']:.0f}",
         f"{row['produce_acked_msgs_per_s']:.0f}",
