@@ -10,7 +10,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from cvserve.models.zoo import architecture
+from cvserve.models.architectures import architecture
 
 ExportFormat = Literal["torchscript", "onnx"]
 MODEL_FILES: dict[str, str] = {"torchscript": "model.pt", "onnx": "model.onnx"}

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from tritonclient.grpc import model_config_pb2 as mc
 
+from cvserve.models.architectures import architecture
 from cvserve.models.export import PLATFORMS, ExportFormat, export, input_name, output_name
 from cvserve.models.repository import (
     ensemble_config,
@@ -21,7 +22,7 @@ from cvserve.models.repository import (
     tensor_message,
     write_config,
 )
-from cvserve.models.zoo import architecture, build_model
+from cvserve.models.zoo import build_model
 from cvserve.pipelines.spec import PipelineSpec, StageSpec
 from cvserve.preprocess.dali_model import write_dali_model
 from cvserve.preprocess.spec import PreprocessSpec

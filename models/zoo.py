@@ -2,51 +2,59 @@
 
 Every architecture is a torchvision one (or built from torchvision parts) with seeded random
 weights by default; real weights come from a state-dict file (``weights=PATH``) or, on machines
-with internet, torchvision's pretrained ones (``weights="DEFAULT"``). Each `Architecture` also
-declares what its input must look like (size, resize mode, normalisation), which the pipeline
-catalog turns into the preprocessing spec — declared here once.
+with internet, torchvision's pretrained ones (``weights="DEFAULT"``). What each architecture is
+and what its input must look like (size, resize mode, normalisation) is declared once, without
+torch, in `cvserve.models.architectures` (re-exported here); this module builds the networks.
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 import torchvision.models as tvm
-import torchvision.models.detection as tvd
-import torchvision.models.segmentation as tvs
 from torch import nn
 from torch.nn import functional as F
 
-from cvserve.preprocess.spec import IMAGENET_MEAN, IMAGENET_STD
+from cvserve.models.architectures import (
+    ARCHITECTURES,
+    EMBEDDING_DIM,
+    HALF_MEAN,
+    HALF_STD,
+    MAX_DETECTIONS,
+    Architecture,
+    Builder,
+    ResizeMode,
+    Task,
+    architecture,
+)
 
-Task = Literal["classification", "segmentation", "detection", "depth", "identification"]
-ResizeMode = Literal["shorter_crop", "letterbox", "fixed"]
-
-# SSDlite normalises to [-1, 1].
-HALF_MEAN: tuple[float, float, float] = (127.5, 127.5, 127.5)
-HALF_STD: tuple[float, float, float] = (127.5, 127.5, 127.5)
-EMBEDDING_DIM = 128
-MAX_DETECTIONS = 100
-
-
-@dataclass(frozen=True)
-class Architecture:
-    """A servable DNN and the input it expects (0..255 pixel units for mean/std)."""
-
-    name: str
-    task: Task
-    input_size: tuple[int, int]  # (H, W) after preprocessing
-    resize_mode: ResizeMode
-    num_classes: int
-    factory: Callable[[int], nn.Module]  # random-init network for num_classes
-    weights_enum: Any = None  # torchvision weights enum, for "DEFAULT" and class names
-    mean: tuple[float, float, float] = IMAGENET_MEAN
-    std: tuple[float, float, float] = IMAGENET_STD
-    description: str = ""
+__all__ = [
+    "ARCHITECTURES",
+    "BUILDERS",
+    "EMBEDDING_DIM",
+    "HALF_MEAN",
+    "HALF_STD",
+    "MAX_DETECTIONS",
+    "Architecture",
+    "BrightRegionDetector",
+    "Builder",
+    "DepthNet",
+    "DetectionNet",
+    "EmbeddingNet",
+    "ResizeMode",
+    "SegmentationNet",
+    "Task",
+    "architecture",
+    "build_classifier",
+    "build_model",
+    "class_names",
+    "network",
+    "weights_enum",
+]
 
 
 # --- serving modules -------------------------------------------------------------------------
@@ -184,148 +192,60 @@ class EmbeddingNet(nn.Module):
         return F.normalize(self.trunk(pixels), dim=1)
 
 
-# --- the catalogue ---------------------------------------------------------------------------
+# --- building an architecture -----------------------------------------------------------------
 
 
-def _classifier(constructor: Callable[..., nn.Module]) -> Callable[[int], nn.Module]:
-    return lambda num_classes: constructor(weights=None, num_classes=num_classes)
+def _resolve(ref: str) -> Any:
+    """The object a ``"module:name"`` reference names, importing its module."""
+    module, _, name = ref.partition(":")
+    return getattr(importlib.import_module(module), name)
 
 
-def _segmenter(constructor: Callable[..., nn.Module]) -> Callable[[int], nn.Module]:
-    return lambda num_classes: SegmentationNet(
-        constructor(weights=None, weights_backbone=None, num_classes=num_classes, aux_loss=False)
+def _constructor(spec: Architecture) -> Callable[..., nn.Module]:
+    if spec.constructor is None:
+        raise ValueError(f"{spec.name}: the {spec.builder!r} builder needs a constructor")
+    return _resolve(spec.constructor)
+
+
+def _classifier(spec: Architecture, num_classes: int) -> nn.Module:
+    return _constructor(spec)(weights=None, num_classes=num_classes)
+
+
+def _segmenter(spec: Architecture, num_classes: int) -> nn.Module:
+    return SegmentationNet(
+        _constructor(spec)(
+            weights=None, weights_backbone=None, num_classes=num_classes, aux_loss=False
+        )
     )
 
 
-def _detector(
-    constructor: Callable[..., nn.Module], size: tuple[int, int]
-) -> Callable[[int], nn.Module]:
-    return lambda num_classes: DetectionNet(
-        constructor(weights=None, weights_backbone=None, num_classes=num_classes),
-        size,
+def _detector(spec: Architecture, num_classes: int) -> nn.Module:
+    return DetectionNet(
+        _constructor(spec)(weights=None, weights_backbone=None, num_classes=num_classes),
+        spec.input_size,
         MAX_DETECTIONS,
     )
 
 
-_ARCHS = (
-    Architecture(
-        "resnet50",
-        "classification",
-        (224, 224),
-        "shorter_crop",
-        1000,
-        _classifier(tvm.resnet50),
-        tvm.ResNet50_Weights,
-    ),
-    Architecture(
-        "resnet18",
-        "classification",
-        (224, 224),
-        "shorter_crop",
-        1000,
-        _classifier(tvm.resnet18),
-        tvm.ResNet18_Weights,
-    ),
-    Architecture(
-        "mobilenet_v3_large",
-        "classification",
-        (224, 224),
-        "shorter_crop",
-        1000,
-        _classifier(tvm.mobilenet_v3_large),
-        tvm.MobileNet_V3_Large_Weights,
-    ),
-    Architecture(
-        "mobilenet_v3_small",
-        "classification",
-        (224, 224),
-        "shorter_crop",
-        1000,
-        _classifier(tvm.mobilenet_v3_small),
-        tvm.MobileNet_V3_Small_Weights,
-    ),
-    Architecture(
-        "deeplabv3_mobilenet_v3_large",
-        "segmentation",
-        (520, 520),
-        "fixed",
-        21,
-        _segmenter(tvs.deeplabv3_mobilenet_v3_large),
-        tvs.DeepLabV3_MobileNet_V3_Large_Weights,
-    ),
-    Architecture(
-        "fcn_resnet50",
-        "segmentation",
-        (520, 520),
-        "fixed",
-        21,
-        _segmenter(tvs.fcn_resnet50),
-        tvs.FCN_ResNet50_Weights,
-    ),
-    Architecture(
-        "fasterrcnn_mobilenet_v3_large_320_fpn",
-        "detection",
-        (320, 320),
-        "letterbox",
-        91,
-        _detector(tvd.fasterrcnn_mobilenet_v3_large_320_fpn, (320, 320)),
-        tvd.FasterRCNN_MobileNet_V3_Large_320_FPN_Weights,
-    ),
-    Architecture(
-        "ssdlite320_mobilenet_v3_large",
-        "detection",
-        (320, 320),
-        "letterbox",
-        91,
-        _detector(tvd.ssdlite320_mobilenet_v3_large, (320, 320)),
-        tvd.SSDLite320_MobileNet_V3_Large_Weights,
-        mean=HALF_MEAN,
-        std=HALF_STD,
-    ),
-    Architecture(
-        "retinanet_resnet50_fpn",
-        "detection",
-        (640, 640),
-        "letterbox",
-        91,
-        _detector(tvd.retinanet_resnet50_fpn, (640, 640)),
-        tvd.RetinaNet_ResNet50_FPN_Weights,
-    ),
-    Architecture(
-        "bright_region",
-        "detection",
-        (320, 320),
-        "letterbox",
-        2,
-        lambda _: BrightRegionDetector(),
-        description="fixed-head detector for checking box mapping (not learned)",
-    ),
-    Architecture(
-        "depth_resnet18",
-        "depth",
-        (256, 256),
-        "fixed",
-        1,
-        lambda _: DepthNet(),
-        description="small MiDaS-like encoder–decoder built by cvserve",
-    ),
-    Architecture(
-        "embed_resnet18",
-        "identification",
-        (256, 128),
-        "fixed",
-        EMBEDDING_DIM,
-        lambda _: EmbeddingNet(),
-        description="ResNet-18 → 128-d L2-normalised",
-    ),
-)
-ARCHITECTURES: dict[str, Architecture] = {a.name: a for a in _ARCHS}
+# `Architecture.builder` → (architecture, num_classes) → random-init network.
+BUILDERS: dict[Builder, Callable[[Architecture, int], nn.Module]] = {
+    "classifier": _classifier,
+    "segmenter": _segmenter,
+    "detector": _detector,
+    "bright_region": lambda spec, num_classes: BrightRegionDetector(),
+    "depth": lambda spec, num_classes: DepthNet(),
+    "embedding": lambda spec, num_classes: EmbeddingNet(),
+}
 
 
-def architecture(name: str) -> Architecture:
-    if name not in ARCHITECTURES:
-        raise ValueError(f"unknown architecture {name!r}; choose from {sorted(ARCHITECTURES)}")
-    return ARCHITECTURES[name]
+def network(spec: Architecture, num_classes: int | None = None) -> nn.Module:
+    """A random-init network of ``spec`` (seed torch first for a reproducible one)."""
+    return BUILDERS[spec.builder](spec, num_classes or spec.num_classes)
+
+
+def weights_enum(spec: Architecture) -> Any:
+    """The architecture's torchvision weights enum, or None where it has none."""
+    return None if spec.weights is None else _resolve(spec.weights)
 
 
 def build_model(
@@ -338,9 +258,9 @@ def build_model(
     process. ``weights``: None (seeded random), a state-dict path, or ``"DEFAULT"``."""
     spec = architecture(arch)
     torch.manual_seed(seed)
-    model = spec.factory(num_classes or spec.num_classes)
+    model = network(spec, num_classes)
     if weights == "DEFAULT":
-        if spec.weights_enum is None:
+        if spec.weights is None:
             raise ValueError(f"{arch} has no pretrained torchvision weights")
         _load_pretrained(model, spec)
     elif weights:
@@ -349,7 +269,7 @@ def build_model(
 
 
 def _load_pretrained(model: nn.Module, spec: Architecture) -> None:
-    state = spec.weights_enum.DEFAULT.get_state_dict(progress=False)
+    state = weights_enum(spec).DEFAULT.get_state_dict(progress=False)
     target = model.model if isinstance(model, SegmentationNet | DetectionNet) else model
     target.load_state_dict(state, strict=False)
 
@@ -368,8 +288,9 @@ def class_names(arch: str, num_classes: int | None = None) -> list[str]:
     """Human-readable class names (torchvision's where it has them, ``class_<i>`` otherwise)."""
     spec = architecture(arch)
     n = num_classes or spec.num_classes
-    if spec.weights_enum is not None:
-        names = list(spec.weights_enum.DEFAULT.meta.get("categories", []))
+    enum = weights_enum(spec)
+    if enum is not None:
+        names = list(enum.DEFAULT.meta.get("categories", []))
         if len(names) == n:
             return names
     return [f"class_{i}" for i in range(n)]

@@ -1,8 +1,8 @@
 """The pipelines cvserve serves, each declared once as a `PipelineSpec`.
 
 Every image pipeline is preprocess → DNN → postprocess; what differs per task is declared in
-`TASKS` (tensors, postprocess function) and per architecture in `models.zoo` (input size, resize
-mode, normalisation).
+`TASKS` (tensors, postprocess function) and per architecture in `models.architectures` (input
+size, resize mode, normalisation), which is read without importing torch.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from cvserve.models.zoo import architecture
+from cvserve.models.architectures import architecture
 from cvserve.pipelines.defaults import serving_defaults, usable_cores
 from cvserve.pipelines.spec import BatchingSpec, Device, PipelineSpec, StageSpec, TensorSpec
 from cvserve.preprocess.dali import INPUT_NAME
@@ -105,7 +105,7 @@ TASKS: dict[str, Task] = {
 
 
 def preprocess_spec_for(arch: str) -> PreprocessSpec:
-    """The preprocessing an architecture expects, from its declaration in `models.zoo`."""
+    """The preprocessing an architecture expects, from its declaration in `models.architectures`."""
     a = architecture(arch)
     return PreprocessSpec(
         resize_mode=a.resize_mode,

@@ -1,4 +1,4 @@
-"""Triton adapter of a DNN stage: any `models.zoo` architecture, batch in, its tensors out."""
+"""Triton adapter of a DNN stage: any `models.architectures` DNN, batch in, its tensors out."""
 
 from __future__ import annotations
 
