@@ -1,15 +1,19 @@
 """Cut detections out of the original image (the fan-out of a detect stage).
 
 `cut_crops` is a plain function on encoded bytes and detector outputs: boxes above a score
-threshold, best first, at most K, clipped to the image, each JPEG-encoded with OpenCV.
-`crop_emitter` turns it into the `Emit` of a broker stage: one message per crop, addressed to
-the next stage, with crop index and box headers.
+threshold, best first, at most K, clipped to the image, each JPEG-encoded. Backends: ``opencv``
+(CPU), ``nvjpeg`` (decode, crop and encode on the GPU, `broker.crop_torch`) and ``torchvision``
+(the same code on the CPU); ``auto`` (or ``$CVSERVE_CROP_BACKEND``) picks nvjpeg where CUDA is
+usable, else opencv. `crop_emitter` turns it into the `Emit` of a broker stage: one message per
+crop, addressed to the next stage, with crop index and box headers.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import numpy as np
 
@@ -23,6 +27,31 @@ SCORES = "SCORES"
 COUNT = "COUNT"
 # Added to a detect stage's result: how many crops were sent on for that request.
 CROP_COUNT = "CROP_COUNT"
+
+CROP_BACKEND_ENV = "CVSERVE_CROP_BACKEND"
+# backend -> torch device it runs on (None: OpenCV)
+CROP_BACKENDS: dict[str, str | None] = {"opencv": None, "nvjpeg": "cuda", "torchvision": "cpu"}
+
+
+def cuda_usable() -> bool:
+    """Whether torch can use a CUDA GPU (without importing torch where no driver is loaded)."""
+    if not Path("/dev/nvidiactl").exists():
+        return False
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def resolve_crop_backend(backend: str = "auto") -> str:
+    """A name of `CROP_BACKENDS`: ``auto`` reads ``$CVSERVE_CROP_BACKEND`` and, if that is unset
+    or ``auto`` too, picks ``nvjpeg`` where CUDA is usable, else ``opencv``."""
+    if backend == "auto":
+        backend = os.environ.get(CROP_BACKEND_ENV, "auto")
+    if backend == "auto":
+        return "nvjpeg" if cuda_usable() else "opencv"
+    if backend not in CROP_BACKENDS:
+        raise ValueError(f"crop backend {backend!r}: choose auto or one of {list(CROP_BACKENDS)}")
+    return backend
 
 
 @dataclass(frozen=True)
@@ -73,13 +102,38 @@ def cut_crops(
     score_threshold: float = 0.5,
     max_crops: int = 16,
     jpeg_quality: int = 90,
+    backend: str = "opencv",
 ) -> list[CropImage]:
-    """Decode ``image`` once, cut the selected boxes, JPEG-encode each (colours kept).
+    """Decode ``image`` once, cut the selected boxes, JPEG-encode each (colours kept) with
+    ``backend`` (a name of `CROP_BACKENDS`).
 
-    Boxes are in pixels of the image as OpenCV decodes it (EXIF orientation applied), which is
-    what a detector that saw the upright image reports. Raises `PreprocessError` if the image
-    cannot be decoded.
+    Boxes are in pixels of the upright image (EXIF orientation applied), which is what a
+    detector that saw the upright image reports. Raises `PreprocessError` if the image cannot be
+    decoded.
     """
+    device = CROP_BACKENDS[backend]
+    if device is None:
+        return _cut_opencv(image, boxes, scores, score_threshold, max_crops, jpeg_quality)
+    from cvserve.broker.crop_torch import decode_upright, encode_boxes
+
+    pixels = decode_upright(image, device)
+    height, width = pixels.shape[1:]
+    selected = select_boxes(boxes, scores, width, height, score_threshold, max_crops)
+    encoded = encode_boxes(pixels, selected, jpeg_quality)
+    return [
+        CropImage(Crop(i, box), jpeg)
+        for i, (box, jpeg) in enumerate(zip(selected, encoded, strict=True))
+    ]
+
+
+def _cut_opencv(
+    image: bytes,
+    boxes: np.ndarray,
+    scores: np.ndarray,
+    score_threshold: float,
+    max_crops: int,
+    jpeg_quality: int,
+) -> list[CropImage]:
     import cv2
 
     pixels = cv2.imdecode(np.frombuffer(image, dtype=np.uint8), cv2.IMREAD_COLOR)
@@ -105,14 +159,21 @@ def crop_emitter(
     score_threshold: float = 0.5,
     max_crops: int = 16,
     emit_detections: bool = True,
+    backend: str = "auto",
 ) -> Emit:
     """The `Emit` of a detect stage: one message per crop for ``next_stage`` and, if
-    ``emit_detections``, the detections as a result (so a reader knows how many crops follow)."""
+    ``emit_detections``, the detections as a result (so a reader knows how many crops follow).
+    ``backend`` is resolved on the first call (in the worker, not where the route is built)."""
+    resolved: list[str] = []
 
     def emit(message: Message, outputs: Mapping[str, np.ndarray], stage: str) -> list[Message]:
         count = int(np.asarray(outputs[COUNT]).reshape(-1)[0]) if COUNT in outputs else None
         boxes, scores = outputs[BOXES][:count], outputs[SCORES][:count]
-        crops = cut_crops(message.value, boxes, scores, score_threshold, max_crops)
+        if not resolved:
+            resolved.append(resolve_crop_backend(backend))
+        crops = cut_crops(
+            message.value, boxes, scores, score_threshold, max_crops, backend=resolved[0]
+        )
         emitted = []
         if emit_detections:
             counted = {**outputs, CROP_COUNT: np.array([len(crops)], dtype=np.int64)}

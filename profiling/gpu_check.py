@@ -6,6 +6,8 @@
 2. The GPU half of ``cvserve bench preprocess``: DALI GPU, torchvision CUDA, and DALI CPU /
    OpenCV on all cores as baselines, by size x batch; the target DALI GPU >= 8x OpenCV on all
    cores at 1920x1080.
+3. The detect stage's crops (`broker.crops`): nvJPEG decode + crop + encode on the GPU vs OpenCV
+   — same boxes, same pixels within JPEG noise, and images/s for 8 crops of a 1920x1080 JPEG.
 
 Prints tables, writes one JSON (``--out``). Exit status: 0 all parity checks passed, 1 some failed,
 `EXIT_NO_GPU` (2) when no CUDA GPU is visible (nothing was checked).
@@ -97,6 +99,49 @@ def parity_table(rows: list[dict[str, Any]]) -> Table:
     return table
 
 
+CROP_IMAGE_SIZE = (1920, 1080)
+CROP_BOXES = 8
+
+
+def crop_check(min_time_s: float) -> dict[str, Any]:
+    """nvjpeg vs opencv crops of one synthetic 1080p JPEG: parity and images/s per backend."""
+    import cv2
+    import numpy as np
+
+    from cvserve.broker.crops import cut_crops
+    from cvserve.preprocess.synthetic import synthetic_image
+
+    width, height = CROP_IMAGE_SIZE
+    image = synthetic_image(width, height, seed=11)
+    rng = np.random.default_rng(0)
+    corners = rng.uniform(0, 0.7, (CROP_BOXES, 2)) * (width, height)
+    sizes = rng.uniform(0.05, 0.3, (CROP_BOXES, 2)) * (width, height)
+    boxes = np.concatenate([corners, corners + sizes], axis=1).astype(np.float32)
+    scores = np.linspace(0.9, 0.6, CROP_BOXES, dtype=np.float32)
+
+    def cut(backend: str) -> list[Any]:
+        return cut_crops(image, boxes, scores, 0.5, CROP_BOXES, backend=backend)
+
+    want, got = cut("opencv"), cut("nvjpeg")
+    diffs = []
+    for a, b in zip(got, want, strict=True):
+        pa, pb = (cv2.imdecode(np.frombuffer(c.jpeg, np.uint8), cv2.IMREAD_COLOR) for c in (a, b))
+        diffs.append(float(np.abs(pa.astype(int) - pb.astype(int)).mean()))
+    row: dict[str, Any] = {
+        "same_boxes": [c.crop for c in got] == [c.crop for c in want],
+        "max_mean_abs_diff": max(diffs),
+    }
+    row["ok"] = row["same_boxes"] and row["max_mean_abs_diff"] < 3.0
+    for backend in ("opencv", "nvjpeg"):
+        count, start = 0, time.perf_counter()
+        while time.perf_counter() - start < min_time_s or count < 3:
+            cut(backend)
+            count += 1
+        row[f"{backend}_images_per_s"] = round(count / (time.perf_counter() - start), 1)
+    row["speedup"] = round(row["nvjpeg_images_per_s"] / row["opencv_images_per_s"], 2)
+    return row
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m cvserve.profiling.gpu_check", description=__doc__
@@ -128,6 +173,11 @@ def main(argv: list[str] | None = None) -> int:
         for line in row["failures"]:
             console.print(f"  {row['spec']} {row['check']}: {line}")
     report: dict[str, Any] = {"check": "gpu", "gpu": seen, "parity": rows}
+    crops = crop_check(args.min_time)
+    report["crops"] = crops
+    console.print(
+        f"crops, {CROP_BOXES} of a {CROP_IMAGE_SIZE[0]}x{CROP_IMAGE_SIZE[1]} JPEG: {crops}"
+    )
     if not args.skip_bench:
         configs = [
             BackendConfig("dali-gpu", "dali", n, "gpu"),
@@ -153,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2, default=str))
     console.print(f"wrote {out}")
-    return 0 if all(row["ok"] for row in rows) else 1
+    return 0 if all(row["ok"] for row in rows) and crops["ok"] else 1
 
 
 if __name__ == "__main__":

@@ -9,16 +9,31 @@ import pytest
 from cvserve.broker.crops import (
     BOXES,
     COUNT,
+    CROP_BACKEND_ENV,
+    CROP_BACKENDS,
     CROP_COUNT,
     SCORES,
     crop_emitter,
+    cuda_usable,
     cut_crops,
+    resolve_crop_backend,
     select_boxes,
 )
 from cvserve.broker.producer import image_message
 from cvserve.broker.schema import decode_outputs
 from cvserve.preprocess.spec import PreprocessError
-from cvserve.preprocess.synthetic import encode
+from cvserve.preprocess.synthetic import colour_case, encode
+
+# Every crop backend; nvjpeg (decode, crop, encode on the GPU) only where CUDA is usable.
+BACKENDS = [
+    pytest.param(
+        name,
+        marks=[pytest.mark.gpu, pytest.mark.skipif(not cuda_usable(), reason="needs a CUDA GPU")],
+    )
+    if device == "cuda"
+    else name
+    for name, device in CROP_BACKENDS.items()
+]
 
 # A grey 200x120 image with a red and a blue rectangle at known places.
 RED_BOX = (20, 30, 80, 90)
@@ -48,9 +63,10 @@ def test_select_boxes_thresholds_orders_caps_and_clips() -> None:
     assert select_boxes(boxes, scores, 100, 50, 0.5, 1) == [(10, 10, 20, 20)]
 
 
-def test_cut_crops_cuts_the_right_pixels_best_first() -> None:
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_cut_crops_cuts_the_right_pixels_best_first(backend: str) -> None:
     out = detections()
-    crops = cut_crops(scene(), out[BOXES], out[SCORES], score_threshold=0.5)
+    crops = cut_crops(scene(), out[BOXES], out[SCORES], score_threshold=0.5, backend=backend)
     assert [c.crop.index for c in crops] == [0, 1]
     assert [c.crop.box for c in crops] == [RED_BOX, BLUE_BOX]
     for cut, colour in zip(crops, ((255, 0, 0), (0, 0, 255)), strict=True):
@@ -62,10 +78,39 @@ def test_cut_crops_cuts_the_right_pixels_best_first() -> None:
         np.testing.assert_allclose(mean_rgb, colour, atol=6)
 
 
-def test_undecodable_image_is_a_preprocess_error() -> None:
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_undecodable_image_is_a_preprocess_error(backend: str) -> None:
     out = detections()
-    with pytest.raises(PreprocessError, match="cannot decode"):
-        cut_crops(b"\xff\xd8\xff broken", out[BOXES], out[SCORES])
+    with pytest.raises(PreprocessError, match="cannot decode|not a recognised image|truncated"):
+        cut_crops(b"\xff\xd8\xff broken", out[BOXES], out[SCORES], backend=backend)
+
+
+@pytest.mark.parametrize("backend", [b for b in BACKENDS if b != "opencv"])
+@pytest.mark.parametrize("case", ["exif6_jpeg", "exif8_png", "grey_jpeg"])
+def test_every_backend_cuts_what_opencv_cuts(backend: str, case: str) -> None:
+    """Same boxes from the upright image (EXIF applied), same pixels within JPEG noise."""
+    image = colour_case(case, 96, 64, seed=3)
+    boxes = np.array([[5, 7, 40, 50], [30, 2, 64, 90], [0, 0, 1000, 1000]], np.float32)
+    scores = np.array([0.9, 0.8, 0.7], np.float32)
+    want = cut_crops(image, boxes, scores, 0.5, 16, backend="opencv")
+    got = cut_crops(image, boxes, scores, 0.5, 16, backend=backend)
+    assert [c.crop for c in got] == [c.crop for c in want] and len(want) == 3
+    for a, b in zip(got, want, strict=True):
+        pa, pb = (cv2.imdecode(np.frombuffer(c.jpeg, np.uint8), cv2.IMREAD_COLOR) for c in (a, b))
+        assert pa.shape == pb.shape
+        assert np.abs(pa.astype(int) - pb.astype(int)).mean() < 3.0
+
+
+def test_auto_picks_nvjpeg_only_with_cuda_and_the_environment_overrides(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv(CROP_BACKEND_ENV, raising=False)
+    assert resolve_crop_backend() == ("nvjpeg" if cuda_usable() else "opencv")
+    monkeypatch.setenv(CROP_BACKEND_ENV, "torchvision")
+    assert resolve_crop_backend() == "torchvision"
+    assert resolve_crop_backend("opencv") == "opencv"
+    with pytest.raises(ValueError, match="crop backend 'gpu'"):
+        resolve_crop_backend("gpu")
 
 
 def test_crop_emitter_fans_out_one_message_per_crop_tied_to_the_request() -> None:
