@@ -248,7 +248,12 @@ def cmd_worker(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    logging.getLogger("kafka").setLevel(logging.ERROR)  # its reconnect chatter hides ours
+    # librdkafka's info lines (disconnects it recovers from) would hide ours.
+    logging.getLogger("cvserve.kafka").setLevel(logging.WARNING)
+    if args.crop_backend:
+        from cvserve.broker.crops import CROP_BACKEND_ENV
+
+        os.environ[CROP_BACKEND_ENV] = args.crop_backend
     pipeline_route = route(args.pipeline)
     stage = args.stage or pipeline_route.first.name
     config = WorkerConfig(
@@ -378,6 +383,8 @@ def register(commands: Any, benches: Any = None) -> None:
     )
     submit.set_defaults(func=cmd_submit)
 
+    from cvserve.broker.crops import CROP_BACKENDS
+
     worker = commands.add_parser("worker", help="run one stage worker of a pipeline")
     _add_broker_options(worker)
     worker.add_argument("--stage", default=None, help="broker stage (default: the first)")
@@ -388,6 +395,12 @@ def register(commands: Any, benches: Any = None) -> None:
     worker.add_argument("--heartbeat-interval-ms", type=int, default=3_000)
     worker.add_argument(
         "--stats-file", default=None, help="JSON counters (default .cache/kafka/workers/<...>.json)"
+    )
+    worker.add_argument(
+        "--crop-backend",
+        default=None,
+        choices=["auto", *CROP_BACKENDS],
+        help="a fan-out stage's crops (default $CVSERVE_CROP_BACKEND, else auto: nvjpeg on CUDA)",
     )
     worker.add_argument("--log-level", default="INFO")
     worker.set_defaults(func=cmd_worker)
