@@ -317,7 +317,7 @@ def cmd_results(args: argparse.Namespace) -> int:
         for message in reader.follow(stop, idle_timeout_s=idle):
             print(json.dumps(result_json(message)), flush=True)
     print(
-        f"{len(reader.seen)} unique result(s), {reader.duplicates} duplicate(s) dropped",
+        f"{reader.seen.added} unique result(s), {reader.duplicates} duplicate(s) dropped",
         file=sys.stderr,
     )
     return 0

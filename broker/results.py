@@ -3,8 +3,10 @@
 Delivery is at-least-once, so a result may arrive twice (a worker died after producing, before
 committing). `ResultReader` drops repeats by (request id, crop index). It reads without a
 consumer group: every reader sees every result. ``keep=False`` (``cvserve results --follow``)
-remembers only the ids, not the results. Every result read gets a ``results.ready`` hop (its poll
-began) and a ``results.consumed`` hop (the poll returned it): the end of its last broker transit.
+remembers only the most recent ``dedup_window`` ids, not the results: a redelivered result
+arrives within a few batches of the original, so memory stays bounded on an endless stream.
+Every result read gets a ``results.ready`` hop (its poll began) and a ``results.consumed`` hop
+(the poll returned it): the end of its last broker transit.
 
 A request's results are complete when its first-stage result arrived and, if that result counts
 crops sent on (``CROP_COUNT``, a fan-out stage), one result per crop too (`expected_results`).
@@ -35,6 +37,8 @@ from cvserve.deploy.kafka_limits import LIMITS, MessageLimits
 READER = "results"  # the component name in a result reader's hop
 READY_HOP, RECEIVED_HOP = hop_label(READER, READY), hop_label(READER, CONSUMED)
 _MAX_RECORDS_PER_POLL = 1000
+# Result ids a streaming reader remembers for de-duplication (~150 bytes each).
+DEDUP_WINDOW = 100_000
 
 
 def expected_results(results: Sequence[Message]) -> int | None:
@@ -52,6 +56,24 @@ def is_complete(results: Sequence[Message]) -> bool:
     """Whether ``results`` (unique, of one request) are all the request will get."""
     expected = expected_results(results)
     return expected is not None and len(results) >= expected
+
+
+class RecentKeys:
+    """A set that forgets its oldest keys beyond ``limit`` (None: never); ``added`` counts all."""
+
+    def __init__(self, limit: int | None = None) -> None:
+        self.limit = limit
+        self._keys: dict[tuple[str, int], None] = {}  # insertion-ordered
+        self.added = 0
+
+    def __contains__(self, key: tuple[str, int]) -> bool:
+        return key in self._keys
+
+    def add(self, key: tuple[str, int]) -> None:
+        self._keys[key] = None
+        self.added += 1
+        if self.limit is not None and len(self._keys) > self.limit:
+            del self._keys[next(iter(self._keys))]
 
 
 class TopicReader:
@@ -105,11 +127,13 @@ class ResultReader:
         from_beginning: bool = True,
         keep: bool = True,
         limits: MessageLimits = LIMITS,
+        dedup_window: int = DEDUP_WINDOW,
     ) -> None:
         topics = Topics(pipeline, namespace or default_namespace())
         ensure_topics(bootstrap, topics.all(route(pipeline).stage_names), limits=limits)
         self._reader = TopicReader(bootstrap, topics.results, from_beginning, limits)
-        self.seen: set[tuple[str, int]] = set()
+        # Everything with ``keep`` (the results are kept anyway), else the recent ids.
+        self.seen = RecentKeys(None if keep else dedup_window)
         # With ``keep``: every unique result read so far, by request id (what `collect` returns).
         self.keep = keep
         self.by_request: dict[str, list[Message]] = {}

@@ -8,7 +8,14 @@ import sys
 def main() -> int:
     """Import each component, locate the Triton binary; one line each, exit 1 on any failure."""
     failures = []
-    for name in ("torch", "torchvision", "nvidia.dali", "tritonclient.grpc", "cv2", "kafka"):
+    for name in (
+        "torch",
+        "torchvision",
+        "nvidia.dali",
+        "tritonclient.grpc",
+        "cv2",
+        "confluent_kafka",
+    ):
         try:
             module = __import__(name, fromlist=["__version__"])
             print(f"ok   {name} {getattr(module, '__version__', '')}")

@@ -9,6 +9,7 @@ import pytest
 from cvserve.broker.clients import consumer_config, new_consumer, new_producer, producer_config
 from cvserve.broker.commands import expand_paths
 from cvserve.broker.producer import MessageTooLarge, check_size
+from cvserve.broker.results import RecentKeys
 from cvserve.broker.routes import route
 from cvserve.broker.topics import Topics
 from cvserve.deploy.kafka import KafkaBroker
@@ -73,3 +74,16 @@ def test_submit_expands_files_folders_and_globs(tmp_path: Path) -> None:
     assert found == files
     with pytest.raises(SystemExit, match="no such file"):
         expand_paths([str(tmp_path / "missing.jpg")])
+
+
+def test_a_streaming_reader_remembers_only_recent_result_ids() -> None:
+    seen = RecentKeys(limit=3)
+    for n in range(5):
+        seen.add((f"r{n}", 0))
+    assert seen.added == 5
+    assert ("r0", 0) not in seen and ("r1", 0) not in seen
+    assert all((f"r{n}", 0) in seen for n in (2, 3, 4))
+    unbounded = RecentKeys()
+    for n in range(5):
+        unbounded.add((f"r{n}", -1))
+    assert ("r0", -1) in unbounded

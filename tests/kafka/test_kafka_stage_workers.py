@@ -55,7 +55,7 @@ def assert_same_answer(result: Message, expected: dict[str, np.ndarray]) -> None
 
 def results_reach(reader: ResultReader, count: int) -> bool:
     reader.poll()
-    return len(reader.seen) >= count
+    return reader.seen.added >= count
 
 
 class PacedSubmitter(threading.Thread):
@@ -161,7 +161,7 @@ def test_sigkill_of_a_worker_mid_run_loses_no_result(
             submitter.join(timeout=60)
             assert submitter.error is None and len(submitter.ids) == 40
             reader.collect(submitter.ids, timeout_s=120)
-    assert len(reader.seen) == 40  # every request answered; duplicates were dropped
+    assert reader.seen.added == 40  # every request answered; duplicates were dropped
     assert survivor.process.poll() is None and survivor.stats().consumed > 0
 
 
@@ -180,7 +180,7 @@ def test_broker_restart_mid_run_loses_no_result(
             submitter.join(timeout=180)
             assert submitter.error is None, submitter.error
             reader.collect(submitter.ids, timeout_s=150)
-    assert len(reader.seen) == 30
+    assert reader.seen.added == 30
     assert worker.process.poll() is None
 
 
