@@ -46,6 +46,9 @@ class Architecture:
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     description: str = ""
+    # Multiply-adds per image at ``input_size``, in billions (what torchvision's model tables call
+    # GFLOPS); tests/models checks each against the built network. Serving defaults use it.
+    gmacs: float | None = None
 
 
 _ARCHS = (
@@ -58,6 +61,7 @@ _ARCHS = (
         "classifier",
         f"{_TVM}:resnet50",
         f"{_TVM}:ResNet50_Weights",
+        gmacs=4.09,
     ),
     Architecture(
         "resnet18",
@@ -68,6 +72,7 @@ _ARCHS = (
         "classifier",
         f"{_TVM}:resnet18",
         f"{_TVM}:ResNet18_Weights",
+        gmacs=1.81,
     ),
     Architecture(
         "mobilenet_v3_large",
@@ -78,6 +83,7 @@ _ARCHS = (
         "classifier",
         f"{_TVM}:mobilenet_v3_large",
         f"{_TVM}:MobileNet_V3_Large_Weights",
+        gmacs=0.22,
     ),
     Architecture(
         "mobilenet_v3_small",
@@ -88,6 +94,7 @@ _ARCHS = (
         "classifier",
         f"{_TVM}:mobilenet_v3_small",
         f"{_TVM}:MobileNet_V3_Small_Weights",
+        gmacs=0.06,
     ),
     Architecture(
         "deeplabv3_mobilenet_v3_large",
@@ -98,6 +105,7 @@ _ARCHS = (
         "segmenter",
         f"{_TVS}:deeplabv3_mobilenet_v3_large",
         f"{_TVS}:DeepLabV3_MobileNet_V3_Large_Weights",
+        gmacs=10.44,
     ),
     Architecture(
         "fcn_resnet50",
@@ -108,6 +116,7 @@ _ARCHS = (
         "segmenter",
         f"{_TVS}:fcn_resnet50",
         f"{_TVS}:FCN_ResNet50_Weights",
+        gmacs=142.73,
     ),
     Architecture(
         "fasterrcnn_mobilenet_v3_large_320_fpn",
@@ -118,6 +127,8 @@ _ARCHS = (
         "detector",
         f"{_TVD}:fasterrcnn_mobilenet_v3_large_320_fpn",
         f"{_TVD}:FasterRCNN_MobileNet_V3_Large_320_FPN_Weights",
+        # Trained weights (torchvision's figure); random ones keep more proposals.
+        gmacs=0.72,
     ),
     Architecture(
         "ssdlite320_mobilenet_v3_large",
@@ -130,6 +141,7 @@ _ARCHS = (
         f"{_TVD}:SSDLite320_MobileNet_V3_Large_Weights",
         mean=HALF_MEAN,
         std=HALF_STD,
+        gmacs=0.58,
     ),
     Architecture(
         "retinanet_resnet50_fpn",
@@ -140,6 +152,7 @@ _ARCHS = (
         "detector",
         f"{_TVD}:retinanet_resnet50_fpn",
         f"{_TVD}:RetinaNet_ResNet50_FPN_Weights",
+        gmacs=96.88,
     ),
     Architecture(
         "bright_region",
@@ -149,6 +162,7 @@ _ARCHS = (
         2,
         "bright_region",
         description="fixed-head detector for checking box mapping (not learned)",
+        gmacs=0.0,
     ),
     Architecture(
         "depth_resnet18",
@@ -158,6 +172,7 @@ _ARCHS = (
         1,
         "depth",
         description="small MiDaS-like encoder–decoder built by cvserve",
+        gmacs=3.81,
     ),
     Architecture(
         "embed_resnet18",
@@ -167,6 +182,7 @@ _ARCHS = (
         EMBEDDING_DIM,
         "embedding",
         description="ResNet-18 → 128-d L2-normalised",
+        gmacs=1.18,
     ),
 )
 ARCHITECTURES: dict[str, Architecture] = {a.name: a for a in _ARCHS}

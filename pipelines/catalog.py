@@ -139,15 +139,15 @@ def image_pipeline(
 
     Options left None come from `serving_defaults` for ``device`` on this machine.
     """
-    defaults = serving_defaults(device)
+    kind = TASKS[task]
+    name = name or task
+    arch = arch or kind.default_arch
+    defaults = serving_defaults(device, dnn_gmacs=architecture(arch).gmacs)
     max_batch_size = max_batch_size or defaults.max_batch_size
     instances = instances or defaults.instances
     torch_threads = torch_threads or defaults.torch_threads
     if max_queue_delay_us is None:
         max_queue_delay_us = defaults.max_queue_delay_us
-    kind = TASKS[task]
-    name = name or task
-    arch = arch or kind.default_arch
     a = architecture(arch)
     pre = dataclasses.replace(preprocess or preprocess_spec_for(arch), device=device)
     classes = num_classes or a.num_classes

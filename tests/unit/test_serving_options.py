@@ -6,10 +6,11 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pytest
 
 from cvserve.models.repository import read_config, write_repository
 from cvserve.pipelines.catalog import BOXES, COUNT, DEPTH, LABELS, MASK, SCORES, SIZE, classify
-from cvserve.pipelines.defaults import serving_defaults, usable_cores
+from cvserve.pipelines.defaults import LIGHT_DNN_GMACS, serving_defaults, usable_cores
 from cvserve.pipelines.summary import summarize, write_pngs
 from cvserve.preprocess.dali import DaliPreprocessor
 from cvserve.preprocess.spec import PreprocessSpec
@@ -19,15 +20,30 @@ from cvserve.preprocess.synthetic import synthetic_image
 def test_cpu_defaults_use_every_core_in_one_instance() -> None:
     cpu = serving_defaults("cpu", cores=16)
     assert (cpu.instances, cpu.dali_threads, cpu.torch_threads) == (1, 16, 16)
+    heavy = serving_defaults("cpu", cores=16, dnn_gmacs=LIGHT_DNN_GMACS)
+    assert (heavy.dali_threads, heavy.torch_threads) == (16, 16)
     gpu = serving_defaults("gpu", cores=16)
     assert gpu.instances == 2 and gpu.torch_threads == 1 and gpu.max_batch_size >= 32
 
 
+@pytest.mark.parametrize(("cores", "split"), [(1, (1, 1)), (2, (1, 1)), (7, (3, 4)), (16, (8, 8))])
+def test_a_light_dnn_shares_the_cores_with_preprocessing(cores: int, split: tuple) -> None:
+    light = serving_defaults("cpu", cores=cores, dnn_gmacs=0.22)
+    assert (light.dali_threads, light.torch_threads) == split
+
+
 def test_repository_uses_the_machine_defaults_unless_overridden(tmp_path: Path) -> None:
-    write_repository(classify("mobilenet_v3_small"), tmp_path / "a")
-    dnn = read_config(tmp_path / "a" / "classify_dnn" / "config.pbtxt")
-    assert f'"torch_threads": {usable_cores()}' in dnn.parameters["cvserve_stage"].string_value
-    assert dnn.max_batch_size == serving_defaults("cpu").max_batch_size
+    cores = usable_cores()
+    for arch, (dali, torch) in {
+        "resnet50": (cores, cores),
+        "mobilenet_v3_small": (max(1, cores // 2), max(1, cores - cores // 2)),
+    }.items():
+        write_repository(classify(arch), tmp_path / arch)
+        dnn = read_config(tmp_path / arch / "classify_dnn" / "config.pbtxt")
+        assert f'"torch_threads": {torch}' in dnn.parameters["cvserve_stage"].string_value
+        assert dnn.max_batch_size == serving_defaults("cpu").max_batch_size
+        pre = read_config(tmp_path / arch / "classify_preprocess" / "config.pbtxt")
+        assert f'"num_threads": {dali}' in pre.parameters["cvserve_stage"].string_value
     write_repository(classify("mobilenet_v3_small", torch_threads=1, instances=3), tmp_path / "b")
     dnn = read_config(tmp_path / "b" / "classify_dnn" / "config.pbtxt")
     assert '"torch_threads": 1' in dnn.parameters["cvserve_stage"].string_value
