@@ -138,6 +138,16 @@ def cmd_kafka_lag(args: argparse.Namespace) -> int:
 
     console = Console()
     rows = pipeline_lag(bootstrap_address(args), args.pipeline, args.namespace)
+    workers = [
+        w
+        for w in live_workers(Path(args.stats_dir or default_stats_dir()))
+        if w.pipeline == args.pipeline
+    ]
+    if args.format == "prometheus":
+        from cvserve.broker.metrics import prometheus_text
+
+        sys.stdout.write(prometheus_text(args.pipeline, rows, workers))
+        return 0
     table = Table(title=f"{args.pipeline}: consumer lag per partition")
     for column in ("stage", "group", "partition", "committed", "end", "lag"):
         table.add_column(column, justify="right" if column != "group" else "left")
@@ -147,11 +157,6 @@ def cmd_kafka_lag(args: argparse.Namespace) -> int:
             row.stage, row.group, str(row.partition), committed, str(row.end), str(row.lag)
         )
     console.print(table)
-    workers = [
-        w
-        for w in live_workers(Path(args.stats_dir or default_stats_dir()))
-        if w.pipeline == args.pipeline
-    ]
     if workers:
         table = Table(title="live workers")
         columns = ("pid", "stage", "state", "in-flight", "consumed", "results", "fwd", "dead",
@@ -368,6 +373,7 @@ def register(commands: Any, benches: Any = None) -> None:
     lag = sub.add_parser("lag", help="consumer lag per partition and live workers' in-flight")
     _add_broker_options(lag)
     lag.add_argument("--stats-dir", default=None, help="default .cache/kafka/workers")
+    lag.add_argument("--format", choices=["table", "prometheus"], default="table")
     lag.set_defaults(func=cmd_kafka_lag)
 
     submit = commands.add_parser("submit", help="send images to a pipeline over Kafka")

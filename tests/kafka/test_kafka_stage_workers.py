@@ -133,6 +133,15 @@ def test_every_image_gets_one_result_equal_to_calling_the_ensemble(
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert "total lag 0 message(s)" in lag_table.stdout, lag_table.stdout + lag_table.stderr
+    metrics = subprocess.run(
+        [sys.executable, "-m", "cvserve.broker.commands", "kafka", "lag", *common,
+         "--format", "prometheus"],
+        capture_output=True, text=True, timeout=60,
+    ).stdout  # fmt: skip
+    samples = [
+        line for line in metrics.splitlines() if line.startswith("cvserve_kafka_consumer_lag{")
+    ]
+    assert len(samples) == len(lag) and all(line.endswith(" 0") for line in samples), metrics
 
     printed = subprocess.run(
         [sys.executable, "-m", "cvserve.broker.commands", "results", *common,
