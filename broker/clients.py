@@ -25,6 +25,9 @@ from confluent_kafka.admin import AdminClient
 from cvserve.deploy.kafka_limits import LIMITS, MessageLimits
 
 LOG = logging.getLogger("cvserve.kafka")
+# A library logs, the application decides: without a logging setup librdkafka's transient
+# warnings (e.g. "coordinator load in progress" on a fresh broker) are not printed.
+LOG.addHandler(logging.NullHandler())
 # Rides out a broker restart: a record is retried until this much time has passed.
 DELIVERY_TIMEOUT_MS = 120_000
 _QUEUE_FULL_POLL_S = 0.05
