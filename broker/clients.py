@@ -41,6 +41,27 @@ class DeliveryError(RuntimeError):
         self.fatal = error.fatal()
 
 
+class BrokerUnreachable(ConnectionError):
+    """No broker answered a metadata request in time."""
+
+
+def cluster_topics(
+    client: Consumer | AdminClient,
+    bootstrap: str,
+    topic: str | None = None,
+    timeout_s: float = 30.0,
+) -> dict[str, Any]:
+    """Topic metadata by name (one topic, or all): `BrokerUnreachable` naming ``bootstrap`` if no
+    broker answers within ``timeout_s``."""
+    try:
+        return client.list_topics(topic, timeout=timeout_s).topics
+    except KafkaException as exc:
+        raise BrokerUnreachable(
+            f"no Kafka broker answered at {bootstrap} within {timeout_s:.0f} s "
+            f"({exc.args[0].str() if exc.args else exc})"
+        ) from exc
+
+
 def producer_config(limits: MessageLimits = LIMITS) -> dict[str, Any]:
     """The settings of every cvserve producer (submit, stage workers, benchmarks)."""
     return {
@@ -140,22 +161,24 @@ def consume_available(consumer: Consumer, max_records: int, timeout_s: float) ->
 
 
 def topic_partitions(
-    client: Consumer | AdminClient, topic: str, timeout_s: float = 10.0
+    client: Consumer | AdminClient, topic: str, bootstrap: str = "", timeout_s: float = 10.0
 ) -> list[int]:
     """The partition ids of ``topic``; `KeyError` if it does not exist."""
-    metadata = client.list_topics(topic, timeout=timeout_s).topics.get(topic)
+    metadata = cluster_topics(client, bootstrap, topic, timeout_s).get(topic)
     if metadata is None or metadata.error is not None or not metadata.partitions:
         raise KeyError(f"topic {topic} does not exist")
     return sorted(metadata.partitions)
 
 
 __all__ = [
+    "BrokerUnreachable",
     "Consumer",
     "DeliveryError",
     "KafkaError",
     "KafkaException",
     "Producer",
     "TopicPartition",
+    "cluster_topics",
     "consume_available",
     "new_admin",
     "new_consumer",

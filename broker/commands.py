@@ -430,7 +430,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="cvserve", description=__doc__)
     register(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except ConnectionError as exc:  # the broker not there: say so, no traceback
+        raise SystemExit(f"cvserve: {exc}") from exc
 
 
 if __name__ == "__main__":

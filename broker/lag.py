@@ -49,7 +49,9 @@ def pipeline_lag(bootstrap: str, pipeline: str, namespace: str | None = None) ->
     for stage in route(pipeline).stage_names:
         topic = topics.stage_in(stage)
         try:
-            partitions = [TopicPartition(topic, p) for p in topic_partitions(admin, topic)]
+            partitions = [
+                TopicPartition(topic, p) for p in topic_partitions(admin, topic, bootstrap)
+            ]
         except KeyError:
             continue
         group = topics.group(stage)

@@ -91,7 +91,7 @@ class TopicReader:
         self.topic = topic
         self._consumer = new_consumer(bootstrap, limits=limits)
         try:
-            partitions = topic_partitions(self._consumer, topic)
+            partitions = topic_partitions(self._consumer, topic, bootstrap)
         except KeyError:
             self._consumer.close()
             raise KeyError(f"topic {topic} does not exist on {bootstrap}") from None

@@ -69,10 +69,10 @@ def ensure_topics(
     from confluent_kafka import KafkaError, KafkaException
     from confluent_kafka.admin import NewTopic
 
-    from cvserve.broker.clients import new_admin
+    from cvserve.broker.clients import cluster_topics, new_admin
 
     admin = new_admin(bootstrap)
-    existing = set(admin.list_topics(timeout=timeout_s).topics)
+    existing = set(cluster_topics(admin, bootstrap, timeout_s=timeout_s))
     missing = [n for n in dict.fromkeys(names) if n not in existing]
     if not missing:
         return []

@@ -256,7 +256,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except ConnectionError as exc:  # a server (Kafka, Triton) not there: say so, no traceback
+        raise SystemExit(f"cvserve: {exc}") from exc
 
 
 if __name__ == "__main__":

@@ -61,7 +61,9 @@ class _Receiver(threading.Thread):
         super().__init__(daemon=True)
         self.consumer = new_consumer(bootstrap)
         partitions = []
-        for p in topic_partitions(self.consumer, topic):  # from the end offsets as of now
+        for p in topic_partitions(
+            self.consumer, topic, bootstrap
+        ):  # from the end offsets as of now
             _, end = self.consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
             partitions.append(TopicPartition(topic, p, end))
         self.consumer.assign(partitions)

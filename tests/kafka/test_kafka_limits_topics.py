@@ -6,12 +6,18 @@ from pathlib import Path
 
 import pytest
 
-from cvserve.broker.clients import consumer_config, new_consumer, new_producer, producer_config
+from cvserve.broker.clients import (
+    BrokerUnreachable,
+    consumer_config,
+    new_consumer,
+    new_producer,
+    producer_config,
+)
 from cvserve.broker.commands import expand_paths
 from cvserve.broker.producer import MessageTooLarge, check_size
 from cvserve.broker.results import RecentKeys
 from cvserve.broker.routes import route
-from cvserve.broker.topics import Topics
+from cvserve.broker.topics import Topics, ensure_topics
 from cvserve.deploy.kafka import KafkaBroker
 from cvserve.deploy.kafka_limits import LIMITS, MessageLimits
 
@@ -87,3 +93,12 @@ def test_a_streaming_reader_remembers_only_recent_result_ids() -> None:
     for n in range(5):
         unbounded.add((f"r{n}", -1))
     assert ("r0", -1) in unbounded
+
+
+def test_no_broker_is_a_clear_connection_error_naming_the_address() -> None:
+    from cvserve.deploy.ports import free_port
+
+    address = f"127.0.0.1:{free_port()}"
+    with pytest.raises(BrokerUnreachable, match=f"no Kafka broker answered at {address}"):
+        ensure_topics(address, ["t"], timeout_s=1.0)
+    assert issubclass(BrokerUnreachable, ConnectionError)  # the CLIs print it without a traceback
