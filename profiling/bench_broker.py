@@ -79,8 +79,9 @@ def bench_broker_pipeline(
     triton_url: str | None = None,
     out: Path | None = None,
     console: Console | None = None,
+    write: bool = True,
 ) -> dict[str, Any]:
-    """Measure each worker count; print a table and write JSON (``out`` or
+    """Measure each worker count; print a table and, with ``write``, write JSON (``out`` or
     ``runs/bench-<pipeline>-<time>.json``)."""
     console = console or Console()
     specs = pipeline_specs(pipeline, arch=arch, **FAN_OUT)
@@ -131,6 +132,6 @@ def bench_broker_pipeline(
             f"{row['p99_ms']}",
         )
     console.print(table)
-    out = write_report(report, f"bench-{pipeline}", out)
-    console.print(f"wrote {out}")
+    if write:
+        console.print(f"wrote {write_report(report, f'bench-{pipeline}', out)}")
     return report

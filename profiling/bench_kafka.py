@@ -157,33 +157,7 @@ def measure(
     }
 
 
-def bench_kafka(
-    bootstrap: str | None = None,
-    size_kb: int = 150,
-    latency_messages: int = 300,
-    throughput_messages: int = 1000,
-    warmup_messages: int = 500,
-    out: Path | None = None,
-) -> dict[str, Any]:
-    """Measure on the broker at ``bootstrap``, or on a temporary local one; print a table and
-    write JSON (``out`` or ``runs/bench-kafka-<time>.json``)."""
-    console = Console()
-    with contextlib.ExitStack() as stack:
-        if bootstrap is None:
-            state = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="cvserve-kafka-")))
-            broker = stack.enter_context(KafkaBroker(state))
-            bootstrap = broker.bootstrap
-            console.print(f"started a local Kafka {kafka_version()} broker at {bootstrap}")
-        row = measure(bootstrap, size_kb, latency_messages, throughput_messages, warmup_messages)
-    report = {
-        "benchmark": "kafka-hop",
-        "kafka": kafka_version(),
-        "client": f"confluent-kafka {confluent_kafka.version()[0]} (librdkafka "
-        f"{confluent_kafka.libversion()[0]})",
-        "bootstrap": bootstrap,
-        "machine": machine_info(),
-        "result": row,
-    }
+def hop_table(row: dict[str, Any]) -> Table:
     table = Table(title=f"One Kafka hop, {row['message_bytes_mean'] / 1000:.0f} KB JPEGs, loopback")
     columns = (
         "p50 ms",
@@ -205,7 +179,51 @@ def bench_kafka(
         f"{row['mb_per_s']:.0f}",
         f"{row['produce_acked_msgs_per_s']:.0f}",
     )
-    console.print(table)
+    return table
+
+
+def bench_kafka(
+    bootstrap: str | None = None,
+    size_kb: int = 150,
+    latency_messages: int = 300,
+    throughput_messages: int = 1000,
+    warmup_messages: int = 500,
+    pipeline: str | None = "detect_identify",
+    pipeline_duration_s: float = 15.0,
+    out: Path | None = None,
+) -> dict[str, Any]:
+    """Measure one hop on the broker at ``bootstrap``, or on a temporary local one, then (unless
+    ``pipeline`` is None) that multi-DNN pipeline's throughput across the same broker with 1 vs 2
+    workers per stage (`bench_broker.bench_broker_pipeline`); print tables and write one JSON
+    (``out`` or ``runs/bench-kafka-<time>.json``)."""
+    console = Console()
+    with contextlib.ExitStack() as stack:
+        if bootstrap is None:
+            state = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="cvserve-kafka-")))
+            broker = stack.enter_context(KafkaBroker(state))
+            bootstrap = broker.bootstrap
+            console.print(f"started a local Kafka {kafka_version()} broker at {bootstrap}")
+        row = measure(bootstrap, size_kb, latency_messages, throughput_messages, warmup_messages)
+        console.print(hop_table(row))
+        report: dict[str, Any] = {
+            "benchmark": "kafka-hop",
+            "kafka": kafka_version(),
+            "client": f"confluent-kafka {confluent_kafka.version()[0]} (librdkafka "
+            f"{confluent_kafka.libversion()[0]})",
+            "bootstrap": bootstrap,
+            "machine": machine_info(),
+            "result": row,
+        }
+        if pipeline:
+            from cvserve.profiling.bench_broker import bench_broker_pipeline
+
+            report["pipeline"] = bench_broker_pipeline(
+                pipeline,
+                duration_s=pipeline_duration_s,
+                bootstrap=bootstrap,
+                console=console,
+                write=False,
+            )
     out = write_report(report, "bench-kafka", out)
     console.print(f"wrote {out}")
     return report

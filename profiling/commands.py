@@ -232,6 +232,8 @@ def cmd_bench_kafka(args: argparse.Namespace) -> int:
         latency_messages=args.latency_messages,
         throughput_messages=args.messages,
         warmup_messages=args.warmup_messages,
+        pipeline=None if args.pipeline == "none" else args.pipeline,
+        pipeline_duration_s=args.pipeline_duration,
         out=Path(args.out) if args.out else None,
     )
     return 0
@@ -300,7 +302,11 @@ def register(commands: argparse._SubParsersAction, benches: argparse._SubParsers
     compare.add_argument("run_b")
     compare.set_defaults(func=cmd_compare)
 
-    bench = benches.add_parser("kafka", help="one Kafka hop: p50/p99 latency and throughput")
+    bench = benches.add_parser(
+        "kafka",
+        help="one Kafka hop: p50/p99 latency and throughput; then a multi-DNN pipeline's "
+        "throughput with 1 vs 2 workers per stage",
+    )
     bench.add_argument("--bootstrap", default=None, help="a running broker (default: start one)")
     bench.add_argument("--size-kb", type=int, default=150)
     bench.add_argument("--latency-messages", type=int, default=300)
@@ -308,6 +314,13 @@ def register(commands: argparse._SubParsersAction, benches: argparse._SubParsers
     bench.add_argument(
         "--warmup-messages", type=int, default=500, help="sent first, for the broker's JIT"
     )
+    bench.add_argument(
+        "--pipeline",
+        default="detect_identify",
+        choices=[*COMPOSITES, "none"],
+        help="then this pipeline across the same broker (none: the hop only)",
+    )
+    bench.add_argument("--pipeline-duration", type=float, default=15.0, help="seconds per count")
     bench.add_argument("--out", default=None, help="JSON path")
     bench.set_defaults(func=cmd_bench_kafka)
 
