@@ -16,9 +16,7 @@ from typing import Any
 from cvserve.models.architectures import architecture
 from cvserve.pipelines.defaults import serving_defaults, usable_cores
 from cvserve.pipelines.spec import BatchingSpec, Device, PipelineSpec, StageSpec, TensorSpec
-from cvserve.preprocess.dali import INPUT_NAME
-from cvserve.preprocess.dali_model import OUTPUT_NAMES
-from cvserve.preprocess.spec import PreprocessSpec
+from cvserve.preprocess.spec import INPUT_NAME, OUTPUT_NAMES, PreprocessSpec
 
 # Tensor names shared by the stages of the image pipelines.
 # IMAGE: encoded image bytes, one image per batch row (zero-padded to a common length);

@@ -37,14 +37,11 @@ from cvserve.preprocess.preprocessor import (
     Result,
     decoder_error,
 )
-from cvserve.preprocess.spec import PreprocessSpec
+from cvserve.preprocess.spec import INPUT_NAME, PreprocessSpec
 
 if TYPE_CHECKING:
     from cvserve.preprocess.dali_steps import StepPipelines
 
-# The external source's name. Triton's DALI backend feeds it the model input of the same name:
-# the pipelines' encoded-image tensor.
-INPUT_NAME = "IMAGE"
 # Share of JPEG decoding sent to the hardware decoder (A100/H100) in ``mixed`` decoding.
 HW_DECODER_LOAD = 0.65
 

@@ -16,12 +16,10 @@ import nvidia.dali
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
-from cvserve.preprocess.dali import INPUT_NAME, define_pipeline
+from cvserve.preprocess.dali import define_pipeline
 from cvserve.preprocess.geometry import META_FIELDS
-from cvserve.preprocess.spec import PreprocessSpec
+from cvserve.preprocess.spec import INPUT_NAME, OUTPUT_NAMES, PreprocessSpec
 
-# Config names of the model's outputs, in the pipeline's order (pixels, META).
-OUTPUT_NAMES: tuple[str, str] = ("PIXELS", "META")
 MODEL_FILE = "model.dali"
 _TRITON_DTYPES = {"float32": mc.TYPE_FP32, "float16": mc.TYPE_FP16}
 

@@ -9,9 +9,9 @@ from google.protobuf import text_format
 from nvidia.dali import Pipeline
 from tritonclient.grpc import model_config_pb2 as mc
 
-from cvserve.preprocess.dali import INPUT_NAME, DaliPreprocessor
+from cvserve.preprocess.dali import DaliPreprocessor
 from cvserve.preprocess.dali_model import MODEL_FILE, write_dali_model
-from cvserve.preprocess.spec import PreprocessSpec
+from cvserve.preprocess.spec import INPUT_NAME, PreprocessSpec
 from cvserve.preprocess.synthetic import colour_case, synthetic_image
 
 SPEC = PreprocessSpec(resize_mode="letterbox", crop=(96, 128), dtype="float16")
