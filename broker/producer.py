@@ -8,6 +8,7 @@ sending: its size against `MessageLimits` and, unless told not to, its header wi
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Sequence
 from concurrent.futures import Future
 from typing import Any
@@ -32,6 +33,7 @@ from cvserve.preprocess.sniff import sniff
 from cvserve.preprocess.spec import PreprocessError
 
 SUBMIT_HOP = "submit"
+log = logging.getLogger(__name__)
 
 
 class MessageTooLarge(ValueError):
@@ -130,9 +132,17 @@ class ImageProducer:
         if left:
             raise TimeoutError(f"{left} image(s) not acknowledged after {timeout_s} s")
 
-    def close(self, timeout_s: float = 10.0) -> None:
-        """Send what is queued, waiting at most ``timeout_s`` (the broker may be gone)."""
-        self._producer.flush(timeout_s)
+    def close(self, timeout_s: float = 10.0) -> int:
+        """Send what is queued, waiting at most ``timeout_s`` (the broker may be gone); returns
+        how many images were still unacknowledged (logged as a warning: they may be lost)."""
+        left = self._producer.flush(timeout_s)
+        if left:
+            log.warning(
+                "producer closed with %d image(s) not acknowledged by the broker after %.0f s",
+                left,
+                timeout_s,
+            )
+        return left
 
     def __enter__(self) -> ImageProducer:
         return self
