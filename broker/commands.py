@@ -255,10 +255,16 @@ def cmd_worker(args: argparse.Namespace) -> int:
     )
     # librdkafka's info lines (disconnects it recovers from) would hide ours.
     logging.getLogger("cvserve.kafka").setLevel(logging.WARNING)
-    if args.crop_backend:
-        from cvserve.broker.crops import CROP_BACKEND_ENV
+    from cvserve.broker.crops import CROP_BACKEND_ENV, CROP_BACKENDS
 
+    if args.crop_backend:
         os.environ[CROP_BACKEND_ENV] = args.crop_backend
+    crop_backend = os.environ.get(CROP_BACKEND_ENV, "auto")
+    if crop_backend not in ("auto", *CROP_BACKENDS):  # else every crop would be dead-lettered
+        raise SystemExit(
+            f"cvserve worker: {CROP_BACKEND_ENV}={crop_backend!r}: choose auto or one of "
+            f"{list(CROP_BACKENDS)}"
+        )
     pipeline_route = route(args.pipeline)
     stage = args.stage or pipeline_route.first.name
     config = WorkerConfig(
