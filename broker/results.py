@@ -103,7 +103,7 @@ class TopicReader:
         records = []
         for r in consume_available(self._consumer, _MAX_RECORDS_PER_POLL, timeout_s):
             if r.error() is None:
-                records.append(Record(r.key(), r.value(), list(r.headers() or [])))
+                records.append(Record.consumed(r))
         return records
 
     def close(self) -> None:

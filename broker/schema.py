@@ -31,7 +31,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -97,6 +97,11 @@ class Record(NamedTuple):
     key: bytes | None
     value: bytes
     headers: list[tuple[str, bytes]]
+
+    @classmethod
+    def consumed(cls, message: Any) -> Record:
+        """The record of a message a (confluent-kafka) consumer returned."""
+        return cls(message.key(), message.value(), list(message.headers() or []))
 
 
 def new_request_id() -> str:

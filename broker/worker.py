@@ -181,7 +181,7 @@ class StageWorker:
                     _Work(
                         (r.topic(), r.partition()),
                         r.offset(),
-                        Record(r.key(), r.value(), list(r.headers() or [])),
+                        Record.consumed(r),
                         ready_ns,
                     )
                     for r in polled

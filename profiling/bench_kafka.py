@@ -34,7 +34,7 @@ from cvserve.broker.clients import (
     wait_delivered,
 )
 from cvserve.broker.producer import image_message
-from cvserve.broker.schema import Message
+from cvserve.broker.schema import Message, Record
 from cvserve.broker.topics import Topics, ensure_topics
 from cvserve.deploy.kafka import KafkaBroker, kafka_version
 from cvserve.preprocess.synthetic import synthetic_image
@@ -77,7 +77,7 @@ class _Receiver(threading.Thread):
                 if r.error() is not None:
                     continue
                 now = time.time_ns()
-                message = Message.from_record(r.key(), r.value(), list(r.headers() or []))
+                message = Message.from_record(*Record.consumed(r))
                 with self.arrived:
                     self.received.append((now, message))
                     self.arrived.notify_all()
