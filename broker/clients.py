@@ -32,6 +32,14 @@ LOG.addHandler(logging.NullHandler())
 # Rides out a broker restart: a record is retried until this much time has passed.
 DELIVERY_TIMEOUT_MS = 120_000
 _QUEUE_FULL_POLL_S = 0.05
+# What a just-created (or just-moved) partition answers until its leader serves it; librdkafka
+# retries these inside produce/consume, not inside a one-off offsets request.
+_LEADERSHIP_MOVING = {
+    KafkaError.NOT_LEADER_FOR_PARTITION,
+    KafkaError.LEADER_NOT_AVAILABLE,
+    KafkaError.UNKNOWN_TOPIC_OR_PART,
+    KafkaError._TIMED_OUT,
+}
 
 
 class DeliveryError(RuntimeError):
@@ -161,6 +169,29 @@ def consume_available(consumer: Consumer, max_records: int, timeout_s: float) ->
     return [first, *consumer.consume(max_records - 1, 0)] if max_records > 1 else [first]
 
 
+def end_offsets(
+    consumer: Consumer, topic: str, bootstrap: str = "", timeout_s: float = 30.0
+) -> dict[int, int]:
+    """The end offset of every partition of ``topic``, retrying the errors a just-created topic
+    gives while its partitions get their leaders (e.g. NOT_LEADER_FOR_PARTITION)."""
+    deadline = time.monotonic() + timeout_s
+    ends = {}
+    for partition in topic_partitions(consumer, topic, bootstrap, timeout_s):
+        while True:
+            try:
+                _, ends[partition] = consumer.get_watermark_offsets(
+                    TopicPartition(topic, partition), timeout=max(0.1, deadline - time.monotonic())
+                )
+                break
+            except KafkaException as exc:
+                error = exc.args[0]
+                transient = error.retriable() or error.code() in _LEADERSHIP_MOVING
+                if not transient or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)  # retry interval of a transient broker error; deadline bounds it
+    return ends
+
+
 def topic_partitions(
     client: Consumer | AdminClient, topic: str, bootstrap: str = "", timeout_s: float = 10.0
 ) -> list[int]:
@@ -181,6 +212,7 @@ __all__ = [
     "TopicPartition",
     "cluster_topics",
     "consume_available",
+    "end_offsets",
     "new_admin",
     "new_consumer",
     "new_producer",

@@ -27,10 +27,10 @@ from rich.table import Table
 from cvserve.broker.clients import (
     TopicPartition,
     consume_available,
+    end_offsets,
     new_consumer,
     new_producer,
     produce,
-    topic_partitions,
     wait_delivered,
 )
 from cvserve.broker.producer import image_message
@@ -60,12 +60,8 @@ class _Receiver(threading.Thread):
     def __init__(self, bootstrap: str, topic: str) -> None:
         super().__init__(daemon=True)
         self.consumer = new_consumer(bootstrap)
-        partitions = []
-        for p in topic_partitions(
-            self.consumer, topic, bootstrap
-        ):  # from the end offsets as of now
-            _, end = self.consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
-            partitions.append(TopicPartition(topic, p, end))
+        ends = end_offsets(self.consumer, topic, bootstrap)  # from the end as of now
+        partitions = [TopicPartition(topic, p, end) for p, end in ends.items()]
         self.consumer.assign(partitions)
         self.received: list[tuple[int, Message]] = []
         self.arrived = threading.Condition()
