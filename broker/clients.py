@@ -16,15 +16,16 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
-from typing import Any
+from typing import Any, TypeVar
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from cvserve.deploy.kafka_limits import LIMITS, MessageLimits
 
+T = TypeVar("T")
 LOG = logging.getLogger("cvserve.kafka")
 # A library logs, the application decides: without a logging setup librdkafka's transient
 # warnings (e.g. "coordinator load in progress" on a fresh broker) are not printed.
@@ -32,8 +33,7 @@ LOG.addHandler(logging.NullHandler())
 # Rides out a broker restart: a record is retried until this much time has passed.
 DELIVERY_TIMEOUT_MS = 120_000
 _QUEUE_FULL_POLL_S = 0.05
-# What a just-created (or just-moved) partition answers until its leader serves it; librdkafka
-# retries these inside produce/consume, not inside a one-off offsets request.
+# See `retry_while_leadership_moves`.
 _LEADERSHIP_MOVING = {
     KafkaError.NOT_LEADER_FOR_PARTITION,
     KafkaError.LEADER_NOT_AVAILABLE,
@@ -169,27 +169,34 @@ def consume_available(consumer: Consumer, max_records: int, timeout_s: float) ->
     return [first, *consumer.consume(max_records - 1, 0)] if max_records > 1 else [first]
 
 
+def retry_while_leadership_moves(call: Callable[[], T], timeout_s: float = 30.0) -> T:
+    """``call()``, again while it fails with what a just-created or just-moved partition answers
+    until its leader serves it (librdkafka retries those inside produce/consume, not here)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return call()
+        except KafkaException as exc:
+            error = exc.args[0]
+            transient = error.retriable() or error.code() in _LEADERSHIP_MOVING
+            if not transient or time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)  # retry interval of a transient broker answer; the deadline bounds it
+
+
 def end_offsets(
     consumer: Consumer, topic: str, bootstrap: str = "", timeout_s: float = 30.0
 ) -> dict[int, int]:
-    """The end offset of every partition of ``topic``, retrying the errors a just-created topic
-    gives while its partitions get their leaders (e.g. NOT_LEADER_FOR_PARTITION)."""
-    deadline = time.monotonic() + timeout_s
-    ends = {}
-    for partition in topic_partitions(consumer, topic, bootstrap, timeout_s):
-        while True:
-            try:
-                _, ends[partition] = consumer.get_watermark_offsets(
-                    TopicPartition(topic, partition), timeout=max(0.1, deadline - time.monotonic())
-                )
-                break
-            except KafkaException as exc:
-                error = exc.args[0]
-                transient = error.retriable() or error.code() in _LEADERSHIP_MOVING
-                if not transient or time.monotonic() > deadline:
-                    raise
-                time.sleep(0.1)  # retry interval of a transient broker error; deadline bounds it
-    return ends
+    """The end offset of every partition of ``topic`` (a fresh topic's are retried)."""
+    return {
+        partition: retry_while_leadership_moves(
+            lambda p=partition: consumer.get_watermark_offsets(
+                TopicPartition(topic, p), timeout=timeout_s
+            )[1],
+            timeout_s,
+        )
+        for partition in topic_partitions(consumer, topic, bootstrap, timeout_s)
+    }
 
 
 def topic_partitions(
@@ -217,6 +224,7 @@ __all__ = [
     "new_consumer",
     "new_producer",
     "produce",
+    "retry_while_leadership_moves",
     "topic_partitions",
     "wait_delivered",
 ]

@@ -8,7 +8,12 @@ from pathlib import Path
 from confluent_kafka import ConsumerGroupTopicPartitions
 from confluent_kafka.admin import AdminClient, OffsetSpec
 
-from cvserve.broker.clients import TopicPartition, new_admin, topic_partitions
+from cvserve.broker.clients import (
+    TopicPartition,
+    new_admin,
+    retry_while_leadership_moves,
+    topic_partitions,
+)
 from cvserve.broker.routes import route
 from cvserve.broker.stats import WorkerStats
 from cvserve.broker.topics import Topics, default_namespace
@@ -36,6 +41,11 @@ def _committed(admin: AdminClient, group: str) -> dict[TopicPartition, int]:
     return {tp: tp.offset for tp in future.result().topic_partitions or [] if tp.offset >= 0}
 
 
+def _latest(admin: AdminClient, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
+    futures = admin.list_offsets({tp: OffsetSpec.latest() for tp in partitions})
+    return {tp: future.result().offset for tp, future in futures.items()}
+
+
 def committed_offsets(bootstrap: str, group: str) -> dict[TopicPartition, int]:
     """The offsets ``group`` committed (empty if it never did)."""
     return _committed(new_admin(bootstrap), group)
@@ -55,13 +65,11 @@ def pipeline_lag(bootstrap: str, pipeline: str, namespace: str | None = None) ->
         except KeyError:
             continue
         group = topics.group(stage)
-        ends = admin.list_offsets({tp: OffsetSpec.latest() for tp in partitions})
+        ends = retry_while_leadership_moves(lambda tps=partitions: _latest(admin, tps))
         committed = _committed(admin, group)
         for tp in partitions:
             rows.append(
-                PartitionLag(
-                    stage, group, topic, tp.partition, committed.get(tp), ends[tp].result().offset
-                )
+                PartitionLag(stage, group, topic, tp.partition, committed.get(tp), ends[tp])
             )
     return rows
 

@@ -102,3 +102,25 @@ def test_no_broker_is_a_clear_connection_error_naming_the_address() -> None:
     with pytest.raises(BrokerUnreachable, match=f"no Kafka broker answered at {address}"):
         ensure_topics(address, ["t"], timeout_s=1.0)
     assert issubclass(BrokerUnreachable, ConnectionError)  # the CLIs print it without a traceback
+
+
+def test_leadership_moves_are_retried_other_errors_raised() -> None:
+    from confluent_kafka import KafkaError, KafkaException
+
+    from cvserve.broker.clients import retry_while_leadership_moves
+
+    answers = [KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE, None]
+
+    def call() -> str:
+        code = answers.pop(0)
+        if code is not None:
+            raise KafkaException(KafkaError(code))
+        return "ends"
+
+    assert retry_while_leadership_moves(call, timeout_s=10) == "ends" and answers == []
+
+    def denied() -> None:
+        raise KafkaException(KafkaError(KafkaError.TOPIC_AUTHORIZATION_FAILED))
+
+    with pytest.raises(KafkaException, match="TOPIC_AUTHORIZATION_FAILED"):
+        retry_while_leadership_moves(denied, timeout_s=10)
