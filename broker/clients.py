@@ -39,15 +39,33 @@ _LEADERSHIP_MOVING = {
     KafkaError.LEADER_NOT_AVAILABLE,
     KafkaError.UNKNOWN_TOPIC_OR_PART,
     KafkaError._TIMED_OUT,
+    # A group coordinator that a fresh broker is still loading, or that moved.
+    KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+    KafkaError.COORDINATOR_NOT_AVAILABLE,
+    KafkaError.NOT_COORDINATOR,
+}
+
+
+# Answers about one record itself (its size, its contents): sending it again never helps.
+_RECORD_REFUSED = {
+    KafkaError.MSG_SIZE_TOO_LARGE,
+    KafkaError.RECORD_LIST_TOO_LARGE,
+    KafkaError.INVALID_RECORD,
+    KafkaError.INVALID_MSG,
+    KafkaError.INVALID_MSG_SIZE,
+    KafkaError._BAD_MSG,
+    KafkaError._INVALID_ARG,
 }
 
 
 class DeliveryError(RuntimeError):
-    """The broker did not acknowledge a record; ``fatal`` means the producer must be replaced."""
+    """The broker did not acknowledge a record; ``fatal`` means the producer must be replaced,
+    ``refused`` that this record will never be taken (too large, invalid), unlike a broker away."""
 
     def __init__(self, error: KafkaError) -> None:
         super().__init__(f"not acknowledged: {error.str()} ({error.name()})")
         self.fatal = error.fatal()
+        self.refused = error.code() in _RECORD_REFUSED
 
 
 class BrokerUnreachable(ConnectionError):
@@ -126,7 +144,8 @@ def produce(
     headers: Sequence[tuple[str, bytes]],
 ) -> Future[None]:
     """Queue one record; the future is done once the broker acknowledged it (`DeliveryError`
-    if it did not). Waits (serving callbacks) while librdkafka's queue is full."""
+    if it did not, also for a record librdkafka refuses at once, e.g. too large: never raises).
+    Waits (serving callbacks) while librdkafka's queue is full."""
     future: Future[None] = Future()
 
     def delivered(error: KafkaError | None, _message: Any) -> None:
@@ -141,6 +160,9 @@ def produce(
             return future
         except BufferError:
             producer.poll(_QUEUE_FULL_POLL_S)
+        except KafkaException as exc:
+            future.set_exception(DeliveryError(exc.args[0]))
+            return future
 
 
 def wait_delivered(
@@ -170,8 +192,9 @@ def consume_available(consumer: Consumer, max_records: int, timeout_s: float) ->
 
 
 def retry_while_leadership_moves(call: Callable[[], T], timeout_s: float = 30.0) -> T:
-    """``call()``, again while it fails with what a just-created or just-moved partition answers
-    until its leader serves it (librdkafka retries those inside produce/consume, not here)."""
+    """``call()``, again while it fails with what a just-created or just-moved partition (or
+    group coordinator) answers until its leader serves it (librdkafka retries those inside
+    produce/consume, not here)."""
     deadline = time.monotonic() + timeout_s
     while True:
         try:

@@ -272,6 +272,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
         max_in_flight=args.max_in_flight,
         session_timeout_ms=args.session_timeout_ms,
         heartbeat_interval_ms=args.heartbeat_interval_ms,
+        max_poll_interval_ms=args.max_poll_interval_ms,
+        call_timeout_s=args.call_timeout,
     )
     stop = _stop_event()
     worker = StageWorker(
@@ -307,13 +309,18 @@ def result_json(message: Any) -> dict[str, Any]:
         "crop_index": None if message.crop is None else message.crop.index,
         "stage": message.stage,
         "key": message.record_key,
+        "origin": message.origin,
         "outputs": {k: v.tolist() for k, v in decode_outputs(message.value).items()},
         "hops": [[h.label, h.t_ns] for h in message.trace.hops],
+        "hops_dropped": message.trace.dropped,
     }
 
 
 def cmd_results(args: argparse.Namespace) -> int:
     from cvserve.broker.results import ResultReader
+
+    def skipped(record: Any, reason: str) -> None:
+        print(f"cvserve results: skipped {record.source}: {reason}", file=sys.stderr, flush=True)
 
     stop = _stop_event()
     reader = ResultReader(
@@ -322,13 +329,15 @@ def cmd_results(args: argparse.Namespace) -> int:
         args.namespace,
         from_beginning=not args.from_end,
         keep=False,
+        on_malformed=skipped,
     )
     with reader:
         idle = None if args.follow else args.idle_timeout
         for message in reader.follow(stop, idle_timeout_s=idle):
             print(json.dumps(result_json(message)), flush=True)
     print(
-        f"{reader.seen.added} unique result(s), {reader.duplicates} duplicate(s) dropped",
+        f"{reader.seen.added} unique result(s), {reader.duplicates} duplicate(s) dropped, "
+        f"{reader.malformed} record(s) that are not results skipped",
         file=sys.stderr,
     )
     return 0
@@ -405,6 +414,15 @@ def register(commands: Any, benches: Any = None) -> None:
     worker.add_argument("--max-in-flight", type=int, default=4, help="Triton requests at once")
     worker.add_argument("--session-timeout-ms", type=int, default=10_000)
     worker.add_argument("--heartbeat-interval-ms", type=int, default=3_000)
+    worker.add_argument(
+        "--max-poll-interval-ms",
+        type=int,
+        default=300_000,
+        help="group liveness between polls (a worker keeps polling while a batch is in hand)",
+    )
+    worker.add_argument(
+        "--call-timeout", type=float, default=60.0, help="seconds one Triton call may take"
+    )
     worker.add_argument(
         "--stats-file", default=None, help="JSON counters (default .cache/kafka/workers/<...>.json)"
     )

@@ -5,12 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from confluent_kafka import ConsumerGroupTopicPartitions
 from confluent_kafka.admin import AdminClient, OffsetSpec
 
 from cvserve.broker.clients import (
     TopicPartition,
+    cluster_topics,
     new_admin,
+    new_consumer,
     retry_while_leadership_moves,
     topic_partitions,
 )
@@ -36,9 +37,30 @@ class PartitionLag:
         return self.end - (self.committed or 0)
 
 
-def _committed(admin: AdminClient, group: str) -> dict[TopicPartition, int]:
-    future = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)])[group]
-    return {tp: tp.offset for tp in future.result().topic_partitions or [] if tp.offset >= 0}
+def _committed(
+    bootstrap: str, group: str, partitions: list[TopicPartition] | None = None
+) -> dict[TopicPartition, int]:
+    """What ``group`` committed for ``partitions`` (default: every partition of the cluster).
+
+    Asked through a consumer of the group, not the admin API: librdkafka 2.16's
+    ListConsumerGroupOffsets crashes the process (SIGSEGV in rd_kafka_cgrp_op) when a broker
+    answers NOT_COORDINATOR for a group it has not seen yet (librdkafka issue 5040).
+    """
+    consumer = new_consumer(bootstrap, group)  # never subscribes: joins nothing, commits nothing
+    try:
+        if partitions is None:
+            partitions = [
+                TopicPartition(topic, p)
+                for topic, metadata in cluster_topics(consumer, bootstrap).items()
+                if not topic.startswith("__")
+                for p in metadata.partitions
+            ]
+        if not partitions:
+            return {}
+        answer = retry_while_leadership_moves(lambda: consumer.committed(partitions, timeout=30))
+        return {TopicPartition(t.topic, t.partition): t.offset for t in answer if t.offset >= 0}
+    finally:
+        consumer.close()
 
 
 def _latest(admin: AdminClient, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
@@ -47,8 +69,8 @@ def _latest(admin: AdminClient, partitions: list[TopicPartition]) -> dict[TopicP
 
 
 def committed_offsets(bootstrap: str, group: str) -> dict[TopicPartition, int]:
-    """The offsets ``group`` committed (empty if it never did)."""
-    return _committed(new_admin(bootstrap), group)
+    """The offsets ``group`` committed on any topic (empty if it never did)."""
+    return _committed(bootstrap, group)
 
 
 def pipeline_lag(bootstrap: str, pipeline: str, namespace: str | None = None) -> list[PartitionLag]:
@@ -66,7 +88,7 @@ def pipeline_lag(bootstrap: str, pipeline: str, namespace: str | None = None) ->
             continue
         group = topics.group(stage)
         ends = retry_while_leadership_moves(lambda tps=partitions: _latest(admin, tps))
-        committed = _committed(admin, group)
+        committed = _committed(bootstrap, group, partitions)
         for tp in partitions:
             rows.append(
                 PartitionLag(stage, group, topic, tp.partition, committed.get(tp), ends[tp])

@@ -24,6 +24,7 @@ from cvserve.broker.schema import (
     IMAGE_CONTENT_TYPES,
     UNKNOWN_CONTENT_TYPE,
     Message,
+    Record,
     TraceContext,
     new_request_id,
 )
@@ -46,6 +47,16 @@ def check_size(value: bytes, limits: MessageLimits = LIMITS, what: str = "image"
         raise MessageTooLarge(
             f"{what}: {len(value):,} bytes exceeds the limit of {limits.max_value_bytes:,} bytes "
             f"per image (a record is at most {limits.max_message_bytes:,} bytes, headers included)"
+        )
+
+
+def check_record(record: Record, limits: MessageLimits = LIMITS, what: str = "record") -> None:
+    """Raise `MessageTooLarge` if ``record`` (key, value and headers together) cannot be
+    produced."""
+    if not limits.fits(record.size):
+        raise MessageTooLarge(
+            f"{what}: key, value and headers take {record.size:,} bytes; a record is at most "
+            f"{limits.max_message_bytes:,} bytes"
         )
 
 
@@ -97,6 +108,10 @@ class ImageProducer:
     def message(self, image: bytes, key: str = "", validate: bool = True) -> Message:
         """A checked request for ``image`` (raises `MessageTooLarge` or `PreprocessError`)."""
         check_size(image, self.limits)
+        if len(key.encode("utf-8", "surrogateescape")) > self.limits.max_key_bytes:
+            raise MessageTooLarge(
+                f"key: {len(key.encode()):,} bytes, at most {self.limits.max_key_bytes:,}"
+            )
         return image_message(image, self.pipeline, self.stage, key, validate)
 
     def send(self, image: bytes, key: str = "", validate: bool = True) -> tuple[str, Future[None]]:
@@ -108,8 +123,11 @@ class ImageProducer:
     def send_message(self, message: Message, topic: str | None = None) -> Future[None]:
         """Queue a ready-made message (default topic: the first stage's)."""
         check_size(message.value, self.limits)
-        key, value, headers = message.to_record()
-        future = produce(self._producer, topic or self.topic, key, value, headers)
+        record = message.to_record(self.limits)
+        check_record(record, self.limits, what=f"request {message.request_id}")
+        future = produce(
+            self._producer, topic or self.topic, record.key, record.value, record.headers
+        )
         self._producer.poll(0)  # deliveries of earlier sends
         return future
 

@@ -1,8 +1,12 @@
 """Read a pipeline's results (and dead letters) back, each request once.
 
 Delivery is at-least-once, so a result may arrive twice (a worker died after producing, before
-committing). `ResultReader` drops repeats by (request id, crop index). It reads without a
-consumer group: every reader sees every result. ``keep=False`` (``cvserve results --follow``)
+committing). `ResultReader` drops repeats by `Message.identity` — (request id, crop index, origin:
+where the first stage read the request), so two requests that share an id are both kept. It
+reads without a consumer group: every reader sees every result. A record on the results topic
+that is not a valid result (not schema v1, outputs that do not decode, a bad crop header, any
+header bytes) is counted in ``malformed`` and handed to ``on_malformed`` with its reason — the
+reader goes on. ``keep=False`` (``cvserve results --follow``)
 remembers only the most recent ``dedup_window`` ids, not the results: a redelivered result
 arrives within a few batches of the original, so memory stays bounded on an endless stream.
 Every result read gets a ``results.ready`` hop (its poll began) and a ``results.consumed`` hop
@@ -14,13 +18,15 @@ crops sent on (``CROP_COUNT``, a fan-out stage), one result per crop too (`expec
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from dataclasses import replace
 
-from cvserve.broker.clients import TopicPartition, consume_available, new_consumer, topic_partitions
+from cvserve.broker.clients import TopicPartition, new_consumer, topic_partitions
 from cvserve.broker.crops import CROP_COUNT
+from cvserve.broker.polling import poll_records
 from cvserve.broker.routes import route
 from cvserve.broker.schema import (
     CONSUMED,
@@ -32,13 +38,17 @@ from cvserve.broker.schema import (
     hop_label,
 )
 from cvserve.broker.topics import Topics, default_namespace, ensure_topics
-from cvserve.deploy.kafka_limits import LIMITS, MessageLimits
+from cvserve.deploy.kafka_limits import LIMITS, MIB, MessageLimits
 
 READER = "results"  # the component name in a result reader's hop
 READY_HOP, RECEIVED_HOP = hop_label(READER, READY), hop_label(READER, CONSUMED)
 _MAX_RECORDS_PER_POLL = 1000
-# Result ids a streaming reader remembers for de-duplication (~150 bytes each).
+_MAX_BYTES_PER_POLL = 16 * MIB
+# What a reader's consumer may hold fetched ahead (results are small; a hostile record is not).
+_PREFETCH_KBYTES = 16 * 1024
+# Result ids a streaming reader remembers for de-duplication (~250 bytes each).
 DEDUP_WINDOW = 100_000
+log = logging.getLogger(__name__)
 
 
 def expected_results(results: Sequence[Message]) -> int | None:
@@ -63,13 +73,13 @@ class RecentKeys:
 
     def __init__(self, limit: int | None = None) -> None:
         self.limit = limit
-        self._keys: dict[tuple[str, int], None] = {}  # insertion-ordered
+        self._keys: dict[Hashable, None] = {}  # insertion-ordered
         self.added = 0
 
-    def __contains__(self, key: tuple[str, int]) -> bool:
+    def __contains__(self, key: Hashable) -> bool:
         return key in self._keys
 
-    def add(self, key: tuple[str, int]) -> None:
+    def add(self, key: Hashable) -> None:
         self._keys[key] = None
         self.added += 1
         if self.limit is not None and len(self._keys) > self.limit:
@@ -89,7 +99,9 @@ class TopicReader:
         from confluent_kafka import OFFSET_BEGINNING, OFFSET_END
 
         self.topic = topic
-        self._consumer = new_consumer(bootstrap, limits=limits)
+        self._consumer = new_consumer(
+            bootstrap, limits=limits, **{"queued.max.messages.kbytes": _PREFETCH_KBYTES}
+        )
         try:
             partitions = topic_partitions(self._consumer, topic, bootstrap)
         except KeyError:
@@ -98,13 +110,18 @@ class TopicReader:
         start = OFFSET_BEGINNING if from_beginning else OFFSET_END
         self._consumer.assign([TopicPartition(topic, p, start) for p in partitions])
 
+    @staticmethod
+    def record_memory_bytes(partitions: int, limits: MessageLimits = LIMITS) -> int:
+        """The most memory records take in a reader of a topic of ``partitions``: librdkafka's
+        queue (per partition the prefetch, overshot by one record) and one poll's records
+        (``_MAX_BYTES_PER_POLL`` and the record that crossed it), held twice while converted."""
+        queued = partitions * (_PREFETCH_KBYTES * 1024 + limits.max_message_bytes)
+        return queued + 2 * (_MAX_BYTES_PER_POLL + limits.max_message_bytes)
+
     def poll(self, timeout_s: float = 0.5) -> list[Record]:
         """The records that arrived within ``timeout_s`` (in order within each partition)."""
-        records = []
-        for r in consume_available(self._consumer, _MAX_RECORDS_PER_POLL, timeout_s):
-            if r.error() is None:
-                records.append(Record.consumed(r))
-        return records
+        polled = poll_records(self._consumer, _MAX_RECORDS_PER_POLL, _MAX_BYTES_PER_POLL, timeout_s)
+        return [p.record for p in polled]
 
     def close(self) -> None:
         self._consumer.close()
@@ -116,8 +133,12 @@ class TopicReader:
         self.close()
 
 
+def log_malformed(record: Record, reason: str) -> None:
+    log.warning("not a result: %s: %s", record.source, reason)
+
+
 class ResultReader:
-    """The results of ``pipeline``, each (request id, crop index) once."""
+    """The results of ``pipeline``, each `Message.identity` once."""
 
     def __init__(
         self,
@@ -128,6 +149,7 @@ class ResultReader:
         keep: bool = True,
         limits: MessageLimits = LIMITS,
         dedup_window: int = DEDUP_WINDOW,
+        on_malformed: Callable[[Record, str], None] = log_malformed,
     ) -> None:
         topics = Topics(pipeline, namespace or default_namespace())
         ensure_topics(bootstrap, topics.all(route(pipeline).stage_names), limits=limits)
@@ -139,6 +161,8 @@ class ResultReader:
         self.by_request: dict[str, list[Message]] = {}
         self.duplicates = 0
         self.malformed = 0
+        self.limits = limits
+        self.on_malformed = on_malformed
 
     def poll(self, timeout_s: float = 0.5) -> list[Message]:
         """New unique results that arrived within ``timeout_s``."""
@@ -148,16 +172,22 @@ class ResultReader:
         received_ns = time.time_ns()
         for record in polled:
             try:
-                message = Message.from_record(*record)
-            except SchemaError:
+                message = Message.from_record(record, self.limits)
+                if not message.is_result:
+                    raise SchemaError(
+                        f"header content-type: {message.content_type!r}, not a result"
+                    )
+                decode_outputs(message.value)
+            except SchemaError as exc:
                 self.malformed += 1
+                self.on_malformed(record, str(exc))
                 continue
             trace = message.trace.hop_not_before(READY_HOP, ready_ns).hop(RECEIVED_HOP, received_ns)
             message = replace(message, trace=trace)
-            if message.dedup_key in self.seen:
+            if message.identity in self.seen:
                 self.duplicates += 1
                 continue
-            self.seen.add(message.dedup_key)
+            self.seen.add(message.identity)
             if self.keep:
                 self.by_request.setdefault(message.request_id, []).append(message)
             fresh.append(message)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cvserve.broker.schema import Message, result_message
+from cvserve.broker.schema import MAX_CROPS, Message, result_message
 
 # What one input message becomes once its ensemble answered: results (content type
 # RESULT_CONTENT_TYPE, sent to the results topic) and/or messages addressed to a later stage
@@ -73,7 +73,7 @@ def _detect_identify() -> Route:
     """
     from cvserve.broker.crops import crop_emitter  # crops imports this module
 
-    everything = 1 << 16  # the detect pipeline's max_detections already caps the crops
+    everything = MAX_CROPS  # the detect pipeline's max_detections already caps the crops
 
     return Route(
         "detect_identify",

@@ -6,34 +6,46 @@ Every record is one `Message`:
   bytes cross the broker, never decoded tensors — or, for a result, the pipeline's outputs as
   JSON (``RESULT_CONTENT_TYPE``, see `encode_outputs`).
 - **key**: the request id, or a stream/camera id where per-key order matters (Kafka keeps the
-  order of one key: it always lands in the same partition).
+  order of one key: it always lands in the same partition). Any bytes, at most
+  ``MessageLimits.max_key_bytes``.
 - **headers** (UTF-8 strings, names in `Header`): schema version, request id, pipeline, stage,
-  content type, original image size, crop index and box for crops, and the trace context — a
+  content type, original image size, crop index and box for crops, the ``origin`` of the request
+  (``topic/partition@offset`` of the record its first stage consumed) and the trace context — a
   W3C ``traceparent`` plus a JSON list of ``[label, unix_ns]`` hops every component appends to.
   A hop label is ``<component>.<event>`` (`hop_label`). A stage worker stamps ``<stage>.ready``
   (its poll that returned the message began: before that the message waited for a busy worker),
   ``<stage>.consumed`` (the poll returned it), ``<stage>.dispatched`` and ``<stage>.answered``
   (just before and after its Triton call), ``<stage>.emitting`` (its outputs are being made, once
   the batch's calls are done) and ``<stage>.produced`` (sent on); a results reader stamps
-  ``results.ready`` and ``results.consumed``.
+  ``results.ready`` and ``results.consumed``. Hops are bounded (``max_hops`` entries in
+  ``max_hops_bytes``): the oldest are dropped and counted in ``hops-dropped``.
+  Headers whose names are not cvserve's are never read (any bytes pass) and not sent on.
 
-A dead-letter record keeps the poison record's key, value and headers as received and adds
-``error``, ``error-stage`` and ``source`` (``topic/partition@offset``) headers.
+A record that breaks these rules raises `SchemaError` naming the field (``header crop-box: …``,
+``key: …``). A dead-letter record keeps the poison record's key, value and headers as received
+and adds ``error``, ``error-stage`` and ``source`` (``topic/partition@offset``) headers; one that
+would not fit a record is trimmed (value first, then the largest headers, then the key), each
+dropped part's size and SHA-256 kept in ``dead-letter-trimmed``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import operator
 import re
 import secrets
 import time
 import uuid
+from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any, NamedTuple
 
 import numpy as np
+
+from cvserve.deploy.kafka_limits import LIMITS, MessageLimits
 
 SCHEMA_VERSION = 1
 RESULT_CONTENT_TYPE = "application/vnd.cvserve.outputs+json"
@@ -45,7 +57,22 @@ IMAGE_CONTENT_TYPES: dict[str, str] = {
     "webp": "image/webp",
     "bmp": "image/bmp",
 }
+# A crop index is below this (a fan-out stage sends at most this many crops per image).
+MAX_CROPS = 1 << 16
+# Text headers (ids, names, content type, origin) are at most this long.
+MAX_TEXT_CHARS = 256
+# Image sides a record may claim (original size, crop box), in pixels.
+MAX_SIDE = 1 << 20
 _TRACEPARENT = re.compile(r"^00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$")
+_DECIMAL = re.compile(r"[0-9]{1,19}")
+# One hop of the hops header, then "," or the closing "]" (JSON string rules for the label).
+_HOP = re.compile(
+    rb'\s*\[\s*"((?:[^"\\\x00-\x1f]|\\(?:["\\/bfnrt]|u[0-9a-fA-F]{4}))*)"\s*,\s*([0-9]{1,19})'
+    rb"\s*\]\s*(,|\]\s*\Z)"
+)
+_EMPTY_LIST = re.compile(rb"\s*\[\s*\]\s*")
+_OPENING = re.compile(rb"\s*\[")
+_INT64_MAX = (1 << 63) - 1
 # Hop events (the part of a hop label after the component), in the order a stage stamps them.
 READY, CONSUMED, DISPATCHED, ANSWERED, EMITTING, PRODUCED = (
     "ready",
@@ -69,12 +96,16 @@ class Header(StrEnum):
     ORIGINAL_SIZE = "original-size"  # "<width>x<height>" of the image the request started with
     CROP_INDEX = "crop-index"
     CROP_BOX = "crop-box"  # "x1,y1,x2,y2", integer pixels of the original image
+    # "topic/partition@offset" of the record the request's first stage consumed.
+    ORIGIN = "origin"
     TRACEPARENT = "traceparent"
     HOPS = "hops"
+    HOPS_DROPPED = "hops-dropped"  # how many of the oldest hops were dropped on the way
     # Dead-letter records only.
     ERROR = "error"
     ERROR_STAGE = "error-stage"
     SOURCE = "source"
+    TRIMMED = "dead-letter-trimmed"  # JSON: what was dropped to fit, with sizes and SHA-256
 
 
 REQUIRED_HEADERS = (
@@ -85,6 +116,16 @@ REQUIRED_HEADERS = (
     Header.CONTENT_TYPE,
     Header.TRACEPARENT,
 )
+_READ_HEADERS = frozenset(str(h) for h in Header) - {
+    Header.ERROR,
+    Header.ERROR_STAGE,
+    Header.SOURCE,
+    Header.TRIMMED,
+}
+UNREADABLE_HEADERS = (
+    "headers: a header name is not UTF-8 text, so this client cannot read any header of the "
+    "record (they are not kept)"
+)
 
 
 class SchemaError(ValueError):
@@ -92,16 +133,49 @@ class SchemaError(ValueError):
 
 
 class Record(NamedTuple):
-    """A Kafka record: key, value and headers, as the clients send and receive it."""
+    """A Kafka record as the clients send and receive it: key, value and headers; a consumed one
+    also says where it was read (``source``, ``topic/partition@offset``) and, if its headers
+    could not be read at all, why (``header_error``: it then has none)."""
 
     key: bytes | None
-    value: bytes
-    headers: list[tuple[str, bytes]]
+    value: bytes | None
+    headers: list[tuple[str, bytes | None]]
+    source: str = ""
+    header_error: str = ""
 
     @classmethod
     def consumed(cls, message: Any) -> Record:
-        """The record of a message a (confluent-kafka) consumer returned."""
-        return cls(message.key(), message.value(), list(message.headers() or []))
+        """The record of a message a (confluent-kafka) consumer returned. Never raises for what
+        a producer wrote: a header name that is not UTF-8 makes confluent-kafka fail to build
+        every header, so the record comes back without headers and with ``header_error``."""
+        source = f"{message.topic()}/{message.partition()}@{message.offset()}"
+        key, value = message.key(), message.value()
+        try:
+            headers = _read_headers(message)
+        except (UnicodeDecodeError, SystemError, ValueError):
+            return cls(key, value, [], source, UNREADABLE_HEADERS)
+        return cls(key, value, list(headers or []), source)
+
+    @property
+    def size(self) -> int:
+        """Bytes of key, value and headers (what counts against the record limit)."""
+        return (
+            len(self.key or b"")
+            + len(self.value or b"")
+            + sum(len(_name_bytes(n)) + len(v or b"") + 2 for n, v in self.headers)
+        )
+
+
+# confluent-kafka's Message.headers() meets a name that is not UTF-8 by leaving the
+# UnicodeDecodeError set and returning a list anyway. A plain ``message.headers()`` call, once
+# the interpreter specialises it, does not check for that, and the error surfaces as a
+# SystemError at some later call. Called through `operator.methodcaller` the C call path always
+# checks and raises here.
+_read_headers = operator.methodcaller("headers")
+
+
+def _name_bytes(name: str) -> bytes:
+    return name.encode("utf-8", "surrogateescape")
 
 
 def new_request_id() -> str:
@@ -123,10 +197,12 @@ class Hop:
 
 @dataclass(frozen=True)
 class TraceContext:
-    """A W3C ``traceparent`` (``00-<trace id>-<span id>-<flags>``) and the hops so far."""
+    """A W3C ``traceparent`` (``00-<trace id>-<span id>-<flags>``), the hops so far and how many
+    older hops were dropped to keep the trace within its bounds."""
 
     traceparent: str
     hops: tuple[Hop, ...] = ()
+    dropped: int = 0
 
     @classmethod
     def new(cls) -> TraceContext:
@@ -156,6 +232,29 @@ class TraceContext:
         hops = self.hops[:-1] if self.hops and self.hops[-1].label == label else self.hops
         return replace(self, hops=hops).hop(label)
 
+    def bounded(self, limits: MessageLimits = LIMITS) -> TraceContext:
+        """The newest hops that fit ``limits`` (count and header bytes), the rest counted as
+        dropped."""
+        kept = _newest_within(self.hops, limits)
+        if len(kept) == len(self.hops):
+            return self
+        return replace(self, hops=kept, dropped=self.dropped + len(self.hops) - len(kept))
+
+
+def _newest_within(hops: Sequence[Hop], limits: MessageLimits) -> tuple[Hop, ...]:
+    kept: list[Hop] = []
+    size = 2  # the list's brackets
+    for hop in reversed(hops[-limits.max_hops :]):
+        size += len(_encode_hops([hop])) - 1  # one hop and its comma
+        if size > limits.max_hops_bytes:
+            break
+        kept.append(hop)
+    return tuple(reversed(kept))
+
+
+def _encode_hops(hops: Sequence[Hop]) -> str:
+    return json.dumps([[h.label, h.t_ns] for h in hops], separators=(",", ":"))
+
 
 @dataclass(frozen=True)
 class Crop:
@@ -175,18 +274,21 @@ class Message:
     value: bytes
     content_type: str
     trace: TraceContext = field(default_factory=TraceContext.new)
-    key: str = ""  # empty: the request id
+    # Empty: the request id. Any bytes, held as text: undecodable bytes are kept as surrogates.
+    key: str = ""
     original_size: tuple[int, int] | None = None  # (width, height)
     crop: Crop | None = None
+    origin: str = ""  # topic/partition@offset of the record the first stage consumed
 
     @property
     def record_key(self) -> str:
         return self.key or self.request_id
 
     @property
-    def dedup_key(self) -> tuple[str, int]:
-        """(request id, crop index or -1): what a reader drops duplicates by."""
-        return (self.request_id, -1 if self.crop is None else self.crop.index)
+    def identity(self) -> tuple[str, int | None, str]:
+        """(request id, crop index or None, origin): what a reader drops duplicates by. Two
+        requests that share an id differ in origin; a redelivered one does not."""
+        return (self.request_id, None if self.crop is None else self.crop.index, self.origin)
 
     @property
     def call_id(self) -> str:
@@ -201,91 +303,184 @@ class Message:
     def with_hop(self, label: str) -> Message:
         return replace(self, trace=self.trace.hop(label))
 
-    def to_record(self) -> Record:
+    def to_record(self, limits: MessageLimits = LIMITS) -> Record:
+        """The record to send (hops bounded by ``limits``, oldest dropped)."""
+        trace = self.trace.bounded(limits)
         headers = {
             Header.SCHEMA: str(SCHEMA_VERSION),
             Header.REQUEST_ID: self.request_id,
             Header.PIPELINE: self.pipeline,
             Header.STAGE: self.stage,
             Header.CONTENT_TYPE: self.content_type,
-            Header.TRACEPARENT: self.trace.traceparent,
-            Header.HOPS: json.dumps([[h.label, h.t_ns] for h in self.trace.hops]),
+            Header.TRACEPARENT: trace.traceparent,
+            Header.HOPS: _encode_hops(trace.hops),
         }
+        if trace.dropped:
+            headers[Header.HOPS_DROPPED] = str(trace.dropped)
         if self.original_size is not None:
             headers[Header.ORIGINAL_SIZE] = "{}x{}".format(*self.original_size)
         if self.crop is not None:
             headers[Header.CROP_INDEX] = str(self.crop.index)
             headers[Header.CROP_BOX] = ",".join(str(v) for v in self.crop.box)
+        if self.origin:
+            headers[Header.ORIGIN] = self.origin
         return Record(
-            self.record_key.encode(),
+            self.record_key.encode("utf-8", "surrogateescape"),
             self.value,
             [(str(name), value.encode()) for name, value in headers.items()],
         )
 
     @classmethod
-    def from_record(
-        cls, key: bytes | None, value: bytes | None, headers: Sequence[tuple[str, bytes]]
-    ) -> Message:
-        """Parse a received record; raises `SchemaError` saying what is wrong with it."""
-        fields = decode_headers(headers)
+    def from_record(cls, record: Record, limits: MessageLimits = LIMITS) -> Message:
+        """Parse a received record; raises `SchemaError` naming the field that is wrong."""
+        if record.header_error:
+            raise SchemaError(record.header_error)
+        raw = _cvserve_headers(record.headers)
+        hops_raw = raw.pop(Header.HOPS, b"[]")
+        if hops_raw is None:
+            raise SchemaError(f"header {Header.HOPS}: null value")
+        fields = {name: _short_text(name, value) for name, value in raw.items()}
         missing = [str(name) for name in REQUIRED_HEADERS if name not in fields]
         if missing:
             raise SchemaError(f"missing header(s) {', '.join(missing)}")
         if fields[Header.SCHEMA] != str(SCHEMA_VERSION):
             raise SchemaError(
-                f"schema version {fields[Header.SCHEMA]!r}, this reader knows {SCHEMA_VERSION}"
+                f"header {Header.SCHEMA}: schema version {fields[Header.SCHEMA]!r}, this reader "
+                f"knows {SCHEMA_VERSION}"
             )
-        if value is None:
-            raise SchemaError("record without a value")
+        if record.value is None:
+            raise SchemaError("value: none (a tombstone record carries no image)")
+        key = record.key
+        if key is not None and len(key) > limits.max_key_bytes:
+            raise SchemaError(f"key: {len(key):,} bytes, at most {limits.max_key_bytes:,}")
         if not _TRACEPARENT.match(fields[Header.TRACEPARENT]):
-            raise SchemaError(f"invalid traceparent {fields[Header.TRACEPARENT]!r}")
-        request_id = fields[Header.REQUEST_ID]
-        try:
-            return cls(
-                request_id=request_id,
-                pipeline=fields[Header.PIPELINE],
-                stage=fields[Header.STAGE],
-                value=bytes(value),
-                content_type=fields[Header.CONTENT_TYPE],
-                trace=TraceContext(fields[Header.TRACEPARENT], _parse_hops(fields)),
-                key="" if key is None or key.decode() == request_id else key.decode(),
-                original_size=_parse_size(fields.get(Header.ORIGINAL_SIZE)),
-                crop=_parse_crop(fields),
+            raise SchemaError(
+                f"header {Header.TRACEPARENT}: invalid traceparent "
+                f"{fields[Header.TRACEPARENT][:80]!r}"
             )
-        except (ValueError, TypeError) as exc:
-            raise SchemaError(f"malformed header: {exc}") from exc
+        for name in (Header.REQUEST_ID, Header.PIPELINE, Header.STAGE, Header.CONTENT_TYPE):
+            if not fields[name]:
+                raise SchemaError(f"header {name}: empty")
+        request_id = fields[Header.REQUEST_ID]
+        hops, dropped = _parse_hops(hops_raw, limits)
+        dropped += _integer(Header.HOPS_DROPPED, fields.get(Header.HOPS_DROPPED, "0"), _INT64_MAX)
+        size = _parse_size(fields.get(Header.ORIGINAL_SIZE))
+        text_key = "" if key is None else key.decode("utf-8", "surrogateescape")
+        return cls(
+            request_id=request_id,
+            pipeline=fields[Header.PIPELINE],
+            stage=fields[Header.STAGE],
+            value=bytes(record.value),
+            content_type=fields[Header.CONTENT_TYPE],
+            trace=TraceContext(fields[Header.TRACEPARENT], hops, min(dropped, _INT64_MAX)),
+            key="" if text_key == request_id else text_key,
+            original_size=size,
+            crop=_parse_crop(fields, size),
+            origin=fields.get(Header.ORIGIN, ""),
+        )
 
 
-def decode_headers(headers: Sequence[tuple[str, bytes]] | None) -> dict[str, str]:
-    """Headers as a dict of strings (the last of repeated names wins)."""
+def decode_headers(headers: Sequence[tuple[str, bytes | None]] | None) -> dict[str, str]:
+    """Every header as text (the last of repeated names wins); `SchemaError` naming the first
+    header that is null or not UTF-8. For showing records; parsing reads cvserve's alone."""
+    return {name: _text(name, raw) for name, raw in headers or ()}
+
+
+def _cvserve_headers(headers: Sequence[tuple[str, bytes | None]]) -> dict[str, bytes | None]:
+    """The headers cvserve reads, raw (the last of repeated names wins); others are ignored."""
+    return {name: raw for name, raw in headers if name in _READ_HEADERS}
+
+
+def _text(name: str, raw: bytes | None) -> str:
+    if raw is None:
+        raise SchemaError(f"header {name}: null value")
     try:
-        return {name: raw.decode() for name, raw in headers or ()}
+        text = raw.decode()
     except (UnicodeDecodeError, AttributeError) as exc:
-        raise SchemaError(f"header is not UTF-8 text: {exc}") from exc
+        raise SchemaError(f"header {name}: not UTF-8 text ({exc})") from exc
+    return text
 
 
-def _parse_hops(fields: Mapping[str, str]) -> tuple[Hop, ...]:
-    raw = fields.get(Header.HOPS)
-    if not raw:
-        return ()
-    try:
-        return tuple(Hop(str(label), int(t_ns)) for label, t_ns in json.loads(raw))
-    except (ValueError, TypeError) as exc:
-        raise SchemaError(f"malformed hops header {raw[:80]!r}") from exc
+def _short_text(name: str, raw: bytes | None) -> str:
+    text = _text(name, raw)
+    if len(text) > MAX_TEXT_CHARS:
+        raise SchemaError(f"header {name}: {len(text):,} characters, at most {MAX_TEXT_CHARS}")
+    return text
+
+
+def _integer(name: str, raw: str, maximum: int, minimum: int = 0) -> int:
+    if not _DECIMAL.fullmatch(raw) or not minimum <= int(raw) <= maximum:
+        raise SchemaError(
+            f"header {name}: {raw[:40]!r} is not an integer from {minimum} to {maximum}"
+        )
+    return int(raw)
+
+
+def _parse_hops(raw: bytes, limits: MessageLimits) -> tuple[tuple[Hop, ...], int]:
+    """(the newest hops within ``limits``, how many older ones were dropped). Reads the header
+    as bytes, one hop at a time: a header of any size costs memory for the kept hops only."""
+    if _EMPTY_LIST.fullmatch(raw):
+        return (), 0
+    newest: deque[tuple[bytes, bytes]] = deque(maxlen=limits.max_hops)
+    opening = _OPENING.match(raw)
+    position, count, closed = (0, 0, False) if opening is None else (opening.end(), 0, False)
+    while opening is not None and not closed:
+        match = _HOP.match(raw, position)
+        if match is None:
+            break
+        newest.append((match[1], match[2]))
+        count += 1
+        position, closed = match.end(), match[3] != b","
+    if not closed:
+        raise SchemaError(
+            f'header {Header.HOPS}: not a JSON list of ["label", t_ns] pairs (t_ns a '
+            f"non-negative integer), at byte {position}: {raw[position : position + 40]!r}"
+        )
+    hops = []
+    for label, t_ns in newest:
+        if int(t_ns) > _INT64_MAX:
+            raise SchemaError(f"header {Header.HOPS}: hop time {t_ns.decode()} exceeds int64")
+        try:
+            text = json.loads(b'"' + label + b'"')
+        except ValueError as exc:
+            raise SchemaError(f"header {Header.HOPS}: hop label is not UTF-8 text") from exc
+        if len(text) > MAX_TEXT_CHARS:
+            raise SchemaError(f"header {Header.HOPS}: a hop label of {len(text):,} characters")
+        hops.append(Hop(text, int(t_ns)))
+    kept = _newest_within(hops, limits)
+    return kept, count - len(kept)
 
 
 def _parse_size(raw: str | None) -> tuple[int, int] | None:
     if raw is None:
         return None
-    width, height = raw.split("x")
-    return (int(width), int(height))
+    parts = raw.split("x")
+    if len(parts) != 2:
+        raise SchemaError(f"header {Header.ORIGINAL_SIZE}: {raw[:40]!r} is not <width>x<height>")
+    width, height = (_integer(Header.ORIGINAL_SIZE, p, MAX_SIDE, 1) for p in parts)
+    return (width, height)
 
 
-def _parse_crop(fields: Mapping[str, str]) -> Crop | None:
-    if Header.CROP_INDEX not in fields:
+def _parse_crop(fields: Mapping[str, str], size: tuple[int, int] | None) -> Crop | None:
+    index, box = fields.get(Header.CROP_INDEX), fields.get(Header.CROP_BOX)
+    if index is None and box is None:
         return None
-    x1, y1, x2, y2 = (int(v) for v in fields[Header.CROP_BOX].split(","))
-    return Crop(int(fields[Header.CROP_INDEX]), (x1, y1, x2, y2))
+    if box is None:
+        raise SchemaError(f"header {Header.CROP_BOX}: missing (a crop-index needs one)")
+    if index is None:
+        raise SchemaError(f"header {Header.CROP_INDEX}: missing (a crop-box needs one)")
+    parts = box.split(",")
+    if len(parts) != 4:
+        raise SchemaError(f"header {Header.CROP_BOX}: {box[:40]!r} is not x1,y1,x2,y2")
+    x1, y1, x2, y2 = (_integer(Header.CROP_BOX, p.strip(), MAX_SIDE) for p in parts)
+    if not (x1 < x2 and y1 < y2):
+        raise SchemaError(f"header {Header.CROP_BOX}: {box!r} is empty (needs x1 < x2, y1 < y2)")
+    # original-size is the stored size; the box is in upright pixels (EXIF may swap the axes).
+    if size is not None and not any(x2 <= w and y2 <= h for w, h in (size, size[::-1])):
+        raise SchemaError(
+            f"header {Header.CROP_BOX}: {box!r} lies outside the {size[0]}x{size[1]} image"
+        )
+    return Crop(_integer(Header.CROP_INDEX, index, MAX_CROPS - 1), (x1, y1, x2, y2))
 
 
 def encode_outputs(message: Message, outputs: Mapping[str, np.ndarray]) -> bytes:
@@ -309,19 +504,32 @@ def encode_outputs(message: Message, outputs: Mapping[str, np.ndarray]) -> bytes
 
 
 def decode_outputs(value: bytes) -> dict[str, np.ndarray]:
-    """The outputs of a result value written by `encode_outputs`."""
+    """The outputs of a result value written by `encode_outputs`; `SchemaError` saying what is
+    wrong with anything else (not JSON, no outputs, a dtype that is not numeric, data that does
+    not fill its shape)."""
     try:
         body = json.loads(value)
-        return {
-            name: np.asarray(t["data"], dtype=t["dtype"]).reshape(t["shape"])
-            for name, t in body["outputs"].items()
-        }
-    except (ValueError, KeyError, TypeError) as exc:
-        raise SchemaError(f"not a cvserve result value: {exc}") from exc
+    except (ValueError, RecursionError) as exc:
+        raise SchemaError(f"value: not JSON ({exc})") from exc
+    tensors = body.get("outputs") if isinstance(body, dict) else None
+    if not isinstance(tensors, dict):
+        raise SchemaError('value: no "outputs" object of tensors')
+    decoded = {}
+    for name, tensor in tensors.items():
+        try:
+            dtype = np.dtype(tensor["dtype"])
+            if dtype.kind not in "biuf":
+                raise TypeError(f"dtype {dtype} is not numeric")
+            array = np.asarray(tensor["data"], dtype=dtype).reshape(tensor["shape"])
+        except (ValueError, KeyError, TypeError, OverflowError, RecursionError) as exc:
+            raise SchemaError(f"value: output {name!r}: {type(exc).__name__}: {exc}") from exc
+        decoded[name] = array
+    return decoded
 
 
 def result_message(source: Message, stage: str, outputs: Mapping[str, np.ndarray]) -> Message:
-    """The result of ``source`` after ``stage``: same request, key and crop, a child span."""
+    """The result of ``source`` after ``stage``: same request, key, crop and origin, a child
+    span."""
     return replace(
         source,
         stage=stage,
@@ -331,11 +539,37 @@ def result_message(source: Message, stage: str, outputs: Mapping[str, np.ndarray
     )
 
 
-def dead_letter_record(received: Record, reason: str, stage: str, source: str) -> Record:
-    """``received`` as it was, with the reason it was refused, by which stage, from where."""
+def dead_letter_record(
+    received: Record, reason: str, stage: str, source: str, limits: MessageLimits = LIMITS
+) -> Record:
+    """``received`` as it was, with the reason it was refused, by which stage, from where. If
+    that would not fit a record, parts are dropped until it does — the value, then the largest
+    headers, then the key — each named with its size and SHA-256 in ``dead-letter-trimmed``."""
     extra = [
-        (str(Header.ERROR), reason.encode()),
+        (str(Header.ERROR), reason.encode("utf-8", "replace")),
         (str(Header.ERROR_STAGE), stage.encode()),
         (str(Header.SOURCE), source.encode()),
     ]
-    return Record(received.key, received.value, [*received.headers, *extra])
+    key, value, headers = received.key, received.value, list(received.headers)
+    trimmed: dict[str, Any] = {}
+
+    def letter() -> Record:
+        notes = [(str(Header.TRIMMED), json.dumps(trimmed).encode())] if trimmed else []
+        return Record(key, value, [*headers, *extra, *notes])
+
+    while not limits.fits(letter().size):
+        if value:
+            trimmed["value"], value = _digest(value), None
+        elif headers:
+            largest = max(range(len(headers)), key=lambda i: len(headers[i][1] or b""))
+            name, raw = headers.pop(largest)
+            trimmed.setdefault("headers", []).append({"name": name, **_digest(raw or b"")})
+        elif key:
+            trimmed["key"], key = _digest(key), None
+        else:  # only the reason is left: shorten it
+            extra[0] = (extra[0][0], extra[0][1][: len(extra[0][1]) // 2])
+    return letter()
+
+
+def _digest(data: bytes) -> dict[str, Any]:
+    return {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}

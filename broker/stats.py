@@ -35,6 +35,9 @@ class WorkerStats:
     retries: int = 0  # waits for Triton to come back
     in_flight: int = 0
     committed_batches: int = 0
+    # Records left uncommitted because the group moved their partition mid-batch (the new owner
+    # answers them; their outputs were not sent).
+    revoked: int = 0
     lag: dict[str, int] = field(default_factory=dict)  # "topic/partition" -> records behind
     last_error: str = ""
     updated_ns: int = 0

@@ -2,8 +2,9 @@
 
 Delivery is at-least-once. Per polled batch (at most ``batch_size`` records):
 
-1. each record is parsed and checked (schema, addressed stage, size, image header); a poison
-   record is bound for the dead-letter topic with its reason;
+1. each record is parsed and checked (schema, addressed stage, key and header bounds, size,
+   image header); a poison record is bound for the dead-letter topic with a reason naming the
+   field. Nothing a record holds raises out of the worker;
 2. the others go to Triton, at most ``max_in_flight`` requests at once, each with the message's
    `Message.call_id` as its request id, between a ``<stage>.dispatched`` and a
    ``<stage>.answered`` hop (consumed → dispatched is the wait for a free call; the time the
@@ -12,15 +13,27 @@ Delivery is at-least-once. Per polled batch (at most ``batch_size`` records):
    (``PreprocessError``) → dead letter; any other server error → dead letter after
    ``server_error_attempts`` tries;
 3. the outputs (results, crops for a later stage, dead letters) are made (``<stage>.emitting``,
-   once the whole batch was answered) and sent in record order, and
-   the batch's offsets are committed only once the broker acknowledged every one of them.
+   once the whole batch was answered), each checked against the record limit with its key and
+   headers (one that cannot fit dead-letters its input), and sent in record order; a record the
+   broker refuses (too large, invalid) dead-letters its input too, a dead letter too large for a
+   record is trimmed (`dead_letter_record`). The batch's offsets are committed only once the
+   broker acknowledged every output.
 
-So a slow stage grows its topic's lag, never its memory: one batch in hand, at most
-``prefetch_kbytes`` fetched ahead and one fetch of at most a record's size on its way (tested
-with 120 MB of lag). A stop request (SIGTERM) lets the batch in hand finish and commit; if
-Triton is down at that moment (or the broker does not acknowledge the outputs within
-``stop_grace_s``), the batch is abandoned uncommitted and the group redelivers it. Per-key
-order holds: a key lives in one partition, handled in order.
+While a batch is in hand the consumer's partitions are paused and the worker keeps polling, so
+a batch may take longer than ``max.poll.interval.ms`` (a slow Triton, a long backoff) without the
+group evicting the worker and redelivering the batch. If the group moves a partition anyway
+(a rebalance), that partition's records are dropped from the batch unsent and uncommitted: its
+new owner answers them once.
+
+So a slow stage grows its topic's lag, never its memory: one batch in hand (``batch_size``
+records, at most ``batch_max_bytes`` plus one record), per assigned partition at most
+``prefetch_kbytes`` fetched ahead plus one record, and a record's hops read one at a time into at
+most ``max_hops`` (`WorkerConfig.record_memory_bytes`; tested with 120 MB of lag and with 15 MB
+hops headers).
+A stop request (SIGTERM) lets the batch in hand finish and commit; if Triton is down at that
+moment (or the broker does not acknowledge the outputs within ``stop_grace_s``), the batch is
+abandoned uncommitted and the group redelivers it. Per-key order holds: a key lives in one
+partition, handled in order.
 """
 
 from __future__ import annotations
@@ -28,10 +41,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -42,12 +57,12 @@ from cvserve.broker.clients import (
     KafkaException,
     Producer,
     TopicPartition,
-    consume_available,
     new_consumer,
     new_producer,
     produce,
 )
 from cvserve.broker.ensemble import EnsembleCaller, InputRejected, TritonUnavailable
+from cvserve.broker.polling import Polled, poll_records
 from cvserve.broker.producer import check_size
 from cvserve.broker.routes import Route
 from cvserve.broker.schema import (
@@ -65,11 +80,14 @@ from cvserve.broker.schema import (
 )
 from cvserve.broker.stats import WorkerStats
 from cvserve.broker.topics import Topics, default_namespace, ensure_topics
-from cvserve.deploy.kafka_limits import LIMITS, MessageLimits
+from cvserve.deploy.kafka_limits import LIMITS, MIB, MessageLimits
 from cvserve.preprocess.sniff import sniff
 
 log = logging.getLogger(__name__)
 _MAX_REASON_CHARS = 2000
+# How often a worker with a batch in hand polls its (paused) consumer: well inside any
+# max.poll.interval.ms, so the group never takes it for dead.
+_KEEP_ALIVE_S = 0.5
 
 
 @dataclass(frozen=True)
@@ -77,6 +95,8 @@ class WorkerConfig:
     """Knobs of one stage worker (backpressure, group timing, retries)."""
 
     batch_size: int = 16  # records per poll
+    # Bytes of records per poll (key, value, headers): one record more at most.
+    batch_max_bytes: int = 32 * MIB
     max_in_flight: int = 4  # Triton requests at once
     # What librdkafka may hold fetched ahead of the worker; with one fetch of at most a record's
     # limit on its way, this bounds the worker's memory however large its lag grows.
@@ -88,8 +108,18 @@ class WorkerConfig:
     retry_initial_s: float = 0.5
     retry_max_s: float = 10.0
     server_error_attempts: int = 3
+    # One Triton call's deadline (then it counts as Triton unavailable and is tried again).
+    call_timeout_s: float = 60.0
     # After a stop request, how long to keep waiting for the broker to acknowledge outputs.
     stop_grace_s: float = 10.0
+
+    def record_memory_bytes(self, partitions: int, limits: MessageLimits = LIMITS) -> int:
+        """The most memory records take in a worker assigned ``partitions``, whatever producers
+        send: librdkafka's queue (per partition the prefetch, overshot by one record) and the
+        batch in hand (``batch_max_bytes`` and the record that crossed it), held twice while it
+        is converted (librdkafka's buffer and Python's copy)."""
+        queued = partitions * (self.prefetch_kbytes * 1024 + limits.max_message_bytes)
+        return queued + 2 * (self.batch_max_bytes + limits.max_message_bytes)
 
 
 class BatchAbandoned(RuntimeError):
@@ -97,8 +127,9 @@ class BatchAbandoned(RuntimeError):
 
 
 class DeliveryFailed(RuntimeError):
-    """The broker did not acknowledge every output of a batch; ``fatal``: the producer is
-    unusable (librdkafka's idempotence state broke) and must be replaced."""
+    """The broker did not acknowledge every output of a batch (it is away, or the producer
+    broke); ``fatal``: the producer is unusable (librdkafka's idempotence state broke) and must
+    be replaced."""
 
     def __init__(self, message: str, fatal: bool = False) -> None:
         super().__init__(message)
@@ -116,6 +147,7 @@ class _Work:
     message: Message | None = None
     outputs: Mapping[str, np.ndarray] | None = None
     error: str = ""  # set: goes to the dead-letter topic
+    deliveries: list[tuple[str, Future[None]]] = field(default_factory=list)  # topic, ack
 
 
 class StageWorker:
@@ -143,6 +175,10 @@ class StageWorker:
         self.triton_url = triton_url
         self.stats_path = stats_path
         self.stats = WorkerStats(route.pipeline, self.stage.name, self.group)
+        # Partitions the group took from this worker since the batch in hand was polled.
+        self._revoked: set[tuple[str, int]] = set()
+        # Records a keep-alive poll returned mid-batch (a partition assigned meanwhile).
+        self._carried: list[Polled] = []
 
     def run(self, stop: threading.Event) -> WorkerStats:
         """Work until ``stop`` is set; returns the final counters."""
@@ -160,9 +196,9 @@ class StageWorker:
                 "fetch.max.bytes": self.limits.max_message_bytes,
             },
         )
-        consumer.subscribe([self.topic])
+        consumer.subscribe([self.topic], on_revoke=self._on_revoke)
         producer = new_producer(self.bootstrap, self.limits)
-        caller = EnsembleCaller(self.triton_url, self.stage.ensemble)
+        caller = EnsembleCaller(self.triton_url, self.stage.ensemble, cfg.call_timeout_s)
         pool = ThreadPoolExecutor(cfg.max_in_flight, thread_name_prefix="triton")
         log.info(
             "worker %s: group %s, topic %s, Triton %s ensemble %s",
@@ -176,17 +212,15 @@ class StageWorker:
         try:
             while not stop.is_set():
                 ready_ns = time.time_ns()
-                polled = consume_available(consumer, cfg.batch_size, cfg.poll_timeout_ms / 1000)
-                work = [
-                    _Work(
-                        (r.topic(), r.partition()),
-                        r.offset(),
-                        Record.consumed(r),
-                        ready_ns,
-                    )
-                    for r in polled
-                    if not self._consumer_error(r.error())
-                ]
+                polled, self._carried = self._carried, []
+                polled += poll_records(
+                    consumer,
+                    cfg.batch_size - len(polled),
+                    cfg.batch_max_bytes - sum(p.record.size for p in polled),
+                    0.0 if polled else cfg.poll_timeout_ms / 1000,
+                    self._consumer_error,
+                )
+                work = [_Work((p.topic, p.partition), p.offset, p.record, ready_ns) for p in polled]
                 if work:
                     producer = self._handle(work, consumer, producer, caller, pool, stop)
                 self._update_lag(consumer)
@@ -203,6 +237,9 @@ class StageWorker:
             caller.close()
         return self.stats
 
+    def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._revoked.update((tp.topic, tp.partition) for tp in partitions)
+
     def _handle(
         self,
         work: list[_Work],
@@ -212,14 +249,31 @@ class StageWorker:
         pool: ThreadPoolExecutor,
         stop: threading.Event,
     ) -> Producer:
-        """Handle one polled batch; returns the producer to go on with (a new one if this one
-        failed fatally)."""
+        """Handle one polled batch, its partitions paused; returns the producer to go on with
+        (a new one if this one failed fatally)."""
+        self._revoked.clear()
+        consumer.pause(consumer.assignment())
+        try:
+            return self._handle_paused(work, consumer, producer, caller, pool, stop)
+        finally:
+            consumer.resume(consumer.assignment())
+
+    def _handle_paused(
+        self,
+        work: list[_Work],
+        consumer: Consumer,
+        producer: Producer,
+        caller: EnsembleCaller,
+        pool: ThreadPoolExecutor,
+        stop: threading.Event,
+    ) -> Producer:
         self.stats.consumed += len(work)
         for item in work:
             self._check(item)
-        self._infer([w for w in work if not w.error], caller, pool, stop)
+        self._infer([w for w in work if not w.error], caller, pool, stop, consumer)
+        work = self._drop_revoked(work)
         try:
-            self._send(work, producer, stop)
+            self._send(work, producer, stop, consumer)
         except DeliveryFailed as exc:
             # Not committed: read the batch again and redo it (duplicates, never losses).
             log.warning("worker %s: %s; re-reading the batch", self.stats.pid, exc)
@@ -229,13 +283,59 @@ class StageWorker:
             if exc.fatal:
                 producer = new_producer(self.bootstrap, self.limits)
             return producer
-        self._commit(work, consumer)
+        self._commit(self._drop_revoked(work), consumer)
         return producer
+
+    def _drop_revoked(self, work: list[_Work]) -> list[_Work]:
+        """``work`` without the records of partitions the group moved away mid-batch."""
+        kept = [item for item in work if item.tp not in self._revoked]
+        if len(kept) < len(work):
+            self.stats.revoked += len(work) - len(kept)
+            log.warning(
+                "worker %s: %d record(s) of partition(s) %s moved to another member mid-batch: "
+                "left to it",
+                self.stats.pid,
+                len(work) - len(kept),
+                sorted(self._revoked),
+            )
+        return kept
+
+    def _keep_alive(self, consumer: Consumer) -> None:
+        """Poll the paused consumer (the group's liveness and rebalances). A partition assigned
+        meanwhile is not paused: a record it returns is carried into the next batch and the
+        partition paused."""
+        message = consumer.poll(0)
+        if message is None:
+            return
+        if message.error() is not None:
+            self._consumer_error(message.error())
+            return
+        consumer.pause([TopicPartition(message.topic(), message.partition())])
+        self._carried.append(
+            Polled(message.topic(), message.partition(), message.offset(), Record.consumed(message))
+        )
+
+    def _wait(self, seconds: float, stop: threading.Event, consumer: Consumer) -> bool:
+        """Wait ``seconds`` polling the paused consumer; True if ``stop`` was set meanwhile."""
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            if stop.wait(min(left, _KEEP_ALIVE_S)):
+                return True
+            self._keep_alive(consumer)
+        return stop.is_set()
+
+    def _until_done(
+        self, futures: Sequence[Future[Any]], consumer: Consumer, serve: Callable[[], object]
+    ) -> None:
+        """Until every future is done: ``serve`` (e.g. producer callbacks) and keep alive."""
+        while not all(f.done() for f in futures):
+            serve()
+            self._keep_alive(consumer)
 
     def _check(self, item: _Work) -> None:
         """Parse and check a record; sets ``item.error`` for poison."""
         try:
-            message = Message.from_record(*item.record)
+            message = Message.from_record(item.record, self.limits)
             if message.pipeline != self.route.pipeline or message.stage != self.stage.name:
                 raise SchemaError(
                     f"addressed to pipeline {message.pipeline!r} stage {message.stage!r}, "
@@ -246,6 +346,10 @@ class StageWorker:
         except Exception as exc:  # whatever a record holds, it must not stop the worker
             item.error = f"{type(exc).__name__}: {exc}"
             return
+        if self.stage is self.route.first or not message.origin:
+            # A request's identity: where its first stage read it (outside producers cannot
+            # forge it for the first stage; a later stage keeps what the earlier one set).
+            message = replace(message, origin=item.record.source)
         trace = message.trace.hop_not_before(hop_label(self.stage.name, READY), item.ready_ns)
         item.message = replace(message, trace=trace.hop(hop_label(self.stage.name, CONSUMED)))
 
@@ -255,6 +359,7 @@ class StageWorker:
         caller: EnsembleCaller,
         pool: ThreadPoolExecutor,
         stop: threading.Event,
+        consumer: Consumer,
     ) -> None:
         """Fill ``outputs`` or ``error`` of every item; retries while Triton is unavailable."""
         cfg = self.config
@@ -264,6 +369,8 @@ class StageWorker:
         while todo:
             self.stats.in_flight = len(todo)
             futures = {i: pool.submit(self._call, pending[i], caller) for i in todo}
+            calls = list(futures.values())
+            self._until_done(calls, consumer, partial(wait, calls, _KEEP_ALIVE_S, FIRST_COMPLETED))
             retry: list[int] = []
             for i, future in futures.items():
                 try:
@@ -279,6 +386,8 @@ class StageWorker:
                         pending[i].error = f"{kind}: {exc.reason}"
                     else:
                         retry.append(i)
+                except Exception as exc:  # a client-side failure on one input: its own letter
+                    pending[i].error = f"calling Triton failed: {type(exc).__name__}: {exc}"
             todo = retry
             if todo:
                 self.stats.retries += 1
@@ -291,7 +400,7 @@ class StageWorker:
                     self.stats.last_error,
                     delay,
                 )
-                if stop.wait(delay):
+                if self._wait(delay, stop, consumer):
                     raise BatchAbandoned(
                         f"stopped while Triton was unavailable: {len(todo)} message(s) "
                         "left uncommitted for the group to redeliver"
@@ -321,52 +430,105 @@ class StageWorker:
                 return [self._route(m) for m in emitted]
             except Exception as exc:  # a stage's emit must not stop the worker
                 item.error = f"emit failed: {type(exc).__name__}: {exc}"
-        source = f"{item.tp[0]}/{item.tp[1]}@{item.offset}"
+        return [self._dead_letter(item)]
+
+    def _dead_letter(self, item: _Work) -> tuple[str, Record]:
+        source = item.record.source
         reason = item.error[:_MAX_REASON_CHARS]
         log.warning("worker %s: dead letter %s: %s", self.stats.pid, source, reason)
-        return [
-            (
-                self.topics.dead_letter,
-                dead_letter_record(item.record, reason, self.stage.name, source),
-            )
-        ]
+        letter = dead_letter_record(item.record, reason, self.stage.name, source, self.limits)
+        return self.topics.dead_letter, letter
 
     def _route(self, message: Message) -> tuple[str, Record]:
         message = message.with_hop(hop_label(self.stage.name, PRODUCED))
-        check_size(message.value, self.limits, what=f"output of {message.request_id}")
+        record = message.to_record(self.limits)
+        if not self.limits.fits(record.size):
+            raise ValueError(
+                f"output of {message.request_id} would be {record.size:,} bytes with its key and "
+                f"headers; a record is at most {self.limits.max_message_bytes:,}"
+            )
         if message.is_result:
-            return self.topics.results, message.to_record()
+            return self.topics.results, record
         later = self.route.stage_names[self.route.stage_names.index(self.stage.name) + 1 :]
         if message.stage not in later:
             raise ValueError(f"emitted a message for stage {message.stage!r}, not one of {later}")
-        return self.topics.stage_in(message.stage), message.to_record()
+        return self.topics.stage_in(message.stage), record
 
-    def _send(self, work: list[_Work], producer: Producer, stop: threading.Event) -> None:
-        futures = []
-        counts = {"results": 0, "forwarded": 0, "dead_lettered": 0}
-        kinds = {self.topics.results: "results", self.topics.dead_letter: "dead_lettered"}
-        for item in work:
-            for topic, record in self._outgoing(item):
-                counts[kinds.get(topic, "forwarded")] += 1
-                futures.append(produce(producer, topic, record.key, record.value, record.headers))
-        waited_since_stop = 0.0
-        # The outputs stay queued while the broker is away (up to librdkafka's delivery timeout,
-        # then they fail): wait for them, or give up some time after a stop request.
-        while not all(f.done() for f in futures):
-            producer.poll(1.0)
-            if stop.is_set() and not all(f.done() for f in futures):
-                waited_since_stop += 1.0
-                if waited_since_stop >= self.config.stop_grace_s:
-                    raise BatchAbandoned(
-                        f"stopped while the broker had not acknowledged {len(futures)} output(s):"
-                        " the batch is left uncommitted for the group to redeliver"
+    def _send(
+        self, work: list[_Work], producer: Producer, stop: threading.Event, consumer: Consumer
+    ) -> None:
+        """Send every item's outputs and wait for the broker. An output the broker refuses
+        (too large, invalid) turns its input into a dead letter, sent in a further round; a dead
+        letter it refuses, into one that keeps only the reason and the source."""
+        rounds = [(item, self._outgoing(item)) for item in work]
+        for _ in range(3):  # outputs; a dead letter of the record; one without it
+            for item, outgoing in rounds:
+                item.deliveries = [
+                    (topic, produce(producer, topic, r.key, r.value, r.headers))
+                    for topic, r in outgoing
+                ]
+            futures = [f for item, _ in rounds for _, f in item.deliveries]
+            self._wait_delivered(futures, producer, stop, consumer)
+            failed = [e for e in (f.exception() for f in futures) if e is not None]
+            transient = [e for e in failed if not (isinstance(e, DeliveryError) and e.refused)]
+            if transient:
+                fatal = any(isinstance(e, DeliveryError) and e.fatal for e in transient)
+                raise DeliveryFailed(f"{len(failed)} output(s): {transient[0]}", fatal=fatal)
+            self._count_delivered(item for item, _ in rounds)
+            refused = [(item, _refusal(item)) for item, _ in rounds if _refusal(item)]
+            rounds = []
+            for item, reason in refused:
+                if item.error:  # its dead letter was refused: keep only reason and source
+                    item.error = (
+                        f"{item.error}; a dead letter with the record was refused: {reason}"
                     )
-        failed = [f.exception() for f in futures if f.exception() is not None]
-        if failed:
-            fatal = any(isinstance(e, DeliveryError) and e.fatal for e in failed)
-            raise DeliveryFailed(f"{len(failed)} output(s): {failed[0]}", fatal=fatal)
-        for kind, count in counts.items():
-            setattr(self.stats, kind, getattr(self.stats, kind) + count)
+                    item.record = Record(None, None, [], item.record.source)
+                else:
+                    item.error = f"output refused by the broker: {reason}"
+                rounds.append((item, [self._dead_letter(item)]))
+            if not rounds:
+                return
+        for item, _ in rounds:
+            log.error(
+                "worker %s: no dead letter of %s could be sent: %s",
+                self.stats.pid,
+                item.record.source,
+                item.error,
+            )
+            self.stats.last_error = item.error[:_MAX_REASON_CHARS]
+
+    def _count_delivered(self, items: Iterable[_Work]) -> None:
+        kinds = {self.topics.results: "results", self.topics.dead_letter: "dead_lettered"}
+        for item in items:
+            for topic, future in item.deliveries:
+                if future.exception() is None:
+                    kind = kinds.get(topic, "forwarded")
+                    setattr(self.stats, kind, getattr(self.stats, kind) + 1)
+
+    def _wait_delivered(
+        self,
+        futures: list[Future[None]],
+        producer: Producer,
+        stop: threading.Event,
+        consumer: Consumer,
+    ) -> None:
+        """Until the broker answered for every future. The outputs stay queued while the broker
+        is away (up to librdkafka's delivery timeout, then they fail); after a stop request,
+        give up ``stop_grace_s`` later."""
+        stopped_at: float | None = None
+
+        def serve() -> None:
+            nonlocal stopped_at
+            producer.poll(_KEEP_ALIVE_S)
+            if stop.is_set() and stopped_at is None:
+                stopped_at = time.monotonic()
+            if stopped_at is not None and time.monotonic() - stopped_at >= self.config.stop_grace_s:
+                raise BatchAbandoned(
+                    f"stopped while the broker had not acknowledged {len(futures)} output(s):"
+                    " the batch is left uncommitted for the group to redeliver"
+                )
+
+        self._until_done(futures, consumer, serve)
 
     def _commit(self, work: list[_Work], consumer: Consumer) -> None:
         offsets = [
@@ -387,17 +549,14 @@ class StageWorker:
         else:
             self.stats.committed_batches += 1
 
-    def _consumer_error(self, error: KafkaError | None) -> bool:
-        """True if a polled item is an error event, not a record (logged; librdkafka recovers
-        from everything but fatal errors, which stop the worker)."""
-        if error is None:
-            return False
+    def _consumer_error(self, error: KafkaError) -> None:
+        """A polled error event: logged (librdkafka recovers from everything but fatal errors,
+        which stop the worker)."""
         if error.fatal():
             raise KafkaException(error)
         if error.code() != KafkaError._PARTITION_EOF:
             log.warning("worker %s: consumer: %s", self.stats.pid, error.str())
             self.stats.last_error = f"consumer: {error.str()}"
-        return True
 
     def _update_lag(self, consumer: Consumer) -> None:
         """Per assigned partition: end offset (as of the last fetch) - position."""
@@ -437,3 +596,12 @@ def _last_offsets(work: list[_Work]) -> dict[tuple[str, int], int]:
     for item in work:
         last[item.tp] = max(last.get(item.tp, item.offset), item.offset)
     return last
+
+
+def _refusal(item: _Work) -> str:
+    """Why the broker refused an output of ``item`` for good ("" if it did not)."""
+    for _, future in item.deliveries:
+        exc = future.exception()
+        if isinstance(exc, DeliveryError) and exc.refused:
+            return str(exc)
+    return ""

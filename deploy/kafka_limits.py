@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 MIB = 1024 * 1024
+# A record batch's header plus one record's varint framing, as the broker counts them.
+RECORD_FRAMING_BYTES = 512
 
 
 @dataclass(frozen=True)
@@ -20,11 +22,22 @@ class MessageLimits:
     record_overhead_bytes: int = 64 * 1024
     # Upper bound of one fetch response: bounds a consumer's memory per poll.
     fetch_max_bytes: int = 64 * MIB
+    # A record key is an id (request, stream, camera): fan-out copies it into every crop.
+    max_key_bytes: int = 4096
+    # The trace a record carries: at most this many hops in this many bytes of header; the
+    # oldest are dropped beyond (counted in the ``hops-dropped`` header).
+    max_hops: int = 64
+    max_hops_bytes: int = 8192
 
     @property
     def max_value_bytes(self) -> int:
         """The largest image or crop a producer may send."""
         return self.max_message_bytes - self.record_overhead_bytes
+
+    def fits(self, record_bytes: int) -> bool:
+        """Whether a record of ``record_bytes`` (key + value + headers, `Record.size`) can be
+        produced: the broker counts the whole record batch against ``max_message_bytes``."""
+        return record_bytes + RECORD_FRAMING_BYTES <= self.max_message_bytes
 
     def broker_properties(self) -> dict[str, str]:
         """``server.properties`` entries."""

@@ -73,7 +73,7 @@ class _Receiver(threading.Thread):
                 if r.error() is not None:
                     continue
                 now = time.time_ns()
-                message = Message.from_record(*Record.consumed(r))
+                message = Message.from_record(Record.consumed(r))
                 with self.arrived:
                     self.received.append((now, message))
                     self.arrived.notify_all()
@@ -106,7 +106,8 @@ def measure(
     def send(n: int) -> Any:
         message = image_message(images[n % len(images)], BENCH_TOPICS.pipeline, BENCH_STAGE)
         message = message.with_hop("bench.send")
-        return produce(producer, topic, *message.to_record())
+        record = message.to_record()
+        return produce(producer, topic, record.key, record.value, record.headers)
 
     def one_at_a_time(count: int) -> tuple[np.ndarray, np.ndarray]:
         """(hop ms, ack ms) of ``count`` messages, each received before the next is sent."""

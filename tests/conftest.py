@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from served_models import write_slow_model
 
 from cvserve.deploy.triton import TritonServer
 from cvserve.models.repository import write_repository
@@ -125,6 +126,7 @@ def triton(
     for spec in task_specs.values():
         write_repository(spec, repository)
     write_echo_model(repository)
+    write_slow_model(repository)
     # Traceable (tracing off until a profiler turns it on): the profiling tests share it.
     trace_file = workdir / "traces" / "trace.json"
     trace_file.parent.mkdir()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from cvserve.broker.clients import new_producer
 from cvserve.broker.stats import WorkerStats
 from cvserve.preprocess.synthetic import synthetic_image
 
@@ -75,3 +77,58 @@ class WorkerProcess:
         if self.process.poll() is None:
             self.signal(signal.SIGTERM)
         return self.process.wait(timeout=timeout_s)
+
+
+def require_tool(name: str, install: str) -> str:
+    """The path of command ``name``: fails under CI (which installs it), skips elsewhere."""
+    path = shutil.which(name)
+    if path is None:
+        message = f"{name} is not installed: {install}"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+def peak_rss_mb(pid: int) -> float:
+    """The process's peak resident memory so far (VmHWM), in MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmHWM for {pid}")
+
+
+class RawProducer:
+    """Sends records exactly as given (any key, value, headers), as another client would;
+    `send` returns where the broker put each (``topic/partition@offset``, the ``source`` a
+    worker names in its dead letters and the ``origin`` of its results)."""
+
+    def __init__(self, bootstrap: str) -> None:
+        self.bootstrap = bootstrap
+        self._producer = new_producer(bootstrap)
+
+    def send(
+        self, topic: str, key: bytes | None, value: bytes | None, headers: list | None = None
+    ) -> str:
+        placed: list[str] = []
+
+        def delivered(error: object, message: object) -> None:
+            assert error is None, f"broker refused a test record: {error}"
+            placed.append(f"{message.topic()}/{message.partition()}@{message.offset()}")
+
+        self._producer.produce(topic, value, key, headers=headers or [], on_delivery=delivered)
+        self._producer.flush(60)
+        assert placed, "the broker did not acknowledge a test record within 60 s"
+        return placed[0]
+
+    def send_with_kcat(
+        self, topic: str, key: bytes, value_file: Path, headers: list[tuple[bytes, bytes]]
+    ) -> None:
+        """Send with Debian's kcat (it takes header names confluent-kafka cannot: any bytes)."""
+        kcat = require_tool("kcat", "apt-get install kcat")
+        args = [kcat.encode(), b"-P", b"-b", self.bootstrap.encode(), b"-t", topic.encode()]
+        args += [b"-k", key]
+        for name, value in headers:
+            args += [b"-H", name + b"=" + value]
+        done = subprocess.run([*args, bytes(value_file)], capture_output=True, timeout=60)
+        assert done.returncode == 0, done.stderr

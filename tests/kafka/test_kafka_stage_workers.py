@@ -234,7 +234,7 @@ def test_poison_messages_go_to_dead_letter_with_reasons_and_the_worker_keeps_goi
         }
         raw = new_producer(kafka.bootstrap)
         ids = []
-        for n, (key, value, headers) in enumerate(poison.values()):
+        for n, (key, value, headers, *_) in enumerate(poison.values()):
             raw.produce(topic, value, key, headers=headers)
             ids.append(producer.send(good[n % len(good)])[0])  # good and bad interleaved
         assert raw.flush(30) == 0
@@ -247,7 +247,7 @@ def test_poison_messages_go_to_dead_letter_with_reasons_and_the_worker_keeps_goi
         assert len(reader.collect(ids, timeout_s=90)) == len(ids)
     by_key = {letter.key: letter for letter in letters}
     assert len(by_key) == len(poison)
-    for expected, (key, value, _) in poison.items():
+    for expected, (key, value, *_) in poison.items():
         letter = by_key[key]
         headers = decode_headers(letter.headers)
         assert expected in headers[Header.ERROR]

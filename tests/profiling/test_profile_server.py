@@ -263,7 +263,7 @@ def stage_worker(url: str, topic: DelayedTopic, results: DelayedTopic, count: in
     client = grpcclient.InferenceServerClient(url)
     try:
         for _ in range(count):
-            message = Message.from_record(*topic.consume()).with_hop("classify.consumed")
+            message = Message.from_record(topic.consume()).with_hop("classify.consumed")
             time.sleep(CONSUMER_WAIT_S)  # the injected wait before the worker's Triton call
             message = message.with_hop("classify.dispatched")
             batch = pad_images([message.value])
@@ -303,7 +303,7 @@ def test_broker_hop_transit_and_wait_are_attributed_like_the_triton_delays(
             received = results.consume()
             arrived = time.time_ns()
             with trace.span("deserialize"):
-                result = Message.from_record(*received)
+                result = Message.from_record(received)
                 scores = decode_outputs(result.value)[SCORES]
             trace.finish()
             assert scores.shape == (5,)

@@ -82,7 +82,7 @@ def test_broker_hops_become_transit_wait_and_worker_spans() -> None:
         ("classify.produced", t0 + 30_000_000),
         ("client.consumed", t0 + 31_000_000),
     ]
-    received = Message.from_record(*message.to_record())
+    received = Message.from_record(message.to_record())
     assert [h.label for h in received.trace.hops] == [SUBMIT_HOP]  # the header round-trips
     sample = sample_clocks()
     clock = WallClock(sample, sample)
