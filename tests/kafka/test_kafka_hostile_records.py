@@ -45,7 +45,7 @@ from cvserve.deploy.kafka import KafkaBroker
 from cvserve.deploy.kafka_limits import LIMITS, MIB
 
 pytestmark = [pytest.mark.kafka, pytest.mark.server]
-HUGE_HOPS = 790_000  # ["p.s",1000000000], ...: 15 MB of hops header
+HUGE_HOPS = 850_000  # ["p.s",1000000000], ...: 16.2 MB of hops, 17.9 MB with ", " separators
 
 
 def good_record(producer: ImageProducer, image: bytes, key: str = "") -> Record:
@@ -194,7 +194,7 @@ def test_valid_records_with_huge_hops_and_odd_keys_are_answered_within_the_limit
     topic = Topics(PIPELINE, namespace).stage_in(PIPELINE)
     raw = RawProducer(kafka.bootstrap)
     hops = b"[" + b",".join(b'["p.s",%d]' % (10**9 + n) for n in range(HUGE_HOPS)) + b"]"
-    assert len(hops) > 15_000_000  # a compact 15 MB header
+    assert len(hops) > 16_000_000 and len(hops) < LIMITS.max_value_bytes
     with ImageProducer(kafka.bootstrap, PIPELINE, namespace) as producer:
         producer.submit(small_jpegs(2, first_seed=530))  # warm: the baseline includes Triton calls
         worker.wait_stats(lambda s: s.results == 2, 60, "warm-up answered")
