@@ -22,22 +22,16 @@ Every record is one `Message`:
   Headers whose names are not cvserve's are never read (any bytes pass) and not sent on.
 
 A record that breaks these rules raises `SchemaError` naming the field (``header crop-box: …``,
-``key: …``). A dead-letter record keeps the poison record's key, value and headers as received
-and adds ``error``, ``error-stage`` and ``source`` (``topic/partition@offset``) headers; one that
-would not fit a record is trimmed (value first, then the largest headers, then the key), each
-dropped part's size and SHA-256 kept in ``dead-letter-trimmed``.
+``key: …``); a stage worker then sends it to its dead-letter topic (`broker.dead_letters`). The
+trace context and the ``hops`` header live in `broker.hops`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import operator
 import re
-import secrets
-import time
 import uuid
-from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
@@ -45,6 +39,16 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+# The hop events and the trace types are part of the message schema: re-exported (``X as X``).
+from cvserve.broker.hops import ANSWERED as ANSWERED
+from cvserve.broker.hops import CONSUMED as CONSUMED
+from cvserve.broker.hops import DISPATCHED as DISPATCHED
+from cvserve.broker.hops import EMITTING as EMITTING
+from cvserve.broker.hops import PRODUCED as PRODUCED
+from cvserve.broker.hops import READY as READY
+from cvserve.broker.hops import Hop as Hop
+from cvserve.broker.hops import TraceContext, encode_hops, parse_hops
+from cvserve.broker.hops import hop_label as hop_label
 from cvserve.deploy.kafka_limits import LIMITS, MessageLimits
 
 SCHEMA_VERSION = 1
@@ -65,23 +69,7 @@ MAX_TEXT_CHARS = 256
 MAX_SIDE = 1 << 20
 _TRACEPARENT = re.compile(r"^00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$")
 _DECIMAL = re.compile(r"[0-9]{1,19}")
-# One hop of the hops header, then "," or the closing "]" (JSON string rules for the label).
-_HOP = re.compile(
-    rb'\s*\[\s*"((?:[^"\\\x00-\x1f]|\\(?:["\\/bfnrt]|u[0-9a-fA-F]{4}))*)"\s*,\s*([0-9]{1,19})'
-    rb"\s*\]\s*(,|\]\s*\Z)"
-)
-_EMPTY_LIST = re.compile(rb"\s*\[\s*\]\s*")
-_OPENING = re.compile(rb"\s*\[")
 _INT64_MAX = (1 << 63) - 1
-# Hop events (the part of a hop label after the component), in the order a stage stamps them.
-READY, CONSUMED, DISPATCHED, ANSWERED, EMITTING, PRODUCED = (
-    "ready",
-    "consumed",
-    "dispatched",
-    "answered",
-    "emitting",
-    "produced",
-)
 
 
 class Header(StrEnum):
@@ -182,80 +170,6 @@ def new_request_id() -> str:
     return uuid.uuid4().hex
 
 
-def hop_label(component: str, event: str) -> str:
-    """``hop_label("detect", DISPATCHED)`` → ``"detect.dispatched"``."""
-    return f"{component}.{event}"
-
-
-@dataclass(frozen=True)
-class Hop:
-    """One component touching a message: ``label`` (e.g. ``classify.consumed``) at ``t_ns``."""
-
-    label: str
-    t_ns: int
-
-
-@dataclass(frozen=True)
-class TraceContext:
-    """A W3C ``traceparent`` (``00-<trace id>-<span id>-<flags>``), the hops so far and how many
-    older hops were dropped to keep the trace within its bounds."""
-
-    traceparent: str
-    hops: tuple[Hop, ...] = ()
-    dropped: int = 0
-
-    @classmethod
-    def new(cls) -> TraceContext:
-        return cls(f"00-{secrets.token_hex(16)}-{secrets.token_hex(8)}-01")
-
-    @property
-    def trace_id(self) -> str:
-        return self.traceparent.split("-")[1]
-
-    def child(self) -> TraceContext:
-        """The same trace and hops under a new span id (a new message derived from this one)."""
-        return replace(self, traceparent=f"00-{self.trace_id}-{secrets.token_hex(8)}-01")
-
-    def hop(self, label: str, t_ns: int | None = None) -> TraceContext:
-        return replace(
-            self, hops=(*self.hops, Hop(label, time.time_ns() if t_ns is None else t_ns))
-        )
-
-    def hop_not_before(self, label: str, t_ns: int) -> TraceContext:
-        """`hop` at ``t_ns``, or at the last hop's time if that is later (a worker ready before
-        the message was produced: what it waited for starts when the message existed)."""
-        return self.hop(label, max([t_ns, *(h.t_ns for h in self.hops[-1:])]))
-
-    def restamp(self, label: str) -> TraceContext:
-        """`hop`, replacing the last hop if it has the same label (a retried step is stamped
-        at its last try)."""
-        hops = self.hops[:-1] if self.hops and self.hops[-1].label == label else self.hops
-        return replace(self, hops=hops).hop(label)
-
-    def bounded(self, limits: MessageLimits = LIMITS) -> TraceContext:
-        """The newest hops that fit ``limits`` (count and header bytes), the rest counted as
-        dropped."""
-        kept = _newest_within(self.hops, limits)
-        if len(kept) == len(self.hops):
-            return self
-        return replace(self, hops=kept, dropped=self.dropped + len(self.hops) - len(kept))
-
-
-def _newest_within(hops: Sequence[Hop], limits: MessageLimits) -> tuple[Hop, ...]:
-    kept: list[Hop] = []
-    size = 2  # the list's brackets
-    for hop in reversed(hops[-limits.max_hops :]):
-        size += len(_encode_hops([hop])) - 1  # one hop and its comma
-        if size > limits.max_hops_bytes:
-            break
-        kept.append(hop)
-    return tuple(reversed(kept))
-
-
-def _encode_hops(hops: Sequence[Hop]) -> str:
-    return json.dumps([[h.label, h.t_ns] for h in hops], separators=(",", ":"))
-
-
 @dataclass(frozen=True)
 class Crop:
     """Which crop of the original image a message holds: ``index`` and ``box`` (x1, y1, x2, y2)."""
@@ -313,7 +227,7 @@ class Message:
             Header.STAGE: self.stage,
             Header.CONTENT_TYPE: self.content_type,
             Header.TRACEPARENT: trace.traceparent,
-            Header.HOPS: _encode_hops(trace.hops),
+            Header.HOPS: encode_hops(trace.hops),
         }
         if trace.dropped:
             headers[Header.HOPS_DROPPED] = str(trace.dropped)
@@ -362,7 +276,10 @@ class Message:
             if not fields[name]:
                 raise SchemaError(f"header {name}: empty")
         request_id = fields[Header.REQUEST_ID]
-        hops, dropped = _parse_hops(hops_raw, limits)
+        try:
+            hops, dropped = parse_hops(hops_raw, limits)
+        except ValueError as exc:
+            raise SchemaError(f"header {Header.HOPS}: {exc}") from exc
         dropped += _integer(Header.HOPS_DROPPED, fields.get(Header.HOPS_DROPPED, "0"), _INT64_MAX)
         size = _parse_size(fields.get(Header.ORIGINAL_SIZE))
         text_key = "" if key is None else key.decode("utf-8", "surrogateescape")
@@ -414,41 +331,6 @@ def _integer(name: str, raw: str, maximum: int, minimum: int = 0) -> int:
             f"header {name}: {raw[:40]!r} is not an integer from {minimum} to {maximum}"
         )
     return int(raw)
-
-
-def _parse_hops(raw: bytes, limits: MessageLimits) -> tuple[tuple[Hop, ...], int]:
-    """(the newest hops within ``limits``, how many older ones were dropped). Reads the header
-    as bytes, one hop at a time: a header of any size costs memory for the kept hops only."""
-    if _EMPTY_LIST.fullmatch(raw):
-        return (), 0
-    newest: deque[tuple[bytes, bytes]] = deque(maxlen=limits.max_hops)
-    opening = _OPENING.match(raw)
-    position, count, closed = (0, 0, False) if opening is None else (opening.end(), 0, False)
-    while opening is not None and not closed:
-        match = _HOP.match(raw, position)
-        if match is None:
-            break
-        newest.append((match[1], match[2]))
-        count += 1
-        position, closed = match.end(), match[3] != b","
-    if not closed:
-        raise SchemaError(
-            f'header {Header.HOPS}: not a JSON list of ["label", t_ns] pairs (t_ns a '
-            f"non-negative integer), at byte {position}: {raw[position : position + 40]!r}"
-        )
-    hops = []
-    for label, t_ns in newest:
-        if int(t_ns) > _INT64_MAX:
-            raise SchemaError(f"header {Header.HOPS}: hop time {t_ns.decode()} exceeds int64")
-        try:
-            text = json.loads(b'"' + label + b'"')
-        except ValueError as exc:
-            raise SchemaError(f"header {Header.HOPS}: hop label is not UTF-8 text") from exc
-        if len(text) > MAX_TEXT_CHARS:
-            raise SchemaError(f"header {Header.HOPS}: a hop label of {len(text):,} characters")
-        hops.append(Hop(text, int(t_ns)))
-    kept = _newest_within(hops, limits)
-    return kept, count - len(kept)
 
 
 def _parse_size(raw: str | None) -> tuple[int, int] | None:
@@ -537,39 +419,3 @@ def result_message(source: Message, stage: str, outputs: Mapping[str, np.ndarray
         content_type=RESULT_CONTENT_TYPE,
         trace=source.trace.child(),
     )
-
-
-def dead_letter_record(
-    received: Record, reason: str, stage: str, source: str, limits: MessageLimits = LIMITS
-) -> Record:
-    """``received`` as it was, with the reason it was refused, by which stage, from where. If
-    that would not fit a record, parts are dropped until it does — the value, then the largest
-    headers, then the key — each named with its size and SHA-256 in ``dead-letter-trimmed``."""
-    extra = [
-        (str(Header.ERROR), reason.encode("utf-8", "replace")),
-        (str(Header.ERROR_STAGE), stage.encode()),
-        (str(Header.SOURCE), source.encode()),
-    ]
-    key, value, headers = received.key, received.value, list(received.headers)
-    trimmed: dict[str, Any] = {}
-
-    def letter() -> Record:
-        notes = [(str(Header.TRIMMED), json.dumps(trimmed).encode())] if trimmed else []
-        return Record(key, value, [*headers, *extra, *notes])
-
-    while not limits.fits(letter().size):
-        if value:
-            trimmed["value"], value = _digest(value), None
-        elif headers:
-            largest = max(range(len(headers)), key=lambda i: len(headers[i][1] or b""))
-            name, raw = headers.pop(largest)
-            trimmed.setdefault("headers", []).append({"name": name, **_digest(raw or b"")})
-        elif key:
-            trimmed["key"], key = _digest(key), None
-        else:  # only the reason is left: shorten it
-            extra[0] = (extra[0][0], extra[0][1][: len(extra[0][1]) // 2])
-    return letter()
-
-
-def _digest(data: bytes) -> dict[str, Any]:
-    return {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}

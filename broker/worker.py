@@ -61,6 +61,7 @@ from cvserve.broker.clients import (
     new_producer,
     produce,
 )
+from cvserve.broker.dead_letters import dead_letter_record
 from cvserve.broker.ensemble import EnsembleCaller, InputRejected, TritonUnavailable
 from cvserve.broker.polling import Polled, poll_records
 from cvserve.broker.producer import check_size
@@ -75,7 +76,6 @@ from cvserve.broker.schema import (
     Message,
     Record,
     SchemaError,
-    dead_letter_record,
     hop_label,
 )
 from cvserve.broker.stats import WorkerStats
@@ -179,6 +179,7 @@ class StageWorker:
         self._revoked: set[tuple[str, int]] = set()
         # Records a keep-alive poll returned mid-batch (a partition assigned meanwhile).
         self._carried: list[Polled] = []
+        self._paused: list[TopicPartition] = []  # what this batch paused
 
     def run(self, stop: threading.Event) -> WorkerStats:
         """Work until ``stop`` is set; returns the final counters."""
@@ -252,39 +253,38 @@ class StageWorker:
         """Handle one polled batch, its partitions paused; returns the producer to go on with
         (a new one if this one failed fatally)."""
         self._revoked.clear()
-        consumer.pause(consumer.assignment())
+        self._paused = consumer.assignment()
+        consumer.pause(self._paused)
         try:
-            return self._handle_paused(work, consumer, producer, caller, pool, stop)
-        finally:
-            consumer.resume(consumer.assignment())
-
-    def _handle_paused(
-        self,
-        work: list[_Work],
-        consumer: Consumer,
-        producer: Producer,
-        caller: EnsembleCaller,
-        pool: ThreadPoolExecutor,
-        stop: threading.Event,
-    ) -> Producer:
-        self.stats.consumed += len(work)
-        for item in work:
-            self._check(item)
-        self._infer([w for w in work if not w.error], caller, pool, stop, consumer)
-        work = self._drop_revoked(work)
-        try:
-            self._send(work, producer, stop, consumer)
-        except DeliveryFailed as exc:
-            # Not committed: read the batch again and redo it (duplicates, never losses).
-            log.warning("worker %s: %s; re-reading the batch", self.stats.pid, exc)
-            self.stats.last_error = str(exc)[:_MAX_REASON_CHARS]
-            for (topic, partition), offset in _first_offsets(work).items():
-                consumer.seek(TopicPartition(topic, partition, offset))
-            if exc.fatal:
-                producer = new_producer(self.bootstrap, self.limits)
+            self.stats.consumed += len(work)
+            for item in work:
+                self._check(item)
+            self._infer([w for w in work if not w.error], caller, pool, stop, consumer)
+            work = self._drop_revoked(work)
+            try:
+                self._send(work, producer, stop, consumer)
+            except DeliveryFailed as exc:
+                # Not committed: read the batch again and redo it (duplicates, never losses).
+                log.warning("worker %s: %s; re-reading the batch", self.stats.pid, exc)
+                self.stats.last_error = str(exc)[:_MAX_REASON_CHARS]
+                for (topic, partition), offset in _first_offsets(work).items():
+                    try:
+                        consumer.seek(TopicPartition(topic, partition, offset))
+                    except KafkaException:  # moved to another member: its new owner redoes it
+                        self._revoked.add((topic, partition))
+                if exc.fatal:
+                    producer = new_producer(self.bootstrap, self.limits)
+                return producer
+            work = self._drop_revoked(work)
+            if work:
+                self._commit(work, consumer)
             return producer
-        self._commit(self._drop_revoked(work), consumer)
-        return producer
+        finally:
+            # librdkafka keeps a partition paused across a rebalance (revoked, then assigned
+            # again): resume every partition paused for this batch, assigned now or not.
+            paused = {(tp.topic, tp.partition) for tp in [*self._paused, *consumer.assignment()]}
+            consumer.resume([TopicPartition(topic, partition) for topic, partition in paused])
+            self._paused = []
 
     def _drop_revoked(self, work: list[_Work]) -> list[_Work]:
         """``work`` without the records of partitions the group moved away mid-batch."""
@@ -310,7 +310,9 @@ class StageWorker:
         if message.error() is not None:
             self._consumer_error(message.error())
             return
-        consumer.pause([TopicPartition(message.topic(), message.partition())])
+        arrived = TopicPartition(message.topic(), message.partition())
+        consumer.pause([arrived])
+        self._paused.append(arrived)
         self._carried.append(
             Polled(message.topic(), message.partition(), message.offset(), Record.consumed(message))
         )
@@ -368,6 +370,7 @@ class StageWorker:
         delay = cfg.retry_initial_s
         while todo:
             self.stats.in_flight = len(todo)
+            self._write_stats()  # `cvserve kafka lag` shows what a long batch has in flight
             futures = {i: pool.submit(self._call, pending[i], caller) for i in todo}
             calls = list(futures.values())
             self._until_done(calls, consumer, partial(wait, calls, _KEEP_ALIVE_S, FIRST_COMPLETED))

@@ -449,3 +449,26 @@ def test_a_few_hundred_random_records_good_ones_answered_once_the_rest_dead_lett
     stats = worker.wait_stats(lambda s: s.consumed == 243, 60, "every record consumed")
     assert stats.results == len(good) and stats.dead_lettered == len(poison) + 3
     assert worker.process.poll() is None
+
+
+def test_a_rebalance_mid_batch_leaves_the_batch_to_the_new_owner_and_wedges_nothing(
+    kafka: KafkaBroker, triton_url, start_worker, namespace
+) -> None:
+    """Finding 6, the other half: when the group moves partitions while a slow batch is in
+    hand, their records are left unsent and uncommitted for the new owner (not re-run blindly
+    into duplicate results), and no partition stays paused after the rebalance."""
+    first = start_worker(triton_url, "--pipeline", "slow")
+    first.wait_stats(lambda s: s.state == "running", 60, "joining the group")
+    with ImageProducer(kafka.bootstrap, "slow", namespace) as producer:
+        ids = producer.submit(small_jpegs(2, first_seed=590))
+        first.wait_stats(lambda s: s.in_flight > 0, 60, "a batch in hand")
+        second = start_worker(triton_url, "--pipeline", "slow")  # the group rebalances
+        ids += producer.submit(small_jpegs(2, first_seed=592))
+    results = results_by_origin(kafka.bootstrap, namespace, 4, pipeline="slow")
+    assert sorted(m.request_id for found in results.values() for m in found) == sorted(ids)
+    assert all(len(found) == 1 for found in results.values())  # once each, none re-run
+    group = Topics("slow", namespace).group("slow")
+    wait_until(lambda: sum(committed_offsets(kafka.bootstrap, group).values()) == 4, 120, "commits")
+    stats = [first.stats(), second.stats()]
+    assert sum(s.results for s in stats) == 4 and first.stats().revoked > 0, stats
+    assert first.process.poll() is None and second.process.poll() is None

@@ -10,6 +10,7 @@ import re
 import numpy as np
 import pytest
 
+from cvserve.broker.dead_letters import dead_letter_record
 from cvserve.broker.producer import image_message
 from cvserve.broker.schema import (
     RESULT_CONTENT_TYPE,
@@ -21,7 +22,6 @@ from cvserve.broker.schema import (
     Record,
     SchemaError,
     TraceContext,
-    dead_letter_record,
     decode_headers,
     decode_outputs,
     result_message,
@@ -148,7 +148,7 @@ def record_with(**changes: bytes | None) -> Record:
         ({"original_size": b"abc"}, "header original-size: 'abc' is not <width>x<height>"),
         ({"original_size": b"0x5"}, "header original-size: '0' is not an integer from 1"),
         ({"hops": b'[["submit", 1e400]]'}, "header hops: not a JSON list"),
-        ({"hops": b'[["submit", 99999999999999999999]]'}, "header hops: not a JSON list"),
+        ({"hops": b'[["submit", 99999999999999999999]]'}, "header hops: hop time 99999"),
         (
             {"hops": b'[["submit", 9999999999999999999]]'},
             "header hops: hop time 9999999999999999999",
@@ -258,3 +258,32 @@ def test_identity_tells_apart_requests_that_share_an_id() -> None:
     assert dataclasses.replace(first, origin="in/0@2").identity != first.identity
     assert dataclasses.replace(first, crop=None).identity == ("r1", None, "in/0@1")
     assert Message.from_record(first.to_record()).identity == first.identity
+
+
+@pytest.mark.parametrize(
+    "hops",
+    [
+        b'[["submit", 1], ["classify.consumed", 2]]',
+        b'[["caf\\u00e9", 3]]',
+        b' [ ["a" , 1] ] ',
+        b'[["submit", 1e400]]',
+        b'[["submit", -1]]',
+        b'[["submit", 1, 2]]',
+        b'[["submit", true]]',
+        b"[[5, 1]]",
+        b'{"submit": 1}',
+        b'[["submit", 1]',
+    ],
+)
+def test_small_and_huge_hops_headers_are_judged_alike(hops: bytes) -> None:
+    """A header is parsed whole when small and streamed when large: the same verdict."""
+    padding = b"[" + b",".join(b'["pad",%d]' % n for n in range(4000))
+    huge = padding + b"," + hops.strip()[1:]
+    assert len(huge) > 4 * LIMITS.max_hops_bytes
+    verdicts = []
+    for raw in (hops, huge):
+        try:
+            verdicts.append(Message.from_record(record_with(hops=raw)).trace.hops[-1:])
+        except SchemaError:
+            verdicts.append("refused")
+    assert verdicts[0] == verdicts[1]
