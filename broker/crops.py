@@ -17,8 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cvserve.broker.routes import Emit
-from cvserve.broker.schema import IMAGE_CONTENT_TYPES, Crop, Message, result_message
+from cvserve.broker.schema import IMAGE_CONTENT_TYPES, Crop, Emit, Message, result_message
 from cvserve.preprocess.spec import PreprocessError
 
 # Detector output names (x1, y1, x2, y2 in original-image pixels; scores; valid count).

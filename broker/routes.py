@@ -8,17 +8,13 @@ out (one detection → N crops addressed to the next stage).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
 
-from cvserve.broker.schema import MAX_CROPS, Message, result_message
-
-# What one input message becomes once its ensemble answered: results (content type
-# RESULT_CONTENT_TYPE, sent to the results topic) and/or messages addressed to a later stage
-# (sent to that stage's topic).
-Emit = Callable[[Message, Mapping[str, np.ndarray], str], Sequence[Message]]
+from cvserve.broker.crops import crop_emitter
+from cvserve.broker.schema import MAX_CROPS, Emit, Message, result_message
 
 
 def emit_result(message: Message, outputs: Mapping[str, np.ndarray], stage: str) -> list[Message]:
@@ -71,8 +67,6 @@ def _detect_identify() -> Route:
     The detector's score threshold and maximum detections (the pipeline spec of ``detect``)
     decide the crops: the emitter cuts every detection the ensemble returns.
     """
-    from cvserve.broker.crops import crop_emitter  # crops imports this module
-
     everything = MAX_CROPS  # the detect pipeline's max_detections already caps the crops
 
     return Route(

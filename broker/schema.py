@@ -32,7 +32,7 @@ import json
 import operator
 import re
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any, NamedTuple
@@ -407,6 +407,12 @@ def decode_outputs(value: bytes) -> dict[str, np.ndarray]:
             raise SchemaError(f"value: output {name!r}: {type(exc).__name__}: {exc}") from exc
         decoded[name] = array
     return decoded
+
+
+# What one input message becomes once a stage's ensemble answered (its outputs, the stage's
+# name): results (content type RESULT_CONTENT_TYPE, sent to the results topic) and/or messages
+# addressed to a later stage (sent to that stage's topic).
+Emit = Callable[[Message, Mapping[str, np.ndarray], str], Sequence[Message]]
 
 
 def result_message(source: Message, stage: str, outputs: Mapping[str, np.ndarray]) -> Message:
