@@ -108,10 +108,10 @@ class ImageProducer:
     def message(self, image: bytes, key: str = "", validate: bool = True) -> Message:
         """A checked request for ``image`` (raises `MessageTooLarge` or `PreprocessError`)."""
         check_size(image, self.limits)
-        if len(key.encode("utf-8", "surrogateescape")) > self.limits.max_key_bytes:
-            raise MessageTooLarge(
-                f"key: {len(key.encode()):,} bytes, at most {self.limits.max_key_bytes:,}"
-            )
+        key_bytes = len(key.encode("utf-8", "surrogateescape"))
+        if key_bytes > self.limits.max_key_bytes:
+            limit = self.limits.max_key_bytes
+            raise MessageTooLarge(f"key: {key_bytes:,} bytes, at most {limit:,}")
         return image_message(image, self.pipeline, self.stage, key, validate)
 
     def send(self, image: bytes, key: str = "", validate: bool = True) -> tuple[str, Future[None]]:

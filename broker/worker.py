@@ -64,7 +64,7 @@ from cvserve.broker.clients import (
 from cvserve.broker.dead_letters import dead_letter_record
 from cvserve.broker.ensemble import EnsembleCaller, InputRejected, TritonUnavailable
 from cvserve.broker.polling import Polled, poll_records
-from cvserve.broker.producer import check_size
+from cvserve.broker.producer import check_record, check_size
 from cvserve.broker.routes import Route
 from cvserve.broker.schema import (
     ANSWERED,
@@ -445,11 +445,7 @@ class StageWorker:
     def _route(self, message: Message) -> tuple[str, Record]:
         message = message.with_hop(hop_label(self.stage.name, PRODUCED))
         record = message.to_record(self.limits)
-        if not self.limits.fits(record.size):
-            raise ValueError(
-                f"output of {message.request_id} would be {record.size:,} bytes with its key and "
-                f"headers; a record is at most {self.limits.max_message_bytes:,}"
-            )
+        check_record(record, self.limits, what=f"output of {message.request_id}")
         if message.is_result:
             return self.topics.results, record
         later = self.route.stage_names[self.route.stage_names.index(self.stage.name) + 1 :]
