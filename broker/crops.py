@@ -19,11 +19,9 @@ import numpy as np
 
 from cvserve.broker.schema import IMAGE_CONTENT_TYPES, Crop, Emit, Message, result_message
 from cvserve.preprocess.spec import PreprocessError
+from cvserve.preprocess.tensors import BOXES, COUNT, SCORES
 
 # Detector output names (x1, y1, x2, y2 in original-image pixels; scores; valid count).
-BOXES = "BOXES"
-SCORES = "SCORES"
-COUNT = "COUNT"
 # Added to a detect stage's result: how many crops were sent on for that request.
 CROP_COUNT = "CROP_COUNT"
 

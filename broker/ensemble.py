@@ -14,7 +14,7 @@ import numpy as np
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
-from cvserve.pipelines.client import pad_images
+from cvserve.preprocess.tensors import pad_images
 
 # gRPC statuses meaning the server did not get to answer: try again later.
 _TRANSIENT_STATUSES = {

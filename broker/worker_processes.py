@@ -1,6 +1,7 @@
-"""Stage workers of a pipeline as processes of their own (``python -m cvserve.broker.commands
-worker``), as they run in production: started together, watched through their stats files,
-stopped by pid with SIGTERM (finish the batch in hand, commit), killed if they do not stop.
+"""Stage workers of a pipeline as processes of their own (the ``cvserve worker`` command,
+``python -m cvserve.pipelines.app.kafka_commands worker``), as they run in production: started
+together, watched through their stats files, stopped by pid with SIGTERM (finish the batch in
+hand, commit), killed if they do not stop.
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ class StageWorkerProcesses:
 
     def command(self, stage: str, stats_path: Path) -> list[str]:
         return [
-            sys.executable, "-m", "cvserve.broker.commands", "worker",
+            sys.executable, "-m", "cvserve.pipelines.app.kafka_commands", "worker",
             "--bootstrap", self.bootstrap, "--namespace", self.namespace,
             "--pipeline", self.pipeline, "--stage", stage, "--triton-url", self.triton_url,
             "--stats-file", str(stats_path), *self.extra_args,

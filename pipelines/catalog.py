@@ -16,24 +16,23 @@ from typing import Any
 from cvserve.models.architectures import architecture
 from cvserve.pipelines.defaults import serving_defaults, usable_cores
 from cvserve.pipelines.spec import BatchingSpec, Device, PipelineSpec, StageSpec, TensorSpec
-from cvserve.preprocess.spec import INPUT_NAME, OUTPUT_NAMES, PreprocessSpec
-
-# Tensor names shared by the stages of the image pipelines.
-# IMAGE: encoded image bytes, one image per batch row (zero-padded to a common length);
-# PIXELS: the preprocessed tensor; META: (orig_h, orig_w, scale_y, scale_x, pad_top, pad_left),
-# back to original pixels. Named where the preprocessing stage (and its NGC model.dali) is built.
-IMAGE = INPUT_NAME
-PIXELS, META = OUTPUT_NAMES
-LOGITS = "LOGITS"
-LABELS = "LABELS"
-SCORES = "SCORES"
-BOXES = "BOXES"
-COUNT = "COUNT"
-MASK = "MASK"
-DEPTH = "DEPTH"
-SIZE = "SIZE"
-EMBEDDING = "EMBEDDING"
-RAW = "RAW_"  # prefix of DNN outputs that postprocessing turns into the named results
+from cvserve.preprocess.spec import PreprocessSpec
+from cvserve.preprocess.tensors import (
+    BOXES,
+    COUNT,
+    DEPTH,
+    EMBEDDING,
+    IMAGE,
+    LABELS,
+    LOGITS,
+    MASK,
+    META,
+    META_LENGTH,
+    PIXELS,
+    RAW,
+    SCORES,
+    SIZE,
+)
 
 ADAPTERS = "cvserve.models.triton"
 CROP_RATIO = 256 / 224  # classification: resize shorter side to crop × this, then centre-crop
@@ -157,7 +156,7 @@ def image_pipeline(
         ),
     )
     pixels = TensorSpec(PIXELS, pre.dtype, pre.output_shape)
-    meta = TensorSpec(META, "float32", (6,))
+    meta = TensorSpec(META, "float32", (META_LENGTH,))
     dnn_outputs = kind.dnn_outputs(classes, pre.output_shape[1:])
     options: dict[str, Any] = {
         "classify": {"k": top_k},

@@ -1,7 +1,7 @@
 """The one spec of a served pipeline: stages, tensors, shapes, batching, devices.
 
-Triton configs (`models.repository`), clients, benchmarks and profiler labels are all derived
-from a `PipelineSpec`; nothing here knows how a stage computes.
+Triton configs (`models.repository.config`), clients, benchmarks and profiler labels are all
+derived from a `PipelineSpec`; nothing here knows how a stage computes.
 """
 
 from __future__ import annotations
@@ -25,39 +25,6 @@ _TRITON_DTYPES: dict[str, str] = {
 
 Role = Literal["preprocess", "inference", "postprocess"]
 Device = Literal["cpu", "gpu"]
-
-# Where the time of a stage's compute goes in the profiler's attribution (issue: profiler).
-ROLE_CATEGORY: dict[str, str] = {
-    "preprocess": "preprocessing",
-    "inference": "inference",
-    "postprocess": "postprocessing",
-}
-# The profiler's categories, and where every span kind other than a stage's compute goes.
-CATEGORIES: tuple[str, ...] = (
-    "preprocessing",
-    "data_movement",
-    "queueing",
-    "inference",
-    "postprocessing",
-    "other",
-)
-SPAN_CATEGORY: dict[str, str] = {
-    "read": "data_movement",  # the client reads the encoded image
-    "decode": "preprocessing",  # decode / resize_crop / normalize: in the client (client-cpu)
-    "resize_crop": "preprocessing",  # or inside the preprocess model when it reports them
-    "normalize": "preprocessing",
-    "serialize": "data_movement",  # request tensors (or a Kafka record) built
-    "send": "data_movement",  # client call until Triton starts the request
-    "receive": "data_movement",  # Triton's response complete until the client has it
-    "deserialize": "data_movement",  # response tensors read back
-    "queue": "queueing",  # Triton: QUEUE_START → COMPUTE_START (dynamic batcher included)
-    "compute_input": "data_movement",  # Triton: input copies, host↔device
-    "compute_output": "data_movement",
-    "broker_transit": "data_movement",  # Kafka produce → consume
-    "consumer_wait": "queueing",  # consumed → handed to the worker's Triton call
-    "worker": "data_movement",  # a stage worker's own time around its Triton call
-    "overhead": "other",  # request handling, ensemble hand-offs, unmeasured gaps
-}
 
 
 @dataclass(frozen=True)

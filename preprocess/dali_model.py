@@ -16,9 +16,9 @@ import nvidia.dali
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
-from cvserve.preprocess.dali import define_pipeline
-from cvserve.preprocess.geometry import META_FIELDS
-from cvserve.preprocess.spec import INPUT_NAME, OUTPUT_NAMES, PreprocessSpec
+from cvserve.preprocess.dali_graph import define_pipeline
+from cvserve.preprocess.spec import PreprocessSpec
+from cvserve.preprocess.tensors import IMAGE, META, META_LENGTH, PIXELS
 
 MODEL_FILE = "model.dali"
 _TRITON_DTYPES = {"float32": mc.TYPE_FP32, "float16": mc.TYPE_FP16}
@@ -29,8 +29,8 @@ def dali_config(
     name: str,
     max_batch_size: int,
     device: Literal["cpu", "gpu"],
-    input_name: str = INPUT_NAME,
-    outputs: Sequence[str] = OUTPUT_NAMES,
+    input_name: str = IMAGE,
+    outputs: Sequence[str] = (PIXELS, META),
     num_threads: int | None = None,
     instances: int = 1,
 ) -> mc.ModelConfig:
@@ -42,7 +42,7 @@ def dali_config(
     encoded.allow_ragged_batch = True
     config.output.add(name=outputs[0], data_type=_TRITON_DTYPES[spec.dtype], dims=spec.output_shape)
     if len(outputs) == 2:
-        config.output.add(name=outputs[1], data_type=mc.TYPE_FP32, dims=[len(META_FIELDS)])
+        config.output.add(name=outputs[1], data_type=mc.TYPE_FP32, dims=[META_LENGTH])
     config.dynamic_batching.SetInParent()
     config.instance_group.add(
         count=instances,
@@ -61,8 +61,8 @@ def write_dali_model(
     device: Literal["cpu", "gpu"] | None = None,
     *,
     name: str | None = None,
-    input_name: str = INPUT_NAME,
-    outputs: Sequence[str] = OUTPUT_NAMES,
+    input_name: str = IMAGE,
+    outputs: Sequence[str] = (PIXELS, META),
     num_threads: int | None = None,
     instances: int = 1,
 ) -> Path:

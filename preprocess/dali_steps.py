@@ -25,9 +25,8 @@ from nvidia.dali import fn, pipeline_def, types
 from nvidia.dali.data_node import DataNode
 from nvidia.dali.pipeline import Pipeline
 
-from cvserve.preprocess.dali import (
+from cvserve.preprocess.dali_graph import (
     HW_DECODER_LOAD,
-    INPUT_NAME,
     decode_step,
     meta_node,
     normalize_step,
@@ -36,6 +35,7 @@ from cvserve.preprocess.dali import (
 )
 from cvserve.preprocess.preprocessor import STEPS
 from cvserve.preprocess.spec import PreprocessSpec
+from cvserve.preprocess.tensors import IMAGE
 
 # External inputs of the second and third pipelines: the previous step's output.
 DECODED, RESIZED = "DECODED", "RESIZED"
@@ -60,7 +60,7 @@ def define_step_pipelines(
     later = "gpu" if device == "gpu" else "cpu"  # where decoded and resized images live
 
     def encoded() -> DataNode:
-        return fn.external_source(name=INPUT_NAME, dtype=types.UINT8, ndim=1)
+        return fn.external_source(name=IMAGE, dtype=types.UINT8, ndim=1)
 
     def previous(name: str) -> DataNode:
         return fn.external_source(
@@ -101,8 +101,7 @@ class StepPipelines:
         # What each pipeline reads: DALI prunes an input nothing uses (the normalize step reads
         # no placement when the resize already cropped), and refuses data fed to it.
         self.reads = [
-            {n for n in (INPUT_NAME, DECODED, RESIZED) if _has_input(pipe, n)}
-            for pipe in self.pipelines
+            {n for n in (IMAGE, DECODED, RESIZED) if _has_input(pipe, n)} for pipe in self.pipelines
         ]
         self.ns = np.zeros(len(STEPS), np.int64)  # per step of `STEPS`, since last reset
 
@@ -110,9 +109,9 @@ class StepPipelines:
         """``(pixels, meta)`` DALI batches of ``encoded`` (as the fused pipeline's); raises
         ``RuntimeError`` if a step fails (its time still counts)."""
         decode, resize_crop, normalize = self.pipelines
-        decoded, meta = self._step(0, decode, {INPUT_NAME: encoded})
-        (resized,) = self._step(1, resize_crop, {INPUT_NAME: encoded, DECODED: decoded})
-        (pixels,) = self._step(2, normalize, {INPUT_NAME: encoded, RESIZED: resized})
+        decoded, meta = self._step(0, decode, {IMAGE: encoded})
+        (resized,) = self._step(1, resize_crop, {IMAGE: encoded, DECODED: decoded})
+        (pixels,) = self._step(2, normalize, {IMAGE: encoded, RESIZED: resized})
         return pixels, meta
 
     def _step(self, index: int, pipe: Pipeline, inputs: dict[str, Any]) -> tuple[Any, ...]:

@@ -11,11 +11,6 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, get_args
 
 # ImageNet statistics in 0..255 pixel units (torchvision's, times 255).
-# Tensor names of every preprocessing model: the encoded image in (DALI's external source, fed
-# by Triton's DALI backend from the model input of the same name), pixels and META out.
-INPUT_NAME = "IMAGE"
-OUTPUT_NAMES: tuple[str, str] = ("PIXELS", "META")
-
 IMAGENET_MEAN: tuple[float, float, float] = (0.485 * 255, 0.456 * 255, 0.406 * 255)
 IMAGENET_STD: tuple[float, float, float] = (0.229 * 255, 0.224 * 255, 0.225 * 255)
 # The grey YOLO-style detectors pad letterboxed images with, in 0..255 pixel units.

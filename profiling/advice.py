@@ -7,8 +7,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from cvserve.pipelines.spec import CATEGORIES
 from cvserve.profiling.attribution import END_TO_END
+from cvserve.profiling.categories import CATEGORIES
 
 # Throughput differences below this are reported as no clear winner (sweeps on shared machines
 # vary by a few per cent run to run).

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from cvserve.pipelines.spec import CATEGORIES
+from cvserve.profiling.categories import CATEGORIES
 from cvserve.profiling.trace import Trace
 
 END_TO_END = "end_to_end"

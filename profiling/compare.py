@@ -9,8 +9,8 @@ from typing import Any
 
 from rich.table import Table
 
-from cvserve.pipelines.spec import CATEGORIES
 from cvserve.profiling.attribution import END_TO_END
+from cvserve.profiling.categories import CATEGORIES
 from cvserve.profiling.report import SUMMARY
 
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cvserve.pipelines.client import PipelineClient
+from cvserve.models.client import PipelineClient
 from cvserve.pipelines.spec import PipelineSpec
 
 Sender = Callable[[int], object]

@@ -11,18 +11,10 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt
 from matplotlib.ticker import NullLocator, ScalarFormatter
 
-from cvserve.pipelines.spec import CATEGORIES
 from cvserve.profiling.attribution import END_TO_END
+from cvserve.profiling.categories import CATEGORIES, COLOURS
 
 SHARES_PNG, CONCURRENCY_PNG = "shares.png", "concurrency.png"
-COLOURS = {
-    "preprocessing": "#4c72b0",
-    "data_movement": "#dd8452",
-    "queueing": "#c44e52",
-    "inference": "#55a868",
-    "postprocessing": "#8172b3",
-    "other": "#999999",
-}
 
 
 def plot_shares(summary: dict[str, Any], path: Path) -> Path:

@@ -18,9 +18,9 @@ from typing import Any
 
 from rich.table import Table
 
-from cvserve.pipelines.spec import CATEGORIES
 from cvserve.profiling.advice import broker_advice, placement_advice
 from cvserve.profiling.attribution import END_TO_END
+from cvserve.profiling.categories import CATEGORIES, HEADERS
 from cvserve.profiling.machine import machine_info
 from cvserve.profiling.sweep import PointResult, SweepRun
 
@@ -183,17 +183,6 @@ def write_run(folder: Path, run: SweepRun) -> dict[str, Any]:
     (folder / REQUESTS_JSON).write_text(json.dumps(rows))
     (folder / CHROME_TRACE).write_text(json.dumps(chrome_trace(run.results)))
     return summary
-
-
-# Short column headers of the terminal table.
-HEADERS = {
-    "preprocessing": "pre",
-    "data_movement": "move",
-    "queueing": "queue",
-    "inference": "infer",
-    "postprocessing": "post",
-    "other": "other",
-}
 
 
 def summary_table(summary: dict[str, Any]) -> Table:

@@ -19,9 +19,10 @@ from typing import Any
 import tritonclient.grpc as grpcclient
 
 from cvserve.deploy.triton import TritonServer
-from cvserve.models.repository import write_repository
+from cvserve.models.repository.local import write_repository
 from cvserve.pipelines.spec import PipelineSpec
 from cvserve.pipelines.variants import tensor_input, with_devices, with_preprocess_times
+from cvserve.preprocess.naive import NaivePreprocessor
 from cvserve.preprocess.spec import PreprocessSpec
 from cvserve.preprocess.synthetic import synthetic_image
 from cvserve.profiling import tritonstats
@@ -33,7 +34,6 @@ from cvserve.profiling.attribution import (
     unattributed_share,
 )
 from cvserve.profiling.load import closed_loop
-from cvserve.profiling.naive_preprocess import NaivePreprocessor
 from cvserve.profiling.trace import Trace
 from cvserve.profiling.tracedclient import CALL_END, CALL_START, TracedSender
 from cvserve.profiling.tritontrace import (

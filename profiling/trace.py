@@ -23,11 +23,10 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 from cvserve.broker.schema import ANSWERED, CONSUMED, DISPATCHED, EMITTING, PRODUCED, READY
-from cvserve.pipelines.spec import ROLE_CATEGORY, SPAN_CATEGORY
+from cvserve.profiling.categories import OTHER, ROLE_CATEGORY, SPAN_CATEGORY
 
 COMPUTE_INFER = "compute_infer"  # a model's own compute: its stage role's category
 ROOT = "request"  # the root span: its time not covered by a child is unattributed ("other")
-OTHER = "other"
 
 # Hop labels (`broker.schema.hop_label`) are "<component>.<event>"; consecutive hops of a message
 # make a span of this kind. A stage worker's finer hops split its share: produced → ready is the
@@ -59,7 +58,7 @@ def span_category(kind: str, role: str | None = None) -> str:
     if kind == COMPUTE_INFER:
         return ROLE_CATEGORY.get(role or "", OTHER)
     if kind not in SPAN_CATEGORY:
-        raise KeyError(f"span kind {kind!r} has no category in pipelines.spec.SPAN_CATEGORY")
+        raise KeyError(f"span kind {kind!r} has no category in profiling.categories.SPAN_CATEGORY")
     return SPAN_CATEGORY[kind]
 
 

@@ -16,11 +16,10 @@ from typing import Any
 import numpy as np
 import tritonclient.grpc as grpcclient
 
-from cvserve.pipelines.catalog import IMAGE, META, PIXELS
-from cvserve.pipelines.client import pad_images
 from cvserve.pipelines.spec import PipelineSpec
 from cvserve.pipelines.variants import PREPROCESS_TIMES
-from cvserve.profiling.naive_preprocess import NaivePreprocessor
+from cvserve.preprocess.naive import NaivePreprocessor
+from cvserve.preprocess.tensors import IMAGE, META, PIXELS, pad_images
 from cvserve.profiling.trace import Trace
 
 CALL_START, CALL_END = "call_start", "call_end"

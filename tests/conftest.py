@@ -10,7 +10,7 @@ import pytest
 from served_models import write_slow_model
 
 from cvserve.deploy.triton import TritonServer
-from cvserve.models.repository import write_repository
+from cvserve.models.repository.local import write_repository
 from cvserve.pipelines.catalog import classify, image_pipeline, preprocess_spec_for
 from cvserve.pipelines.spec import PipelineSpec
 from cvserve.preprocess.synthetic import synthetic_image

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from cvserve.models.repository import STAGE_PARAMETER
+from cvserve.models.repository.local import STAGE_PARAMETER
 
 
 def stage_params(args: dict[str, str]) -> dict[str, Any]:

@@ -42,7 +42,7 @@ def start_worker(
         stats_path = tmp_path / f"worker{n}.json"
         log_path = tmp_path / f"worker{n}.log"
         command = [
-            sys.executable, "-m", "cvserve.broker.commands", "worker",
+            sys.executable, "-m", "cvserve.pipelines.app.kafka_commands", "worker",
             "--bootstrap", kafka.bootstrap,
             "--namespace", namespace,
             "--pipeline", PIPELINE,

@@ -12,7 +12,7 @@ from cvserve.broker.lag import pipeline_lag
 from cvserve.broker.producer import ImageProducer
 from cvserve.deploy.kafka import KafkaBroker
 from cvserve.deploy.ports import free_port
-from cvserve.profiling.bench_kafka import jpeg_near
+from cvserve.profiling.bench.kafka import jpeg_near
 
 IMAGE_BYTES = 1_000_000
 BACKLOG = 120  # ~120 MB behind the worker: far more than it may hold

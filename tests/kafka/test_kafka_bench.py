@@ -9,7 +9,7 @@ import pytest
 from cvserve.broker.clients import end_offsets, new_consumer
 from cvserve.broker.topics import ensure_topics
 from cvserve.deploy.kafka import KafkaBroker
-from cvserve.profiling.bench_kafka import jpeg_near, measure
+from cvserve.profiling.bench.kafka import jpeg_near, measure
 
 
 def test_jpeg_near_hits_the_requested_size() -> None:

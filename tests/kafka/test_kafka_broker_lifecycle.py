@@ -20,7 +20,7 @@ pytestmark = pytest.mark.kafka
 
 def cvserve_kafka(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "cvserve.broker.commands", "kafka", *args],
+        [sys.executable, "-m", "cvserve.pipelines.app.kafka_commands", "kafka", *args],
         capture_output=True,
         text=True,
         timeout=150,

@@ -12,8 +12,8 @@ from cvserve.broker.producer import ImageProducer
 from cvserve.broker.results import ResultReader
 from cvserve.broker.schema import decode_outputs
 from cvserve.deploy.kafka import KafkaBroker
-from cvserve.pipelines.catalog import BOXES, COUNT, EMBEDDING, SCORES
-from cvserve.pipelines.client import PipelineClient
+from cvserve.models.client import PipelineClient
+from cvserve.preprocess.tensors import BOXES, COUNT, EMBEDDING, SCORES
 
 pytestmark = [pytest.mark.kafka, pytest.mark.server]
 

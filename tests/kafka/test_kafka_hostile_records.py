@@ -106,7 +106,7 @@ def cvserve_results(bootstrap: str, namespace: str, tmp_path: Path, pipeline: st
     peak_file = tmp_path / f"peak-{time.monotonic_ns()}"
     command = [
         sys.executable, "-c", _PEAK_RSS, str(peak_file),
-        sys.executable, "-m", "cvserve.broker.commands", "results",
+        sys.executable, "-m", "cvserve.pipelines.app.kafka_commands", "results",
         "--bootstrap", bootstrap, "--namespace", namespace, "--pipeline", pipeline,
         "--idle-timeout", "3",
     ]  # fmt: skip

@@ -13,13 +13,13 @@ from cvserve.broker.clients import (
     new_producer,
     producer_config,
 )
-from cvserve.broker.commands import expand_paths
 from cvserve.broker.producer import MessageTooLarge, check_size
 from cvserve.broker.results import RecentKeys
 from cvserve.broker.routes import route
 from cvserve.broker.topics import Topics, ensure_topics
 from cvserve.deploy.kafka import KafkaBroker
 from cvserve.deploy.kafka_limits import LIMITS, MessageLimits
+from cvserve.pipelines.app.kafka_commands import expand_paths
 
 
 def test_broker_topic_producer_and_consumer_limits_agree() -> None:

@@ -14,10 +14,11 @@ from PIL import Image
 
 from cvserve.deploy.kafka import KafkaBroker
 from cvserve.deploy.triton import TritonServer
-from cvserve.models.repository import write_repository
+from cvserve.models.repository.local import write_repository
+from cvserve.pipelines.app.cli import main
 from cvserve.pipelines.catalog import COMPOSITES
-from cvserve.pipelines.cli import main
-from cvserve.pipelines.spec import CATEGORIES, PipelineSpec
+from cvserve.pipelines.spec import PipelineSpec
+from cvserve.profiling.categories import CATEGORIES
 from cvserve.profiling.tritontrace import TraceUnavailable, TritonTracer, server_args
 
 pytestmark = [pytest.mark.kafka, pytest.mark.server]

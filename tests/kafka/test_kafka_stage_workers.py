@@ -1,7 +1,7 @@
 """Stage workers between a real Kafka broker and a real Triton serving ``classify``.
 
-Workers run as subprocesses (``python -m cvserve.broker.commands worker``) so that SIGKILL and
-SIGTERM are real; each test has its own topic namespace.
+Workers run as subprocesses (``python -m cvserve.pipelines.app.kafka_commands worker``) so that
+SIGKILL and SIGTERM are real; each test has its own topic namespace.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from cvserve.broker.topics import Topics
 from cvserve.deploy.kafka import KafkaBroker
 from cvserve.deploy.kafka_limits import LIMITS
 from cvserve.deploy.ports import free_port
-from cvserve.pipelines.client import PipelineClient
+from cvserve.models.client import PipelineClient
 from cvserve.preprocess.synthetic import synthetic_image
 
 pytestmark = [pytest.mark.kafka, pytest.mark.server]
@@ -95,7 +95,7 @@ def test_every_image_gets_one_result_equal_to_calling_the_ensemble(
     worker = start_worker(triton_url)
     common = ["--bootstrap", kafka.bootstrap, "--namespace", namespace, "--pipeline", PIPELINE]
     submitted = subprocess.run(
-        [sys.executable, "-m", "cvserve.broker.commands", "submit",
+        [sys.executable, "-m", "cvserve.pipelines.app.kafka_commands", "submit",
          str(tmp_path / "folder"), str(tmp_path / "glob*.jpg"), *common],
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
@@ -129,12 +129,12 @@ def test_every_image_gets_one_result_equal_to_calling_the_ensemble(
     assert worker.stats().state == "stopped" and worker.stats().results == 12
 
     lag_table = subprocess.run(
-        [sys.executable, "-m", "cvserve.broker.commands", "kafka", "lag", *common],
+        [sys.executable, "-m", "cvserve.pipelines.app.kafka_commands", "kafka", "lag", *common],
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert "total lag 0 message(s)" in lag_table.stdout, lag_table.stdout + lag_table.stderr
     metrics = subprocess.run(
-        [sys.executable, "-m", "cvserve.broker.commands", "kafka", "lag", *common,
+        [sys.executable, "-m", "cvserve.pipelines.app.kafka_commands", "kafka", "lag", *common,
          "--format", "prometheus"],
         capture_output=True, text=True, timeout=60,
     ).stdout  # fmt: skip
@@ -144,7 +144,7 @@ def test_every_image_gets_one_result_equal_to_calling_the_ensemble(
     assert len(samples) == len(lag) and all(line.endswith(" 0") for line in samples), metrics
 
     printed = subprocess.run(
-        [sys.executable, "-m", "cvserve.broker.commands", "results", *common,
+        [sys.executable, "-m", "cvserve.pipelines.app.kafka_commands", "results", *common,
          "--idle-timeout", "2"],
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip

@@ -17,7 +17,7 @@ from cvserve.broker.topics import Topics
 from cvserve.deploy.kafka import KafkaBroker
 from cvserve.deploy.ports import free_port
 from cvserve.deploy.triton import TritonServer
-from cvserve.models.repository import write_repository
+from cvserve.models.repository.local import write_repository
 from cvserve.pipelines.spec import PipelineSpec
 
 pytestmark = [pytest.mark.kafka, pytest.mark.server]

@@ -11,11 +11,11 @@ import pytest
 import torch
 
 from cvserve.models.export import input_name
-from cvserve.models.ngc import write_ngc_repository
-from cvserve.models.repository import read_config
+from cvserve.models.repository.local import read_config
+from cvserve.models.repository.ngc import write_ngc_repository
 from cvserve.models.zoo import build_model
+from cvserve.pipelines.app.cli import main
 from cvserve.pipelines.catalog import image_pipeline
-from cvserve.pipelines.cli import main
 
 
 @pytest.fixture(scope="module")

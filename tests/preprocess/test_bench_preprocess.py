@@ -9,16 +9,16 @@ import sys
 
 import pytest
 
-from cvserve.pipelines.cli import build_parser
-from cvserve.preprocess.dali import gpu_count
-from cvserve.profiling.bench_preprocess import (
+from cvserve.pipelines.app.cli import build_parser
+from cvserve.pipelines.app.preprocess_commands import cmd_bench_preprocess
+from cvserve.preprocess.dali_graph import gpu_count
+from cvserve.profiling.bench.gpu_check import EXIT_NO_GPU
+from cvserve.profiling.bench.preprocess import (
     BackendConfig,
     Target,
     bench_preprocess,
     cpu_configs,
 )
-from cvserve.profiling.commands_preprocess import cmd_bench_preprocess
-from cvserve.profiling.gpu_check import EXIT_NO_GPU
 
 
 def test_bench_measures_every_cell_and_writes_json(tmp_path) -> None:
@@ -69,7 +69,7 @@ def test_cli_registers_bench_preprocess() -> None:
 @pytest.mark.skipif(gpu_count() > 0, reason="a GPU is present: the check would run")
 def test_gpu_check_without_a_gpu_exits_with_a_clear_message() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "cvserve.profiling.gpu_check"],
+        [sys.executable, "-m", "cvserve.profiling.bench.gpu_check"],
         capture_output=True,
         text=True,
         timeout=120,

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cvserve.preprocess.dali import DaliPreprocessor, define_pipeline, gpu_count
+from cvserve.preprocess.dali import DaliPreprocessor
+from cvserve.preprocess.dali_graph import define_pipeline, gpu_count
 from cvserve.preprocess.geometry import meta, placement
 from cvserve.preprocess.spec import PreprocessError, PreprocessSpec
 from cvserve.preprocess.synthetic import colour_case, synthetic_image

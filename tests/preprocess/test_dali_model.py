@@ -11,8 +11,9 @@ from tritonclient.grpc import model_config_pb2 as mc
 
 from cvserve.preprocess.dali import DaliPreprocessor
 from cvserve.preprocess.dali_model import MODEL_FILE, write_dali_model
-from cvserve.preprocess.spec import INPUT_NAME, PreprocessSpec
+from cvserve.preprocess.spec import PreprocessSpec
 from cvserve.preprocess.synthetic import colour_case, synthetic_image
+from cvserve.preprocess.tensors import IMAGE
 
 SPEC = PreprocessSpec(resize_mode="letterbox", crop=(96, 128), dtype="float16")
 
@@ -27,7 +28,7 @@ def test_config_is_a_dali_backend_model_with_the_spec_shapes(tmp_path) -> None:
     assert (config.name, config.backend, config.max_batch_size) == ("detect_preprocess", "dali", 16)
     (encoded,) = config.input
     assert (encoded.name, encoded.data_type, list(encoded.dims)) == (
-        INPUT_NAME,
+        IMAGE,
         mc.TYPE_UINT8,
         [-1],
     )
@@ -56,7 +57,7 @@ def test_serialized_graph_gives_the_same_output_on_cpu(tmp_path) -> None:
     length = max(map(len, images)) + 5
     rows = [np.pad(np.frombuffer(d, np.uint8), (0, length - len(d))) for d in images]
     for batch in ([np.frombuffer(d, np.uint8) for d in images], rows):
-        pipe.feed_input(INPUT_NAME, batch)
+        pipe.feed_input(IMAGE, batch)
         pixels, meta = pipe.run()
         for i, e in enumerate(expected):
             np.testing.assert_array_equal(pixels.at(i), e.pixels)
@@ -69,7 +70,7 @@ def test_one_output_model_serves_pixels_only(tmp_path) -> None:
     pipe = Pipeline.deserialize(
         filename=str(directory / "1" / MODEL_FILE), device_id=None, prefetch_queue_depth=1
     )
-    pipe.feed_input(INPUT_NAME, [np.frombuffer(synthetic_image(50, 40), np.uint8)])
+    pipe.feed_input(IMAGE, [np.frombuffer(synthetic_image(50, 40), np.uint8)])
     assert len(pipe.run()) == 1
 
 

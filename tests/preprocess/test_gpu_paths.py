@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from cvserve.preprocess.backends import make_preprocessor
-from cvserve.preprocess.dali import gpu_count
+from cvserve.preprocess.dali_graph import gpu_count
 from cvserve.preprocess.parity import PARITY_SPECS, failures
 
 pytestmark = [

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from cvserve.pipelines.spec import CATEGORIES
 from cvserve.profiling.attribution import (
     END_TO_END,
     attribute,
     category_stats,
     span_means_ms,
 )
+from cvserve.profiling.categories import CATEGORIES
 from cvserve.profiling.trace import Trace
 
 MS = 1_000_000

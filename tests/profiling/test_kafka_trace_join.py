@@ -14,7 +14,7 @@ from cvserve.broker.producer import SUBMIT_HOP
 from cvserve.broker.results import READY_HOP, RECEIVED_HOP, expected_results, is_complete
 from cvserve.broker.routes import route
 from cvserve.broker.schema import Crop, Hop, Message, TraceContext, result_message
-from cvserve.pipelines.spec import CATEGORIES
+from cvserve.profiling.categories import CATEGORIES
 from cvserve.profiling.kafkaload import HANDED_OFF, BrokerRequest
 from cvserve.profiling.kafkatrace import hop_edges, join_request
 from cvserve.profiling.trace import ClockSample, Trace, WallClock

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cvserve.models.repository import read_config, write_repository
-from cvserve.pipelines.catalog import META, PIXELS, classify, detect
+from cvserve.models.repository.local import read_config, write_repository
+from cvserve.pipelines.catalog import classify, detect
 from cvserve.pipelines.variants import (
     PREPROCESS_TIMES,
     tensor_input,
@@ -14,9 +14,10 @@ from cvserve.pipelines.variants import (
     with_preprocess_times,
 )
 from cvserve.preprocess.geometry import meta, placement
+from cvserve.preprocess.naive import NaivePreprocessor
 from cvserve.preprocess.spec import PreprocessError, PreprocessSpec
 from cvserve.preprocess.synthetic import synthetic_image
-from cvserve.profiling.naive_preprocess import NaivePreprocessor
+from cvserve.preprocess.tensors import META, PIXELS
 from cvserve.profiling.sweep import plan_servers
 
 

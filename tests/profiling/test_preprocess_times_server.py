@@ -12,15 +12,15 @@ import pytest
 import tritonclient.grpc as grpcclient
 
 from cvserve.deploy.triton import TritonServer
-from cvserve.models.repository import write_repository
-from cvserve.pipelines.catalog import IMAGE, PIXELS
-from cvserve.pipelines.cli import main
-from cvserve.pipelines.client import InferenceError, PipelineClient, pad_images
+from cvserve.models.client import InferenceError, PipelineClient
+from cvserve.models.repository.local import write_repository
+from cvserve.pipelines.app.cli import main
 from cvserve.pipelines.spec import PipelineSpec
 from cvserve.pipelines.variants import PREPROCESS_TIMES, with_preprocess_times
 from cvserve.preprocess.dali import DaliPreprocessor
 from cvserve.preprocess.preprocessor import STEPS
 from cvserve.preprocess.spec import PreprocessSpec
+from cvserve.preprocess.tensors import IMAGE, PIXELS, pad_images
 from cvserve.profiling import tritonstats
 from cvserve.profiling.tritontrace import server_args
 

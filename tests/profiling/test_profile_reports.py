@@ -11,10 +11,10 @@ import pytest
 from PIL import Image
 from rich.console import Console
 
-from cvserve.pipelines.cli import main
-from cvserve.pipelines.spec import CATEGORIES
+from cvserve.pipelines.app.cli import main
 from cvserve.profiling.advice import placement_advice
 from cvserve.profiling.attribution import attribute
+from cvserve.profiling.categories import CATEGORIES
 from cvserve.profiling.compare import compare_points, load_summary
 from cvserve.profiling.plots import write_plots
 from cvserve.profiling.report import (

@@ -33,14 +33,15 @@ from cvserve.broker.schema import (
     result_message,
 )
 from cvserve.deploy.triton import TritonServer
-from cvserve.models.repository import write_repository
-from cvserve.pipelines.catalog import IMAGE, SCORES, classify
-from cvserve.pipelines.cli import main
-from cvserve.pipelines.client import pad_images
-from cvserve.pipelines.spec import CATEGORIES, BatchingSpec, PipelineSpec
+from cvserve.models.repository.local import write_repository
+from cvserve.pipelines.app.cli import main
+from cvserve.pipelines.catalog import classify
+from cvserve.pipelines.spec import BatchingSpec, PipelineSpec
 from cvserve.pipelines.variants import tensor_input, with_preprocess_times
 from cvserve.preprocess.synthetic import synthetic_image
+from cvserve.preprocess.tensors import IMAGE, SCORES, pad_images
 from cvserve.profiling.attribution import attribute
+from cvserve.profiling.categories import CATEGORIES
 from cvserve.profiling.trace import Trace, WallClock, add_hop_spans, sample_clocks
 from cvserve.profiling.tritontrace import TritonTracer, attach_triton, server_args
 

@@ -9,7 +9,7 @@ import pytest
 from cvserve.broker.producer import SUBMIT_HOP
 from cvserve.broker.schema import Message, TraceContext
 from cvserve.pipelines.catalog import classify
-from cvserve.pipelines.spec import CATEGORIES, ROLE_CATEGORY, SPAN_CATEGORY
+from cvserve.profiling.categories import CATEGORIES, ROLE_CATEGORY, SPAN_CATEGORY
 from cvserve.profiling.trace import (
     ClockSample,
     Trace,

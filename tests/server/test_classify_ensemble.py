@@ -10,15 +10,15 @@ import torch
 import tritonclient.grpc as grpcclient
 
 from cvserve.deploy.triton import TritonServer
+from cvserve.models.client import InferenceError, PipelineClient
 from cvserve.models.postprocess import top_k
 from cvserve.models.zoo import build_classifier
-from cvserve.pipelines.catalog import LABELS, PIXELS, SCORES
-from cvserve.pipelines.cli import main
-from cvserve.pipelines.client import InferenceError, PipelineClient, pad_images
+from cvserve.pipelines.app.cli import main
 from cvserve.pipelines.spec import PipelineSpec
 from cvserve.preprocess.dali import DaliPreprocessor
 from cvserve.preprocess.spec import PreprocessSpec
 from cvserve.preprocess.synthetic import synthetic_image
+from cvserve.preprocess.tensors import LABELS, PIXELS, SCORES, pad_images
 from cvserve.profiling import tritonstats
 
 pytestmark = pytest.mark.server

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from cvserve.pipelines.app.demo import run_demo
 from cvserve.pipelines.catalog import classify
-from cvserve.pipelines.demo import run_demo
-from cvserve.profiling.efficiency import bench_efficiency
+from cvserve.profiling.bench.efficiency import bench_efficiency
 
 pytestmark = [pytest.mark.server, pytest.mark.kafka]
 

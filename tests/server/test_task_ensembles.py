@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 
 from cvserve.deploy.triton import TritonServer
-from cvserve.pipelines.catalog import BOXES, COUNT, DEPTH, EMBEDDING, LABELS, MASK, SCORES, SIZE
-from cvserve.pipelines.client import PipelineClient
-from cvserve.pipelines.local import LocalPipeline
+from cvserve.models.client import PipelineClient
+from cvserve.models.local_pipeline import LocalPipeline
 from cvserve.pipelines.spec import PipelineSpec
 from cvserve.preprocess.synthetic import encode, synthetic_image
+from cvserve.preprocess.tensors import BOXES, COUNT, DEPTH, EMBEDDING, LABELS, MASK, SCORES, SIZE
 
 pytestmark = pytest.mark.server
 

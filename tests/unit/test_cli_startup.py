@@ -19,15 +19,15 @@ def _run(code: str) -> str:
 
 
 def test_cli_import_does_not_import_torch() -> None:
-    out = _run("import cvserve.pipelines.cli, sys; print('torch' in sys.modules)")
-    assert out == "False", "importing cvserve.pipelines.cli imported torch"
+    out = _run("import cvserve.pipelines.app.cli, sys; print('torch' in sys.modules)")
+    assert out == "False", "importing cvserve.pipelines.app.cli imported torch"
 
 
 def test_cli_parser_with_every_command_module_does_not_import_torch() -> None:
     # `cvserve --help` builds the parser, which imports every COMMAND_MODULES entry.
     out = _run(
         "import sys\n"
-        "from cvserve.pipelines.cli import build_parser\n"
+        "from cvserve.pipelines.app.cli import build_parser\n"
         "build_parser()\n"
         "heavy = ('torch', 'torchvision', 'nvidia.dali')\n"
         "print(sorted(m for m in heavy if m in sys.modules))"

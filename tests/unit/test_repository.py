@@ -4,9 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from cvserve.models.repository import STAGE_PARAMETER, read_config, write_repository
+from cvserve.models.repository.local import STAGE_PARAMETER, read_config, write_repository
+from cvserve.pipelines.app.cli import main
 from cvserve.pipelines.catalog import classify
-from cvserve.pipelines.cli import main
 from cvserve.pipelines.spec import PipelineSpec, StageSpec, TensorSpec
 
 

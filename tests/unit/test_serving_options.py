@@ -8,13 +8,14 @@ import cv2
 import numpy as np
 import pytest
 
-from cvserve.models.repository import read_config, write_repository
-from cvserve.pipelines.catalog import BOXES, COUNT, DEPTH, LABELS, MASK, SCORES, SIZE, classify
+from cvserve.models.repository.local import read_config, write_repository
+from cvserve.pipelines.app.summary import summarize, write_pngs
+from cvserve.pipelines.catalog import classify
 from cvserve.pipelines.defaults import LIGHT_DNN_GMACS, serving_defaults, usable_cores
-from cvserve.pipelines.summary import summarize, write_pngs
 from cvserve.preprocess.dali import DaliPreprocessor
 from cvserve.preprocess.spec import PreprocessSpec
 from cvserve.preprocess.synthetic import synthetic_image
+from cvserve.preprocess.tensors import BOXES, COUNT, DEPTH, LABELS, MASK, SCORES, SIZE
 
 
 def test_cpu_defaults_use_every_core_in_one_instance() -> None:

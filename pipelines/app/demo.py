@@ -18,12 +18,13 @@ from rich.console import Console
 from rich.table import Table
 
 from cvserve.deploy.kafka import KafkaBroker
+from cvserve.models.client import PipelineClient
+from cvserve.models.serving import serve_locally
 from cvserve.models.zoo import class_names
-from cvserve.pipelines.catalog import LABELS, SCORES, classify, pipeline_specs
-from cvserve.pipelines.client import PipelineClient
-from cvserve.pipelines.demo_kafka import run_kafka_demo
-from cvserve.pipelines.serving import serve_locally
+from cvserve.pipelines.app.demo_kafka import run_kafka_demo
+from cvserve.pipelines.catalog import classify, pipeline_specs
 from cvserve.preprocess.synthetic import synthetic_image
+from cvserve.preprocess.tensors import LABELS, SCORES
 from cvserve.profiling import tritonstats
 
 DEMO_IMAGES: tuple[tuple[int, int, str], ...] = (

@@ -212,7 +212,7 @@ def bench_kafka(
             "result": row,
         }
         if pipeline:
-            from cvserve.profiling.bench_broker import bench_broker_pipeline
+            from cvserve.profiling.bench.broker import bench_broker_pipeline
 
             report["pipeline"] = bench_broker_pipeline(
                 pipeline,

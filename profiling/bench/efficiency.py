@@ -17,8 +17,8 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
+from cvserve.models.serving import serve_locally
 from cvserve.models.zoo import build_model
-from cvserve.pipelines.serving import serve_locally
 from cvserve.pipelines.spec import PipelineSpec
 from cvserve.preprocess.dali import DaliPreprocessor
 from cvserve.preprocess.spec import PreprocessSpec

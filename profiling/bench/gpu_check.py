@@ -1,4 +1,5 @@
-"""``python -m cvserve.profiling.gpu_check``: the GPU half of the preprocessing checks, in one go.
+"""``python -m cvserve.profiling.bench.gpu_check``: the GPU half of the preprocessing checks, in
+one go.
 
 1. Parity of the GPU paths on `preprocess.parity`'s corpus (every resize mode, colour case,
    dtype): DALI ``mixed`` vs the float64 reference and vs DALI CPU, torchvision CUDA vs the
@@ -34,7 +35,7 @@ def gpu_status() -> tuple[bool, str]:
     """Whether torch and DALI both see a CUDA GPU, and what they see."""
     import torch
 
-    from cvserve.preprocess.dali import gpu_count
+    from cvserve.preprocess.dali_graph import gpu_count
 
     torch_gpu = torch.cuda.is_available()
     dali_gpus = gpu_count()
@@ -144,7 +145,7 @@ def crop_check(min_time_s: float) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m cvserve.profiling.gpu_check", description=__doc__
+        prog="python -m cvserve.profiling.bench.gpu_check", description=__doc__
     )
     parser.add_argument("--batches", nargs="+", type=int, default=list(GPU_BATCHES))
     parser.add_argument("--min-time", type=float, default=0.5, help="seconds per measurement")
@@ -156,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"gpu_check: no CUDA GPU usable ({seen}); nothing checked.")
         return EXIT_NO_GPU
 
-    from cvserve.profiling.bench_preprocess import (
+    from cvserve.profiling.bench.preprocess import (
         BackendConfig,
         Target,
         bench_preprocess,

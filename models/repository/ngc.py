@@ -15,7 +15,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 
 from cvserve.models.architectures import architecture
 from cvserve.models.export import PLATFORMS, ExportFormat, export, input_name, output_name
-from cvserve.models.repository import (
+from cvserve.models.repository.local import (
     ensemble_config,
     model_py,
     stage_config,

@@ -449,8 +449,8 @@ def register(commands: Any, benches: Any = None) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """These subcommands alone (``python -m cvserve.broker.commands worker ...``), without the
-    rest of ``cvserve``'s parser."""
+    """These subcommands alone (``python -m cvserve.pipelines.app.kafka_commands worker ...``),
+    without the rest of ``cvserve``'s parser."""
     parser = argparse.ArgumentParser(prog="cvserve", description=__doc__)
     register(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)

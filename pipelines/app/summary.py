@@ -7,7 +7,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from cvserve.pipelines.catalog import BOXES, COUNT, DEPTH, EMBEDDING, LABELS, MASK, SCORES, SIZE
+from cvserve.preprocess.tensors import BOXES, COUNT, DEPTH, EMBEDDING, LABELS, MASK, SCORES, SIZE
 
 
 def summarize(outputs: dict[str, np.ndarray], row: int, names: list[str]) -> str:

@@ -8,8 +8,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from cvserve.models.serving import serve_locally
 from cvserve.pipelines.catalog import pipeline
-from cvserve.pipelines.serving import serve_locally
 from cvserve.preprocess.synthetic import synthetic_image
 from cvserve.profiling.load import closed_loop, image_senders, warm_up
 from cvserve.profiling.machine import machine_info, write_report

@@ -57,13 +57,13 @@ def _spec(args: argparse.Namespace):
 
 
 def cmd_repo_build(args: argparse.Namespace) -> int:
-    from cvserve.models.repository import write_repository
+    from cvserve.models.repository.local import write_repository
 
     names = sorted(PIPELINES) if args.pipeline == "all" else [args.pipeline]
     for name in names:
         for spec in pipeline_specs(name, **_options(args)):
             if args.target == "ngc":
-                from cvserve.models.ngc import write_ngc_repository
+                from cvserve.models.repository.ngc import write_ngc_repository
 
                 write_ngc_repository(spec, Path(args.out), args.format, tensorrt=args.tensorrt)
             else:
@@ -103,9 +103,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_infer(args: argparse.Namespace) -> int:
+    from cvserve.models.client import InferenceError, PipelineClient
     from cvserve.models.zoo import class_names
-    from cvserve.pipelines.client import InferenceError, PipelineClient
-    from cvserve.pipelines.summary import summarize, write_pngs
+    from cvserve.pipelines.app.summary import summarize, write_pngs
 
     spec = _spec(args)
     names = class_names(spec.stage_by_role("inference").params["arch"])
@@ -126,13 +126,13 @@ def cmd_infer(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from cvserve.pipelines.demo import run_demo
+    from cvserve.pipelines.app.demo import run_demo
 
     return run_demo(arch=args.arch, workdir=Path(args.workdir) if args.workdir else None)
 
 
 def cmd_bench_pipeline(args: argparse.Namespace) -> int:
-    from cvserve.profiling.bench import bench_pipeline
+    from cvserve.profiling.bench.pipeline import bench_pipeline
 
     bench_pipeline(
         args.target,
@@ -145,7 +145,7 @@ def cmd_bench_pipeline(args: argparse.Namespace) -> int:
 
 
 def cmd_bench_efficiency(args: argparse.Namespace) -> int:
-    from cvserve.profiling.efficiency import bench_efficiency
+    from cvserve.profiling.bench.efficiency import bench_efficiency
 
     bench_efficiency(
         _spec(args),
@@ -159,9 +159,9 @@ def cmd_bench_efficiency(args: argparse.Namespace) -> int:
 # Folders add their own subcommands: each module listed has `register(commands, benches)`, where
 # `commands` are the subparsers of `cvserve` and `benches` those of `cvserve bench`.
 COMMAND_MODULES: tuple[str, ...] = (
-    "cvserve.broker.commands",
-    "cvserve.profiling.commands",
-    "cvserve.profiling.commands_preprocess",
+    "cvserve.pipelines.app.kafka_commands",
+    "cvserve.pipelines.app.profile_commands",
+    "cvserve.pipelines.app.preprocess_commands",
 )
 
 

@@ -16,7 +16,7 @@ def _size(text: str) -> tuple[int, int]:
 
 def cmd_bench_preprocess(args: argparse.Namespace) -> int:
     from cvserve.preprocess.spec import PreprocessSpec
-    from cvserve.profiling.bench_preprocess import (
+    from cvserve.profiling.bench.preprocess import (
         BENCH_BATCHES,
         BENCH_SIZES,
         CPU_TARGET,

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from cvserve.deploy.triton import TritonServer
-from cvserve.models.repository import write_repository
+from cvserve.models.repository.local import write_repository
 from cvserve.pipelines.spec import PipelineSpec
 
 

@@ -189,7 +189,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_bench_profiling(args: argparse.Namespace) -> int:
-    from cvserve.profiling.overhead import bench_profiling
+    from cvserve.profiling.bench.overhead import bench_profiling
 
     bench_profiling(
         pipeline_name=args.pipeline,
@@ -206,7 +206,7 @@ def cmd_bench_profiling(args: argparse.Namespace) -> int:
 
 
 def cmd_bench_broker(args: argparse.Namespace) -> int:
-    from cvserve.profiling.bench_broker import bench_broker_pipeline
+    from cvserve.profiling.bench.broker import bench_broker_pipeline
 
     bench_broker_pipeline(
         args.target,
@@ -224,7 +224,7 @@ def cmd_bench_broker(args: argparse.Namespace) -> int:
 
 
 def cmd_bench_kafka(args: argparse.Namespace) -> int:
-    from cvserve.profiling.bench_kafka import bench_kafka
+    from cvserve.profiling.bench.kafka import bench_kafka
 
     bench_kafka(
         bootstrap=args.bootstrap,

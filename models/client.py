@@ -4,33 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
 from cvserve.pipelines.spec import PipelineSpec
+from cvserve.preprocess.tensors import pad_images
 
 
 class InferenceError(RuntimeError):
     """The server answered a request with an error (its message is kept)."""
-
-
-def pad_images(images: Sequence[bytes]) -> np.ndarray:
-    """(N, L) uint8: each image's bytes, zero-padded to the longest (decoders ignore the tail)."""
-    if not images:
-        raise ValueError("no images")
-    length = max(1, *(len(image) for image in images))
-    batch = np.zeros((len(images), length), dtype=np.uint8)
-    for row, image in enumerate(images):
-        batch[row, : len(image)] = np.frombuffer(image, dtype=np.uint8)
-    return batch
-
-
-def read_images(paths: Sequence[str | Path]) -> list[bytes]:
-    return [Path(p).read_bytes() for p in paths]
 
 
 @dataclass
@@ -65,9 +49,6 @@ class PipelineClient:
         except InferenceServerException as exc:
             raise InferenceError(exc.message() or str(exc)) from exc
         return {name: result.as_numpy(name) for name in names}
-
-    def statistics(self, model: str) -> dict[str, Any]:
-        return self._client.get_inference_statistics(model, as_json=True)
 
     @property
     def triton(self) -> grpcclient.InferenceServerClient:

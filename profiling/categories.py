@@ -1,0 +1,52 @@
+"""The profiler's categories: where each span of a request's time is attributed, declared once
+with the short header of the terminal table and the colour of the plots."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Category:
+    name: str
+    header: str  # terminal table column
+    colour: str  # plots
+
+
+_CATEGORIES: tuple[Category, ...] = (
+    Category("preprocessing", "pre", "#4c72b0"),
+    Category("data_movement", "move", "#dd8452"),
+    Category("queueing", "queue", "#c44e52"),
+    Category("inference", "infer", "#55a868"),
+    Category("postprocessing", "post", "#8172b3"),
+    Category("other", "other", "#999999"),
+)
+CATEGORIES: tuple[str, ...] = tuple(c.name for c in _CATEGORIES)
+HEADERS: dict[str, str] = {c.name: c.header for c in _CATEGORIES}
+COLOURS: dict[str, str] = {c.name: c.colour for c in _CATEGORIES}
+OTHER = "other"
+
+# Where the time of a stage's compute goes, by the stage's role in its `PipelineSpec`.
+ROLE_CATEGORY: dict[str, str] = {
+    "preprocess": "preprocessing",
+    "inference": "inference",
+    "postprocess": "postprocessing",
+}
+# Where every span kind other than a stage's compute goes.
+SPAN_CATEGORY: dict[str, str] = {
+    "read": "data_movement",  # the client reads the encoded image
+    "decode": "preprocessing",  # decode / resize_crop / normalize: in the client (client-cpu)
+    "resize_crop": "preprocessing",  # or inside the preprocess model when it reports them
+    "normalize": "preprocessing",
+    "serialize": "data_movement",  # request tensors (or a Kafka record) built
+    "send": "data_movement",  # client call until Triton starts the request
+    "receive": "data_movement",  # Triton's response complete until the client has it
+    "deserialize": "data_movement",  # response tensors read back
+    "queue": "queueing",  # Triton: QUEUE_START → COMPUTE_START (dynamic batcher included)
+    "compute_input": "data_movement",  # Triton: input copies, host↔device
+    "compute_output": "data_movement",
+    "broker_transit": "data_movement",  # Kafka produce → consume
+    "consumer_wait": "queueing",  # consumed → handed to the worker's Triton call
+    "worker": "data_movement",  # a stage worker's own time around its Triton call
+    "overhead": "other",  # request handling, ensemble hand-offs, unmeasured gaps
+}
