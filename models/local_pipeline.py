@@ -10,11 +10,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from cvserve.models.params import DnnParams, PostprocessParams
 from cvserve.models.postprocess import FUNCTIONS
-from cvserve.models.zoo import build_model
+from cvserve.models.zoo import build_dnn
 from cvserve.pipelines.spec import PipelineSpec
 from cvserve.preprocess.dali import DaliPreprocessor
-from cvserve.preprocess.spec import PreprocessSpec
+from cvserve.preprocess.spec import PreprocessParams
 
 
 class LocalPipeline:
@@ -25,19 +26,18 @@ class LocalPipeline:
         pre = spec.stage_by_role("preprocess")
         dnn = spec.stage_by_role("inference")
         post = spec.stage_by_role("postprocess")
+        post_params = post.params_as(PostprocessParams)
         self.preprocessor = DaliPreprocessor(
-            PreprocessSpec.from_dict(pre.params["spec"]),
+            pre.params_as(PreprocessParams).spec,
             max_batch_size=pre.batching.max_batch_size,
             num_threads=threads,
         )
-        p = dnn.params
-        self.model = build_model(p["arch"], p["seed"], p.get("weights"), p.get("num_classes"))
+        self.model = build_dnn(dnn.params_as(DnnParams))
         self.dnn_outputs = [t.name for t in dnn.outputs]
         self.post_inputs = [t.name for t in post.inputs]
         self.post_outputs = [t.name for t in post.outputs]
-        options = dict(post.params)
-        self.function = FUNCTIONS[options.pop("function")]
-        self.options = options
+        self.function = FUNCTIONS[post_params.function]
+        self.options = post_params.options()
         self.meta_name = pre.outputs[1].name if len(pre.outputs) > 1 else None
 
     def __call__(self, images: Sequence[bytes]) -> dict[str, np.ndarray]:

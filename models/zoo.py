@@ -31,6 +31,7 @@ from cvserve.models.architectures import (
     Task,
     architecture,
 )
+from cvserve.models.params import DnnParams
 
 __all__ = [
     "ARCHITECTURES",
@@ -49,7 +50,7 @@ __all__ = [
     "SegmentationNet",
     "Task",
     "architecture",
-    "build_classifier",
+    "build_dnn",
     "build_model",
     "class_names",
     "network",
@@ -274,14 +275,9 @@ def _load_pretrained(model: nn.Module, spec: Architecture) -> None:
     target.load_state_dict(state, strict=False)
 
 
-def build_classifier(
-    arch: str = "resnet50",
-    num_classes: int = 1000,
-    seed: int = 0,
-    weights: str | Path | None = None,
-) -> nn.Module:
-    """A classification model (see `build_model`)."""
-    return build_model(arch, seed, weights, num_classes)
+def build_dnn(params: DnnParams) -> nn.Module:
+    """The serving module a DNN stage's parameters describe (see `build_model`)."""
+    return build_model(params.arch, params.seed, params.weights, params.num_classes)
 
 
 def class_names(arch: str, num_classes: int | None = None) -> list[str]:

@@ -14,9 +14,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from cvserve.models.architectures import architecture
+from cvserve.models.params import DnnParams, PostprocessParams
 from cvserve.pipelines.defaults import serving_defaults, usable_cores
 from cvserve.pipelines.spec import BatchingSpec, Device, PipelineSpec, StageSpec, TensorSpec
-from cvserve.preprocess.spec import PreprocessSpec
+from cvserve.preprocess.spec import PreprocessParams, PreprocessSpec
 from cvserve.preprocess.tensors import (
     BOXES,
     COUNT,
@@ -113,6 +114,31 @@ def preprocess_spec_for(arch: str) -> PreprocessSpec:
     )
 
 
+def preprocess_outputs(pre: PreprocessSpec) -> tuple[TensorSpec, TensorSpec]:
+    """``PIXELS`` (the spec's shape and dtype) and ``META``, as a preprocess stage outputs them."""
+    return TensorSpec(PIXELS, pre.dtype, pre.output_shape), TensorSpec(
+        META, "float32", (META_LENGTH,)
+    )
+
+
+def preprocess_stage(
+    name: str, params: PreprocessParams, batching: BatchingSpec, instances: int = 1
+) -> StageSpec:
+    """The preprocessing stage of an image pipeline: encoded ``IMAGE`` in, PIXELS and META out,
+    on the spec's device."""
+    return StageSpec(
+        name=name,
+        role="preprocess",
+        adapter=f"{ADAPTERS}.preprocess",
+        inputs=(TensorSpec(IMAGE, "uint8", (-1,), allow_ragged_batch=True),),
+        outputs=preprocess_outputs(params.spec),
+        params=params,
+        batching=batching,
+        instances=instances,
+        device=params.spec.device,
+    )
+
+
 def image_pipeline(
     task: str,
     arch: str | None = None,
@@ -155,25 +181,22 @@ def image_pipeline(
             b for b in defaults.preferred_batch_sizes if b <= max_batch_size
         ),
     )
-    pixels = TensorSpec(PIXELS, pre.dtype, pre.output_shape)
-    meta = TensorSpec(META, "float32", (META_LENGTH,))
+    pixels, meta = preprocess_outputs(pre)
     dnn_outputs = kind.dnn_outputs(classes, pre.output_shape[1:])
     options: dict[str, Any] = {
         "classify": {"k": top_k},
         "detect": {"score_threshold": score_threshold, "max_detections": max_detections},
     }.get(task, {})
     results = kind.results(options)
+    dnn = DnnParams(
+        arch=arch, num_classes=classes, seed=seed, weights=weights, torch_threads=torch_threads
+    )
     stages = (
-        StageSpec(
-            name=f"{name}_preprocess",
-            role="preprocess",
-            adapter=f"{ADAPTERS}.preprocess",
-            inputs=(TensorSpec(IMAGE, "uint8", (-1,), allow_ragged_batch=True),),
-            outputs=(pixels, meta),
-            params={"spec": pre.to_dict(), "num_threads": dali_threads or defaults.dali_threads},
-            batching=batching,
-            instances=instances,
-            device=device,
+        preprocess_stage(
+            f"{name}_preprocess",
+            PreprocessParams(pre, num_threads=dali_threads or defaults.dali_threads),
+            batching,
+            instances,
         ),
         StageSpec(
             name=f"{name}_dnn",
@@ -181,13 +204,7 @@ def image_pipeline(
             adapter=f"{ADAPTERS}.dnn",
             inputs=(pixels,),
             outputs=dnn_outputs,
-            params={
-                "arch": arch,
-                "num_classes": classes,
-                "seed": seed,
-                "weights": weights,
-                "torch_threads": torch_threads,
-            },
+            params=dnn,
             batching=batching,
             instances=instances,
             device=device,
@@ -198,7 +215,7 @@ def image_pipeline(
             adapter=f"{ADAPTERS}.postprocess",
             inputs=(*dnn_outputs, meta) if kind.uses_meta else dnn_outputs,
             outputs=results,
-            params={"function": kind.postprocess, **options},
+            params=PostprocessParams(kind.postprocess, **options),
             batching=batching,
             instances=1,
             device="cpu",

@@ -6,10 +6,10 @@ derived from a `PipelineSpec`; nothing here knows how a stage computes.
 
 from __future__ import annotations
 
+import dataclasses
 import json
-from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Self, TypeVar
 
 import numpy as np
 
@@ -60,11 +60,37 @@ class BatchingSpec:
 
 
 @dataclass(frozen=True)
+class StageParams:
+    """A stage's typed parameters: one frozen dataclass per role, a field per parameter.
+
+    Serialised once into the stage's model config (`to_json`) and parsed once by its adapter
+    (`from_json`); a subclass with nested specs overrides `from_dict`.
+    """
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Self:
+        return cls(**data)
+
+    @classmethod
+    def from_json(cls, text: str) -> Self:
+        return cls.from_dict(json.loads(text))
+
+
+P = TypeVar("P", bound=StageParams)
+
+
+@dataclass(frozen=True)
 class StageSpec:
     """One Triton model of a pipeline. Its ``name`` is the Triton model name and profiler label.
 
-    ``adapter`` is the module holding its ``TritonPythonModel``; ``params`` (JSON-serialisable)
-    reach that adapter through the model config.
+    ``adapter`` is the module holding its ``TritonPythonModel``; ``params`` (its role's
+    `StageParams`) reach that adapter through the model config.
     """
 
     name: str
@@ -72,13 +98,18 @@ class StageSpec:
     adapter: str
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
-    params: Mapping[str, Any] = field(default_factory=dict)
+    params: StageParams = field(default_factory=StageParams)
     batching: BatchingSpec = field(default_factory=BatchingSpec)
     instances: int = 1
     device: Device = "cpu"
 
-    def params_json(self) -> str:
-        return json.dumps(dict(self.params), sort_keys=True)
+    def params_as(self, kind: type[P]) -> P:
+        """The stage's params, which must be a ``kind`` (a role's `StageParams`)."""
+        if not isinstance(self.params, kind):
+            raise TypeError(
+                f"stage {self.name}: params are {type(self.params).__name__}, not {kind.__name__}"
+            )
+        return self.params
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, get_args
 
+from cvserve.pipelines.spec import StageParams
+
 # ImageNet statistics in 0..255 pixel units (torchvision's, times 255).
 IMAGENET_MEAN: tuple[float, float, float] = (0.485 * 255, 0.456 * 255, 0.406 * 255)
 IMAGENET_STD: tuple[float, float, float] = (0.229 * 255, 0.224 * 255, 0.225 * 255)
@@ -128,6 +130,20 @@ class PreprocessSpec:
             if key in data:
                 data[key] = tuple(data[key])
         return cls(**data)
+
+
+@dataclass(frozen=True)
+class PreprocessParams(StageParams):
+    """Parameters of a preprocessing stage: its spec, CPU threads per instance, and the backend
+    (`preprocess.backends`) its python-backend adapter runs."""
+
+    spec: PreprocessSpec
+    num_threads: int
+    backend: str = "dali"
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PreprocessParams:
+        return cls(**{**data, "spec": PreprocessSpec.from_dict(data["spec"])})
 
 
 class PreprocessError(ValueError):

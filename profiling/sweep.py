@@ -23,7 +23,7 @@ from cvserve.models.repository.local import write_repository
 from cvserve.pipelines.spec import PipelineSpec
 from cvserve.pipelines.variants import tensor_input, with_devices, with_preprocess_times
 from cvserve.preprocess.naive import NaivePreprocessor
-from cvserve.preprocess.spec import PreprocessSpec
+from cvserve.preprocess.spec import PreprocessParams
 from cvserve.preprocess.synthetic import synthetic_image
 from cvserve.profiling import tritonstats
 from cvserve.profiling.attribution import (
@@ -157,8 +157,8 @@ class Target:
     def of(cls, placement: str, ensemble: PipelineSpec, base: PipelineSpec) -> Target:
         pre = None
         if placement == CLIENT_CPU:
-            params = base.stage_by_role("preprocess").params
-            pre = NaivePreprocessor(PreprocessSpec.from_dict(params["spec"]))
+            params = base.stage_by_role("preprocess").params_as(PreprocessParams)
+            pre = NaivePreprocessor(params.spec)
         return cls(placement, ensemble, pre, {s.name: s.role for s in ensemble.stages})
 
 

@@ -1,77 +1,13 @@
-"""Write a Triton model repository from a `PipelineSpec`: one python-backend model per stage
-(``config.pbtxt`` + a one-line ``model.py`` importing its adapter) and the ensemble.
-
-Configs are built as Triton's own ``ModelConfig`` protobuf and printed in text format, so they are
-valid by construction.
-"""
+"""The local target: a Triton model repository from a `PipelineSpec` for the bundled Triton, one
+python-backend model per stage (``config.pbtxt`` + a one-line ``model.py`` importing its adapter)
+and the ensemble."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from google.protobuf import text_format
-from tritonclient.grpc import model_config_pb2 as mc
-
-from cvserve.pipelines.spec import PipelineSpec, StageSpec, TensorSpec
-
-STAGE_PARAMETER = "cvserve_stage"  # config parameter carrying a stage's JSON params
-
-
-def tensor_message(message: mc.ModelInput | mc.ModelOutput, tensor: TensorSpec) -> None:
-    message.name = tensor.name
-    message.data_type = mc.DataType.Value(
-        f"TYPE_{'STRING' if tensor.dtype == 'bytes' else tensor.triton_dtype}"
-    )
-    message.dims.extend(tensor.dims)
-
-
-def stage_config(stage: StageSpec) -> mc.ModelConfig:
-    """The ``config.pbtxt`` of one python-backend stage."""
-    config = mc.ModelConfig(name=stage.name, backend="python")
-    config.max_batch_size = stage.batching.max_batch_size
-    for tensor in stage.inputs:
-        message = config.input.add()
-        tensor_message(message, tensor)
-        message.allow_ragged_batch = tensor.allow_ragged_batch
-    for tensor in stage.outputs:
-        tensor_message(config.output.add(), tensor)
-    if stage.batching.max_batch_size > 0:
-        config.dynamic_batching.max_queue_delay_microseconds = stage.batching.max_queue_delay_us
-        config.dynamic_batching.preferred_batch_size.extend(stage.batching.preferred_batch_sizes)
-    group = config.instance_group.add()
-    group.count = stage.instances
-    group.kind = (
-        mc.ModelInstanceGroup.KIND_GPU
-        if stage.device == "gpu"
-        else (mc.ModelInstanceGroup.KIND_CPU)
-    )
-    config.parameters[STAGE_PARAMETER].string_value = stage.params_json()
-    if stage.device == "gpu":
-        # Let GPU tensors reach the model without a host hop (Triton issue 6060).
-        config.parameters["FORCE_CPU_ONLY_INPUT_TENSORS"].string_value = "no"
-    return config
-
-
-def ensemble_config(spec: PipelineSpec) -> mc.ModelConfig:
-    """The ensemble chaining the stages, wired by tensor name."""
-    config = mc.ModelConfig(name=spec.name, platform="ensemble")
-    config.max_batch_size = min(s.batching.max_batch_size for s in spec.stages)
-    for tensor in spec.inputs:
-        tensor_message(config.input.add(), tensor)
-    for tensor in spec.outputs:
-        tensor_message(config.output.add(), tensor)
-    consumed = {t.name for s in spec.stages for t in s.inputs} | {t.name for t in spec.outputs}
-    for stage in spec.stages:
-        step = config.ensemble_scheduling.step.add()
-        step.model_name = stage.name
-        step.model_version = -1
-        for tensor in stage.inputs:
-            step.input_map[tensor.name] = tensor.name
-        # Only outputs someone reads: an unread ensemble tensor is never requested.
-        for tensor in stage.outputs:
-            if tensor.name in consumed:
-                step.output_map[tensor.name] = tensor.name
-    return config
+from cvserve.models.repository.config import ensemble_config, python_stage_config, write_config
+from cvserve.pipelines.spec import PipelineSpec, StageSpec
 
 
 def model_py(stage: StageSpec) -> str:
@@ -81,26 +17,26 @@ def model_py(stage: StageSpec) -> str:
     )
 
 
-def write_config(directory: Path, config: mc.ModelConfig) -> Path:
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / "config.pbtxt"
-    path.write_text(text_format.MessageToString(config))
-    return path
+def write_python_stage(stage: StageSpec, out: Path) -> Path:
+    """``out/<stage>/config.pbtxt`` and ``1/model.py``; returns the model's folder."""
+    write_config(out / stage.name, python_stage_config(stage))
+    version = out / stage.name / "1"
+    version.mkdir(parents=True, exist_ok=True)
+    (version / "model.py").write_text(model_py(stage))
+    return out / stage.name
+
+
+def write_ensemble(spec: PipelineSpec, out: Path, **renames: dict[str, str]) -> Path:
+    """``out/<pipeline>/config.pbtxt`` and its empty version folder."""
+    write_config(out / spec.name, ensemble_config(spec, renames))
+    (out / spec.name / "1").mkdir(parents=True, exist_ok=True)
+    return out / spec.name
 
 
 def write_repository(spec: PipelineSpec, out: Path) -> Path:
     """Write (or overwrite) the models of ``spec`` under ``out``; returns ``out``."""
     out = Path(out)
     for stage in spec.stages:
-        write_config(out / stage.name, stage_config(stage))
-        version = out / stage.name / "1"
-        version.mkdir(parents=True, exist_ok=True)
-        (version / "model.py").write_text(model_py(stage))
-    write_config(out / spec.name, ensemble_config(spec))
-    (out / spec.name / "1").mkdir(parents=True, exist_ok=True)
+        write_python_stage(stage, out)
+    write_ensemble(spec, out)
     return out
-
-
-def read_config(path: Path) -> mc.ModelConfig:
-    """Parse a ``config.pbtxt`` into Triton's ``ModelConfig``."""
-    return text_format.Parse(Path(path).read_text(), mc.ModelConfig())

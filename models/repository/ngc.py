@@ -1,10 +1,10 @@
-"""Write a model repository for the NGC Triton container from the same `PipelineSpec`:
+"""The NGC target: a model repository for the NGC Triton container from the same `PipelineSpec`:
 preprocessing as a DALI-backend ``model.dali``, the DNN exported (TorchScript for
 ``pytorch_libtorch`` or ONNX for ``onnxruntime_onnx``, optionally through TensorRT),
 postprocessing as the same python-backend model, and the same ensemble.
 
 The ensemble maps the spec's tensor names onto the exported model's ``INPUT__0`` /
-``OUTPUT__<i>`` names; nothing else differs from the local repository.
+``OUTPUT__<i>`` names; every config comes from `models.repository.config`.
 """
 
 from __future__ import annotations
@@ -15,36 +15,52 @@ from tritonclient.grpc import model_config_pb2 as mc
 
 from cvserve.models.architectures import architecture
 from cvserve.models.export import PLATFORMS, ExportFormat, export, input_name, output_name
-from cvserve.models.repository.local import (
-    ensemble_config,
-    model_py,
-    stage_config,
-    tensor_message,
-    write_config,
-)
-from cvserve.models.zoo import build_model
+from cvserve.models.params import DnnParams
+from cvserve.models.repository.config import model_config, write_config
+from cvserve.models.repository.local import write_ensemble, write_python_stage
+from cvserve.models.zoo import build_dnn
 from cvserve.pipelines.spec import PipelineSpec, StageSpec
-from cvserve.preprocess.dali_model import write_dali_model
-from cvserve.preprocess.spec import PreprocessSpec
+from cvserve.preprocess.dali_model import config_header, dali_version, serialize_dali_model
+from cvserve.preprocess.spec import PreprocessParams
+
+
+def dali_stage_config(stage: StageSpec) -> mc.ModelConfig:
+    """The preprocess stage as a DALI-backend model: the spec's tensors, batching, instances."""
+    params = stage.params_as(PreprocessParams)
+    if len(stage.outputs) not in (1, 2):
+        names = [t.name for t in stage.outputs]
+        raise ValueError(f"{stage.name}: outputs are (pixels,) or (pixels, meta), not {names}")
+    return model_config(
+        stage,
+        backend="dali",
+        parameters={"num_threads": str(params.num_threads), "dali_version": dali_version()},
+    )
+
+
+def write_dali_stage(stage: StageSpec, out: Path) -> Path:
+    """``out/<stage>/config.pbtxt`` and ``1/model.dali``; returns the model's folder."""
+    config = dali_stage_config(stage)
+    params = stage.params_as(PreprocessParams)
+    directory = out / stage.name
+    serialize_dali_model(
+        params.spec,
+        directory,
+        stage.batching.max_batch_size,
+        stage.device,
+        params.num_threads,
+        with_meta=len(stage.outputs) == 2,
+    )
+    write_config(directory, config, header=config_header(params.spec, stage.device))
+    return directory
 
 
 def dnn_config(stage: StageSpec, fmt: ExportFormat, tensorrt: bool) -> mc.ModelConfig:
     """Config of the exported DNN: Triton's positional tensor names, the spec's shapes."""
-    config = mc.ModelConfig(name=stage.name, platform=PLATFORMS[fmt])
-    config.max_batch_size = stage.batching.max_batch_size
-    (pixels,) = stage.inputs
-    message = config.input.add()
-    tensor_message(message, pixels)
-    message.name = input_name()
-    for index, tensor in enumerate(stage.outputs):
-        message = config.output.add()
-        tensor_message(message, tensor)
-        message.name = output_name(index)
-    config.dynamic_batching.max_queue_delay_microseconds = stage.batching.max_queue_delay_us
-    group = config.instance_group.add()
-    group.count = stage.instances
-    group.kind = (
-        mc.ModelInstanceGroup.KIND_GPU if stage.device == "gpu" else mc.ModelInstanceGroup.KIND_CPU
+    config = model_config(
+        stage,
+        platform=PLATFORMS[fmt],
+        input_names=[input_name()],
+        output_names=[output_name(i) for i in range(len(stage.outputs))],
     )
     if tensorrt and fmt == "onnx":
         accelerator = config.optimization.execution_accelerators.gpu_execution_accelerator.add()
@@ -54,22 +70,12 @@ def dnn_config(stage: StageSpec, fmt: ExportFormat, tensorrt: bool) -> mc.ModelC
     return config
 
 
-def ngc_ensemble_config(spec: PipelineSpec) -> mc.ModelConfig:
-    """The local ensemble with the DNN step's tensors renamed to the exported names."""
-    config = ensemble_config(spec)
-    dnn = spec.stage_by_role("inference")
-    for step in config.ensemble_scheduling.step:
-        if step.model_name != dnn.name:
-            continue
-        (pixels,) = dnn.inputs
-        step.input_map.clear()
-        step.input_map[input_name()] = pixels.name
-        mapped = dict(step.output_map)
-        step.output_map.clear()
-        for index, tensor in enumerate(dnn.outputs):
-            if tensor.name in mapped:
-                step.output_map[output_name(index)] = tensor.name
-    return config
+def exported_names(stage: StageSpec) -> dict[str, str]:
+    """Spec tensor name → the exported model's name (``INPUT__0``, ``OUTPUT__<i>``)."""
+    (pixels,) = stage.inputs
+    names = {pixels.name: input_name()}
+    names.update({t.name: output_name(i) for i, t in enumerate(stage.outputs)})
+    return names
 
 
 def write_ngc_repository(
@@ -77,30 +83,13 @@ def write_ngc_repository(
 ) -> Path:
     """Write ``spec`` for the NGC container under ``out``; returns ``out``."""
     out = Path(out)
-    pre = spec.stage_by_role("preprocess")
-    write_dali_model(
-        PreprocessSpec.from_dict(pre.params["spec"]),
-        out / pre.name,
-        max_batch_size=pre.batching.max_batch_size,
-        device=pre.device,
-        name=pre.name,
-        input_name=pre.inputs[0].name,
-        outputs=[t.name for t in pre.outputs],
-        instances=pre.instances,
-        num_threads=int(pre.params["num_threads"]),
-    )
+    write_dali_stage(spec.stage_by_role("preprocess"), out)
     dnn = spec.stage_by_role("inference")
-    params = dnn.params
-    arch = params["arch"]
-    if architecture(arch).task == "detection":
+    params = dnn.params_as(DnnParams)
+    if architecture(params.arch).task == "detection":
         fmt = "torchscript"
-    model = build_model(arch, params["seed"], params.get("weights"), params.get("num_classes"))
-    export(model, arch, fmt, out / dnn.name / "1")
+    export(build_dnn(params), params.arch, fmt, out / dnn.name / "1")
     write_config(out / dnn.name, dnn_config(dnn, fmt, tensorrt))
-    post = spec.stage_by_role("postprocess")
-    write_config(out / post.name, stage_config(post))
-    (out / post.name / "1").mkdir(parents=True, exist_ok=True)
-    (out / post.name / "1" / "model.py").write_text(model_py(post))
-    write_config(out / spec.name, ngc_ensemble_config(spec))
-    (out / spec.name / "1").mkdir(parents=True, exist_ok=True)
+    write_python_stage(spec.stage_by_role("postprocess"), out)
+    write_ensemble(spec, out, **{dnn.name: exported_names(dnn)})
     return out

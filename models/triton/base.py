@@ -9,18 +9,21 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from cvserve.models.repository.local import STAGE_PARAMETER
+from cvserve.models.repository.config import STAGE_PARAMETER
+from cvserve.pipelines.spec import StageParams
+
+P = TypeVar("P", bound=StageParams)
 
 
-def stage_params(args: dict[str, str]) -> dict[str, Any]:
-    """The stage's JSON params from its model config."""
+def stage_params(args: dict[str, str], kind: type[P]) -> P:
+    """The stage's typed params (``kind``), parsed from its model config."""
     config = json.loads(args["model_config"])
-    return json.loads(config["parameters"][STAGE_PARAMETER]["string_value"])
+    return kind.from_json(config["parameters"][STAGE_PARAMETER]["string_value"])
 
 
 def input_names(args: dict[str, str]) -> list[str]:

@@ -7,19 +7,18 @@ from typing import Any
 import numpy as np
 import torch
 
+from cvserve.models.params import DnnParams
 from cvserve.models.triton.base import input_names, output_names, run_batched, stage_params
-from cvserve.models.zoo import build_model
+from cvserve.models.zoo import build_dnn
 
 
 class TritonPythonModel:
     """Input: the preprocessed batch (N, 3, H, W); outputs: the module's tensors, config order."""
 
     def initialize(self, args: dict[str, str]) -> None:
-        params = stage_params(args)
-        torch.set_num_threads(int(params.get("torch_threads", 1)))
-        self.model = build_model(
-            params["arch"], params["seed"], params.get("weights"), params.get("num_classes")
-        )
+        params = stage_params(args, DnnParams)
+        torch.set_num_threads(params.torch_threads)
+        self.model = build_dnn(params)
         self.input_name = input_names(args)[0]
         self.output_names = output_names(args)
 

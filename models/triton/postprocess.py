@@ -10,18 +10,19 @@ from typing import Any
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
+from cvserve.models.params import PostprocessParams
 from cvserve.models.postprocess import FUNCTIONS
 from cvserve.models.triton.base import error_response, input_names, output_names, stage_params
 
 
 class TritonPythonModel:
-    """Inputs in config order are the function's positional arguments; the stage params other
-    than ``function`` its keywords; its results fill the outputs in config order."""
+    """Inputs in config order are the function's positional arguments; `PostprocessParams.options`
+    its keywords; its results fill the outputs in config order."""
 
     def initialize(self, args: dict[str, str]) -> None:
-        params = dict(stage_params(args))
-        self.function = FUNCTIONS[params.pop("function")]
-        self.options = params
+        params = stage_params(args, PostprocessParams)
+        self.function = FUNCTIONS[params.function]
+        self.options = params.options()
         self.input_names = input_names(args)
         self.output_names = output_names(args)
 

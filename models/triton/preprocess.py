@@ -1,7 +1,7 @@
 """Triton adapter of the preprocessing stage: encoded image bytes → normalised tensors (+ META).
 
 Outputs follow the model config: the pixels, and META when the config declares a second output.
-The backend is the stage parameter ``backend`` (default ``dali``); the device is the spec's.
+The backend is `PreprocessParams.backend` (default ``dali``); the device is the spec's.
 When the config also declares ``PREPROCESS_TIMES`` (`pipelines.variants.with_preprocess_times`),
 DALI runs as three timed pipelines (`preprocess.dali_steps`, same output) and each image gets
 int64 [3]: the ns its Triton batch spent decoding, resizing + cropping, normalizing. Without it,
@@ -25,7 +25,7 @@ from cvserve.models.triton.base import (
 from cvserve.pipelines.variants import PREPROCESS_TIMES
 from cvserve.preprocess.backends import make_preprocessor
 from cvserve.preprocess.preprocessor import stack_results
-from cvserve.preprocess.spec import PreprocessError, PreprocessSpec
+from cvserve.preprocess.spec import PreprocessError, PreprocessParams
 
 
 def _tensor(name: str, value: Any) -> Any:
@@ -39,13 +39,13 @@ class TritonPythonModel:
     configured, META (N, 6) float32 and PREPROCESS_TIMES (N, 3) int64."""
 
     def initialize(self, args: dict[str, str]) -> None:
-        params = stage_params(args)
-        spec = PreprocessSpec.from_dict(params["spec"])
+        params = stage_params(args, PreprocessParams)
+        spec = params.spec
         self.input_name = input_names(args)[0]
         names = output_names(args)
         self.times = PREPROCESS_TIMES.name in names
         self.output_names = [n for n in names if n != PREPROCESS_TIMES.name][:2]  # PIXELS[, META]
-        backend = params.get("backend", "dali")
+        backend = params.backend
         options: dict[str, Any] = {}
         if spec.device == "gpu" and backend == "dali":
             options["device_id"] = int(args.get("model_instance_device_id", 0))
@@ -60,7 +60,7 @@ class TritonPythonModel:
             spec,
             backend,
             max_batch_size=max(1, max_batch_size(args)),
-            threads=int(params["num_threads"]),
+            threads=params.num_threads,
             **options,
         )
 

@@ -9,6 +9,7 @@ import sys
 import threading
 from pathlib import Path
 
+from cvserve.models.params import DnnParams
 from cvserve.pipelines.catalog import COMPOSITES, PIPELINES, pipeline, pipeline_specs
 
 
@@ -108,7 +109,7 @@ def cmd_infer(args: argparse.Namespace) -> int:
     from cvserve.pipelines.app.summary import summarize, write_pngs
 
     spec = _spec(args)
-    names = class_names(spec.stage_by_role("inference").params["arch"])
+    names = class_names(spec.stage_by_role("inference").params_as(DnnParams).arch)
     status = 0
     with PipelineClient(args.url, spec) as client:
         for path in map(Path, args.images):

@@ -17,11 +17,12 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
+from cvserve.models.params import DnnParams
 from cvserve.models.serving import serve_locally
-from cvserve.models.zoo import build_model
+from cvserve.models.zoo import build_dnn
 from cvserve.pipelines.spec import PipelineSpec
 from cvserve.preprocess.dali import DaliPreprocessor
-from cvserve.preprocess.spec import PreprocessSpec
+from cvserve.preprocess.spec import PreprocessParams
 from cvserve.preprocess.synthetic import synthetic_image
 from cvserve.profiling.load import closed_loop, image_senders, warm_up
 from cvserve.profiling.machine import machine_info, write_report
@@ -43,11 +44,9 @@ def preprocess_rate(
     spec: PipelineSpec, images: list[bytes], batch: int, duration_s: float
 ) -> float:
     """Preprocessing alone, images/s: the served stage's DALI backend and threads."""
-    stage = spec.stage_by_role("preprocess")
+    params = spec.stage_by_role("preprocess").params_as(PreprocessParams)
     preprocessor = DaliPreprocessor(
-        PreprocessSpec.from_dict(stage.params["spec"]),
-        max_batch_size=batch,
-        num_threads=int(stage.params["num_threads"]),
+        params.spec, max_batch_size=batch, num_threads=params.num_threads
     )
     chunks = [images[i : i + batch] for i in range(0, len(images), batch)]
     state = {"i": 0}
@@ -63,12 +62,12 @@ def dnn_rate(spec: PipelineSpec, batch: int, duration_s: float) -> float:
     """The DNN alone, images/s: the served module and torch threads on a preprocessed-shape batch
     (its speed does not depend on the source image size)."""
     stage = spec.stage_by_role("inference")
-    params = stage.params
-    model = build_model(params["arch"], params["seed"], params.get("weights"))
+    params = stage.params_as(DnnParams)
+    model = build_dnn(params)
     (pixels_spec,) = stage.inputs
     pixels = torch.randn((batch, *pixels_spec.dims), generator=torch.Generator().manual_seed(0))
     threads_before = torch.get_num_threads()
-    torch.set_num_threads(int(params.get("torch_threads", 1)))
+    torch.set_num_threads(params.torch_threads)
     try:
         with torch.inference_mode():
             return _rate(lambda: model(pixels), batch, duration_s)
@@ -131,12 +130,12 @@ def bench_efficiency(
     report = {
         "benchmark": "efficiency",
         "pipeline": spec.name,
-        "arch": stage.params["arch"],
+        "arch": stage.params_as(DnnParams).arch,
         "batch": batch,
         "concurrency": concurrency,
         "instances": stage.instances,
-        "torch_threads": stage.params.get("torch_threads"),
-        "dali_threads": spec.stage_by_role("preprocess").params.get("num_threads"),
+        "torch_threads": stage.params_as(DnnParams).torch_threads,
+        "dali_threads": spec.stage_by_role("preprocess").params_as(PreprocessParams).num_threads,
         "limit_rule": "min(a, b)" if gpu else "1 / (1/a + 1/b)",
         "machine": machine_info(),
         "results": rows,

@@ -21,6 +21,7 @@ import tritonclient.grpc as grpcclient
 from rich.console import Console
 from rich.table import Table
 
+from cvserve.models.params import DnnParams
 from cvserve.pipelines.catalog import pipeline
 from cvserve.profiling.load import closed_loop
 from cvserve.profiling.machine import machine_info, write_report
@@ -200,7 +201,7 @@ def bench_profiling(
     report = {
         "benchmark": "profiling overhead",
         "pipeline": pipeline_name,
-        "arch": spec.stage_by_role("inference").params["arch"],
+        "arch": spec.stage_by_role("inference").params_as(DnnParams).arch,
         "size": f"{size[0]}x{size[1]}",
         "concurrency": concurrency,
         "duration_s": duration_s,

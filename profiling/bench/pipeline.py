@@ -8,6 +8,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from cvserve.models.params import DnnParams
 from cvserve.models.serving import serve_locally
 from cvserve.pipelines.catalog import pipeline
 from cvserve.preprocess.synthetic import synthetic_image
@@ -39,7 +40,7 @@ def bench_pipeline(
     writes JSON (``out`` or ``runs/bench-<name>-<time>.json``)."""
     console = Console()
     spec = pipeline(name, arch=arch)
-    arch = spec.stage_by_role("inference").params["arch"]
+    arch = spec.stage_by_role("inference").params_as(DnnParams).arch
     rows: list[dict[str, object]] = []
 
     def measure(url: str) -> None:

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from cvserve.models.export import input_name
-from cvserve.models.repository.local import read_config
+from cvserve.models.repository.config import read_config
 from cvserve.models.repository.ngc import write_ngc_repository
 from cvserve.models.zoo import build_model
 from cvserve.pipelines.app.cli import main

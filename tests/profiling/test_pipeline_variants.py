@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cvserve.models.repository.local import read_config, write_repository
+from cvserve.models.repository.config import read_config
+from cvserve.models.repository.local import write_repository
 from cvserve.pipelines.catalog import classify, detect
 from cvserve.pipelines.variants import (
     PREPROCESS_TIMES,

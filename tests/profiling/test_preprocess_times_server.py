@@ -19,7 +19,7 @@ from cvserve.pipelines.spec import PipelineSpec
 from cvserve.pipelines.variants import PREPROCESS_TIMES, with_preprocess_times
 from cvserve.preprocess.dali import DaliPreprocessor
 from cvserve.preprocess.preprocessor import STEPS
-from cvserve.preprocess.spec import PreprocessSpec
+from cvserve.preprocess.spec import PreprocessParams
 from cvserve.preprocess.tensors import IMAGE, PIXELS, pad_images
 from cvserve.profiling import tritonstats
 from cvserve.profiling.tritontrace import server_args
@@ -83,8 +83,8 @@ def test_timed_model_pixels_equal_the_fused_pipeline(
         result = triton.infer("classify_preprocess", [tensor], outputs=outputs)
     finally:
         triton.close()
-    params = timed_spec.stage_by_role("preprocess").params
-    fused = DaliPreprocessor(PreprocessSpec.from_dict(params["spec"]), 8, 1).run_batch(images)
+    params = timed_spec.stage_by_role("preprocess").params_as(PreprocessParams)
+    fused = DaliPreprocessor(params.spec, 8, 1).run_batch(images)
     np.testing.assert_array_equal(result.as_numpy(PIXELS), fused)
     assert result.as_numpy(PREPROCESS_TIMES.name).shape == (len(images), len(STEPS))
 

@@ -36,7 +36,7 @@ from cvserve.deploy.triton import TritonServer
 from cvserve.models.repository.local import write_repository
 from cvserve.pipelines.app.cli import main
 from cvserve.pipelines.catalog import classify
-from cvserve.pipelines.spec import BatchingSpec, PipelineSpec
+from cvserve.pipelines.spec import BatchingSpec, PipelineSpec, StageParams
 from cvserve.pipelines.variants import tensor_input, with_preprocess_times
 from cvserve.preprocess.synthetic import synthetic_image
 from cvserve.preprocess.tensors import IMAGE, SCORES, pad_images
@@ -93,6 +93,12 @@ class TritonPythonModel:
 '''
 
 
+@dataclasses.dataclass(frozen=True)
+class DelayParams(StageParams):
+    delay_s: float
+    split: tuple[float, ...]
+
+
 def delay_pipeline() -> PipelineSpec:
     """classify (names, tensors, PREPROCESS_TIMES) with every stage a known sleep."""
     base = with_preprocess_times(classify())
@@ -100,7 +106,7 @@ def delay_pipeline() -> PipelineSpec:
         dataclasses.replace(
             stage,
             adapter="delay_model",
-            params={"delay_s": DELAYS_S[stage.role], "split": list(PREPROCESS_SPLIT.values())},
+            params=DelayParams(DELAYS_S[stage.role], tuple(PREPROCESS_SPLIT.values())),
             batching=BatchingSpec(max_batch_size=4, max_queue_delay_us=500),
         )
         for stage in base.stages

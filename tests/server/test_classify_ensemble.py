@@ -11,12 +11,13 @@ import tritonclient.grpc as grpcclient
 
 from cvserve.deploy.triton import TritonServer
 from cvserve.models.client import InferenceError, PipelineClient
+from cvserve.models.params import DnnParams, PostprocessParams
 from cvserve.models.postprocess import top_k
-from cvserve.models.zoo import build_classifier
+from cvserve.models.zoo import build_dnn
 from cvserve.pipelines.app.cli import main
 from cvserve.pipelines.spec import PipelineSpec
 from cvserve.preprocess.dali import DaliPreprocessor
-from cvserve.preprocess.spec import PreprocessSpec
+from cvserve.preprocess.spec import PreprocessParams
 from cvserve.preprocess.synthetic import synthetic_image
 from cvserve.preprocess.tensors import LABELS, PIXELS, SCORES, pad_images
 from cvserve.profiling import tritonstats
@@ -28,11 +29,10 @@ class InProcess:
     """The classify pipeline without Triton: DALI CPU + the same seeded model + top-k."""
 
     def __init__(self, spec: PipelineSpec) -> None:
-        pre = spec.stage_by_role("preprocess").params
-        model = spec.stage_by_role("inference").params
-        self.preprocess = DaliPreprocessor(PreprocessSpec.from_dict(pre["spec"]), 8, 1)
-        self.model = build_classifier(model["arch"], model["num_classes"], model["seed"])
-        self.k = spec.stage_by_role("postprocess").params["k"]
+        pre = spec.stage_by_role("preprocess").params_as(PreprocessParams)
+        self.preprocess = DaliPreprocessor(pre.spec, 8, 1)
+        self.model = build_dnn(spec.stage_by_role("inference").params_as(DnnParams))
+        self.k = spec.stage_by_role("postprocess").params_as(PostprocessParams).k
 
     def probabilities(self, images: list[bytes]) -> np.ndarray:
         with torch.inference_mode():

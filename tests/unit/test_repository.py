@@ -4,7 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from cvserve.models.repository.local import STAGE_PARAMETER, read_config, write_repository
+from cvserve.models.repository.config import STAGE_PARAMETER, read_config
+from cvserve.models.repository.local import write_repository
 from cvserve.pipelines.app.cli import main
 from cvserve.pipelines.catalog import classify
 from cvserve.pipelines.spec import PipelineSpec, StageSpec, TensorSpec

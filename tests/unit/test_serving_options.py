@@ -8,12 +8,13 @@ import cv2
 import numpy as np
 import pytest
 
-from cvserve.models.repository.local import read_config, write_repository
+from cvserve.models.repository.config import read_config
+from cvserve.models.repository.local import write_repository
 from cvserve.pipelines.app.summary import summarize, write_pngs
 from cvserve.pipelines.catalog import classify
 from cvserve.pipelines.defaults import LIGHT_DNN_GMACS, serving_defaults, usable_cores
 from cvserve.preprocess.dali import DaliPreprocessor
-from cvserve.preprocess.spec import PreprocessSpec
+from cvserve.preprocess.spec import PreprocessParams, PreprocessSpec
 from cvserve.preprocess.synthetic import synthetic_image
 from cvserve.preprocess.tensors import BOXES, COUNT, DEPTH, LABELS, MASK, SCORES, SIZE
 
@@ -53,7 +54,7 @@ def test_repository_uses_the_machine_defaults_unless_overridden(tmp_path: Path) 
 
 def test_gpu_pipeline_preprocesses_on_the_gpu() -> None:
     spec = classify(device="gpu")
-    assert spec.stage_by_role("preprocess").params["spec"]["device"] == "gpu"
+    assert spec.stage_by_role("preprocess").params_as(PreprocessParams).spec.device == "gpu"
     assert spec.stage_by_role("inference").batching.preferred_batch_sizes
 
 

@@ -1,6 +1,8 @@
-"""The NGC target: ``model.dali`` + ``config.pbtxt`` for Triton's DALI backend."""
+"""The NGC preprocess stage: ``model.dali`` + ``config.pbtxt`` for Triton's DALI backend."""
 
 from __future__ import annotations
+
+import dataclasses
 
 import numpy as np
 import nvidia.dali
@@ -9,13 +11,36 @@ from google.protobuf import text_format
 from nvidia.dali import Pipeline
 from tritonclient.grpc import model_config_pb2 as mc
 
+from cvserve.models.repository.ngc import write_dali_stage
+from cvserve.pipelines.catalog import preprocess_stage
+from cvserve.pipelines.spec import BatchingSpec
 from cvserve.preprocess.dali import DaliPreprocessor
-from cvserve.preprocess.dali_model import MODEL_FILE, write_dali_model
-from cvserve.preprocess.spec import PreprocessSpec
+from cvserve.preprocess.dali_model import MODEL_FILE
+from cvserve.preprocess.spec import PreprocessParams, PreprocessSpec
 from cvserve.preprocess.synthetic import colour_case, synthetic_image
 from cvserve.preprocess.tensors import IMAGE
 
 SPEC = PreprocessSpec(resize_mode="letterbox", crop=(96, 128), dtype="float16")
+
+
+def write_dali_model(
+    spec: PreprocessSpec,
+    directory,
+    max_batch_size: int,
+    device: str | None = None,
+    num_threads: int = 1,
+    outputs: tuple[str, ...] = ("PIXELS", "META"),
+):
+    """The NGC writer's DALI stage for ``spec``, written as ``directory``."""
+    spec = dataclasses.replace(spec, device=device or spec.device)
+    stage = preprocess_stage(
+        directory.name,
+        PreprocessParams(spec, num_threads),
+        BatchingSpec(max_batch_size=max_batch_size, preferred_batch_sizes=(max_batch_size,)),
+    )
+    known = {t.name: t for t in stage.outputs}
+    tensors = tuple(known.get(n, dataclasses.replace(stage.outputs[0], name=n)) for n in outputs)
+    return write_dali_stage(dataclasses.replace(stage, outputs=tensors), directory.parent)
 
 
 def read_config(directory) -> mc.ModelConfig:
@@ -40,6 +65,9 @@ def test_config_is_a_dali_backend_model_with_the_spec_shapes(tmp_path) -> None:
     assert config.parameters["num_threads"].string_value == "3"
     assert config.parameters["dali_version"].string_value == nvidia.dali.__version__
     assert f"DALI {nvidia.dali.__version__}" in (directory / "config.pbtxt").read_text()
+    # Batched like every other target: the queue delay and preferred sizes of the spec.
+    assert config.dynamic_batching.max_queue_delay_microseconds == BatchingSpec().max_queue_delay_us
+    assert list(config.dynamic_batching.preferred_batch_size) == [16]
 
 
 def test_serialized_graph_gives_the_same_output_on_cpu(tmp_path) -> None:
