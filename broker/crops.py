@@ -152,14 +152,10 @@ def _cut_opencv(
 
 
 def crop_emitter(
-    next_stage: str,
-    score_threshold: float = 0.5,
-    max_crops: int = 16,
-    emit_detections: bool = True,
-    backend: str = "auto",
+    next_stage: str, score_threshold: float, max_crops: int, backend: str = "auto"
 ) -> Emit:
-    """The `Emit` of a detect stage: one message per crop for ``next_stage`` and, if
-    ``emit_detections``, the detections as a result (so a reader knows how many crops follow).
+    """The `Emit` of a detect stage: one message per crop for ``next_stage`` and the detections
+    as a result (with `CROP_COUNT`, so a reader knows how many crops follow).
     ``backend`` is resolved on the first call (in the worker, not where the route is built)."""
     resolved: list[str] = []
 
@@ -171,10 +167,8 @@ def crop_emitter(
         crops = cut_crops(
             message.value, boxes, scores, score_threshold, max_crops, backend=resolved[0]
         )
-        emitted = []
-        if emit_detections:
-            counted = {**outputs, CROP_COUNT: np.array([len(crops)], dtype=np.int64)}
-            emitted.append(result_message(message, stage, counted))
+        counted = {**outputs, CROP_COUNT: np.array([len(crops)], dtype=np.int64)}
+        emitted = [result_message(message, stage, counted)]
         for cut in crops:
             emitted.append(
                 replace(

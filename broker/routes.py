@@ -8,13 +8,15 @@ out (one detection → N crops addressed to the next stage).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
 
 from cvserve.broker.crops import crop_emitter
 from cvserve.broker.schema import MAX_CROPS, Emit, Message, result_message
+from cvserve.pipelines.catalog import COMPOSITES
+from cvserve.pipelines.spec import CompositeSpec
 
 
 def emit_result(message: Message, outputs: Mapping[str, np.ndarray], stage: str) -> list[Message]:
@@ -61,32 +63,23 @@ def single_ensemble(pipeline: str) -> Route:
     return Route(pipeline, (BrokerStage(pipeline, pipeline),))
 
 
-def _detect_identify() -> Route:
-    """Detector on full images → one JPEG crop per detection → identification on crops.
-
-    The detector's score threshold and maximum detections (the pipeline spec of ``detect``)
-    decide the crops: the emitter cuts every detection the ensemble returns.
-    """
-    everything = MAX_CROPS  # the detect pipeline's max_detections already caps the crops
-
-    return Route(
-        "detect_identify",
-        (
-            BrokerStage(
-                "detect",
-                "detect",
-                crop_emitter("identify", score_threshold=0.0, max_crops=everything),
-            ),
-            BrokerStage("identify", "identify"),
-        ),
-    )
-
-
-# Pipelines whose route is more than one ensemble.
-MULTI_STAGE_ROUTES: dict[str, Callable[[], Route]] = {"detect_identify": _detect_identify}
+def composite_route(composite: CompositeSpec) -> Route:
+    """The broker stages of a composite: each stage's workers call its ensemble; a fan-out
+    stage's crops go to the next stage."""
+    stages = []
+    for stage, following in zip(composite.stages, (*composite.stages[1:], None), strict=True):
+        emit: Emit = emit_result
+        if stage.fan_out is not None and following is not None:
+            emit = crop_emitter(
+                following.pipeline,
+                score_threshold=stage.fan_out.score_threshold,
+                max_crops=stage.fan_out.max_crops or MAX_CROPS,
+            )
+        stages.append(BrokerStage(stage.pipeline, stage.pipeline, emit))
+    return Route(composite.name, tuple(stages))
 
 
 def route(pipeline: str) -> Route:
-    """The route of ``pipeline``: a registered multi-stage one, else its single ensemble."""
-    factory = MULTI_STAGE_ROUTES.get(pipeline)
-    return factory() if factory else single_ensemble(pipeline)
+    """The route of ``pipeline``: a catalog composite's stages, else its single ensemble."""
+    composite = COMPOSITES.get(pipeline)
+    return composite_route(composite) if composite else single_ensemble(pipeline)

@@ -15,12 +15,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from cvserve.deploy.kafka import DEFAULT_PARTITIONS
 from cvserve.deploy.kafka_limits import LIMITS, MessageLimits
 
 NAMESPACE_ENV = "CVSERVE_KAFKA_NAMESPACE"
 DEFAULT_NAMESPACE = "cvserve"
-# Enough for a few workers per stage to share the load; a group uses at most this many.
-DEFAULT_PARTITIONS = 6
 
 
 def default_namespace() -> str:

@@ -80,7 +80,8 @@ from cvserve.broker.schema import (
 )
 from cvserve.broker.stats import WorkerStats
 from cvserve.broker.topics import Topics, default_namespace, ensure_topics
-from cvserve.deploy.kafka_limits import LIMITS, MIB, MessageLimits
+from cvserve.broker.worker_config import WorkerConfig
+from cvserve.deploy.kafka_limits import LIMITS, MessageLimits
 from cvserve.preprocess.sniff import sniff
 
 log = logging.getLogger(__name__)
@@ -88,38 +89,6 @@ _MAX_REASON_CHARS = 2000
 # How often a worker with a batch in hand polls its (paused) consumer: well inside any
 # max.poll.interval.ms, so the group never takes it for dead.
 _KEEP_ALIVE_S = 0.5
-
-
-@dataclass(frozen=True)
-class WorkerConfig:
-    """Knobs of one stage worker (backpressure, group timing, retries)."""
-
-    batch_size: int = 16  # records per poll
-    # Bytes of records per poll (key, value, headers): one record more at most.
-    batch_max_bytes: int = 32 * MIB
-    max_in_flight: int = 4  # Triton requests at once
-    # What librdkafka may hold fetched ahead of the worker; with one fetch of at most a record's
-    # limit on its way, this bounds the worker's memory however large its lag grows.
-    prefetch_kbytes: int = 8 * 1024
-    session_timeout_ms: int = 10_000
-    heartbeat_interval_ms: int = 3_000
-    max_poll_interval_ms: int = 300_000
-    poll_timeout_ms: int = 500
-    retry_initial_s: float = 0.5
-    retry_max_s: float = 10.0
-    server_error_attempts: int = 3
-    # One Triton call's deadline (then it counts as Triton unavailable and is tried again).
-    call_timeout_s: float = 60.0
-    # After a stop request, how long to keep waiting for the broker to acknowledge outputs.
-    stop_grace_s: float = 10.0
-
-    def record_memory_bytes(self, partitions: int, limits: MessageLimits = LIMITS) -> int:
-        """The most memory records take in a worker assigned ``partitions``, whatever producers
-        send: librdkafka's queue (per partition the prefetch, overshot by one record) and the
-        batch in hand (``batch_max_bytes`` and the record that crossed it), held twice while it
-        is converted (librdkafka's buffer and Python's copy)."""
-        queued = partitions * (self.prefetch_kbytes * 1024 + limits.max_message_bytes)
-        return queued + 2 * (self.batch_max_bytes + limits.max_message_bytes)
 
 
 class BatchAbandoned(RuntimeError):

@@ -30,6 +30,9 @@ KAFKA_HOME_ENV = "CVSERVE_KAFKA_HOME"
 # librdkafka's lines while the broker is probed (refused connections) go here, not to stderr.
 _CLIENT_LOG = logging.getLogger("cvserve.kafka.probe")
 DEFAULT_HEAP_MB = 512
+# Topics cvserve creates (and the broker's num.partitions): a few workers per stage share the
+# load; a consumer group uses at most this many.
+DEFAULT_PARTITIONS = 6
 _LOG4J_CONFIG = Path(__file__).resolve().parent / "kafka" / "log4j2.properties"
 _MAIN_CLASS = "kafka.Kafka"
 _STORAGE_TOOL = "kafka.tools.StorageTool"
@@ -135,7 +138,7 @@ class KafkaBroker:
     port: int | None = None
     controller_port: int | None = None
     heap_mb: int = DEFAULT_HEAP_MB
-    partitions: int = 6
+    partitions: int = DEFAULT_PARTITIONS
     limits: MessageLimits = LIMITS
     extra_properties: dict[str, str] = field(default_factory=dict)
     stop_timeout_s: float = 30.0

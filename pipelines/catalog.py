@@ -16,7 +16,16 @@ from typing import Any
 from cvserve.models.architectures import architecture
 from cvserve.models.params import DnnParams, PostprocessParams
 from cvserve.pipelines.defaults import serving_defaults, usable_cores
-from cvserve.pipelines.spec import BatchingSpec, Device, PipelineSpec, StageSpec, TensorSpec
+from cvserve.pipelines.spec import (
+    BatchingSpec,
+    CompositeSpec,
+    CompositeStage,
+    CropFanOut,
+    Device,
+    PipelineSpec,
+    StageSpec,
+    TensorSpec,
+)
 from cvserve.preprocess.spec import PreprocessParams, PreprocessSpec
 from cvserve.preprocess.tensors import (
     BOXES,
@@ -259,14 +268,21 @@ PIPELINES: dict[str, Callable[..., PipelineSpec]] = {
 }
 
 
-# Multi-DNN pipelines: several ensembles joined through Kafka (their route: broker/routes.py).
-COMPOSITES: dict[str, tuple[str, ...]] = {"detect_identify": ("detect", "identify")}
+# Multi-DNN pipelines: several ensembles joined through Kafka (`broker.routes` reads them).
+COMPOSITES: dict[str, CompositeSpec] = {
+    # Detector on full images → one JPEG crop per detection → identification on crops; the
+    # detect spec's score threshold and max detections decide the crops.
+    "detect_identify": CompositeSpec(
+        "detect_identify",
+        (CompositeStage("detect", fan_out=CropFanOut()), CompositeStage("identify")),
+    ),
+}
 
 
 def pipeline_specs(name: str, **options: Any) -> list[PipelineSpec]:
     """The ensembles serving ``name``: one for a single pipeline, several for a composite (where
     ``arch`` names the first stage's DNN)."""
-    parts = COMPOSITES.get(name, (name,))
+    parts = COMPOSITES[name].parts if name in COMPOSITES else (name,)
     shared_cpu = len(parts) > 1 and options.get("device", "cpu") == "cpu"
     if shared_cpu and options.get("torch_threads") is None:
         # Several DNNs on one CPU server share the cores instead of oversubscribing them

@@ -162,3 +162,40 @@ class PipelineSpec:
             if tensor.name == name:
                 return tensor
         raise KeyError(f"pipeline {self.name} has no output {name!r}")
+
+
+@dataclass(frozen=True)
+class CropFanOut:
+    """A stage whose detections each become one crop message for the next stage: boxes scoring
+    at least ``score_threshold``, best first, at most ``max_crops`` (None: every detection the
+    ensemble returns; its ``max_detections`` caps them)."""
+
+    score_threshold: float = 0.0
+    max_crops: int | None = None
+
+
+@dataclass(frozen=True)
+class CompositeStage:
+    """One ensemble of a composite, served by its own group of Kafka stage workers."""
+
+    pipeline: str
+    fan_out: CropFanOut | None = None
+
+
+@dataclass(frozen=True)
+class CompositeSpec:
+    """A multi-DNN pipeline: ensembles joined through Kafka, in the order messages flow. Each
+    stage but the last fans out to the next; the last one's outputs are the results."""
+
+    name: str
+    stages: tuple[CompositeStage, ...]
+
+    def __post_init__(self) -> None:
+        if len(self.stages) < 2:
+            raise ValueError(f"composite {self.name}: needs two stages or more")
+        if any(s.fan_out is None for s in self.stages[:-1]) or self.stages[-1].fan_out:
+            raise ValueError(f"composite {self.name}: every stage but the last fans out")
+
+    @property
+    def parts(self) -> tuple[str, ...]:
+        return tuple(s.pipeline for s in self.stages)

@@ -68,7 +68,7 @@ def broker_services(
     started = []
     with contextlib.ExitStack() as stack:
         if not bootstrap:
-            broker = stack.enter_context(KafkaBroker(workdir / "kafka", heap_mb=512))
+            broker = stack.enter_context(KafkaBroker(workdir / "kafka"))
             bootstrap = broker.bootstrap
             started.append(f"Kafka {bootstrap}")
         if not triton_url:

@@ -19,7 +19,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from cvserve.broker.worker_config import WorkerConfig
+from cvserve.deploy.kafka import DEFAULT_HEAP_MB, DEFAULT_PARTITIONS
+
 BOOTSTRAP_ENV = "CVSERVE_KAFKA_BOOTSTRAP"
+WORKER_DEFAULTS = WorkerConfig()
 _GLOB_CHARS = set("*?[")
 
 
@@ -248,7 +252,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
 def cmd_worker(args: argparse.Namespace) -> int:
     from cvserve.broker.routes import route
     from cvserve.broker.stats import default_stats_dir
-    from cvserve.broker.worker import StageWorker, WorkerConfig
+    from cvserve.broker.worker import StageWorker
 
     logging.basicConfig(
         level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -369,7 +373,7 @@ def register(commands: Any, benches: Any = None) -> None:
 
     start = sub.add_parser("start", help="start the local broker (detached unless --foreground)")
     start.add_argument("--port", type=int, default=None, help="client port (default: free)")
-    start.add_argument("--heap-mb", type=int, default=512)
+    start.add_argument("--heap-mb", type=int, default=DEFAULT_HEAP_MB)
     start.add_argument("--foreground", action="store_true", help="run until Ctrl-C")
     start.add_argument("--timeout", type=float, default=90.0, help="seconds to get ready")
     start.set_defaults(func=cmd_kafka_start)
@@ -383,7 +387,7 @@ def register(commands: Any, benches: Any = None) -> None:
 
     topics = sub.add_parser("topics", help="create (if missing) and list a pipeline's topics")
     _add_broker_options(topics)
-    topics.add_argument("--partitions", type=int, default=6)
+    topics.add_argument("--partitions", type=int, default=DEFAULT_PARTITIONS)
     topics.set_defaults(func=cmd_kafka_topics)
     lag = sub.add_parser("lag", help="consumer lag per partition and live workers' in-flight")
     _add_broker_options(lag)
@@ -410,18 +414,26 @@ def register(commands: Any, benches: Any = None) -> None:
     _add_broker_options(worker)
     worker.add_argument("--stage", default=None, help="broker stage (default: the first)")
     worker.add_argument("--triton-url", default="127.0.0.1:8001", help="Triton gRPC host:port")
-    worker.add_argument("--batch-size", type=int, default=16, help="records per poll")
-    worker.add_argument("--max-in-flight", type=int, default=4, help="Triton requests at once")
-    worker.add_argument("--session-timeout-ms", type=int, default=10_000)
-    worker.add_argument("--heartbeat-interval-ms", type=int, default=3_000)
+    defaults = WORKER_DEFAULTS
+    worker.add_argument(
+        "--batch-size", type=int, default=defaults.batch_size, help="records per poll"
+    )
+    worker.add_argument(
+        "--max-in-flight", type=int, default=defaults.max_in_flight, help="Triton requests at once"
+    )
+    worker.add_argument("--session-timeout-ms", type=int, default=defaults.session_timeout_ms)
+    worker.add_argument("--heartbeat-interval-ms", type=int, default=defaults.heartbeat_interval_ms)
     worker.add_argument(
         "--max-poll-interval-ms",
         type=int,
-        default=300_000,
+        default=defaults.max_poll_interval_ms,
         help="group liveness between polls (a worker keeps polling while a batch is in hand)",
     )
     worker.add_argument(
-        "--call-timeout", type=float, default=60.0, help="seconds one Triton call may take"
+        "--call-timeout",
+        type=float,
+        default=defaults.call_timeout_s,
+        help="seconds one Triton call may take",
     )
     worker.add_argument(
         "--stats-file", default=None, help="JSON counters (default .cache/kafka/workers/<...>.json)"

@@ -116,7 +116,9 @@ def test_auto_picks_nvjpeg_only_with_cuda_and_the_environment_overrides(
 
 def test_crop_emitter_fans_out_one_message_per_crop_tied_to_the_request() -> None:
     source = image_message(scene(), "detect_identify", "detect", key="camera-1")
-    emitted = crop_emitter("identify", score_threshold=0.5)(source, detections(), "detect")
+    emitted = crop_emitter("identify", score_threshold=0.5, max_crops=16)(
+        source, detections(), "detect"
+    )
     detection, *crops = emitted
     assert detection.is_result and detection.crop is None and detection.stage == "detect"
     assert decode_outputs(detection.value)[CROP_COUNT].tolist() == [2]

@@ -39,9 +39,9 @@ from cvserve.broker.schema import (
     decode_headers,
     result_message,
 )
-from cvserve.broker.topics import DEFAULT_PARTITIONS, Topics, ensure_topics
-from cvserve.broker.worker import WorkerConfig
-from cvserve.deploy.kafka import KafkaBroker
+from cvserve.broker.topics import Topics, ensure_topics
+from cvserve.broker.worker_config import WorkerConfig
+from cvserve.deploy.kafka import DEFAULT_PARTITIONS, KafkaBroker
 from cvserve.deploy.kafka_limits import LIMITS, MIB
 
 pytestmark = [pytest.mark.kafka, pytest.mark.server]

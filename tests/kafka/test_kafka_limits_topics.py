@@ -20,6 +20,7 @@ from cvserve.broker.topics import Topics, ensure_topics
 from cvserve.deploy.kafka import KafkaBroker
 from cvserve.deploy.kafka_limits import LIMITS, MessageLimits
 from cvserve.pipelines.app.kafka_commands import expand_paths
+from cvserve.pipelines.catalog import COMPOSITES
 
 
 def test_broker_topic_producer_and_consumer_limits_agree() -> None:
@@ -124,3 +125,17 @@ def test_leadership_moves_are_retried_other_errors_raised() -> None:
 
     with pytest.raises(KafkaException, match="TOPIC_AUTHORIZATION_FAILED"):
         retry_while_leadership_moves(denied, timeout_s=10)
+
+
+def test_composite_routes_come_from_the_catalogs_composite_spec() -> None:
+    for name, composite in COMPOSITES.items():
+        composite_route = route(name)
+        assert composite_route.pipeline == name
+        assert tuple(composite_route.stage_names) == composite.parts
+        assert [s.ensemble for s in composite_route.stages] == list(composite.parts)
+        topics = Topics(name, "ns").all(composite_route.stage_names)
+        assert topics == [
+            *(f"ns.{name}.{part}.in" for part in composite.parts),
+            f"ns.{name}.results",
+            f"ns.{name}.dead-letter",
+        ]

@@ -24,7 +24,7 @@ from cvserve.profiling.tritontrace import TraceUnavailable, TritonTracer, server
 pytestmark = [pytest.mark.kafka, pytest.mark.server]
 
 PIPELINE = "detect_identify"
-STAGES = COMPOSITES[PIPELINE]
+STAGES = COMPOSITES[PIPELINE].parts
 FIRST_TRANSIT = "detect.ready → detect.consumed"  # the image's fetch by the detect worker
 
 
