@@ -18,7 +18,7 @@ from cvserve.broker.clients import (
 from cvserve.broker.routes import route
 from cvserve.broker.stats import WorkerStats
 from cvserve.broker.topics import Topics, default_namespace
-from cvserve.deploy.kafka import pid_alive
+from cvserve.deploy.process import pid_alive
 
 
 @dataclass(frozen=True)

@@ -1,12 +1,12 @@
 """Stage workers of a pipeline as processes of their own (the ``cvserve worker`` command,
 ``python -m cvserve.pipelines.app.kafka_commands worker``), as they run in production: started
-together, watched through their stats files, stopped by pid with SIGTERM (finish the batch in
-hand, commit), killed if they do not stop.
+together (each a `deploy.process.ManagedProcess`), watched through their stats files, stopped by
+pid with SIGTERM (finish the batch in hand, commit), killed with their process group if they do
+not stop.
 """
 
 from __future__ import annotations
 
-import signal
 import subprocess
 import sys
 import time
@@ -16,29 +16,70 @@ from pathlib import Path
 
 from cvserve.broker.routes import route
 from cvserve.broker.stats import WorkerStats
+from cvserve.deploy.process import ManagedProcess, ProcessStartError, poll_until
+
+# The `cvserve worker` subcommand without the rest of the `cvserve` parser (a quicker start).
+WORKER_MODULE = "cvserve.pipelines.app.kafka_commands"
 
 
-class WorkerStartError(RuntimeError):
+class WorkerStartError(ProcessStartError):
     """A worker exited or did not start consuming in time; the message quotes its log."""
+
+
+def worker_command(
+    bootstrap: str,
+    namespace: str,
+    pipeline: str,
+    stage: str,
+    triton_url: str,
+    stats_path: Path,
+    extra_args: Sequence[str] = (),
+) -> list[str]:
+    """The command line of one stage worker."""
+    return [
+        sys.executable, "-m", WORKER_MODULE, "worker",
+        "--bootstrap", bootstrap, "--namespace", namespace,
+        "--pipeline", pipeline, "--stage", stage, "--triton-url", triton_url,
+        "--stats-file", str(stats_path), *extra_args,
+    ]  # fmt: skip
 
 
 @dataclass
 class WorkerProcess:
-    """One worker process of ``stage`` and the files it writes."""
+    """One running worker of ``stage`` and the files it writes."""
 
     stage: str
-    process: subprocess.Popen[bytes]
+    managed: ManagedProcess
     stats_path: Path
-    log_path: Path
+
+    @classmethod
+    def start(cls, stage: str, command: Sequence[str], stats_path: Path) -> WorkerProcess:
+        """Launch ``command``; its log goes beside ``stats_path`` (``.log``)."""
+        stats_path.unlink(missing_ok=True)
+        log_path = stats_path.with_suffix(".log")
+        managed = ManagedProcess(f"{stage} worker", command, log_path, error=WorkerStartError)
+        return cls(stage, managed.start(), stats_path)
+
+    @property
+    def process(self) -> subprocess.Popen[bytes] | None:
+        """The running worker, None once stopped."""
+        return self.managed.process
+
+    @property
+    def log_path(self) -> Path:
+        return self.managed.log_path
 
     def stats(self) -> WorkerStats | None:
         return WorkerStats.read(self.stats_path)
 
-    def log_tail(self, chars: int = 2000) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-chars:]
-        except FileNotFoundError:
-            return "(no log written)"
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def running_and_consuming(self) -> bool:
+        """True once it reports ``running``; `WorkerStartError` if it exited."""
+        self.managed.check_alive()
+        stats = self.stats()
+        return stats is not None and stats.state == "running"
 
 
 @dataclass
@@ -58,63 +99,48 @@ class StageWorkerProcesses:
     extra_args: Sequence[str] = ()
     workers: list[WorkerProcess] = field(default_factory=list, init=False)
 
-    def command(self, stage: str, stats_path: Path) -> list[str]:
-        return [
-            sys.executable, "-m", "cvserve.pipelines.app.kafka_commands", "worker",
-            "--bootstrap", self.bootstrap, "--namespace", self.namespace,
-            "--pipeline", self.pipeline, "--stage", stage, "--triton-url", self.triton_url,
-            "--stats-file", str(stats_path), *self.extra_args,
-        ]  # fmt: skip
-
     def start(self) -> StageWorkerProcesses:
         self.folder.mkdir(parents=True, exist_ok=True)
         for stage in route(self.pipeline).stage_names:
             for n in range(self.per_stage):
                 stats_path = self.folder / f"worker-{stage}-{n}.json"
-                log_path = self.folder / f"worker-{stage}-{n}.log"
-                stats_path.unlink(missing_ok=True)
-                with log_path.open("wb") as log:
-                    process = subprocess.Popen(
-                        self.command(stage, stats_path), stdout=log, stderr=subprocess.STDOUT
-                    )
-                self.workers.append(WorkerProcess(stage, process, stats_path, log_path))
+                command = worker_command(
+                    self.bootstrap,
+                    self.namespace,
+                    self.pipeline,
+                    stage,
+                    self.triton_url,
+                    stats_path,
+                    self.extra_args,
+                )
+                self.workers.append(WorkerProcess.start(stage, command, stats_path))
         return self
 
     def wait_running(self, timeout_s: float = 60.0) -> None:
         """Return once every worker reports ``running``; `WorkerStartError` if one exited or the
         deadline passed."""
-        deadline = time.monotonic() + timeout_s
         waiting = list(self.workers)
-        while waiting:
-            for worker in list(waiting):
-                if worker.process.poll() is not None:
-                    raise WorkerStartError(
-                        f"{worker.stage} worker {worker.process.pid} exited "
-                        f"({worker.process.returncode}):\n{worker.log_tail()}"
-                    )
-                stats = worker.stats()
-                if stats is not None and stats.state == "running":
-                    waiting.remove(worker)
-            if waiting and time.monotonic() > deadline:
-                raise WorkerStartError(
-                    f"{len(waiting)} worker(s) not running after {timeout_s:.0f} s; "
-                    f"log of pid {waiting[0].process.pid}:\n{waiting[0].log_tail()}"
+
+        def all_running() -> bool:
+            waiting[:] = [w for w in waiting if not w.running_and_consuming()]
+            return not waiting
+
+        try:
+            poll_until(all_running, timeout_s, what="stage workers running")
+        except TimeoutError:
+            raise WorkerStartError(
+                waiting[0].managed.failure(
+                    f"(one of {len(waiting)}) not running after {timeout_s:.0f} s"
                 )
-            if waiting:
-                time.sleep(0.1)  # poll interval; the deadline above bounds the wait
+            ) from None
 
     def stop(self, timeout_s: float = 30.0) -> None:
         """SIGTERM every worker (by pid), wait, kill those still running after ``timeout_s``."""
         for worker in self.workers:
-            if worker.process.poll() is None:
-                worker.process.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + timeout_s
+            worker.managed.terminate()
+        deadline = time.monotonic() + timeout_s  # one grace for all: they stop side by side
         for worker in self.workers:
-            try:
-                worker.process.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                worker.process.kill()
-                worker.process.wait()
+            worker.managed.wait_stopped(deadline - time.monotonic())
 
     def __enter__(self) -> StageWorkerProcesses:
         try:

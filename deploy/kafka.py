@@ -1,7 +1,7 @@
 """Run a real Apache Kafka 4.x broker locally: KRaft single node, bound to 127.0.0.1.
 
 The broker's jars come from Maven Central (``deploy/kafka/pom.xml``, fetched by
-``deploy/setup.sh`` into ``.cache/kafka/libs``) and run on the machine's Java 17. A broker owns a
+``deploy/setup.sh`` into `kafka_home`'s ``libs/``) and run on the machine's Java 17. A broker owns a
 state directory: ``server.properties``, ``data/`` (formatted on first start), ``broker.log`` and
 ``broker.json`` (pid, ports), so it can be stopped and started again on the same data, and
 stopped by pid from another process (``cvserve kafka stop``).
@@ -10,21 +10,21 @@ stopped by pid from another process (``cvserve kafka stop``).
 from __future__ import annotations
 
 import base64
-import contextlib
 import json
 import logging
 import os
 import shutil
-import signal
 import socket
 import subprocess
-import time
+import sys
 import uuid
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 from cvserve.deploy.kafka_limits import LIMITS, MessageLimits
 from cvserve.deploy.ports import free_port, port_in_use
+from cvserve.deploy.process import ManagedProcess, ProcessStartError, stop_pid
 
 KAFKA_HOME_ENV = "CVSERVE_KAFKA_HOME"
 # librdkafka's lines while the broker is probed (refused connections) go here, not to stderr.
@@ -38,16 +38,19 @@ _MAIN_CLASS = "kafka.Kafka"
 _STORAGE_TOOL = "kafka.tools.StorageTool"
 
 
-class KafkaStartError(RuntimeError):
+class KafkaStartError(ProcessStartError):
     """The broker could not be started or never answered; the message quotes its log."""
 
 
 def kafka_home() -> Path:
-    """Where the jars (``libs/``) and the default broker state (``broker/``) live."""
+    """Where the jars (``libs/``), the default broker state (``broker/``) and worker stats
+    (``workers/``) live: ``$CVSERVE_KAFKA_HOME``, else ``share/cvserve/kafka`` of the Python
+    environment cvserve runs in (where ``deploy/setup.sh`` puts the jars), wherever the package
+    itself is installed."""
     configured = os.environ.get(KAFKA_HOME_ENV)
     if configured:
         return Path(configured)
-    return Path(__file__).resolve().parents[1] / ".cache" / "kafka"
+    return Path(sys.prefix) / "share" / "cvserve" / "kafka"
 
 
 def default_state_dir() -> Path:
@@ -90,7 +93,7 @@ def new_cluster_id() -> str:
             return cluster_id
 
 
-def log_tail(path: Path, lines: int = 25) -> str:
+def broker_log_summary(path: Path, lines: int = 25) -> str:
     """The ERROR/FATAL lines and the last ``lines`` lines of a broker log."""
     try:
         text = path.read_text(errors="replace").splitlines()
@@ -116,15 +119,6 @@ def metadata_answered(bootstrap: str, timeout_s: float = 5.0) -> bool:
         return False
 
 
-def pid_alive(pid: int) -> bool:
-    """True while process ``pid`` runs (a zombie, dead but not yet reaped, counts as gone)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
 @dataclass
 class KafkaBroker:
     """One local Kafka broker (KRaft, ``process.roles=broker,controller``) in ``state_dir``.
@@ -143,7 +137,12 @@ class KafkaBroker:
     extra_properties: dict[str, str] = field(default_factory=dict)
     stop_timeout_s: float = 30.0
 
-    process: subprocess.Popen[bytes] | None = field(default=None, init=False)
+    managed: ManagedProcess | None = field(default=None, init=False)
+
+    @property
+    def process(self) -> subprocess.Popen[bytes] | None:
+        """The running broker JVM, None before `start` and after `stop`."""
+        return None if self.managed is None else self.managed.process
 
     @property
     def bootstrap(self) -> str:
@@ -220,7 +219,7 @@ class KafkaBroker:
 
         Raises `KafkaStartError` quoting the log if the JVM exits or never answers.
         """
-        if self.process is not None:
+        if self.managed is not None:
             raise KafkaStartError("broker already started")
         libs = kafka_libs()
         self.state_dir = Path(self.state_dir)
@@ -231,22 +230,21 @@ class KafkaBroker:
         )
         if not (self.data_dir / "meta.properties").exists():
             self._format_storage(libs)
-        with self.log_path.open("ab") as log:
-            log.write(f"==== cvserve: starting broker on {self.bootstrap}\n".encode())
-            log.flush()
-            self.process = subprocess.Popen(
-                self.command(libs),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=self.state_dir,
-                start_new_session=True,  # Ctrl-C of a terminal is ours to handle, not the JVM's
-            )
+        self.managed = ManagedProcess(
+            "Kafka broker",
+            self.command(libs),
+            self.log_path,
+            cwd=self.state_dir,
+            summary=broker_log_summary,
+            error=KafkaStartError,
+        ).start(banner=f"==== cvserve: starting broker on {self.bootstrap}\n", append=True)
+        ready = partial(metadata_answered, self.bootstrap, timeout_s=min(5.0, timeout_s))
         try:
-            self._wait_ready(timeout_s)
+            self.managed.wait_ready(ready, timeout_s)
         except BaseException:
             self.stop()
             raise
-        self._write_state(pid=self.process.pid)
+        self._write_state(pid=self.managed.pid)
         return self
 
     def _choose_ports(self) -> None:
@@ -277,39 +275,14 @@ class KafkaBroker:
             tail = "\n".join((result.stdout + result.stderr).splitlines()[-20:])
             raise KafkaStartError(f"formatting {self.data_dir} failed:\n{tail}")
 
-    def _wait_ready(self, timeout_s: float) -> None:
-        assert self.process is not None
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            code = self.process.poll()
-            if code is not None:
-                raise KafkaStartError(
-                    f"Kafka broker exited with code {code} before it was ready; "
-                    f"log {self.log_path}:\n{log_tail(self.log_path)}"
-                )
-            if metadata_answered(self.bootstrap, timeout_s=min(5.0, timeout_s)):
-                return
-            time.sleep(0.2)  # poll interval; the deadline above bounds the wait
-        raise KafkaStartError(
-            f"Kafka broker not ready after {timeout_s:.0f} s; log {self.log_path}:\n"
-            f"{log_tail(self.log_path)}"
-        )
-
     def is_running(self) -> bool:
-        return self.process is not None and self.process.poll() is None
+        return self.managed is not None and self.managed.running()
 
     def stop(self) -> None:
         """SIGTERM the broker (a controlled shutdown), SIGKILL it if it outlives the timeout."""
-        process, self.process = self.process, None
-        if process is not None:
-            if process.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    process.send_signal(signal.SIGTERM)
-                try:
-                    process.wait(timeout=self.stop_timeout_s)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait(timeout=10)
+        managed, self.managed = self.managed, None
+        if managed is not None:
+            managed.stop(self.stop_timeout_s)
             self._write_state(pid=None)
 
     def _write_state(self, pid: int | None) -> None:
@@ -332,7 +305,7 @@ class KafkaBroker:
             return None
 
     def __enter__(self) -> KafkaBroker:
-        return self.start() if self.process is None else self
+        return self.start() if self.managed is None else self
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
@@ -363,13 +336,7 @@ def stop_by_pid(state_dir: Path, timeout_s: float = 30.0) -> bool:
     pid = running_pid(state_dir)
     if pid is None:
         return False
-    os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout_s
-    while pid_alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.1)  # poll interval until the pid is gone, bounded by the deadline
-    if pid_alive(pid):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
+    stop_pid(pid, timeout_s)
     state = KafkaBroker.read_state(state_dir) or {}
     state["pid"] = None
     (Path(state_dir) / "broker.json").write_text(json.dumps(state, indent=2) + "\n")

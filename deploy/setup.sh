@@ -25,8 +25,9 @@ step "install cvserve and pinned dependencies (torch is large: the first run dow
 step "check NumPy < 2 (the Triton 2.51 python stub corrupts tensors under NumPy 2)"
 "$VENV/bin/python" -c 'import numpy, sys; sys.exit(0 if int(numpy.__version__.split(".")[0]) < 2 else f"numpy {numpy.__version__} >= 2")'
 
-step "fetch the Apache Kafka broker with Maven into .cache/kafka/libs (runs on Java 17)"
-KAFKA_LIBS="${CVSERVE_KAFKA_HOME:-$ROOT/.cache/kafka}/libs"
+# The same place cvserve.deploy.kafka.kafka_home() reads, wherever cvserve is installed.
+KAFKA_LIBS="${CVSERVE_KAFKA_HOME:-$VENV/share/cvserve/kafka}/libs"
+step "fetch the Apache Kafka broker with Maven into $KAFKA_LIBS (runs on Java 17)"
 KAFKA_VERSION="$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$ROOT/deploy/kafka/pom.xml")"
 if [ -f "$KAFKA_LIBS/kafka_2.13-$KAFKA_VERSION.jar" ]; then
   echo "    Kafka $KAFKA_VERSION already in $KAFKA_LIBS"

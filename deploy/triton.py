@@ -15,11 +15,9 @@ from __future__ import annotations
 import contextlib
 import importlib.metadata
 import os
-import signal
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.error
 import urllib.request
 import uuid
@@ -28,10 +26,11 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from cvserve.deploy.ports import free_port, port_in_use
+from cvserve.deploy.process import ManagedProcess, ProcessStartError
 from cvserve.deploy.triton_install import TritonInstall
 
 
-class TritonStartError(RuntimeError):
+class TritonStartError(ProcessStartError):
     """The server could not be started or never became ready; the message quotes its log."""
 
 
@@ -97,10 +96,15 @@ class TritonServer:
     env: dict[str, str] = field(default_factory=dict)
     python_version: tuple[int, int] | None = None
 
-    process: subprocess.Popen[bytes] | None = field(default=None, init=False)
+    managed: ManagedProcess | None = field(default=None, init=False)
     shm_prefix: str = field(default="", init=False)
     _clients: list[_Closable] = field(default_factory=list, init=False)
     _own_workdir: tempfile.TemporaryDirectory[str] | None = field(default=None, init=False)
+
+    @property
+    def process(self) -> subprocess.Popen[bytes] | None:
+        """The running tritonserver, None before `start` and after `stop`."""
+        return None if self.managed is None else self.managed.process
 
     @property
     def http_url(self) -> str:
@@ -156,7 +160,7 @@ class TritonServer:
 
     def start(self, timeout_s: float = 120.0) -> TritonServer:
         """Launch and block until ``/v2/health/ready`` answers 200, or raise `TritonStartError`."""
-        if self.process is not None:
+        if self.managed is not None:
             raise TritonStartError("server already started")
         _check_numpy_below_2()
         if not Path(self.repository).is_dir():
@@ -178,49 +182,25 @@ class TritonServer:
         backends = TritonInstall.discover().prepare_backends(
             self.workdir / "backends", self.python_version
         )
-        log = self.log_path.open("wb")
+        # Its own process group: the python-backend stubs are stopped with it.
+        self.managed = ManagedProcess(
+            "tritonserver",
+            self.command(backends),
+            self.log_path,
+            env=self.environment(),
+            cwd=self.workdir,
+            summary=failure_summary,
+            error=TritonStartError,
+        ).start()
+        url = f"http://{self.http_url}/v2/health/ready"
         try:
-            self.process = subprocess.Popen(
-                self.command(backends),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=self.environment(),
-                cwd=self.workdir,
-                start_new_session=True,  # its own process group: stubs are stopped with it
+            self.managed.wait_ready(
+                lambda: self._answers_ready(url), timeout_s, self._fatal_log_line
             )
-        finally:
-            log.close()
-        try:
-            self._wait_ready(timeout_s)
         except BaseException:
             self.stop()
             raise
         return self
-
-    def _wait_ready(self, timeout_s: float) -> None:
-        assert self.process is not None
-        deadline = time.monotonic() + timeout_s
-        url = f"http://{self.http_url}/v2/health/ready"
-        while time.monotonic() < deadline:
-            code = self.process.poll()
-            if code is not None:
-                raise TritonStartError(
-                    f"tritonserver exited with code {code} before it was ready; "
-                    f"log {self.log_path}:\n{failure_summary(self.log_path)}"
-                )
-            if self._answers_ready(url):
-                return
-            fatal = self._fatal_log_line()
-            if fatal:
-                raise TritonStartError(
-                    f"tritonserver cannot get ready: {fatal}\nlog {self.log_path}:\n"
-                    f"{failure_summary(self.log_path)}"
-                )
-            time.sleep(0.2)  # poll interval; the deadline above bounds the wait
-        raise TritonStartError(
-            f"tritonserver not ready after {timeout_s:.0f} s; log {self.log_path}:\n"
-            f"{failure_summary(self.log_path)}"
-        )
 
     def _fatal_log_line(self) -> str | None:
         try:
@@ -263,25 +243,17 @@ class TritonServer:
             with contextlib.suppress(Exception):
                 client.close()
         self._clients.clear()
-        process, self.process = self.process, None
-        if process is not None:
-            if process.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    process.send_signal(signal.SIGTERM)
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    process.wait(timeout=self.exit_timeout_s + 10)
-            # Stubs may outlive the server: stop the whole group it led.
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(process.pid, signal.SIGKILL)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                process.wait(timeout=10)
+        managed, self.managed = self.managed, None
+        if managed is not None:
+            # Stubs may outlive the server: the whole group it led is killed after it.
+            managed.stop(timeout_s=self.exit_timeout_s + 10)
         if self.shm_prefix:
             for region in Path("/dev/shm").glob(f"{self.shm_prefix}*"):
                 with contextlib.suppress(OSError):
                     region.unlink()
 
     def __enter__(self) -> TritonServer:
-        return self.start() if self.process is None else self
+        return self.start() if self.managed is None else self
 
     def __exit__(self, *exc: object) -> None:
         self.stop()

@@ -383,7 +383,7 @@ def register(commands: Any, benches: Any = None) -> None:
     status = sub.add_parser("status", help="is the local broker running and answering")
     status.set_defaults(func=cmd_kafka_status)
     for parser in (start, stop, status):
-        parser.add_argument("--state-dir", default=None, help="default .cache/kafka/broker")
+        parser.add_argument("--state-dir", default=None, help="default $CVSERVE_KAFKA_HOME/broker")
 
     topics = sub.add_parser("topics", help="create (if missing) and list a pipeline's topics")
     _add_broker_options(topics)
@@ -391,7 +391,7 @@ def register(commands: Any, benches: Any = None) -> None:
     topics.set_defaults(func=cmd_kafka_topics)
     lag = sub.add_parser("lag", help="consumer lag per partition and live workers' in-flight")
     _add_broker_options(lag)
-    lag.add_argument("--stats-dir", default=None, help="default .cache/kafka/workers")
+    lag.add_argument("--stats-dir", default=None, help="default $CVSERVE_KAFKA_HOME/workers")
     lag.add_argument("--format", choices=["table", "prometheus"], default="table")
     lag.set_defaults(func=cmd_kafka_lag)
 
@@ -436,7 +436,9 @@ def register(commands: Any, benches: Any = None) -> None:
         help="seconds one Triton call may take",
     )
     worker.add_argument(
-        "--stats-file", default=None, help="JSON counters (default .cache/kafka/workers/<...>.json)"
+        "--stats-file",
+        default=None,
+        help="JSON counters (default: under $CVSERVE_KAFKA_HOME/workers)",
     )
     worker.add_argument(
         "--crop-backend",

@@ -6,15 +6,15 @@ import os
 import shutil
 import signal
 import subprocess
-import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from cvserve.broker.clients import new_producer
 from cvserve.broker.stats import WorkerStats
+from cvserve.broker.worker_processes import WorkerProcess
+from cvserve.deploy.process import poll_until
 from cvserve.preprocess.synthetic import synthetic_image
 
 PIPELINE = "classify"
@@ -25,13 +25,10 @@ HEARTBEAT_INTERVAL_MS = 1000
 
 def wait_until(predicate: Callable[[], object], timeout_s: float, what: str) -> object:
     """Poll ``predicate`` until it returns something truthy; fail naming ``what`` at deadline."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)  # poll interval; the deadline bounds the wait
-    pytest.fail(f"timed out after {timeout_s:.0f} s waiting for {what}")
+    try:
+        return poll_until(predicate, timeout_s, what=what)
+    except TimeoutError:
+        pytest.fail(f"timed out after {timeout_s:.0f} s waiting for {what}")
 
 
 def small_jpegs(count: int, first_seed: int = 0) -> list[bytes]:
@@ -43,19 +40,8 @@ def small_jpegs(count: int, first_seed: int = 0) -> list[bytes]:
     ]
 
 
-@dataclass
-class WorkerProcess:
-    """A ``cvserve worker`` subprocess and the files it writes."""
-
-    process: subprocess.Popen[bytes]
-    stats_path: Path
-    log_path: Path
-
-    def stats(self) -> WorkerStats | None:
-        return WorkerStats.read(self.stats_path)
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
+class WorkerUnderTest(WorkerProcess):
+    """A ``cvserve worker`` subprocess a test watches and signals."""
 
     def wait_stats(self, predicate: Callable[[WorkerStats], bool], timeout_s: float, what: str):
         def check() -> WorkerStats | None:

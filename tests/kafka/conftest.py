@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from broker_testing import HEARTBEAT_INTERVAL_MS, PIPELINE, SESSION_TIMEOUT_MS, WorkerProcess
+from broker_testing import HEARTBEAT_INTERVAL_MS, PIPELINE, SESSION_TIMEOUT_MS, WorkerUnderTest
 
+from cvserve.broker.worker_processes import worker_command
 from cvserve.deploy.kafka import KafkaBroker
 from cvserve.deploy.triton import TritonServer
 
@@ -33,37 +32,28 @@ def namespace() -> str:
 @pytest.fixture
 def start_worker(
     kafka: KafkaBroker, tmp_path: Path, namespace: str
-) -> Iterator[Callable[..., WorkerProcess]]:
+) -> Iterator[Callable[..., WorkerUnderTest]]:
     """Start stage workers of ``classify`` in this test's namespace; killed (by pid) after it."""
-    started: list[WorkerProcess] = []
+    started: list[WorkerUnderTest] = []
 
-    def start(triton_url: str, *extra: str) -> WorkerProcess:
-        n = len(started)
-        stats_path = tmp_path / f"worker{n}.json"
-        log_path = tmp_path / f"worker{n}.log"
-        command = [
-            sys.executable, "-m", "cvserve.pipelines.app.kafka_commands", "worker",
-            "--bootstrap", kafka.bootstrap,
-            "--namespace", namespace,
-            "--pipeline", PIPELINE,
-            "--triton-url", triton_url,
+    def start(triton_url: str, *extra: str) -> WorkerUnderTest:
+        stats_path = tmp_path / f"worker{len(started)}.json"
+        options = [
             "--session-timeout-ms", str(SESSION_TIMEOUT_MS),
             "--heartbeat-interval-ms", str(HEARTBEAT_INTERVAL_MS),
             "--batch-size", "4",
-            "--stats-file", str(stats_path),
             *extra,
         ]  # fmt: skip
-        with log_path.open("wb") as log:
-            process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-        worker = WorkerProcess(process, stats_path, log_path)
+        command = worker_command(
+            kafka.bootstrap, namespace, PIPELINE, PIPELINE, triton_url, stats_path, options
+        )
+        worker = WorkerUnderTest.start(PIPELINE, command, stats_path)
         started.append(worker)
         return worker
 
     yield start
     for worker in started:
-        if worker.process.poll() is None:
-            worker.process.kill()
-        worker.process.wait(timeout=30)
+        worker.managed.stop(timeout_s=0)  # killed: the test is over
 
 
 @pytest.fixture

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from cvserve.deploy.kafka import KafkaBroker, KafkaStartError, pid_alive, running_pid
+from cvserve.deploy.kafka import KafkaBroker, KafkaStartError, running_pid
 from cvserve.deploy.ports import free_port
+from cvserve.deploy.process import pid_alive
 
 pytestmark = pytest.mark.kafka
 
