@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from cvserve.broker.schema import IMAGE_CONTENT_TYPES, Crop, Emit, Message, result_message
+from cvserve.preprocess.preprocessor import Encoded
+from cvserve.preprocess.sniff import sniff
 from cvserve.preprocess.spec import PreprocessError
 from cvserve.preprocess.tensors import BOXES, COUNT, SCORES
 
@@ -133,9 +135,10 @@ def _cut_opencv(
 ) -> list[CropImage]:
     import cv2
 
-    pixels = cv2.imdecode(np.frombuffer(image, dtype=np.uint8), cv2.IMREAD_COLOR)
-    if pixels is None:
-        raise PreprocessError(f"cannot decode the image to crop ({len(image):,} bytes)")
+    from cvserve.preprocess.opencv import decode_upright_bgr
+
+    # The preprocessing stage's own decoding: the same EXIF (WebP too) and colour handling.
+    pixels = decode_upright_bgr(Encoded(0, image, sniff(image)))
     height, width = pixels.shape[:2]
     crops = []
     for index, box in enumerate(

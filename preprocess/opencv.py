@@ -107,6 +107,21 @@ def linear_resize(image: np.ndarray, height: int, width: int, antialias: bool) -
     return cv2.resize(blurred, (width, height), interpolation=cv2.INTER_LINEAR)
 
 
+def decode_upright_bgr(item: Encoded) -> np.ndarray:
+    """The whole image, upright (EXIF orientation applied, WebP's too), as BGR uint8 (H, W, 3);
+    16-bit PNG rounded to 8 bits as the spec says. `PreprocessError` if OpenCV cannot decode it."""
+    deep = item.header.bit_depth == 16
+    data = np.frombuffer(item.data, np.uint8)
+    bgr = cv2.imdecode(data, cv2.IMREAD_COLOR | (cv2.IMREAD_ANYDEPTH if deep else 0))
+    if bgr is None:
+        raise decoder_error(item)
+    if deep:
+        bgr = to_8bit(bgr)
+    if item.header.format == "webp":  # OpenCV applies EXIF orientation to JPEG/PNG only
+        bgr = np.ascontiguousarray(orient(bgr, item.header.orientation))
+    return bgr
+
+
 class OpenCVPreprocessor(PerImagePreprocessor):
     """The spec with OpenCV; ``threads`` images at a time (1: a plain loop). ``reduced_decode``:
     decode large JPEGs at a reduced scale when the output allows (see the module docstring)."""
@@ -146,14 +161,7 @@ class OpenCVPreprocessor(PerImagePreprocessor):
             if bgr is not None and bgr.shape[:2] == (p.orig_h // reduction, p.orig_w // reduction):
                 return bgr, p
             # The header disagrees with the decoder: decode in full, as without the option.
-        deep = item.header.bit_depth == 16
-        bgr = cv2.imdecode(data, cv2.IMREAD_COLOR | (cv2.IMREAD_ANYDEPTH if deep else 0))
-        if bgr is None:
-            raise decoder_error(item)
-        if deep:
-            bgr = to_8bit(bgr)
-        if item.header.format == "webp":  # OpenCV applies EXIF orientation to JPEG/PNG only
-            bgr = np.ascontiguousarray(orient(bgr, item.header.orientation))
+        bgr = decode_upright_bgr(item)
         return bgr, placement(bgr.shape[0], bgr.shape[1], self.spec)
 
 

@@ -78,7 +78,8 @@ def bench_pipeline(
         with serve_locally(spec) as server:
             measure(server.grpc_url)
     report = {
-        "benchmark": "classify",
+        "benchmark": name,
+        "pipeline": spec.name,
         "arch": arch,
         "machine": machine_info(),
         "transport": "gRPC",

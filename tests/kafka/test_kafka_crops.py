@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import io
+
 import cv2
 import numpy as np
 import pytest
+from PIL import Image, ImageOps
 
 from cvserve.broker.crops import (
     BOXES,
@@ -87,7 +90,7 @@ def test_undecodable_image_is_a_preprocess_error(backend: str) -> None:
 
 
 @pytest.mark.parametrize("backend", [b for b in BACKENDS if b != "opencv"])
-@pytest.mark.parametrize("case", ["exif6_jpeg", "exif8_png", "grey_jpeg"])
+@pytest.mark.parametrize("case", ["exif6_jpeg", "exif8_png", "exif3_webp", "grey_jpeg"])
 def test_every_backend_cuts_what_opencv_cuts(backend: str, case: str) -> None:
     """Same boxes from the upright image (EXIF applied), same pixels within JPEG noise."""
     image = colour_case(case, 96, 64, seed=3)
@@ -100,6 +103,23 @@ def test_every_backend_cuts_what_opencv_cuts(backend: str, case: str) -> None:
         pa, pb = (cv2.imdecode(np.frombuffer(c.jpeg, np.uint8), cv2.IMREAD_COLOR) for c in (a, b))
         assert pa.shape == pb.shape
         assert np.abs(pa.astype(int) - pb.astype(int)).mean() < 3.0
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("case", ["exif6_jpeg", "exif8_png", "exif3_webp"])
+def test_crops_of_an_exif_rotated_image_are_cut_from_the_upright_image(
+    backend: str, case: str
+) -> None:
+    image = colour_case(case, 96, 64, seed=3)
+    upright = np.asarray(ImageOps.exif_transpose(Image.open(io.BytesIO(image))).convert("RGB"))
+    x1, y1, x2, y2 = box = (5, 7, 40, 50)
+    boxes, scores = np.array([box], np.float32), np.array([0.9], np.float32)
+    (cut,) = cut_crops(image, boxes, scores, 0.5, 16, backend=backend)
+    rgb = cv2.imdecode(np.frombuffer(cut.jpeg, np.uint8), cv2.IMREAD_COLOR)[..., ::-1]
+    want = upright[y1:y2, x1:x2]
+    assert rgb.shape == want.shape
+    # JPEG re-encoding of this detailed image: ~5-9 levels; the stored (unrotated) pixels: 70+.
+    assert np.abs(rgb.astype(int) - want.astype(int)).mean() < 20.0
 
 
 def test_auto_picks_nvjpeg_only_with_cuda_and_the_environment_overrides(
