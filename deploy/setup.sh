@@ -20,7 +20,8 @@ step "create virtualenv $VENV"
 
 step "install cvserve and pinned dependencies (torch is large: the first run downloads it once)"
 "$VENV/bin/python" -m pip install --quiet --upgrade "pip>=24" setuptools wheel
-"$VENV/bin/python" -m pip install --quiet -e "$ROOT[dev]"
+# Runtime dependencies, plus the extras: ngc (ONNX export), test (the suite), dev (ruff).
+"$VENV/bin/python" -m pip install --quiet -e "$ROOT[ngc,test,dev]"
 
 step "check NumPy < 2 (the Triton 2.51 python stub corrupts tensors under NumPy 2)"
 "$VENV/bin/python" -c 'import numpy, sys; sys.exit(0 if int(numpy.__version__.split(".")[0]) < 2 else f"numpy {numpy.__version__} >= 2")'

@@ -3,6 +3,7 @@ ONNX (``onnxruntime``), with Triton's ``INPUT__0`` / ``OUTPUT__<i>`` tensor nami
 
 from __future__ import annotations
 
+import importlib.util
 import warnings
 from pathlib import Path
 from typing import Literal
@@ -54,6 +55,8 @@ def export_onnx(model: nn.Module, arch: str, path: Path, opset: int = 17) -> Pat
     serve them as TorchScript."""
     if architecture(arch).task == "detection":
         raise ExportError(f"{arch}: detectors are exported as TorchScript, not ONNX")
+    if importlib.util.find_spec("onnx") is None:
+        raise ExportError("ONNX export needs the onnx package: pip install 'cvserve[ngc]'")
     example = example_input(arch)
     with torch.no_grad():
         outputs = model(example)

@@ -64,9 +64,13 @@ def cmd_repo_build(args: argparse.Namespace) -> int:
     for name in names:
         for spec in pipeline_specs(name, **_options(args)):
             if args.target == "ngc":
+                from cvserve.models.export import ExportError
                 from cvserve.models.repository.ngc import write_ngc_repository
 
-                write_ngc_repository(spec, Path(args.out), args.format, tensorrt=args.tensorrt)
+                try:
+                    write_ngc_repository(spec, Path(args.out), args.format, args.tensorrt)
+                except ExportError as exc:
+                    raise SystemExit(f"cvserve repo build: {exc}") from exc
             else:
                 write_repository(spec, Path(args.out))
             models = ", ".join(spec.model_names)
