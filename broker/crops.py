@@ -13,11 +13,12 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 import numpy as np
 
 from cvserve.broker.schema import IMAGE_CONTENT_TYPES, Crop, Emit, Message, result_message
+from cvserve.deploy.host import cuda_available
+from cvserve.models.postprocess import ranked_above
 from cvserve.preprocess.preprocessor import Encoded
 from cvserve.preprocess.sniff import sniff
 from cvserve.preprocess.spec import PreprocessError
@@ -32,22 +33,13 @@ CROP_BACKEND_ENV = "CVSERVE_CROP_BACKEND"
 CROP_BACKENDS: dict[str, str | None] = {"opencv": None, "nvjpeg": "cuda", "torchvision": "cpu"}
 
 
-def cuda_usable() -> bool:
-    """Whether torch can use a CUDA GPU (without importing torch where no driver is loaded)."""
-    if not Path("/dev/nvidiactl").exists():
-        return False
-    import torch
-
-    return torch.cuda.is_available()
-
-
 def resolve_crop_backend(backend: str = "auto") -> str:
     """A name of `CROP_BACKENDS`: ``auto`` reads ``$CVSERVE_CROP_BACKEND`` and, if that is unset
     or ``auto`` too, picks ``nvjpeg`` where CUDA is usable, else ``opencv``."""
     if backend == "auto":
         backend = os.environ.get(CROP_BACKEND_ENV, "auto")
     if backend == "auto":
-        return "nvjpeg" if cuda_usable() else "opencv"
+        return "nvjpeg" if cuda_available() else "opencv"
     if backend not in CROP_BACKENDS:
         raise ValueError(f"crop backend {backend!r}: choose auto or one of {list(CROP_BACKENDS)}")
     return backend
@@ -75,10 +67,8 @@ def select_boxes(
     ``boxes``: float [K, 4] in pixels of the image; ``scores``: float [K].
     """
     boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
-    order = [int(i) for i in np.argsort(-scores, kind="stable") if scores[i] >= score_threshold]
     selected: list[tuple[int, int, int, int]] = []
-    for i in order:
+    for i in ranked_above(scores, score_threshold):
         x1, y1, x2, y2 = boxes[i]
         # Outward rounding keeps every pixel the box touches.
         box = (

@@ -14,6 +14,7 @@ import numpy as np
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
+from cvserve.preprocess.spec import PreprocessError
 from cvserve.preprocess.tensors import pad_images
 
 # gRPC statuses meaning the server did not get to answer: try again later.
@@ -44,7 +45,7 @@ class InputRejected(RuntimeError):
 
 def classify_error(exc: InferenceServerException) -> TritonUnavailable | InputRejected:
     message = exc.message() or str(exc)
-    if "PreprocessError" in message:
+    if PreprocessError.names_a_preprocess_error(message):
         return InputRejected(message, poison=True)
     lowered = message.lower()
     if str(exc.status()) in _TRANSIENT_STATUSES or any(m in lowered for m in _NOT_READY_MARKERS):

@@ -37,10 +37,11 @@ class PartitionLag:
         return self.end - (self.committed or 0)
 
 
-def _committed(
+def committed_offsets(
     bootstrap: str, group: str, partitions: list[TopicPartition] | None = None
 ) -> dict[TopicPartition, int]:
-    """What ``group`` committed for ``partitions`` (default: every partition of the cluster).
+    """What ``group`` committed for ``partitions`` (default: every partition of the cluster;
+    empty if it never did).
 
     Asked through a consumer of the group, not the admin API: librdkafka 2.16's
     ListConsumerGroupOffsets crashes the process (SIGSEGV in rd_kafka_cgrp_op) when a broker
@@ -68,11 +69,6 @@ def _latest(admin: AdminClient, partitions: list[TopicPartition]) -> dict[TopicP
     return {tp: future.result().offset for tp, future in futures.items()}
 
 
-def committed_offsets(bootstrap: str, group: str) -> dict[TopicPartition, int]:
-    """The offsets ``group`` committed on any topic (empty if it never did)."""
-    return _committed(bootstrap, group)
-
-
 def pipeline_lag(bootstrap: str, pipeline: str, namespace: str | None = None) -> list[PartitionLag]:
     """Lag of every partition of every stage topic of ``pipeline``."""
     topics = Topics(pipeline, namespace or default_namespace())
@@ -88,7 +84,7 @@ def pipeline_lag(bootstrap: str, pipeline: str, namespace: str | None = None) ->
             continue
         group = topics.group(stage)
         ends = retry_while_leadership_moves(lambda tps=partitions: _latest(admin, tps))
-        committed = _committed(bootstrap, group, partitions)
+        committed = committed_offsets(bootstrap, group, partitions)
         for tp in partitions:
             rows.append(
                 PartitionLag(stage, group, topic, tp.partition, committed.get(tp), ends[tp])

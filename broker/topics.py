@@ -10,13 +10,13 @@ sharing one cluster.
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from cvserve.deploy.kafka import DEFAULT_PARTITIONS
 from cvserve.deploy.kafka_limits import LIMITS, MessageLimits
+from cvserve.deploy.process import poll_until
 
 NAMESPACE_ENV = "CVSERVE_KAFKA_NAMESPACE"
 DEFAULT_NAMESPACE = "cvserve"
@@ -92,16 +92,14 @@ def ensure_topics(
 
 def _wait_for_leaders(admin: Any, names: list[str], timeout_s: float) -> None:
     """Block until every partition of ``names`` has a leader (the topics take records)."""
-    deadline = time.monotonic() + timeout_s
-    while True:
+
+    def led() -> bool:
         topics = admin.list_topics(timeout=timeout_s).topics
-        if all(
+        return all(
             n in topics
             and topics[n].partitions
             and all(p.leader >= 0 for p in topics[n].partitions.values())
             for n in names
-        ):
-            return
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"topics {names} have no leader after {timeout_s} s")
-        time.sleep(0.1)
+        )
+
+    poll_until(led, timeout_s, what=f"a leader for every partition of {names}")

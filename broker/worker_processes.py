@@ -30,16 +30,16 @@ def worker_command(
     bootstrap: str,
     namespace: str,
     pipeline: str,
-    stage: str,
+    stage: str | None,
     triton_url: str,
     stats_path: Path,
     extra_args: Sequence[str] = (),
 ) -> list[str]:
-    """The command line of one stage worker."""
+    """The command line of one stage worker (``stage`` None: the route's first)."""
     return [
         sys.executable, "-m", WORKER_MODULE, "worker",
-        "--bootstrap", bootstrap, "--namespace", namespace,
-        "--pipeline", pipeline, "--stage", stage, "--triton-url", triton_url,
+        "--bootstrap", bootstrap, "--namespace", namespace, "--pipeline", pipeline,
+        *(("--stage", stage) if stage else ()), "--triton-url", triton_url,
         "--stats-file", str(stats_path), *extra_args,
     ]  # fmt: skip
 

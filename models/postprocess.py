@@ -12,6 +12,8 @@ from collections.abc import Callable
 import cv2
 import numpy as np
 
+from cvserve.preprocess.geometry import to_original
+
 MASK_PAD = 255  # mask value past an image's own size in a batch of different sizes
 
 
@@ -85,6 +87,14 @@ def depth_maps(depth: np.ndarray, meta: np.ndarray) -> tuple[np.ndarray, np.ndar
     return _stack_padded(planes, 0.0, np.float16), _sizes(meta)
 
 
+def ranked_above(scores: np.ndarray, threshold: float, limit: int | None = None) -> np.ndarray:
+    """Indices of ``scores`` (1-D) at least ``threshold``, best first (ties keep their order),
+    at most ``limit``."""
+    s = np.asarray(scores, np.float64).reshape(-1)
+    order = np.argsort(-s, kind="stable")
+    return order[s[order] >= threshold][:limit]
+
+
 def detections(
     boxes: np.ndarray,
     scores: np.ndarray,
@@ -109,19 +119,11 @@ def detections(
     for i in range(n):
         valid = int(np.asarray(count).reshape(n)[i])
         s = np.asarray(scores[i, :valid], np.float32)
-        keep = np.argsort(-s, kind="stable")
-        keep = keep[s[keep] >= score_threshold][:max_detections]
-        orig_h, orig_w, scale_y, scale_x, pad_top, pad_left = (float(v) for v in meta[i])
-        b = np.asarray(boxes[i, keep], np.float64)
-        mapped = np.stack(
-            [
-                np.clip((b[:, 0] - pad_left) / scale_x, 0, orig_w),
-                np.clip((b[:, 1] - pad_top) / scale_y, 0, orig_h),
-                np.clip((b[:, 2] - pad_left) / scale_x, 0, orig_w),
-                np.clip((b[:, 3] - pad_top) / scale_y, 0, orig_h),
-            ],
-            axis=1,
-        )
+        keep = ranked_above(s, score_threshold, max_detections)
+        orig_h, orig_w = (float(v) for v in meta[i][:2])
+        mapped = to_original(boxes[i, keep], meta[i])
+        mapped[:, 0::2] = np.clip(mapped[:, 0::2], 0, orig_w)
+        mapped[:, 1::2] = np.clip(mapped[:, 1::2], 0, orig_h)
         m = len(keep)
         out_boxes[i, :m] = mapped
         out_scores[i, :m] = s[keep]

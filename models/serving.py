@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from cvserve.deploy.triton import TritonServer
@@ -17,9 +17,10 @@ def serve_locally(
     specs: PipelineSpec | list[PipelineSpec],
     workdir: Path | None = None,
     timeout_s: float = 180.0,
+    extra_args: Sequence[str] = (),
 ) -> Iterator[TritonServer]:
     """Write a repository of ``specs`` under ``workdir`` (a temporary one by default) and serve it
-    on a local Triton until the block ends."""
+    on a local Triton (with ``extra_args``) until the block ends."""
     specs = [specs] if isinstance(specs, PipelineSpec) else specs
     with contextlib.ExitStack() as stack:
         if workdir is None:
@@ -28,7 +29,7 @@ def serve_locally(
         repository = workdir / "repository"
         for spec in specs:
             write_repository(spec, repository)
-        server = TritonServer(repository, workdir=workdir / "triton")
+        server = TritonServer(repository, workdir=workdir / "triton", extra_args=tuple(extra_args))
         server.start(timeout_s)
         stack.callback(server.stop)
         yield server

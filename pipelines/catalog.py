@@ -13,9 +13,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from cvserve.deploy.host import usable_cores
 from cvserve.models.architectures import architecture
 from cvserve.models.params import DnnParams, PostprocessParams
-from cvserve.pipelines.defaults import serving_defaults, usable_cores
+from cvserve.pipelines.defaults import serving_defaults
 from cvserve.pipelines.spec import (
     BatchingSpec,
     CompositeSpec,

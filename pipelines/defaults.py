@@ -13,15 +13,10 @@ dynamic batches.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
+from cvserve.deploy.host import usable_cores
 from cvserve.pipelines.spec import Device
-
-
-def usable_cores() -> int:
-    """Cores this process may run on."""
-    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,6 @@ a lossless WebP carrying EXIF (VP8X + VP8L) is refused as corrupt.
 
 from __future__ import annotations
 
-import os
 from typing import Any, Literal
 
 import nvidia.dali.math as dmath
@@ -27,6 +26,7 @@ from nvidia.dali import backend, fn, pipeline_def, types
 from nvidia.dali.data_node import DataNode
 from nvidia.dali.pipeline import Pipeline
 
+from cvserve.deploy.host import usable_cores
 from cvserve.preprocess.geometry import Placement, meta_values, placement
 from cvserve.preprocess.spec import PreprocessSpec
 from cvserve.preprocess.tensors import IMAGE
@@ -173,7 +173,7 @@ def define_pipeline(
 
     @pipeline_def(
         batch_size=max_batch_size,
-        num_threads=num_threads or len(os.sched_getaffinity(0)),
+        num_threads=num_threads or usable_cores(),
         device_id=device_id if device == "gpu" else None,
         prefetch_queue_depth=1,
     )

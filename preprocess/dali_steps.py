@@ -15,7 +15,6 @@ work has finished), summed over the chunks of one call.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Sequence
 from typing import Any, Literal
@@ -25,6 +24,7 @@ from nvidia.dali import fn, pipeline_def, types
 from nvidia.dali.data_node import DataNode
 from nvidia.dali.pipeline import Pipeline
 
+from cvserve.deploy.host import usable_cores
 from cvserve.preprocess.dali_graph import (
     HW_DECODER_LOAD,
     decode_step,
@@ -53,7 +53,7 @@ def define_step_pipelines(
     ``IMAGE, DECODED`` → ``resized``; ``IMAGE, RESIZED`` → ``pixels``."""
     config = {
         "batch_size": max_batch_size,
-        "num_threads": num_threads or len(os.sched_getaffinity(0)),
+        "num_threads": num_threads or usable_cores(),
         "device_id": device_id if device == "gpu" else None,
         "prefetch_queue_depth": 1,
     }

@@ -54,8 +54,8 @@ def parity(got: Any, expected: Any) -> Parity:
     )
 
 
-# The specs and images every backend is checked on (tests here, `profiling.gpu_check` on a GPU):
-# every resize mode, both dtypes and layouts, with and without antialias.
+# The specs and images every backend is checked on (tests here, `profiling.bench.gpu_check` on
+# a GPU): every resize mode, both dtypes and layouts, with and without antialias.
 PARITY_SPECS: dict[str, PreprocessSpec] = {
     "shorter_crop": PreprocessSpec(),
     "letterbox": PreprocessSpec(resize_mode="letterbox", crop=(160, 224)),

@@ -131,8 +131,3 @@ def warm_up(make_sender: Callable[[], Sender], requests: int) -> None:
     close = getattr(send, "close", None)
     if close:
         close()
-
-
-def percentiles_ms(latencies_s: Sequence[float]) -> dict[str, float]:
-    arr = np.asarray(latencies_s) * 1e3
-    return {"p50_ms": float(np.percentile(arr, 50)), "p99_ms": float(np.percentile(arr, 99))}

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 import platform
 import time
 from pathlib import Path
 from typing import Any
+
+from cvserve.deploy.host import usable_cores
 
 
 def machine_info() -> dict[str, object]:
@@ -27,7 +28,7 @@ def machine_info() -> dict[str, object]:
     except Exception:
         pass
     return {
-        "cores": len(os.sched_getaffinity(0)),
+        "cores": usable_cores(),
         "cpu": cpu,
         "gpu": gpu,
         "python": platform.python_version(),

@@ -18,8 +18,9 @@ from typing import Any
 
 import tritonclient.grpc as grpcclient
 
+from cvserve.deploy.host import cuda_available
 from cvserve.deploy.triton import TritonServer
-from cvserve.models.repository.local import write_repository
+from cvserve.models.serving import serve_locally
 from cvserve.pipelines.spec import PipelineSpec
 from cvserve.pipelines.variants import tensor_input, with_devices, with_preprocess_times
 from cvserve.preprocess.naive import NaivePreprocessor
@@ -203,35 +204,16 @@ def plan_servers(
     return plans, skipped
 
 
-def gpu_available() -> bool:
-    try:
-        import torch
-
-        return bool(torch.cuda.is_available())
-    except ImportError:
-        return False
-
-
 @contextlib.contextmanager
 def serve_traced(
     specs: Sequence[PipelineSpec], workdir: Path, timeout_s: float = 180.0
 ) -> Iterator[TritonServer]:
     """A local Triton serving ``specs``, started so `TritonTracer` can trace it."""
-    repository = workdir / "repository"
-    for spec in specs:
-        write_repository(spec, repository)
     trace_dir = workdir / "traces"
     trace_dir.mkdir(parents=True, exist_ok=True)
-    server = TritonServer(
-        repository,
-        workdir=workdir / "triton",
-        extra_args=server_args(trace_dir / "triton-trace.json"),
-    )
-    server.start(timeout_s)
-    try:
+    trace = server_args(trace_dir / "triton-trace.json")
+    with serve_locally(list(specs), workdir, timeout_s, extra_args=trace) as server:
         yield server
-    finally:
-        server.stop()
 
 
 def write_images(sizes: Sequence[tuple[int, int]], folder: Path, per_size: int) -> dict:
@@ -407,7 +389,7 @@ def run_sweep(
             client.close()
         return run
     plans, run.skipped = plan_servers(
-        base, config.placements, gpu_available(), config.split_preprocess
+        base, config.placements, cuda_available(), config.split_preprocess
     )
     plan_work = [points_of(plan.targets, config) for plan in plans]
     on_plan(sum(map(len, plan_work)), run.skipped)

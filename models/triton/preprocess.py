@@ -81,7 +81,7 @@ class TritonPythonModel:
             try:
                 outputs = stack_results(mine)
             except PreprocessError as exc:
-                responses.append(error_response(f"PreprocessError: {exc}"))
+                responses.append(error_response(exc.wire()))
                 continue
             tensors = [_tensor(n, v) for n, v in zip(self.output_names, outputs, strict=False)]
             if self.times:

@@ -15,21 +15,13 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from cvserve.broker.crops import CROP_COUNT
 from cvserve.broker.producer import ImageProducer
-from cvserve.broker.results import ResultReader
+from cvserve.broker.results import ResultReader, is_complete
 from cvserve.broker.schema import Message, decode_outputs
 from cvserve.broker.worker_processes import StageWorkerProcesses
+from cvserve.deploy.process import poll_until
 
 PIPELINE = "detect_identify"
-
-
-def _complete(reader: ResultReader, request_id: str) -> bool:
-    got = reader.by_request.get(request_id, [])
-    detections = [m for m in got if m.crop is None]
-    if not detections:
-        return False
-    return len(got) == 1 + int(decode_outputs(detections[0].value)[CROP_COUNT][0])
 
 
 def run_kafka_demo(
@@ -48,11 +40,12 @@ def run_kafka_demo(
         with ImageProducer(bootstrap, PIPELINE, namespace) as producer:
             ids = producer.submit([data for _, data in images])
         with ResultReader(bootstrap, PIPELINE, namespace) as reader:
-            deadline = time.monotonic() + timeout_s
-            while not all(_complete(reader, i) for i in ids):
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"detect_identify: results incomplete after {timeout_s} s")
-                reader.poll()
+
+            def complete() -> bool:
+                reader.poll()  # blocks briefly: no pause needed between polls
+                return all(is_complete(reader.by_request.get(i, [])) for i in ids)
+
+            poll_until(complete, timeout_s, interval_s=0, what="detect_identify results")
             results = {i: reader.by_request[i] for i in ids}
     table = Table(title="detect_identify over Kafka (random weights: the boxes are arbitrary)")
     for column in ("image", "request id", "crops", "embeddings", "end-to-end ms"):

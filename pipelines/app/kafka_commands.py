@@ -1,5 +1,5 @@
 """The Kafka subcommands of ``cvserve``: ``kafka start|stop|status|lag|topics``, ``submit``,
-``worker`` and ``results`` (``cvserve bench kafka`` lives in `profiling.commands`).
+``worker`` and ``results`` (``cvserve bench kafka`` lives in `pipelines.app.profile_commands`).
 
 The broker's address comes from ``--bootstrap``, else ``$CVSERVE_KAFKA_BOOTSTRAP``, else the
 broker that ``cvserve kafka start`` runs (its ``broker.json`` in the state directory).

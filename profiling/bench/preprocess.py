@@ -23,6 +23,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
+from cvserve.deploy.host import usable_cores
 from cvserve.preprocess.backends import backend_class, make_preprocessor
 from cvserve.preprocess.preprocessor import Preprocessor
 from cvserve.preprocess.reduced_decode import jpeg_reduction
@@ -64,7 +65,7 @@ def wide_console() -> Console:
 
 
 def cores() -> int:
-    return len(os.sched_getaffinity(0))
+    return usable_cores()
 
 
 def cpu_configs(threads: int | None = None) -> list[BackendConfig]:

@@ -45,7 +45,7 @@ def start_worker(
             *extra,
         ]  # fmt: skip
         command = worker_command(
-            kafka.bootstrap, namespace, PIPELINE, PIPELINE, triton_url, stats_path, options
+            kafka.bootstrap, namespace, PIPELINE, None, triton_url, stats_path, options
         )
         worker = WorkerUnderTest.start(PIPELINE, command, stats_path)
         started.append(worker)

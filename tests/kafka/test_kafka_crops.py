@@ -17,13 +17,13 @@ from cvserve.broker.crops import (
     CROP_COUNT,
     SCORES,
     crop_emitter,
-    cuda_usable,
     cut_crops,
     resolve_crop_backend,
     select_boxes,
 )
 from cvserve.broker.producer import image_message
 from cvserve.broker.schema import Message, decode_outputs
+from cvserve.deploy.host import cuda_available
 from cvserve.deploy.kafka_limits import LIMITS
 from cvserve.preprocess.spec import PreprocessError
 from cvserve.preprocess.synthetic import colour_case, encode
@@ -32,7 +32,10 @@ from cvserve.preprocess.synthetic import colour_case, encode
 BACKENDS = [
     pytest.param(
         name,
-        marks=[pytest.mark.gpu, pytest.mark.skipif(not cuda_usable(), reason="needs a CUDA GPU")],
+        marks=[
+            pytest.mark.gpu,
+            pytest.mark.skipif(not cuda_available(), reason="needs a CUDA GPU"),
+        ],
     )
     if device == "cuda"
     else name
@@ -126,7 +129,7 @@ def test_auto_picks_nvjpeg_only_with_cuda_and_the_environment_overrides(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.delenv(CROP_BACKEND_ENV, raising=False)
-    assert resolve_crop_backend() == ("nvjpeg" if cuda_usable() else "opencv")
+    assert resolve_crop_backend() == ("nvjpeg" if cuda_available() else "opencv")
     monkeypatch.setenv(CROP_BACKEND_ENV, "torchvision")
     assert resolve_crop_backend() == "torchvision"
     assert resolve_crop_backend("opencv") == "opencv"

@@ -1,5 +1,5 @@
-"""GPU paths under the same contract (skipped without a GPU; `profiling.gpu_check` runs the same
-checks in one go on a lent GPU machine)."""
+"""GPU paths under the same contract (skipped without a GPU; `profiling.bench.gpu_check` runs
+the same checks in one go on a lent GPU machine)."""
 
 from __future__ import annotations
 

@@ -8,11 +8,12 @@ import cv2
 import numpy as np
 import pytest
 
+from cvserve.deploy.host import usable_cores
 from cvserve.models.repository.config import read_config
 from cvserve.models.repository.local import write_repository
 from cvserve.pipelines.app.summary import summarize, write_pngs
 from cvserve.pipelines.catalog import classify
-from cvserve.pipelines.defaults import LIGHT_DNN_GMACS, serving_defaults, usable_cores
+from cvserve.pipelines.defaults import LIGHT_DNN_GMACS, serving_defaults
 from cvserve.preprocess.dali import DaliPreprocessor
 from cvserve.preprocess.spec import PreprocessParams, PreprocessSpec
 from cvserve.preprocess.synthetic import synthetic_image
