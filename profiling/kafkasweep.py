@@ -30,14 +30,9 @@ from cvserve.pipelines.spec import PipelineSpec
 from cvserve.profiling import tritonstats
 from cvserve.profiling.kafkaload import BrokerClient, BrokerLoad, closed_loop_over_broker, warm_up
 from cvserve.profiling.kafkatrace import join_request
-from cvserve.profiling.sweep import (
-    Point,
-    PointResult,
-    SweepConfig,
-    SweepRun,
-    serve_traced,
-    write_images,
-)
+from cvserve.profiling.sweep import serve_traced, write_images
+from cvserve.profiling.sweep_plan import Point, SweepConfig
+from cvserve.profiling.sweep_results import PointResult, SweepRun
 from cvserve.profiling.trace import WallClock, sample_clocks
 from cvserve.profiling.tritontrace import TritonTracer, phase_totals
 

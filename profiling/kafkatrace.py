@@ -27,7 +27,7 @@ from cvserve.broker.routes import Route
 from cvserve.broker.schema import ANSWERED, DISPATCHED, Message
 from cvserve.profiling.attribution import attribute
 from cvserve.profiling.kafkaload import HANDED_OFF, BrokerRequest
-from cvserve.profiling.sweep import RequestRecord
+from cvserve.profiling.sweep_results import RequestRecord
 from cvserve.profiling.trace import WallClock, add_hop_span, hop_event
 from cvserve.profiling.tritontrace import ModelTrace, attach_triton
 

@@ -22,7 +22,7 @@ from cvserve.profiling.advice import broker_advice, placement_advice
 from cvserve.profiling.attribution import END_TO_END
 from cvserve.profiling.categories import CATEGORIES, HEADERS
 from cvserve.profiling.machine import machine_info
-from cvserve.profiling.sweep import PointResult, SweepRun
+from cvserve.profiling.sweep_results import PointResult, SweepRun
 
 SUMMARY, REQUESTS_CSV, REQUESTS_JSON, CHROME_TRACE = (
     "summary.json",

@@ -20,16 +20,16 @@ from rich.progress import (
 )
 
 from cvserve.pipelines.catalog import COMPOSITES, PIPELINES, pipeline, pipeline_specs
-from cvserve.profiling.sweep import (
+from cvserve.profiling.sweep import run_sweep
+from cvserve.profiling.sweep_plan import (
     DEFAULT_CONCURRENCY,
     DEFAULT_SIZES,
     PLACEMENTS,
     Point,
-    PointResult,
     SweepConfig,
     parse_size,
-    run_sweep,
 )
+from cvserve.profiling.sweep_results import PointResult
 
 
 def _csv(kind: type) -> object:

@@ -25,13 +25,8 @@ from cvserve.models.params import DnnParams
 from cvserve.pipelines.catalog import pipeline
 from cvserve.profiling.load import closed_loop
 from cvserve.profiling.machine import machine_info, write_report
-from cvserve.profiling.sweep import (
-    SERVER_CPU,
-    Target,
-    join_and_attribute,
-    serve_traced,
-    write_images,
-)
+from cvserve.profiling.sweep import join_and_attribute, serve_traced, write_images
+from cvserve.profiling.sweep_plan import SERVER_CPU, Target
 from cvserve.profiling.trace import Trace
 from cvserve.profiling.tracedclient import TracedSender
 from cvserve.profiling.tritontrace import TritonTracer

@@ -19,7 +19,7 @@ from cvserve.preprocess.naive import NaivePreprocessor
 from cvserve.preprocess.spec import PreprocessError, PreprocessSpec
 from cvserve.preprocess.synthetic import synthetic_image
 from cvserve.preprocess.tensors import META, PIXELS
-from cvserve.profiling.sweep import plan_servers
+from cvserve.profiling.sweep_plan import plan_servers
 
 
 def test_tensor_variant_drops_preprocessing_and_takes_what_later_stages_read() -> None:

@@ -25,7 +25,8 @@ from cvserve.profiling.report import (
     summary_table,
     write_run,
 )
-from cvserve.profiling.sweep import Point, PointResult, RequestRecord, SweepConfig, SweepRun
+from cvserve.profiling.sweep_plan import Point, SweepConfig
+from cvserve.profiling.sweep_results import PointResult, RequestRecord, SweepRun
 from cvserve.profiling.trace import Trace
 
 MS = 1_000_000

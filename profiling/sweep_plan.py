@@ -1,0 +1,163 @@
+"""What a profiling sweep measures: placements × image sizes × concurrency as points, the
+servers they need (`plan_servers`) or the targets a running server offers (`external_targets`).
+
+Placements that share no model names run on one server; the others on a fresh one after it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import tritonclient.grpc as grpcclient
+
+from cvserve.pipelines.spec import PipelineSpec
+from cvserve.pipelines.variants import tensor_input, with_devices, with_preprocess_times
+from cvserve.preprocess.naive import NaivePreprocessor
+from cvserve.preprocess.spec import PreprocessParams
+
+CLIENT_CPU, SERVER_CPU, SERVER_GPU = "client-cpu", "server-cpu", "server-gpu"
+PLACEMENTS: tuple[str, ...] = (CLIENT_CPU, SERVER_CPU, SERVER_GPU)
+DEFAULT_SIZES: tuple[tuple[int, int], ...] = ((640, 480), (1920, 1080), (3840, 2160))
+DEFAULT_CONCURRENCY: tuple[int, ...] = (1, 4, 16)
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """``"640x480"`` → (640, 480)."""
+    width, _, height = text.lower().partition("x")
+    return int(width), int(height)
+
+
+@dataclass(frozen=True)
+class Point:
+    """One measurement: where preprocessing runs, the image size, clients in flight."""
+
+    placement: str
+    width: int
+    height: int
+    concurrency: int
+
+    @property
+    def size(self) -> str:
+        return f"{self.width}x{self.height}"
+
+    @property
+    def label(self) -> str:
+        return f"{self.placement} {self.size} x{self.concurrency}"
+
+
+@dataclass
+class SweepConfig:
+    """What to sweep."""
+
+    placements: tuple[str, ...] = (CLIENT_CPU, SERVER_CPU, SERVER_GPU)
+    sizes: tuple[tuple[int, int], ...] = DEFAULT_SIZES
+    concurrency: tuple[int, ...] = DEFAULT_CONCURRENCY
+    duration_s: float = 10.0
+    images_per_size: int = 4
+    warmup_requests: int = 3
+    split_preprocess: bool = False
+
+
+@dataclass(frozen=True)
+class Target:
+    """What a placement's requests call: the ensemble and, for client-cpu, the preprocessing."""
+
+    placement: str
+    ensemble: PipelineSpec
+    preprocessor: NaivePreprocessor | None
+    roles: dict[str, str]
+
+    @classmethod
+    def of(cls, placement: str, ensemble: PipelineSpec, base: PipelineSpec) -> Target:
+        pre = None
+        if placement == CLIENT_CPU:
+            params = base.stage_by_role("preprocess").params_as(PreprocessParams)
+            pre = NaivePreprocessor(params.spec)
+        return cls(placement, ensemble, pre, {s.name: s.role for s in ensemble.stages})
+
+
+@dataclass(frozen=True)
+class ServerPlan:
+    """Pipelines served together on one Triton and the target of each placement on it."""
+
+    specs: tuple[PipelineSpec, ...]
+    targets: tuple[Target, ...]
+
+
+def plan_servers(
+    base: PipelineSpec, placements: Sequence[str], gpu: bool, split_preprocess: bool = False
+) -> tuple[list[ServerPlan], list[str]]:
+    """The servers a sweep needs, and a message per placement skipped.
+
+    The DNN runs on the GPU when there is one, whatever the placement, so that placements
+    differ only in where preprocessing runs. Variants come from `pipelines.variants`.
+    """
+    unknown = set(placements) - set(PLACEMENTS)
+    if unknown:
+        raise ValueError(f"unknown placement(s) {sorted(unknown)}; choose from {PLACEMENTS}")
+    skipped = []
+    dnn = "gpu" if gpu else "cpu"
+    cpu = with_devices(base, {"preprocess": "cpu", "inference": dnn})
+    served = with_preprocess_times(cpu) if split_preprocess else cpu
+    plans = []
+    cpu_targets = []
+    if CLIENT_CPU in placements:
+        cpu_targets.append(Target.of(CLIENT_CPU, tensor_input(cpu), base))
+    if SERVER_CPU in placements:
+        cpu_targets.append(Target.of(SERVER_CPU, served, base))
+    if cpu_targets:
+        plans.append(ServerPlan(tuple(t.ensemble for t in cpu_targets), tuple(cpu_targets)))
+    if SERVER_GPU in placements:
+        if gpu:
+            spec = with_devices(base, {"preprocess": "gpu", "inference": "gpu"})
+            spec = with_preprocess_times(spec) if split_preprocess else spec
+            plans.append(ServerPlan((spec,), (Target.of(SERVER_GPU, spec, base),)))
+        else:
+            skipped.append("server-gpu skipped: no CUDA GPU on this machine")
+    return plans, skipped
+
+
+def points_of(targets: Sequence[Target], config: SweepConfig) -> list[tuple[Target, Point]]:
+    return [
+        (t, Point(t.placement, w, h, c))
+        for (w, h) in config.sizes
+        for t in targets
+        for c in config.concurrency
+    ]
+
+
+def external_targets(
+    url: str, base: PipelineSpec, placements: Sequence[str], split_preprocess: bool = False
+) -> tuple[list[Target], list[str]]:
+    """Targets on a running server: ``<task>`` for the server placement it actually serves
+    (its preprocess model's instance kind tells CPU from GPU), ``<task>_tensor`` for
+    client-cpu if served. With ``split_preprocess`` the server's ensemble must return
+    ``PREPROCESS_TIMES``."""
+    client = grpcclient.InferenceServerClient(url)
+    targets, skipped = [], []
+    try:
+        pre = base.stage_by_role("preprocess").name
+        kind = None
+        if client.is_model_ready(pre):
+            config = client.get_model_config(pre, as_json=True)["config"]
+            groups = config.get("instance_group", [{}])
+            kind = "server-gpu" if groups[0].get("kind") == "KIND_GPU" else "server-cpu"
+        for placement in placements:
+            if placement == CLIENT_CPU:
+                tensor = tensor_input(base)
+                if client.is_model_ready(tensor.name):
+                    targets.append(Target.of(placement, tensor, base))
+                else:
+                    skipped.append(f"client-cpu skipped: {url} does not serve {tensor.name}")
+            elif placement == kind:
+                served = with_preprocess_times(base) if split_preprocess else base
+                targets.append(Target.of(placement, served, base))
+            else:
+                skipped.append(
+                    f"{placement} skipped: {url} serves {base.name} as "
+                    f"{kind or 'nothing (preprocess model not ready)'}"
+                )
+    finally:
+        client.close()
+    return targets, skipped
