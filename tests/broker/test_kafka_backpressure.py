@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from broker_testing import PIPELINE, WorkerProcess, wait_until
+from broker_testing import PIPELINE, WorkerUnderTest, wait_until
 
 from cvserve.broker.lag import pipeline_lag
 from cvserve.broker.producer import ImageProducer
@@ -28,7 +28,7 @@ def rss_mb(pid: int) -> float:
 
 
 def test_a_stuck_stage_grows_lag_not_memory(
-    kafka: KafkaBroker, start_worker: Callable[..., WorkerProcess], namespace: str
+    kafka: KafkaBroker, start_worker: Callable[..., WorkerUnderTest], namespace: str
 ) -> None:
     image = jpeg_near(IMAGE_BYTES, seed=5)
     worker = start_worker(f"127.0.0.1:{free_port()}")  # no Triton there: every call fails

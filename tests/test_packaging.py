@@ -10,7 +10,7 @@ import sys
 import tomllib
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 FOLDERS = ("deploy", "pipelines", "preprocess", "models", "broker", "profiling")
 # Provided by the Triton python-backend stub that runs the adapters, not by a distribution.
 STUB_PROVIDED = {"triton_python_backend_utils"}
