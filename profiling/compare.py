@@ -12,6 +12,7 @@ from rich.table import Table
 from cvserve.profiling.attribution import END_TO_END
 from cvserve.profiling.categories import CATEGORIES
 from cvserve.profiling.report import SUMMARY
+from cvserve.profiling.tables import field, results_table
 
 
 class RunNotFound(FileNotFoundError):
@@ -64,18 +65,17 @@ def _fmt(ratio: float | None) -> str:
 
 
 def comparison_table(rows: list[dict[str, Any]], name_a: str, name_b: str) -> Table:
-    table = Table(
-        title=f"B / A — A: {name_a}   B: {name_b}",
+    columns = {
+        "placement": field("placement"),
+        "size": field("size"),
+        "conc": field("concurrency"),
+        "throughput": lambda r: f"{_fmt(r['throughput']['ratio'])} ({r['throughput']['b']:.1f})",
+    }
+    for name in (END_TO_END, *CATEGORIES):
+        columns[name.replace("_", " ")] = lambda r, name=name: _fmt(r[name]["ratio"])
+    return results_table(
+        f"B / A — A: {name_a}   B: {name_b}",
+        columns,
+        rows,
         caption="throughput: images/s ratio; categories: mean ms ratio (— where A is 0)",
     )
-    for column in ("placement", "size", "conc", "throughput", END_TO_END, *CATEGORIES):
-        table.add_column(column.replace("_", " "), justify="right")
-    for row in rows:
-        table.add_row(
-            row["placement"],
-            row["size"],
-            str(row["concurrency"]),
-            f"{_fmt(row['throughput']['ratio'])} ({row['throughput']['b']:.1f})",
-            *(_fmt(row[c]["ratio"]) for c in (END_TO_END, *CATEGORIES)),
-        )
-    return table

@@ -17,7 +17,6 @@ from typing import Any
 
 import numpy as np
 from rich.console import Console
-from rich.table import Table
 
 from cvserve.broker.routes import route
 from cvserve.broker.worker_processes import StageWorkerProcesses
@@ -27,6 +26,7 @@ from cvserve.profiling.kafkaload import BrokerClient, closed_loop_over_broker, w
 from cvserve.profiling.kafkasweep import FAN_OUT, BrokerServices, broker_services
 from cvserve.profiling.machine import machine_info, write_report
 from cvserve.profiling.sweep import write_images
+from cvserve.profiling.tables import field, results_table
 
 
 def measure_workers(
@@ -115,22 +115,20 @@ def bench_broker_pipeline(
         "results": rows,
     }
     machine = report["machine"]
-    table = Table(
-        title=f"{pipeline} across Kafka, {report['size']} JPEGs, concurrency {concurrency} — "
-        f"{machine['cores']} cores, {machine['cpu']}, GPU {machine['gpu'] or 'none'}"
+    table = results_table(
+        f"{pipeline} across Kafka, {report['size']} JPEGs, concurrency {concurrency} — "
+        f"{machine['cores']} cores, {machine['cpu']}, GPU {machine['gpu'] or 'none'}",
+        {
+            "workers/stage": field("workers_per_stage"),
+            "images": field("images"),
+            "crops": field("crops"),
+            "img/s": field("images_per_s", ".1f"),
+            "crops/s": field("crops_per_s", ".1f"),
+            "p50 ms": field("p50_ms"),
+            "p99 ms": field("p99_ms"),
+        },
+        rows,
     )
-    for column in ("workers/stage", "images", "crops", "img/s", "crops/s", "p50 ms", "p99 ms"):
-        table.add_column(column, justify="right")
-    for row in rows:
-        table.add_row(
-            str(row["workers_per_stage"]),
-            str(row["images"]),
-            str(row["crops"]),
-            f"{row['images_per_s']:.1f}",
-            f"{row['crops_per_s']:.1f}",
-            f"{row['p50_ms']}",
-            f"{row['p99_ms']}",
-        )
     console.print(table)
     if write:
         console.print(f"wrote {write_report(report, f'bench-{pipeline}', out)}")

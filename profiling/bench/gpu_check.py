@@ -27,6 +27,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from cvserve.profiling.tables import field, results_table
+
 EXIT_NO_GPU = 2
 GPU_BATCHES: tuple[int, ...] = (1, 8, 32, 128)
 
@@ -85,19 +87,18 @@ def parity_checks(console: Console, threads: int) -> list[dict[str, Any]]:
 
 
 def parity_table(rows: list[dict[str, Any]]) -> Table:
-    table = Table(title="GPU parity (normalised units; contract: mean < 0.02, max < 0.5)")
-    for column in ("spec", "check", "images", "worst mean", "worst max", "result"):
-        table.add_column(column, justify="right")
-    for row in rows:
-        table.add_row(
-            row["spec"],
-            row["check"],
-            str(row["images"]),
-            f"{row['worst_mean']:.4f}",
-            f"{row['worst_max']:.3f}",
-            "ok" if row["ok"] else f"FAILED ({len(row['failures'])})",
-        )
-    return table
+    return results_table(
+        "GPU parity (normalised units; contract: mean < 0.02, max < 0.5)",
+        {
+            "spec": field("spec"),
+            "check": field("check"),
+            "images": field("images"),
+            "worst mean": field("worst_mean", ".4f"),
+            "worst max": field("worst_max", ".3f"),
+            "result": lambda row: "ok" if row["ok"] else f"FAILED ({len(row['failures'])})",
+        },
+        rows,
+    )
 
 
 CROP_IMAGE_SIZE = (1920, 1080)

@@ -6,7 +6,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from rich.console import Console
-from rich.table import Table
 
 from cvserve.models.params import DnnParams
 from cvserve.models.serving import serve_locally
@@ -14,6 +13,7 @@ from cvserve.pipelines.catalog import pipeline
 from cvserve.preprocess.synthetic import synthetic_image
 from cvserve.profiling.load import closed_loop, image_senders, warm_up
 from cvserve.profiling.machine import machine_info, write_report
+from cvserve.profiling.tables import field, results_table
 
 BENCH_SIZES: tuple[tuple[int, int], ...] = ((640, 480), (1920, 1080))
 BENCH_CONCURRENCY: tuple[int, ...] = (1, 4, 8)
@@ -85,19 +85,19 @@ def bench_pipeline(
         "transport": "gRPC",
         "results": rows,
     }
-    table = Table(title=f"cvserve bench {name} ({arch}, {report['machine']['cores']} cores)")
-    for column in ("size", "mode", "concurrency", "images/s", "p50 ms", "p99 ms", "errors"):
-        table.add_column(column, justify="right")
-    for row in rows:
-        table.add_row(
-            str(row["size"]),
-            str(row["mode"]),
-            str(row["concurrency"]),
-            f"{row['images_per_s']:.1f}",
-            f"{row['p50_ms']:.1f}",
-            f"{row['p99_ms']:.1f}",
-            str(row["errors"]),
-        )
+    table = results_table(
+        f"cvserve bench {name} ({arch}, {report['machine']['cores']} cores)",
+        {
+            "size": field("size"),
+            "mode": field("mode"),
+            "concurrency": field("concurrency"),
+            "images/s": field("images_per_s", ".1f"),
+            "p50 ms": field("p50_ms", ".1f"),
+            "p99 ms": field("p99_ms", ".1f"),
+            "errors": field("errors"),
+        },
+        rows,
+    )
     console.print(table)
     out = write_report(report, f"bench-{name}", out)
     console.print(f"wrote {out}")
