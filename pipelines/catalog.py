@@ -260,6 +260,11 @@ def identify(arch: str | None = None, **options: Any) -> PipelineSpec:
     return image_pipeline("identify", arch, **options)
 
 
+# The options every image pipeline takes (`image_pipeline`'s keywords): a CLI passes these through.
+PIPELINE_OPTIONS: frozenset[str] = frozenset(inspect.signature(image_pipeline).parameters) - {
+    "task"
+}
+
 PIPELINES: dict[str, Callable[..., PipelineSpec]] = {
     "classify": classify,
     "segment": segment,
@@ -297,5 +302,5 @@ def pipeline(name: str, **options: Any) -> PipelineSpec:
     """The spec of pipeline ``name``; options that are None are left at their defaults."""
     if name not in PIPELINES:
         raise KeyError(f"unknown pipeline {name!r}; choose from {sorted(PIPELINES)}")
-    accepted = inspect.signature(image_pipeline).parameters
-    return PIPELINES[name](**{k: v for k, v in options.items() if k in accepted and v is not None})
+    chosen = {k: v for k, v in options.items() if k in PIPELINE_OPTIONS and v is not None}
+    return PIPELINES[name](**chosen)

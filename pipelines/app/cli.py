@@ -10,7 +10,13 @@ import threading
 from pathlib import Path
 
 from cvserve.models.params import DnnParams
-from cvserve.pipelines.catalog import COMPOSITES, PIPELINES, pipeline, pipeline_specs
+from cvserve.pipelines.catalog import (
+    COMPOSITES,
+    PIPELINE_OPTIONS,
+    PIPELINES,
+    pipeline,
+    pipeline_specs,
+)
 
 
 def _add_pipeline_options(parser: argparse.ArgumentParser, allow_all: bool = False) -> None:
@@ -37,20 +43,8 @@ def _add_pipeline_options(parser: argparse.ArgumentParser, allow_all: bool = Fal
 
 
 def _options(args: argparse.Namespace) -> dict[str, object]:
-    return dict(
-        arch=args.arch,
-        weights=args.weights,
-        seed=args.seed,
-        top_k=args.top_k,
-        max_batch_size=args.max_batch_size,
-        instances=args.instances,
-        device=args.device,
-        score_threshold=args.score_threshold,
-        max_detections=args.max_detections,
-        torch_threads=args.torch_threads,
-        dali_threads=args.dali_threads,
-        max_queue_delay_us=args.max_queue_delay_us,
-    )
+    """The pipeline options among the parsed arguments (the parser names them as the catalog)."""
+    return {k: v for k, v in vars(args).items() if k in PIPELINE_OPTIONS}
 
 
 def _spec(args: argparse.Namespace):

@@ -68,3 +68,18 @@ def test_every_lazy_reference_resolves() -> None:
             assert callable(_resolve(spec.constructor)), spec.name
         enum = weights_enum(spec)
         assert enum is None or hasattr(enum, "DEFAULT"), spec.name
+
+
+def test_every_pipeline_option_of_the_cli_reaches_the_catalog() -> None:
+    import argparse
+
+    from cvserve.pipelines.app.cli import _add_pipeline_options, _options
+    from cvserve.pipelines.catalog import PIPELINE_OPTIONS
+
+    parser = argparse.ArgumentParser()
+    _add_pipeline_options(parser)
+    dests = {a.dest for a in parser._actions} - {"help", "pipeline"}
+    assert dests <= PIPELINE_OPTIONS, dests - PIPELINE_OPTIONS
+    args = parser.parse_args(["--top-k", "3", "--max-detections", "7", "--device", "gpu"])
+    assert set(_options(args)) == dests
+    assert (_options(args)["top_k"], _options(args)["max_detections"]) == (3, 7)
