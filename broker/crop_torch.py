@@ -21,6 +21,7 @@ from cvserve.preprocess.torchvision_backend import decode_cpu, orient_chw
 def decode_upright(image: bytes, device: str) -> torch.Tensor:
     """Upright RGB (3, H, W) uint8 on ``device``; `PreprocessError` if it cannot be decoded."""
     header = sniff(image)
+    image = header.image_bytes(image)  # without a camera's trailer
     try:
         if header.format == "jpeg":
             data = torch.frombuffer(bytearray(image), dtype=torch.uint8)

@@ -128,7 +128,8 @@ def _cut_opencv(
     from cvserve.preprocess.opencv import decode_upright_bgr
 
     # The preprocessing stage's own decoding: the same EXIF (WebP too) and colour handling.
-    pixels = decode_upright_bgr(Encoded(0, image, sniff(image)))
+    header = sniff(image)
+    pixels = decode_upright_bgr(Encoded(0, header.image_bytes(image), header))
     height, width = pixels.shape[:2]
     crops = []
     for index, box in enumerate(

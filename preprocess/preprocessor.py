@@ -74,7 +74,7 @@ class Preprocessor(ABC):
             except PreprocessError as exc:
                 results[index] = exc.at(index)
                 continue
-            valid.append(Encoded(index, data, header))
+            valid.append(Encoded(index, header.image_bytes(data), header))
         for chunk in self._chunks(valid):
             for item, result in zip(chunk, self._process(chunk), strict=True):
                 results[item.index] = (

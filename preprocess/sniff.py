@@ -1,7 +1,10 @@
 """Recognise an encoded image from its bytes and read its header, before decoding.
 
-This is where bad input is refused with a reason: empty, unknown or unsupported format,
-truncated JPEG/PNG/WebP/BMP, and decompression bombs (header dimensions above a pixel limit).
+This is where bad input is refused with a reason: empty, unknown or unsupported format (HEIC and
+AVIF named), truncated JPEG/PNG/WebP/BMP, and decompression bombs (header dimensions above a pixel
+limit). A JPEG ends at its end-of-image marker: what cameras append after it (motion-photo video,
+maker trailers) is not the image and is cut off (`ImageHeader.length`); a JPEG is truncated only
+when its data ends before that marker.
 The header also gives the EXIF orientation and the PNG bit depth the backends need. A JPEG cut
 inside its scan whose end marker was put back passes here and decodes with a grey tail in every
 backend (libjpeg's behaviour); corrupt data the decoder refuses fails that image alone.
@@ -9,6 +12,7 @@ backend (libjpeg's behaviour); corrupt data the decoder refuses fails that image
 
 from __future__ import annotations
 
+import re
 import struct
 from collections.abc import Collection
 from dataclasses import dataclass
@@ -26,6 +30,14 @@ _UNSUPPORTED_MAGIC: tuple[tuple[bytes, str], ...] = (
 )
 # JPEG start-of-frame markers carrying the image size (all SOFn except DHT/JPG/DAC).
 _JPEG_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+# ISO-BMFF brands (the ``ftyp`` box at byte 4) of image formats cvserve does not decode.
+_UNSUPPORTED_BRANDS: dict[bytes, str] = {
+    **dict.fromkeys((b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx"), "HEIC"),
+    **dict.fromkeys((b"avif", b"avis"), "AVIF"),
+    **dict.fromkeys((b"mif1", b"msf1"), "HEIF"),
+}
+# In entropy-coded data a 0xFF is a marker unless stuffed (FF00), a restart (FFD0-D7) or fill.
+_SCAN_MARKER = re.compile(rb"\xff(?![\x00\xd0-\xd7\xff])")
 _EXIF_ORIENTATION_TAG = 0x0112
 _BMP_MIN_HEADER = 26
 
@@ -33,7 +45,8 @@ _BMP_MIN_HEADER = 26
 @dataclass(frozen=True)
 class ImageHeader:
     """What the header says: format, stored size in pixels, EXIF orientation (1..8, 1 = upright),
-    bits per channel sample, and colour channels stored (JPEG: 1 grey, 3 YCbCr, 4 CMYK)."""
+    bits per channel sample, colour channels stored (JPEG: 1 grey, 3 YCbCr, 4 CMYK), and the bytes
+    the image itself takes (0: all of them; a JPEG's trailer after its end-of-image is not)."""
 
     format: str
     width: int
@@ -41,6 +54,11 @@ class ImageHeader:
     orientation: int = 1
     bit_depth: int = 8
     channels: int = 3
+    length: int = 0
+
+    def image_bytes(self, data: bytes) -> bytes:
+        """``data`` without what follows the image (a camera's trailer)."""
+        return data[: self.length] if self.length else data
 
     @property
     def upright_size(self) -> tuple[int, int]:
@@ -101,6 +119,8 @@ def _read_header(data: bytes) -> ImageHeader:
     for magic, name in _UNSUPPORTED_MAGIC:
         if data.startswith(magic):
             raise PreprocessError(f"unsupported format: {name}")
+    if data[4:8] == b"ftyp" and data[8:12] in _UNSUPPORTED_BRANDS:
+        raise PreprocessError(f"unsupported format: {_UNSUPPORTED_BRANDS[data[8:12]]}")
     raise PreprocessError(f"not a recognised image (first bytes {data[:8]!r}, {len(data):,} bytes)")
 
 
@@ -123,9 +143,41 @@ def exif_orientation(tiff: bytes) -> int:
     return 1
 
 
+def _jpeg_end(data: bytes) -> int | None:
+    """Where the JPEG in ``data`` ends (just past its end-of-image marker): its segments walked,
+    each scan's entropy-coded data searched for the next marker; None if the data ends first."""
+    pos = 2
+    while pos + 2 <= len(data):
+        if data[pos] != 0xFF:
+            raise PreprocessError(f"corrupt JPEG: bad marker at byte {pos:,}")
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        if marker == 0xD9:
+            return pos + 2
+        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:
+            pos += 2
+            continue
+        if pos + 4 > len(data):
+            return None
+        (length,) = struct.unpack(">H", data[pos + 2 : pos + 4])
+        pos += 2 + length
+        if marker == 0xDA:  # start of scan: entropy-coded data up to the next marker
+            found = _SCAN_MARKER.search(data, pos)
+            if found is None:
+                return None
+            pos = found.start()
+    return None
+
+
 def _jpeg_header(data: bytes) -> ImageHeader:
-    if not data.endswith(b"\xff\xd9"):
-        raise PreprocessError(f"truncated JPEG: no end-of-image marker in {len(data):,} bytes")
+    # Most files end with their end-of-image marker; only the others are walked to find it.
+    end = len(data) if data.endswith(b"\xff\xd9") else _jpeg_end(data)
+    if end is None:
+        raise PreprocessError(
+            f"truncated JPEG: the data ends before its end-of-image marker ({len(data):,} bytes)"
+        )
     orientation = 1
     pos = 2
     while pos + 4 <= len(data):
@@ -145,9 +197,8 @@ def _jpeg_header(data: bytes) -> ImageHeader:
             if pos + 10 > len(data):
                 break
             height, width = struct.unpack(">HH", data[pos + 5 : pos + 9])
-            return ImageHeader(
-                "jpeg", width, height, orientation, bit_depth=data[pos + 4], channels=data[pos + 9]
-            )
+            depth, channels = data[pos + 4], data[pos + 9]
+            return ImageHeader("jpeg", width, height, orientation, depth, channels, length=end)
         if marker == 0xDA:  # start of scan before any frame header
             break
         pos += 2 + length

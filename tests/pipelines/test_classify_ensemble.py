@@ -129,6 +129,16 @@ def test_bad_input_gets_clear_error_and_server_keeps_serving(
     assert_same_answer(client.infer([good]), reference.probabilities([good]), reference.k)
 
 
+def test_a_motion_photo_jpeg_is_answered_as_its_jpeg(client, sample_images) -> None:
+    """A phone's motion photo: the JPEG, then an MP4 (ftyp + mdat) appended after its EOI."""
+    jpeg = sample_images["640x480.jpeg"]
+    media = bytes(np.random.default_rng(5).integers(0, 256, 8000, dtype=np.uint8))
+    video = b"\x00\x00\x00\x18ftypmp42\x00\x00\x00\x00isommp42" + b"\x00\x00\x1f\x48mdat" + media
+    plain, motion = client.infer([jpeg]), client.infer([jpeg + video])
+    np.testing.assert_array_equal(motion[LABELS], plain[LABELS])
+    np.testing.assert_array_equal(motion[SCORES], plain[SCORES])
+
+
 def test_tensors_round_trip_exactly_through_the_python_backend(triton) -> None:
     """Fails if NumPy 2 reaches the stub (it misreads dtype sizes there, silently)."""
     rng = np.random.default_rng(7)
