@@ -11,9 +11,13 @@ def usable_cores() -> int:
     return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
 
 
+# Device nodes of an NVIDIA driver: Linux, and WSL2's GPU paravirtualisation.
+_DRIVER_NODES = ("/dev/nvidiactl", "/dev/dxg")
+
+
 def cuda_available() -> bool:
     """Whether torch can use a CUDA GPU; torch is not imported where no NVIDIA driver is loaded."""
-    if not Path("/dev/nvidiactl").exists():
+    if not any(Path(node).exists() for node in _DRIVER_NODES):
         return False
     try:
         import torch

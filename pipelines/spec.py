@@ -73,6 +73,10 @@ class StageParams:
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True)
 
+    def on_device(self, device: Device) -> Self:
+        """These params for the stage placed on ``device`` (unchanged unless they name one)."""
+        return self
+
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Self:
         return cls(**data)

@@ -39,7 +39,9 @@ def tensor_input(spec: PipelineSpec) -> PipelineSpec:
 def with_devices(spec: PipelineSpec, devices: dict[Role, Device]) -> PipelineSpec:
     """``spec`` with the stages of each role in ``devices`` placed on that device."""
     stages = tuple(
-        dataclasses.replace(s, device=devices[s.role]) if s.role in devices else s
+        dataclasses.replace(s, device=devices[s.role], params=s.params.on_device(devices[s.role]))
+        if s.role in devices
+        else s
         for s in spec.stages
     )
     return dataclasses.replace(spec, stages=stages)

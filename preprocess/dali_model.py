@@ -32,8 +32,10 @@ def serialize_dali_model(
     device: Literal["cpu", "gpu"] | None = None,
     num_threads: int | None = None,
     with_meta: bool = True,
+    input_name: str = IMAGE,
 ) -> Path:
-    """Write ``directory/1/model.dali``; returns its path.
+    """Write ``directory/1/model.dali`` (reading the encoded images from ``input_name``); returns
+    its path.
 
     ``device`` defaults to ``spec.device``; a ``gpu`` graph (``mixed`` decoding) is serialised
     with ``device_id=None``, the only way it serialises without a GPU; Triton assigns the device.
@@ -46,7 +48,7 @@ def serialize_dali_model(
         num_threads,
         device or spec.device,
         device_id=None,
-        input_name=IMAGE,
+        input_name=input_name,
         with_meta=with_meta,
     )
     pipe.serialize(filename=str(path))

@@ -7,10 +7,10 @@ backends, the float64 reference (`preprocess.reference`), the Triton DALI model
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal, get_args
 
-from cvserve.pipelines.spec import StageParams
+from cvserve.pipelines.spec import Device, StageParams
 
 # ImageNet statistics in 0..255 pixel units (torchvision's, times 255).
 IMAGENET_MEAN: tuple[float, float, float] = (0.485 * 255, 0.456 * 255, 0.406 * 255)
@@ -28,7 +28,6 @@ ResizeMode = Literal["shorter_crop", "letterbox", "fixed"]
 ImageFormat = Literal["jpeg", "png", "webp", "bmp"]
 Layout = Literal["CHW", "HWC"]
 DType = Literal["float32", "float16"]
-Device = Literal["cpu", "gpu"]
 
 SUPPORTED_FORMATS: tuple[str, ...] = get_args(ImageFormat)
 
@@ -144,6 +143,10 @@ class PreprocessParams(StageParams):
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PreprocessParams:
         return cls(**{**data, "spec": PreprocessSpec.from_dict(data["spec"])})
+
+    def on_device(self, device: Device) -> PreprocessParams:
+        """The adapter preprocesses on its spec's device: it moves with the stage."""
+        return replace(self, spec=replace(self.spec, device=device))
 
 
 class PreprocessError(ValueError):

@@ -49,6 +49,7 @@ def write_dali_stage(stage: StageSpec, out: Path) -> Path:
         stage.device,
         params.num_threads,
         with_meta=len(stage.outputs) == 2,
+        input_name=stage.inputs[0].name,
     )
     write_config(directory, config, header=config_header(params.spec, stage.device))
     return directory

@@ -24,6 +24,8 @@ from cvserve.deploy.kafka import DEFAULT_HEAP_MB, DEFAULT_PARTITIONS
 
 BOOTSTRAP_ENV = "CVSERVE_KAFKA_BOOTSTRAP"
 WORKER_DEFAULTS = WorkerConfig()
+# Where `deploy.kafka.kafka_home` puts broker state and worker stats, in words.
+KAFKA_HOME_HELP = "$CVSERVE_KAFKA_HOME (else .venv/share/cvserve/kafka)"
 _GLOB_CHARS = set("*?[")
 
 
@@ -383,7 +385,11 @@ def register(commands: Any, benches: Any = None) -> None:
     status = sub.add_parser("status", help="is the local broker running and answering")
     status.set_defaults(func=cmd_kafka_status)
     for parser in (start, stop, status):
-        parser.add_argument("--state-dir", default=None, help="default $CVSERVE_KAFKA_HOME/broker")
+        parser.add_argument(
+            "--state-dir",
+            default=None,
+            help=f"default {KAFKA_HOME_HELP}/broker",
+        )
 
     topics = sub.add_parser("topics", help="create (if missing) and list a pipeline's topics")
     _add_broker_options(topics)
@@ -391,7 +397,11 @@ def register(commands: Any, benches: Any = None) -> None:
     topics.set_defaults(func=cmd_kafka_topics)
     lag = sub.add_parser("lag", help="consumer lag per partition and live workers' in-flight")
     _add_broker_options(lag)
-    lag.add_argument("--stats-dir", default=None, help="default $CVSERVE_KAFKA_HOME/workers")
+    lag.add_argument(
+        "--stats-dir",
+        default=None,
+        help=f"default {KAFKA_HOME_HELP}/workers",
+    )
     lag.add_argument("--format", choices=["table", "prometheus"], default="table")
     lag.set_defaults(func=cmd_kafka_lag)
 
@@ -438,7 +448,7 @@ def register(commands: Any, benches: Any = None) -> None:
     worker.add_argument(
         "--stats-file",
         default=None,
-        help="JSON counters (default: under $CVSERVE_KAFKA_HOME/workers)",
+        help="JSON counters (default: in the --stats-dir default of `cvserve kafka lag`)",
     )
     worker.add_argument(
         "--crop-backend",

@@ -112,3 +112,16 @@ def test_outputs_are_pixels_then_meta(tmp_path) -> None:
     with pytest.raises(ValueError, match="outputs are"):
         write_dali_model(SPEC, tmp_path / "m", 1, "cpu", outputs=("A", "B", "C"))
     assert not (tmp_path / "m").exists()
+
+
+def test_model_dali_reads_the_input_its_config_names(tmp_path) -> None:
+    stage = preprocess_stage("p", PreprocessParams(SPEC, 1), BatchingSpec(max_batch_size=2))
+    renamed = dataclasses.replace(stage.inputs[0], name="JPEG_BYTES")
+    directory = write_dali_stage(dataclasses.replace(stage, inputs=(renamed,)), tmp_path)
+    assert [i.name for i in read_config(directory).input] == ["JPEG_BYTES"]
+    pipe = Pipeline.deserialize(
+        filename=str(directory / "1" / MODEL_FILE), device_id=None, prefetch_queue_depth=1
+    )
+    pipe.feed_input("JPEG_BYTES", [np.frombuffer(synthetic_image(50, 40), np.uint8)])
+    pixels, _ = pipe.run()
+    assert tuple(pixels.at(0).shape) == SPEC.output_shape

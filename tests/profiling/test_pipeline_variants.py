@@ -16,7 +16,7 @@ from cvserve.pipelines.variants import (
 )
 from cvserve.preprocess.geometry import meta, placement
 from cvserve.preprocess.naive import NaivePreprocessor
-from cvserve.preprocess.spec import PreprocessError, PreprocessSpec
+from cvserve.preprocess.spec import PreprocessError, PreprocessParams, PreprocessSpec
 from cvserve.preprocess.synthetic import synthetic_image
 from cvserve.preprocess.tensors import META, PIXELS
 from cvserve.profiling.sweep_plan import plan_servers
@@ -64,6 +64,9 @@ def test_placements_keep_the_dnn_where_it_is_and_skip_gpu_without_one() -> None:
     assert devices[0] == {"inference": "gpu", "postprocess": "cpu", "preprocess": "cpu"}
     assert devices[1]["preprocess"] == "gpu"
     assert with_devices(base, {"inference": "gpu"}).stage_by_role("preprocess").device == "cpu"
+    # The preprocess adapter runs on its spec's device: it moves with the stage.
+    moved = with_devices(base, {"preprocess": "gpu"}).stage_by_role("preprocess")
+    assert moved.device == moved.params_as(PreprocessParams).spec.device == "gpu"
     with pytest.raises(ValueError, match="unknown placement"):
         plan_servers(base, ("edge-tpu",), gpu=False)
 
