@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 import struct
-from collections.abc import Collection
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 
 from cvserve.preprocess.spec import DEFAULT_MAX_PIXELS, SUPPORTED_FORMATS, PreprocessError
@@ -143,9 +143,10 @@ def exif_orientation(tiff: bytes) -> int:
     return 1
 
 
-def _jpeg_end(data: bytes) -> int | None:
-    """Where the JPEG in ``data`` ends (just past its end-of-image marker): its segments walked,
-    each scan's entropy-coded data searched for the next marker; None if the data ends first."""
+def _jpeg_segments(data: bytes) -> Iterator[tuple[int, int, int]]:
+    """(position, marker, length) of each segment of the JPEG in ``data``, in order, up to its
+    end-of-image marker (length 0); each scan's entropy-coded data is skipped. Ends early where
+    the data does (a truncated file)."""
     pos = 2
     while pos + 2 <= len(data):
         if data[pos] != 0xFF:
@@ -155,19 +156,29 @@ def _jpeg_end(data: bytes) -> int | None:
             pos += 1
             continue
         if marker == 0xD9:
-            return pos + 2
+            yield pos, marker, 0
+            return
         if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:
             pos += 2
             continue
         if pos + 4 > len(data):
-            return None
+            return
         (length,) = struct.unpack(">H", data[pos + 2 : pos + 4])
+        yield pos, marker, length
         pos += 2 + length
         if marker == 0xDA:  # start of scan: entropy-coded data up to the next marker
             found = _SCAN_MARKER.search(data, pos)
             if found is None:
-                return None
+                return
             pos = found.start()
+
+
+def _jpeg_end(data: bytes) -> int | None:
+    """Where the JPEG in ``data`` ends (just past its end-of-image marker); None if the data
+    ends first."""
+    for pos, marker, _ in _jpeg_segments(data):
+        if marker == 0xD9:
+            return pos + 2
     return None
 
 
@@ -179,18 +190,7 @@ def _jpeg_header(data: bytes) -> ImageHeader:
             f"truncated JPEG: the data ends before its end-of-image marker ({len(data):,} bytes)"
         )
     orientation = 1
-    pos = 2
-    while pos + 4 <= len(data):
-        if data[pos] != 0xFF:
-            raise PreprocessError(f"corrupt JPEG: bad marker at byte {pos:,}")
-        marker = data[pos + 1]
-        if marker == 0xFF:  # fill byte
-            pos += 1
-            continue
-        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:
-            pos += 2
-            continue
-        (length,) = struct.unpack(">H", data[pos + 2 : pos + 4])
+    for pos, marker, length in _jpeg_segments(data):
         if marker == 0xE1 and data[pos + 4 : pos + 10] == b"Exif\x00\x00":
             orientation = exif_orientation(data[pos + 10 : pos + 2 + length])
         if marker in _JPEG_SOF:
@@ -199,9 +199,8 @@ def _jpeg_header(data: bytes) -> ImageHeader:
             height, width = struct.unpack(">HH", data[pos + 5 : pos + 9])
             depth, channels = data[pos + 4], data[pos + 9]
             return ImageHeader("jpeg", width, height, orientation, depth, channels, length=end)
-        if marker == 0xDA:  # start of scan before any frame header
+        if marker in (0xDA, 0xD9):  # a scan (or the end) before any frame header
             break
-        pos += 2 + length
     raise PreprocessError("corrupt JPEG: no frame header (SOF) found")
 
 
