@@ -28,7 +28,7 @@ from nvidia.dali.pipeline import Pipeline
 
 from cvserve.deploy.host import usable_cores
 from cvserve.preprocess.geometry import Placement, meta_values, placement
-from cvserve.preprocess.spec import PreprocessSpec
+from cvserve.preprocess.spec import Channels, PreprocessSpec
 from cvserve.preprocess.tensors import IMAGE
 
 # Share of JPEG decoding sent to the hardware decoder (A100/H100) in ``mixed`` decoding.
@@ -77,18 +77,23 @@ def placement_of(encoded: DataNode, spec: PreprocessSpec) -> Placement:
 
 
 def decode_step(
-    encoded: DataNode, device: Literal["cpu", "gpu"], hw_decoder_load: float = HW_DECODER_LOAD
+    encoded: DataNode,
+    device: Literal["cpu", "gpu"],
+    hw_decoder_load: float = HW_DECODER_LOAD,
+    channels: Channels = "RGB",
 ) -> DataNode:
-    """Encoded bytes → upright RGB uint8 HWC (on ``device``; ``mixed`` decoding on the GPU)."""
+    """Encoded bytes → upright uint8 HWC in ``channels`` order (on ``device``; ``mixed``
+    decoding on the GPU)."""
+    order = types.BGR if channels == "BGR" else types.RGB
     if device == "gpu":
         return fn.decoders.image(
             encoded,
             device="mixed",
-            output_type=types.RGB,
+            output_type=order,
             hw_decoder_load=hw_decoder_load,
             jpeg_fancy_upsampling=True,  # as libjpeg on the CPU
         )
-    return fn.decoders.image(encoded, device="cpu", output_type=types.RGB)
+    return fn.decoders.image(encoded, device="cpu", output_type=order)
 
 
 def _crop_inside(spec: PreprocessSpec) -> bool:
@@ -151,7 +156,7 @@ def preprocess_graph(
     """DALI nodes turning a batch of encoded images into ``(pixels, meta)`` per ``spec``:
     pixels ``spec.output_shape`` ``spec.dtype`` (on ``device``), meta float32 [6] (CPU)."""
     p = placement_of(encoded, spec)
-    images = decode_step(encoded, device, hw_decoder_load)
+    images = decode_step(encoded, device, hw_decoder_load, spec.channels)
     pixels = normalize_step(resize_step(images, p, spec), p, spec)
     return pixels, meta_node(p)
 

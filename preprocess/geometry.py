@@ -9,7 +9,7 @@ META, float32 [6] per image: ``(orig_h, orig_w, scale_y, scale_x, pad_top, pad_l
 ``x_orig = (x - pad_left) / scale_x`` and ``y_orig = (y - pad_top) / scale_y`` for a point
 ``(x, y)`` of the model input, in continuous pixel coordinates (pixel ``i`` spans ``[i, i + 1)``).
 The original size is the upright (EXIF-oriented) one. ``shorter_crop`` pads are minus the crop
-offset (<= 0); ``fixed`` pads are 0.
+offset (<= 0); ``fixed``, ``letterbox_top_left`` and ``fit_height`` pads are 0.
 """
 
 from __future__ import annotations
@@ -66,12 +66,17 @@ def placement(
         shorter = minimum(orig_h, orig_w)
         resized_h = _round_ratio(orig_h * spec.resize_shorter, shorter)
         resized_w = _round_ratio(orig_w * spec.resize_shorter, shorter)
+    elif spec.resize_mode == "fit_height":
+        resized_h = out_h
+        resized_w = maximum(minimum(_round_ratio(orig_w * out_h, orig_h), out_w), 1)
     else:  # letterbox: scale = min(out_h / orig_h, out_w / orig_w), as a ratio of integers
         height_bound = orig_h * out_w >= orig_w * out_h
         numerator = height_bound * out_h + (1 - height_bound) * out_w
         denominator = height_bound * orig_h + (1 - height_bound) * orig_w
         resized_h = maximum(_round_ratio(orig_h * numerator, denominator), 1)
         resized_w = maximum(_round_ratio(orig_w * numerator, denominator), 1)
+    if spec.resize_mode in ("letterbox_top_left", "fit_height"):
+        return Placement(orig_h, orig_w, resized_h, resized_w, 0, 0)
     return Placement(
         orig_h,
         orig_w,

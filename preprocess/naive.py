@@ -22,11 +22,11 @@ class NaivePreprocessor:
         self.inv_std = 1.0 / np.asarray(spec.std, np.float32)
 
     def decode(self, data: bytes) -> np.ndarray:
-        """(H, W, 3) uint8 RGB."""
+        """(H, W, 3) uint8 in ``spec.channels`` order."""
         bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
         if bgr is None:
             raise PreprocessError(f"OpenCV cannot decode {len(data):,} bytes")
-        return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+        return bgr if self.spec.channels == "BGR" else cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
     def resize_crop(self, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The (H, W, 3) uint8 canvas of the output size, and the image's META."""

@@ -63,6 +63,14 @@ PARITY_SPECS: dict[str, PreprocessSpec] = {
         resize_mode="fixed", crop=(96, 128), dtype="float16", layout="HWC"
     ),
     "no_antialias": PreprocessSpec(resize_shorter=96, crop=(80, 80), antialias=False),
+    "letterbox_top_left_bgr": PreprocessSpec(
+        resize_mode="letterbox_top_left",
+        crop=(128, 128),
+        mean=(0.0, 0.0, 0.0),
+        std=(255.0, 255.0, 255.0),
+        channels="BGR",
+    ),
+    "fit_height": PreprocessSpec(resize_mode="fit_height", crop=(32, 160)),
 }
 # (width, height): mild and strong downscales, upscales, odd sizes, portrait and landscape.
 PARITY_SIZES: tuple[tuple[int, int], ...] = (

@@ -182,8 +182,9 @@ class PerImagePreprocessor(Preprocessor):
 
 def normalize_into(canvas: Any, resized: Any, p: Placement, spec: PreprocessSpec) -> Any:
     """Write the visible part of ``resized`` (h, w, 3) RGB into ``canvas`` (out_h, out_w, 3) as
-    ``(pixel - mean) / std``, and ``spec.normalized_pad`` everywhere else. NumPy arrays or torch
-    tensors alike (``canvas`` sets the float type and device); returns ``canvas``."""
+    ``(pixel - mean) / std`` in ``spec.channels`` order, and ``spec.normalized_pad`` everywhere
+    else. NumPy arrays or torch tensors alike (``canvas`` sets the float type and device);
+    returns ``canvas``."""
     if hasattr(canvas, "new_tensor"):  # torch
         constant: Callable[[Any], Any] = canvas.new_tensor
     else:
@@ -192,6 +193,8 @@ def normalize_into(canvas: Any, resized: Any, p: Placement, spec: PreprocessSpec
     if canvas[window.out_rows, window.out_cols].shape != canvas.shape:
         canvas[...] = constant(spec.normalized_pad)
     visible = resized[window.src_rows, window.src_cols]
+    if spec.channels == "BGR":
+        visible = visible[..., [2, 1, 0]]  # an index list: torch has no negative steps
     canvas[window.out_rows, window.out_cols] = (visible - constant(spec.mean)) / constant(spec.std)
     return canvas
 

@@ -24,9 +24,10 @@ DEFAULT_MAX_PIXELS = 64_000_000
 # batches run in parts, so memory stays bounded whatever a request holds.
 DEFAULT_MAX_BATCH_PIXELS = 300_000_000
 
-ResizeMode = Literal["shorter_crop", "letterbox", "fixed"]
+ResizeMode = Literal["shorter_crop", "letterbox", "letterbox_top_left", "fit_height", "fixed"]
 ImageFormat = Literal["jpeg", "png", "webp", "bmp"]
 Layout = Literal["CHW", "HWC"]
+Channels = Literal["RGB", "BGR"]
 DType = Literal["float32", "float16"]
 
 SUPPORTED_FORMATS: tuple[str, ...] = get_args(ImageFormat)
@@ -49,14 +50,19 @@ class PreprocessSpec:
       half up), then centre-crop (H, W), the crop anchor rounded half up (DALI's rule);
     - ``letterbox``: the largest resize keeping the aspect ratio that fits (H, W) (sizes rounded
       half up), centred (offsets rounded down), the rest filled with ``pad_value``;
+    - ``letterbox_top_left``: the same resize, placed at the top-left corner (padding on the
+      right and bottom only, as many orientation and detection models are trained);
+    - ``fit_height``: height resized to H, width to keep the aspect ratio but at most W (then
+      squeezed to W), placed top-left, padded on the right (line-recognition models);
     - ``fixed``: resize to exactly (H, W), aspect ratio not kept.
 
     Resampling is linear; with ``antialias`` its support widens when downscaling (a triangle
     filter, as PIL's BILINEAR and torchvision's ``antialias=True``), borders clamped as DALI
     does (`preprocess.resample`).
 
-    Output: ``(pixel - mean) / std`` with pixels in 0..255 (``pad_value`` too, in RGB order),
-    layout ``layout``, shape `output_shape`, dtype ``dtype``, on ``device``.
+    Output: ``(pixel - mean) / std`` with pixels in 0..255 (``pad_value`` too), channels in
+    ``channels`` order (``mean``, ``std`` and ``pad_value`` are given in that order), layout
+    ``layout``, shape `output_shape`, dtype ``dtype``, on ``device``.
     """
 
     resize_mode: ResizeMode = "shorter_crop"
@@ -72,6 +78,7 @@ class PreprocessSpec:
     pad_value: tuple[float, float, float] = LETTERBOX_GREY
     layout: Layout = "CHW"
     device: Device = "cpu"
+    channels: Channels = "RGB"
 
     def __post_init__(self) -> None:
         for name, kind in (
@@ -79,6 +86,7 @@ class PreprocessSpec:
             ("dtype", DType),
             ("layout", Layout),
             ("device", Device),
+            ("channels", Channels),
         ):
             if getattr(self, name) not in get_args(kind):
                 raise ValueError(
@@ -114,7 +122,7 @@ class PreprocessSpec:
 
     @property
     def normalized_pad(self) -> tuple[float, float, float]:
-        """``pad_value`` in output (normalised) units, RGB."""
+        """``pad_value`` in output (normalised) units, in ``channels`` order."""
         return tuple(
             (p - m) / s for p, m, s in zip(self.pad_value, self.mean, self.std, strict=True)
         )  # type: ignore[return-value]

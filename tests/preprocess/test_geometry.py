@@ -21,6 +21,8 @@ SPECS = {
     "shorter_crop": PreprocessSpec(),
     "letterbox": PreprocessSpec(resize_mode="letterbox", crop=(320, 480)),
     "fixed": PreprocessSpec(resize_mode="fixed", crop=(96, 128)),
+    "letterbox_top_left": PreprocessSpec(resize_mode="letterbox_top_left", crop=(320, 480)),
+    "fit_height": PreprocessSpec(resize_mode="fit_height", crop=(32, 320)),
 }
 
 
@@ -36,9 +38,14 @@ def oracle(h: int, w: int, spec: PreprocessSpec) -> tuple[int, int, int, int]:
     elif spec.resize_mode == "shorter_crop":
         scale = Fraction(spec.resize_shorter, min(h, w))
         rh, rw = half_up(h * scale), half_up(w * scale)
+    elif spec.resize_mode == "fit_height":
+        # Height to out_h; the width keeps the aspect ratio, capped at out_w; top-left.
+        return out_h, max(1, min(out_w, half_up(Fraction(w * out_h, h)))), 0, 0
     else:
         scale = min(Fraction(out_h, h), Fraction(out_w, w))
         rh, rw = max(1, half_up(h * scale)), max(1, half_up(w * scale))
+        if spec.resize_mode == "letterbox_top_left":
+            return rh, rw, 0, 0
 
     def offset(r: int, out: int) -> int:
         # A crop anchor (r - out) / 2 rounded half up; a pad (out - r) / 2 rounded down.
@@ -106,5 +113,7 @@ def test_visible_window_stays_inside_both_images(mode: str) -> None:
         out = np.zeros((out_h, out_w))[win.out_rows, win.out_cols]
         src = np.zeros((p.resized_h, p.resized_w))[win.src_rows, win.src_cols]
         assert out.shape == src.shape
-        if mode != "letterbox":
+        if mode in ("shorter_crop", "fixed"):  # these fill the output; the others pad
             assert out.shape == (out_h, out_w)
+        else:  # the padded modes show the whole resized image
+            assert src.shape == (p.resized_h, p.resized_w)
