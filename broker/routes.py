@@ -79,7 +79,18 @@ def composite_route(composite: CompositeSpec) -> Route:
     return Route(composite.name, tuple(stages))
 
 
+# Composites of pipeline files this process has loaded (`register_composite`), beside the
+# catalog's: every command and worker that is given a file registers its composite first.
+_REGISTERED: dict[str, CompositeSpec] = {}
+
+
+def register_composite(composite: CompositeSpec) -> None:
+    """Make ``route(composite.name)`` this composite's route in this process."""
+    _REGISTERED[composite.name] = composite
+
+
 def route(pipeline: str) -> Route:
-    """The route of ``pipeline``: a catalog composite's stages, else its single ensemble."""
-    composite = COMPOSITES.get(pipeline)
+    """The route of ``pipeline``: a registered or catalog composite's stages, else its single
+    ensemble."""
+    composite = _REGISTERED.get(pipeline) or COMPOSITES.get(pipeline)
     return composite_route(composite) if composite else single_ensemble(pipeline)

@@ -1,18 +1,16 @@
 """Run a `PipelineSpec` in this process, without Triton: the same preprocessing backend, the same
-seeded module and the same postprocess function the served ensemble uses. The reference every
-served answer is compared with."""
+network (`models.runners`) and the same postprocessor the served ensemble uses. The reference
+every served answer is compared with."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
-import torch
 
 from cvserve.models.params import DnnParams, PostprocessParams
-from cvserve.models.postprocess import FUNCTIONS
-from cvserve.models.zoo import build_dnn
+from cvserve.models.postprocessor import Postprocessor
+from cvserve.models.runners import load_runner
 from cvserve.pipelines.spec import PipelineSpec
 from cvserve.preprocess.dali import DaliPreprocessor
 from cvserve.preprocess.spec import PreprocessParams
@@ -25,28 +23,29 @@ class LocalPipeline:
         self.spec = spec
         pre = spec.stage_by_role("preprocess")
         dnn = spec.stage_by_role("inference")
-        post = spec.stage_by_role("postprocess")
-        post_params = post.params_as(PostprocessParams)
         self.preprocessor = DaliPreprocessor(
             pre.params_as(PreprocessParams).spec,
             max_batch_size=pre.batching.max_batch_size,
             num_threads=threads,
         )
-        self.model = build_dnn(dnn.params_as(DnnParams))
+        self.pixels_name, *rest = (t.name for t in pre.outputs)
+        self.meta_name = rest[0] if rest else None
         self.dnn_outputs = [t.name for t in dnn.outputs]
-        self.post_inputs = [t.name for t in post.inputs]
-        self.post_outputs = [t.name for t in post.outputs]
-        self.function = FUNCTIONS[post_params.function]
-        self.options = post_params.options()
-        self.meta_name = pre.outputs[1].name if len(pre.outputs) > 1 else None
+        self.run = load_runner(dnn.params_as(DnnParams), self.dnn_outputs, set_threads=False)
+        post = next((s for s in spec.stages if s.role == "postprocess"), None)
+        self.postprocess = (
+            Postprocessor(
+                post.params_as(PostprocessParams), [t.name for t in post.inputs], post.outputs
+            )
+            if post
+            else None
+        )
 
     def __call__(self, images: Sequence[bytes]) -> dict[str, np.ndarray]:
         pixels, meta = self.preprocessor.run_batch_with_meta(images)
-        with torch.inference_mode():
-            raw = self.model(torch.as_tensor(pixels).float())
-        raw = raw if isinstance(raw, tuple) else (raw,)
-        tensors: dict[str, Any] = {n: r.numpy() for n, r in zip(self.dnn_outputs, raw, strict=True)}
+        tensors = dict(zip(self.dnn_outputs, self.run(np.asarray(pixels)), strict=True))
+        if self.postprocess is None:  # raw: the network's outputs are the pipeline's
+            return {t.name: tensors[t.name] for t in self.spec.outputs}
         if self.meta_name:
             tensors[self.meta_name] = meta.astype(np.float32)
-        results = self.function(*(tensors[n] for n in self.post_inputs), **self.options)
-        return dict(zip(self.post_outputs, results, strict=True))
+        return self.postprocess(tensors)

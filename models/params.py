@@ -2,38 +2,73 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
 
 from cvserve.pipelines.spec import StageParams
+
+ModelFormat = Literal["onnx", "torchscript"]
 
 
 @dataclass(frozen=True)
 class DnnParams(StageParams):
-    """A `models.zoo` network: architecture, classes (None: the architecture's), seed of the
-    random weights or a weights file, and torch threads per instance."""
+    """The network a DNN stage runs: a `models.zoo` architecture (``arch``: classes — None: the
+    architecture's —, seed of the random weights or a state-dict file ``weights``), or a model
+    file of ``model_format`` at ``model_file`` (an absolute path, read as is). ``torch_threads``
+    are the intra-op threads per instance (torch's or onnxruntime's)."""
 
-    arch: str
+    arch: str | None = None
     num_classes: int | None = None
     seed: int = 0
     weights: str | None = None
     torch_threads: int = 1
+    model_file: str | None = None
+    model_format: ModelFormat | None = None
+
+    def __post_init__(self) -> None:
+        if (self.arch is None) == (self.model_file is None):
+            raise ValueError("a DNN is an arch or a model_file, exactly one of them")
+        if self.model_file is not None and self.model_format is None:
+            raise ValueError(f"{self.model_file}: model_format (onnx, torchscript) is needed")
+
+    @property
+    def label(self) -> str:
+        """What the network is, in a word: the architecture or the model file's name."""
+        return self.arch or Path(str(self.model_file)).name
 
 
 @dataclass(frozen=True)
 class PostprocessParams(StageParams):
-    """A `models.postprocess.FUNCTIONS` entry and its keyword options (None: not passed)."""
+    """A postprocess function and its keyword options: a `models.postprocess.FUNCTIONS` name
+    (called with the stage's inputs in order), or a user function ``"module:function"`` (called
+    with a dict of the inputs, returning a dict of the outputs), imported with ``path`` (a
+    folder) first on ``sys.path``. ``labels``: class names, for clients to print."""
 
     function: str
-    k: int | None = None
-    score_threshold: float | None = None
-    max_detections: int | None = None
+    keywords: dict[str, Any] = field(default_factory=dict)
+    path: str | None = None
+    labels: tuple[str, ...] | None = None
+
+    @property
+    def user_function(self) -> bool:
+        return ":" in self.function
 
     def options(self) -> dict[str, Any]:
-        """The function's keyword arguments."""
-        keywords = {
-            "k": self.k,
-            "score_threshold": self.score_threshold,
-            "max_detections": self.max_detections,
-        }
-        return {name: value for name, value in keywords.items() if value is not None}
+        """The function's keyword arguments (those set, not None)."""
+        return {name: value for name, value in self.keywords.items() if value is not None}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PostprocessParams:
+        labels = data.get("labels")
+        return cls(**{**data, "labels": None if labels is None else tuple(labels)})
+
+
+@dataclass(frozen=True)
+class TritonModelParams(StageParams):
+    """A stage served by a model the user already has: folder ``model`` of the Triton repository
+    ``repository``, with its own ``config.pbtxt`` and backend. cvserve writes no adapter for it;
+    the repository writers copy the folder as it is."""
+
+    repository: str
+    model: str

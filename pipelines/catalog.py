@@ -1,306 +1,127 @@
-"""The pipelines cvserve serves, each declared once as a `PipelineSpec`.
+"""The pipelines cvserve ships, each a pipeline file (`pipelines/files/*.yaml`), and the one way
+every command turns a name or a file into specs.
 
-Every image pipeline is preprocess → DNN → postprocess; what differs per task is declared in
-`TASKS` (tensors, postprocess function) and per architecture in `models.architectures` (input
-size, resize mode, normalisation), which is read without importing torch.
+`pipeline(name, **options)` and `pipeline_specs(name, **options)` read a shipped file;
+`file_specs(path, **options)` reads a user's. Options are the command line's (`PIPELINE_OPTIONS`,
+`builders.image_pipeline`'s keywords); None leaves the file's value.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import inspect
-from collections.abc import Callable
-from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from cvserve.deploy.host import usable_cores
-from cvserve.models.architectures import architecture
-from cvserve.models.params import DnnParams, PostprocessParams
-from cvserve.pipelines.defaults import serving_defaults
-from cvserve.pipelines.spec import (
-    BatchingSpec,
-    CompositeSpec,
-    CompositeStage,
-    CropFanOut,
-    Device,
-    PipelineSpec,
-    StageSpec,
-    TensorSpec,
+from cvserve.pipelines.builders import (
+    TASKS,
+    classify,
+    depth,
+    detect,
+    identify,
+    image_pipeline,
+    preprocess_outputs,
+    preprocess_spec_for,
+    preprocess_stage,
+    segment,
 )
-from cvserve.preprocess.spec import PreprocessParams, PreprocessSpec
-from cvserve.preprocess.tensors import (
-    BOXES,
-    COUNT,
-    DEPTH,
-    EMBEDDING,
-    IMAGE,
-    LABELS,
-    LOGITS,
-    MASK,
-    META,
-    META_LENGTH,
-    PIXELS,
-    RAW,
-    SCORES,
-    SIZE,
+from cvserve.pipelines.from_file import build_spec, composite_specs
+from cvserve.pipelines.pipeline_file import (
+    CompositeFile,
+    PipelineFile,
+    PipelineFileError,
+    load_file,
+    shipped_files,
 )
+from cvserve.pipelines.spec import CompositeSpec, PipelineSpec
 
-ADAPTERS = "cvserve.models.triton"
-CROP_RATIO = 256 / 224  # classification: resize shorter side to crop × this, then centre-crop
-
-
-@dataclass(frozen=True)
-class Task:
-    """What one task's pipeline looks like around its DNN."""
-
-    default_arch: str
-    dnn_outputs: Callable[[int, tuple[int, int]], tuple[TensorSpec, ...]]  # (classes, (H, W))
-    postprocess: str  # models.postprocess.FUNCTIONS key
-    uses_meta: bool
-    results: Callable[[dict[str, Any]], tuple[TensorSpec, ...]]  # from postprocess options
-
-
-TASKS: dict[str, Task] = {
-    "classify": Task(
-        "resnet50",
-        lambda c, hw: (TensorSpec(LOGITS, "float32", (c,)),),
-        "top_k",
-        False,
-        lambda o: (
-            TensorSpec(LABELS, "int64", (o["k"],)),
-            TensorSpec(SCORES, "float32", (o["k"],)),
-        ),
-    ),
-    "segment": Task(
-        "deeplabv3_mobilenet_v3_large",
-        lambda c, hw: (TensorSpec(f"{RAW}LOGITS", "float32", (c, *hw)),),
-        "segmentation_masks",
-        True,
-        lambda o: (TensorSpec(MASK, "uint8", (-1, -1)), TensorSpec(SIZE, "int32", (2,))),
-    ),
-    "detect": Task(
-        "ssdlite320_mobilenet_v3_large",
-        lambda c, hw: (
-            TensorSpec(f"{RAW}BOXES", "float32", (-1, 4)),
-            TensorSpec(f"{RAW}SCORES", "float32", (-1,)),
-            TensorSpec(f"{RAW}LABELS", "int64", (-1,)),
-            TensorSpec(f"{RAW}COUNT", "int32", (1,)),
-        ),
-        "detections",
-        True,
-        lambda o: (
-            TensorSpec(BOXES, "float32", (o["max_detections"], 4)),
-            TensorSpec(SCORES, "float32", (o["max_detections"],)),
-            TensorSpec(LABELS, "int64", (o["max_detections"],)),
-            TensorSpec(COUNT, "int32", (1,)),
-        ),
-    ),
-    "depth": Task(
-        "depth_resnet18",
-        lambda c, hw: (TensorSpec(f"{RAW}DEPTH", "float32", (1, *hw)),),
-        "depth_maps",
-        True,
-        lambda o: (TensorSpec(DEPTH, "float16", (-1, -1)), TensorSpec(SIZE, "int32", (2,))),
-    ),
-    "identify": Task(
-        "embed_resnet18",
-        lambda c, hw: (TensorSpec(f"{RAW}EMBEDDING", "float32", (c,)),),
-        "l2_normalize",
-        False,
-        lambda o: (TensorSpec(EMBEDDING, "float32", (-1,)),),
-    ),
-}
-
-
-def preprocess_spec_for(arch: str) -> PreprocessSpec:
-    """The preprocessing an architecture expects, from its declaration in `models.architectures`."""
-    a = architecture(arch)
-    return PreprocessSpec(
-        resize_mode=a.resize_mode,
-        resize_shorter=round(min(a.input_size) * CROP_RATIO),
-        crop=a.input_size,
-        mean=a.mean,
-        std=a.std,
-    )
-
-
-def preprocess_outputs(pre: PreprocessSpec) -> tuple[TensorSpec, TensorSpec]:
-    """``PIXELS`` (the spec's shape and dtype) and ``META``, as a preprocess stage outputs them."""
-    return TensorSpec(PIXELS, pre.dtype, pre.output_shape), TensorSpec(
-        META, "float32", (META_LENGTH,)
-    )
-
-
-def preprocess_stage(
-    name: str, params: PreprocessParams, batching: BatchingSpec, instances: int = 1
-) -> StageSpec:
-    """The preprocessing stage of an image pipeline: encoded ``IMAGE`` in, PIXELS and META out,
-    on the spec's device."""
-    return StageSpec(
-        name=name,
-        role="preprocess",
-        adapter=f"{ADAPTERS}.preprocess",
-        inputs=(TensorSpec(IMAGE, "uint8", (-1,), allow_ragged_batch=True),),
-        outputs=preprocess_outputs(params.spec),
-        params=params,
-        batching=batching,
-        instances=instances,
-        device=params.spec.device,
-    )
-
-
-def image_pipeline(
-    task: str,
-    arch: str | None = None,
-    *,
-    device: Device = "cpu",
-    max_batch_size: int | None = None,
-    instances: int | None = None,
-    weights: str | None = None,
-    seed: int = 0,
-    num_classes: int | None = None,
-    dali_threads: int | None = None,
-    torch_threads: int | None = None,
-    max_queue_delay_us: int | None = None,
-    preprocess: PreprocessSpec | None = None,
-    top_k: int = 5,
-    score_threshold: float = 0.3,
-    max_detections: int = 20,
-    name: str | None = None,
-) -> PipelineSpec:
-    """The ``task`` pipeline (classify, segment, detect, depth, identify) around ``arch``.
-
-    Options left None come from `serving_defaults` for ``device`` on this machine.
-    """
-    kind = TASKS[task]
-    name = name or task
-    arch = arch or kind.default_arch
-    defaults = serving_defaults(device, dnn_gmacs=architecture(arch).gmacs)
-    max_batch_size = max_batch_size or defaults.max_batch_size
-    instances = instances or defaults.instances
-    torch_threads = torch_threads or defaults.torch_threads
-    if max_queue_delay_us is None:
-        max_queue_delay_us = defaults.max_queue_delay_us
-    a = architecture(arch)
-    pre = dataclasses.replace(preprocess or preprocess_spec_for(arch), device=device)
-    classes = num_classes or a.num_classes
-    batching = BatchingSpec(
-        max_batch_size=max_batch_size,
-        max_queue_delay_us=max_queue_delay_us,
-        preferred_batch_sizes=tuple(
-            b for b in defaults.preferred_batch_sizes if b <= max_batch_size
-        ),
-    )
-    pixels, meta = preprocess_outputs(pre)
-    dnn_outputs = kind.dnn_outputs(classes, pre.output_shape[1:])
-    options: dict[str, Any] = {
-        "classify": {"k": top_k},
-        "detect": {"score_threshold": score_threshold, "max_detections": max_detections},
-    }.get(task, {})
-    results = kind.results(options)
-    dnn = DnnParams(
-        arch=arch, num_classes=classes, seed=seed, weights=weights, torch_threads=torch_threads
-    )
-    stages = (
-        preprocess_stage(
-            f"{name}_preprocess",
-            PreprocessParams(pre, num_threads=dali_threads or defaults.dali_threads),
-            batching,
-            instances,
-        ),
-        StageSpec(
-            name=f"{name}_dnn",
-            role="inference",
-            adapter=f"{ADAPTERS}.dnn",
-            inputs=(pixels,),
-            outputs=dnn_outputs,
-            params=dnn,
-            batching=batching,
-            instances=instances,
-            device=device,
-        ),
-        StageSpec(
-            name=f"{name}_postprocess",
-            role="postprocess",
-            adapter=f"{ADAPTERS}.postprocess",
-            inputs=(*dnn_outputs, meta) if kind.uses_meta else dnn_outputs,
-            outputs=results,
-            params=PostprocessParams(kind.postprocess, **options),
-            batching=batching,
-            instances=1,
-            device="cpu",
-        ),
-    )
-    return PipelineSpec(
-        name=name,
-        stages=stages,
-        inputs=(stages[0].inputs[0],),
-        outputs=results,
-        description=f"{task}: DALI preprocess → {arch} → {kind.postprocess}",
-    )
-
-
-def classify(arch: str | None = None, **options: Any) -> PipelineSpec:
-    return image_pipeline("classify", arch, **options)
-
-
-def segment(arch: str | None = None, **options: Any) -> PipelineSpec:
-    return image_pipeline("segment", arch, **options)
-
-
-def detect(arch: str | None = None, **options: Any) -> PipelineSpec:
-    return image_pipeline("detect", arch, **options)
-
-
-def depth(arch: str | None = None, **options: Any) -> PipelineSpec:
-    return image_pipeline("depth", arch, **options)
-
-
-def identify(arch: str | None = None, **options: Any) -> PipelineSpec:
-    return image_pipeline("identify", arch, **options)
-
+__all__ = [
+    "COMPOSITES",
+    "PIPELINES",
+    "PIPELINE_OPTIONS",
+    "TASKS",
+    "PipelineFileError",
+    "classify",
+    "depth",
+    "detect",
+    "file_specs",
+    "identify",
+    "image_pipeline",
+    "pipeline",
+    "pipeline_specs",
+    "preprocess_outputs",
+    "preprocess_spec_for",
+    "preprocess_stage",
+    "segment",
+]
 
 # The options every image pipeline takes (`image_pipeline`'s keywords): a CLI passes these through.
 PIPELINE_OPTIONS: frozenset[str] = frozenset(inspect.signature(image_pipeline).parameters) - {
     "task"
 }
 
-PIPELINES: dict[str, Callable[..., PipelineSpec]] = {
-    "classify": classify,
-    "segment": segment,
-    "detect": detect,
-    "depth": depth,
-    "identify": identify,
+_SHIPPED: dict[str, PipelineFile | CompositeFile] = {
+    name: load_file(path) for name, path in shipped_files().items()
 }
+# Shipped single pipelines, by name → their file.
+PIPELINES: dict[str, Path] = {
+    name: shipped_files()[name] for name, f in _SHIPPED.items() if isinstance(f, PipelineFile)
+}
+
+
+def composite_of(f: CompositeFile) -> CompositeSpec:
+    """The composite a file declares (names and fan-outs only: nothing is built or read)."""
+    from cvserve.pipelines.spec import CompositeStage, CropFanOut
+
+    return CompositeSpec(
+        f.name,
+        tuple(
+            CompositeStage(
+                part.pipeline.name,
+                None
+                if part.fan_out is None
+                else CropFanOut(part.fan_out.score_threshold, part.fan_out.max_crops),
+            )
+            for part in f.parts
+        ),
+    )
 
 
 # Multi-DNN pipelines: several ensembles joined through Kafka (`broker.routes` reads them).
 COMPOSITES: dict[str, CompositeSpec] = {
-    # Detector on full images → one JPEG crop per detection → identification on crops; the
-    # detect spec's score threshold and max detections decide the crops.
-    "detect_identify": CompositeSpec(
-        "detect_identify",
-        (CompositeStage("detect", fan_out=CropFanOut()), CompositeStage("identify")),
-    ),
+    name: composite_of(f) for name, f in _SHIPPED.items() if isinstance(f, CompositeFile)
 }
 
 
+def _chosen(options: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in options.items() if k in PIPELINE_OPTIONS and v is not None}
+
+
+def specs_of(
+    f: PipelineFile | CompositeFile, **options: Any
+) -> tuple[CompositeSpec | None, list[PipelineSpec]]:
+    """The composite (None for one pipeline) and the ensembles of a loaded file."""
+    chosen = _chosen(options)
+    if isinstance(f, CompositeFile):
+        return composite_specs(f, **chosen)
+    return None, [build_spec(f, **chosen)]
+
+
+def file_specs(path: Path | str, **options: Any) -> tuple[CompositeSpec | None, list[PipelineSpec]]:
+    """The composite (None for one pipeline) and ensembles of the pipeline file at ``path``;
+    `PipelineFileError` when it cannot be served as written."""
+    return specs_of(load_file(path), **options)
+
+
 def pipeline_specs(name: str, **options: Any) -> list[PipelineSpec]:
-    """The ensembles serving ``name``: one for a single pipeline, several for a composite (where
-    ``arch`` names the first stage's DNN)."""
-    parts = COMPOSITES[name].parts if name in COMPOSITES else (name,)
-    shared_cpu = len(parts) > 1 and options.get("device", "cpu") == "cpu"
-    if shared_cpu and options.get("torch_threads") is None:
-        # Several DNNs on one CPU server share the cores instead of oversubscribing them
-        # (measured: 8.0 vs 2.6 img/s for detect_identify at 4 in flight on 2 cores).
-        options = {**options, "torch_threads": max(1, usable_cores() // len(parts))}
-    later = {k: v for k, v in options.items() if k != "arch"}
-    return [pipeline(part, **(options if i == 0 else later)) for i, part in enumerate(parts)]
+    """The ensembles serving shipped pipeline ``name``: one for a single pipeline, several for a
+    composite (where ``arch`` names the first stage's DNN)."""
+    if name not in _SHIPPED:
+        raise KeyError(f"unknown pipeline {name!r}; choose from {sorted(_SHIPPED)}")
+    return specs_of(_SHIPPED[name], **options)[1]
 
 
 def pipeline(name: str, **options: Any) -> PipelineSpec:
-    """The spec of pipeline ``name``; options that are None are left at their defaults."""
+    """The spec of shipped pipeline ``name``; options that are None are left at the file's."""
     if name not in PIPELINES:
         raise KeyError(f"unknown pipeline {name!r}; choose from {sorted(PIPELINES)}")
-    chosen = {k: v for k, v in options.items() if k in PIPELINE_OPTIONS and v is not None}
-    return PIPELINES[name](**chosen)
+    return specs_of(_SHIPPED[name], **options)[1][0]

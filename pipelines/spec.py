@@ -15,13 +15,29 @@ import numpy as np
 
 # numpy dtype name -> Triton wire dtype ("FP32"); the config enum is "TYPE_" + it.
 _TRITON_DTYPES: dict[str, str] = {
+    "bool": "BOOL",
     "uint8": "UINT8",
+    "uint16": "UINT16",
+    "int8": "INT8",
+    "int16": "INT16",
     "int32": "INT32",
     "int64": "INT64",
     "float16": "FP16",
     "float32": "FP32",
+    "float64": "FP64",
     "bytes": "BYTES",
 }
+
+
+def dtype_from_triton(wire: str) -> str:
+    """The NumPy dtype name of a Triton dtype (``FP32``, ``TYPE_FP32``; ``STRING`` = bytes)."""
+    wire = wire.removeprefix("TYPE_")
+    wire = "BYTES" if wire == "STRING" else wire
+    for name, triton in _TRITON_DTYPES.items():
+        if triton == wire:
+            return name
+    raise ValueError(f"unsupported Triton dtype {wire!r}")
+
 
 Role = Literal["preprocess", "inference", "postprocess"]
 Device = Literal["cpu", "gpu"]

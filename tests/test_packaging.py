@@ -38,7 +38,7 @@ def module_level_imports(path: Path) -> set[str]:
 def test_test_tools_and_exporters_are_extras_not_runtime_dependencies() -> None:
     runtime = {dist_name(r) for r in project()["dependencies"]}
     extras = {k: {dist_name(r) for r in v} for k, v in project()["optional-dependencies"].items()}
-    assert {"pytest", "kubernetes-validate", "check-jsonschema", "pyyaml"} <= extras["test"]
+    assert {"pytest", "kubernetes-validate", "check-jsonschema"} <= extras["test"]
     assert {"onnx", "onnxscript"} <= extras["ngc"]
     assert not runtime & set().union(*extras.values())
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
-from cvserve.pipelines.spec import PipelineSpec, StageSpec, TensorSpec
+from cvserve.pipelines.spec import PipelineSpec, StageSpec, TensorSpec, dtype_from_triton
 
 STAGE_PARAMETER = "cvserve_stage"  # config parameter carrying a python-backend stage's params
 CONFIG_FILE = "config.pbtxt"
@@ -112,3 +112,16 @@ def write_config(directory: Path, config: mc.ModelConfig, header: str = "") -> P
 def read_config(path: Path) -> mc.ModelConfig:
     """Parse a ``config.pbtxt`` into Triton's ``ModelConfig``."""
     return text_format.Parse(Path(path).read_text(), mc.ModelConfig())
+
+
+def config_tensors(entries: Sequence[Mapping[str, object]]) -> list[TensorSpec]:
+    """The tensors of a model config's ``input`` or ``output`` list as Triton hands it to a
+    python-backend model (JSON: ``name``, ``data_type`` ``TYPE_FP32``, ``dims``)."""
+    return [
+        TensorSpec(
+            str(e["name"]),
+            dtype_from_triton(str(e["data_type"])),
+            tuple(int(d) for d in e.get("dims", ())),  # type: ignore[union-attr]
+        )
+        for e in entries
+    ]

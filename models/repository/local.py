@@ -1,11 +1,16 @@
 """The local target: a Triton model repository from a `PipelineSpec` for the bundled Triton, one
 python-backend model per stage (``config.pbtxt`` + a one-line ``model.py`` importing its adapter)
-and the ensemble."""
+and the ensemble. A user's model file and postprocess module are copied into their stage's
+version folder (the config names them relative to it), so the repository stands on its own; a
+model from the user's own Triton repository is copied as it is."""
 
 from __future__ import annotations
 
+import dataclasses
+import shutil
 from pathlib import Path
 
+from cvserve.models.params import DnnParams, PostprocessParams, TritonModelParams
 from cvserve.models.repository.config import ensemble_config, python_stage_config, write_config
 from cvserve.pipelines.spec import PipelineSpec, StageSpec
 
@@ -17,11 +22,44 @@ def model_py(stage: StageSpec) -> str:
     )
 
 
+def bundle_files(stage: StageSpec, version: Path) -> StageSpec:
+    """Copy the files a stage's params point at into ``version`` and return the stage with
+    params naming them relative to it: a DNN's model file, a user postprocess function's module
+    (when it is one ``.py`` file)."""
+    params = stage.params
+    if isinstance(params, DnnParams) and params.model_file:
+        source = Path(params.model_file)
+        if source.is_absolute():
+            shutil.copyfile(source, version / source.name)
+            params = dataclasses.replace(params, model_file=source.name)
+    elif isinstance(params, PostprocessParams) and params.user_function and params.path:
+        module = params.function.partition(":")[0]
+        source = Path(params.path) / f"{module}.py"
+        if Path(params.path).is_absolute() and source.is_file():
+            shutil.copyfile(source, version / source.name)
+            params = dataclasses.replace(params, path=".")
+    return dataclasses.replace(stage, params=params)
+
+
+def copy_triton_model(stage: StageSpec, out: Path) -> Path:
+    """The user's own model folder, copied into ``out`` as it is; returns it."""
+    params = stage.params_as(TritonModelParams)
+    target = out / params.model
+    source = Path(params.repository) / params.model
+    if source.resolve() != target.resolve():
+        shutil.copytree(source, target, dirs_exist_ok=True)
+    return target
+
+
 def write_python_stage(stage: StageSpec, out: Path) -> Path:
-    """``out/<stage>/config.pbtxt`` and ``1/model.py``; returns the model's folder."""
-    write_config(out / stage.name, python_stage_config(stage))
+    """``out/<stage>/config.pbtxt`` and ``1/model.py`` (+ the files it needs); returns the
+    model's folder. A stage served by the user's own model is copied instead."""
+    if isinstance(stage.params, TritonModelParams):
+        return copy_triton_model(stage, out)
     version = out / stage.name / "1"
     version.mkdir(parents=True, exist_ok=True)
+    stage = bundle_files(stage, version)
+    write_config(out / stage.name, python_stage_config(stage))
     (version / "model.py").write_text(model_py(stage))
     return out / stage.name
 

@@ -9,15 +9,23 @@ The ensemble maps the spec's tensor names onto the exported model's ``INPUT__0``
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 from tritonclient.grpc import model_config_pb2 as mc
 
 from cvserve.models.architectures import architecture
-from cvserve.models.export import PLATFORMS, ExportFormat, export, input_name, output_name
-from cvserve.models.params import DnnParams
+from cvserve.models.export import (
+    MODEL_FILES,
+    PLATFORMS,
+    ExportFormat,
+    export,
+    input_name,
+    output_name,
+)
+from cvserve.models.params import DnnParams, TritonModelParams
 from cvserve.models.repository.config import model_config, write_config
-from cvserve.models.repository.local import write_ensemble, write_python_stage
+from cvserve.models.repository.local import copy_triton_model, write_ensemble, write_python_stage
 from cvserve.models.zoo import build_dnn
 from cvserve.pipelines.spec import PipelineSpec, StageSpec
 from cvserve.preprocess.dali_model import config_header, dali_version, serialize_dali_model
@@ -55,14 +63,16 @@ def write_dali_stage(stage: StageSpec, out: Path) -> Path:
     return directory
 
 
-def dnn_config(stage: StageSpec, fmt: ExportFormat, tensorrt: bool) -> mc.ModelConfig:
-    """Config of the exported DNN: Triton's positional tensor names, the spec's shapes."""
-    config = model_config(
-        stage,
-        platform=PLATFORMS[fmt],
-        input_names=[input_name()],
-        output_names=[output_name(i) for i in range(len(stage.outputs))],
-    )
+def dnn_config(
+    stage: StageSpec, fmt: ExportFormat, tensorrt: bool, renamed: bool = True
+) -> mc.ModelConfig:
+    """Config of the DNN: Triton's positional tensor names when cvserve exported it
+    (``renamed``), else the model's own; the spec's shapes."""
+    names = {
+        "input_names": [input_name()],
+        "output_names": [output_name(i) for i in range(len(stage.outputs))],
+    }
+    config = model_config(stage, platform=PLATFORMS[fmt], **(names if renamed else {}))
     if tensorrt and fmt == "onnx":
         accelerator = config.optimization.execution_accelerators.gpu_execution_accelerator.add()
         accelerator.name = "tensorrt"
@@ -79,6 +89,18 @@ def exported_names(stage: StageSpec) -> dict[str, str]:
     return names
 
 
+def write_model_file(dnn: StageSpec, out: Path, tensorrt: bool) -> None:
+    """A user's ONNX / TorchScript file as Triton's onnxruntime / libtorch backend serves it:
+    copied as ``model.onnx`` / ``model.pt``, its own tensor names in the config."""
+    params = dnn.params_as(DnnParams)
+    fmt: ExportFormat = params.model_format  # type: ignore[assignment]
+    version = out / dnn.name / "1"
+    version.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(str(params.model_file), version / MODEL_FILES[fmt])
+    config = dnn_config(dnn, fmt, tensorrt, renamed=False)
+    write_config(out / dnn.name, config)
+
+
 def write_ngc_repository(
     spec: PipelineSpec, out: Path, fmt: ExportFormat = "torchscript", tensorrt: bool = False
 ) -> Path:
@@ -86,11 +108,21 @@ def write_ngc_repository(
     out = Path(out)
     write_dali_stage(spec.stage_by_role("preprocess"), out)
     dnn = spec.stage_by_role("inference")
-    params = dnn.params_as(DnnParams)
-    if architecture(params.arch).task == "detection":
-        fmt = "torchscript"
-    export(build_dnn(params), params.arch, fmt, out / dnn.name / "1")
-    write_config(out / dnn.name, dnn_config(dnn, fmt, tensorrt))
-    write_python_stage(spec.stage_by_role("postprocess"), out)
-    write_ensemble(spec, out, **{dnn.name: exported_names(dnn)})
+    renames: dict[str, dict[str, str]] = {}
+    if isinstance(dnn.params, TritonModelParams):
+        copy_triton_model(dnn, out)
+    elif dnn.params_as(DnnParams).model_file:
+        write_model_file(dnn, out, tensorrt)
+    else:
+        params = dnn.params_as(DnnParams)
+        arch = str(params.arch)
+        if architecture(arch).task == "detection":
+            fmt = "torchscript"
+        export(build_dnn(params), arch, fmt, out / dnn.name / "1")
+        write_config(out / dnn.name, dnn_config(dnn, fmt, tensorrt))
+        renames[dnn.name] = exported_names(dnn)
+    for stage in spec.stages:
+        if stage.role == "postprocess":
+            write_python_stage(stage, out)
+    write_ensemble(spec, out, **renames)
     return out

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
@@ -24,6 +25,16 @@ def stage_params(args: dict[str, str], kind: type[P]) -> P:
     """The stage's typed params (``kind``), parsed from its model config."""
     config = json.loads(args["model_config"])
     return kind.from_json(config["parameters"][STAGE_PARAMETER]["string_value"])
+
+
+def version_folder(args: dict[str, str]) -> Path:
+    """The model's version folder, where files a stage's params name relatively are."""
+    return Path(args["model_repository"]) / str(args["model_version"])
+
+
+def in_version_folder(args: dict[str, str], path: str) -> str:
+    """``path`` as is when absolute, else inside the model's version folder."""
+    return path if Path(path).is_absolute() else str(version_folder(args) / path)
 
 
 def input_names(args: dict[str, str]) -> list[str]:

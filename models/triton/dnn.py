@@ -1,33 +1,38 @@
-"""Triton adapter of a DNN stage: any `models.architectures` DNN, batch in, its tensors out."""
+"""Triton adapter of a DNN stage: any `models.runners` network, batch in, its tensors out."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
-import torch
 
 from cvserve.models.params import DnnParams
-from cvserve.models.triton.base import input_names, output_names, run_batched, stage_params
-from cvserve.models.zoo import build_dnn
+from cvserve.models.runners import load_runner
+from cvserve.models.triton.base import (
+    in_version_folder,
+    input_names,
+    output_names,
+    run_batched,
+    stage_params,
+)
 
 
 class TritonPythonModel:
-    """Input: the preprocessed batch (N, 3, H, W); outputs: the module's tensors, config order."""
+    """Input: the preprocessed batch (N, *dims); outputs: the network's, in config order (the
+    model's own order and names)."""
 
     def initialize(self, args: dict[str, str]) -> None:
         params = stage_params(args, DnnParams)
-        torch.set_num_threads(params.torch_threads)
-        self.model = build_dnn(params)
+        if params.model_file:
+            params = replace(params, model_file=in_version_folder(args, params.model_file))
         self.input_name = input_names(args)[0]
         self.output_names = output_names(args)
+        self.run = load_runner(params, self.output_names)
 
     def _infer(self, pixels: np.ndarray) -> dict[str, np.ndarray]:
-        with torch.inference_mode():
-            outputs = self.model(torch.from_numpy(pixels).float())
-        if isinstance(outputs, torch.Tensor):
-            outputs = (outputs,)
-        return {name: o.numpy() for name, o in zip(self.output_names, outputs, strict=True)}
+        outputs = self.run(pixels)
+        return dict(zip(self.output_names, outputs, strict=True))
 
     def execute(self, requests: list[Any]) -> list[Any]:
         return run_batched(requests, self.input_name, self._infer)

@@ -9,19 +9,20 @@ import sys
 import threading
 from pathlib import Path
 
-from cvserve.models.params import DnnParams
-from cvserve.pipelines.catalog import (
-    COMPOSITES,
-    PIPELINE_OPTIONS,
-    PIPELINES,
-    pipeline,
-    pipeline_specs,
+from cvserve.pipelines.app.pipeline_args import (
+    add_file_option,
+    chosen,
+    class_names,
+    one_spec,
+    options_of,
 )
+from cvserve.pipelines.catalog import COMPOSITES, PIPELINES, pipeline_specs
 
 
 def _add_pipeline_options(parser: argparse.ArgumentParser, allow_all: bool = False) -> None:
     choices = [*sorted(PIPELINES), *((*sorted(COMPOSITES), "all") if allow_all else ())]
     parser.add_argument("--pipeline", default="classify", choices=choices)
+    add_file_option(parser)
     parser.add_argument("--arch", default=None, help="DNN architecture (default: the pipeline's)")
     parser.add_argument(
         "--weights",
@@ -42,33 +43,26 @@ def _add_pipeline_options(parser: argparse.ArgumentParser, allow_all: bool = Fal
     )
 
 
-def _options(args: argparse.Namespace) -> dict[str, object]:
-    """The pipeline options among the parsed arguments (the parser names them as the catalog)."""
-    return {k: v for k, v in vars(args).items() if k in PIPELINE_OPTIONS}
-
-
-def _spec(args: argparse.Namespace):
-    return pipeline(args.pipeline, **_options(args))
-
-
 def cmd_repo_build(args: argparse.Namespace) -> int:
     from cvserve.models.repository.local import write_repository
 
-    names = sorted(PIPELINES) if args.pipeline == "all" else [args.pipeline]
-    for name in names:
-        for spec in pipeline_specs(name, **_options(args)):
-            if args.target == "ngc":
-                from cvserve.models.export import ExportError
-                from cvserve.models.repository.ngc import write_ngc_repository
+    if args.pipeline == "all" and not args.file:
+        specs = [s for name in sorted(PIPELINES) for s in pipeline_specs(name, **options_of(args))]
+    else:
+        specs = chosen(args, "repo build").specs
+    for spec in specs:
+        if args.target == "ngc":
+            from cvserve.models.export import ExportError
+            from cvserve.models.repository.ngc import write_ngc_repository
 
-                try:
-                    write_ngc_repository(spec, Path(args.out), args.format, args.tensorrt)
-                except ExportError as exc:
-                    raise SystemExit(f"cvserve repo build: {exc}") from exc
-            else:
-                write_repository(spec, Path(args.out))
-            models = ", ".join(spec.model_names)
-            print(f"wrote {spec.name} ({models}) to {args.out} [{args.target}]")
+            try:
+                write_ngc_repository(spec, Path(args.out), args.format, args.tensorrt)
+            except ExportError as exc:
+                raise SystemExit(f"cvserve repo build: {exc}") from exc
+        else:
+            write_repository(spec, Path(args.out))
+        models = ", ".join(spec.model_names)
+        print(f"wrote {spec.name} ({models}) to {args.out} [{args.target}]")
     return 0
 
 
@@ -103,11 +97,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_infer(args: argparse.Namespace) -> int:
     from cvserve.models.client import InferenceError, PipelineClient
-    from cvserve.models.zoo import class_names
     from cvserve.pipelines.app.summary import summarize, write_pngs
 
-    spec = _spec(args)
-    names = class_names(spec.stage_by_role("inference").params_as(DnnParams).arch)
+    spec = one_spec(args, "infer")
+    names = class_names(spec)
     status = 0
     with PipelineClient(args.url, spec) as client:
         for path in map(Path, args.images):
@@ -127,7 +120,12 @@ def cmd_infer(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from cvserve.pipelines.app.demo import run_demo
 
-    return run_demo(arch=args.arch, workdir=Path(args.workdir) if args.workdir else None)
+    workdir = Path(args.workdir) if args.workdir else None
+    if args.file:
+        from cvserve.pipelines.app.demo_file import run_file_demo
+
+        return run_file_demo(one_spec(args, "demo"), workdir=workdir)
+    return run_demo(arch=args.arch or "resnet50", workdir=workdir)
 
 
 def cmd_bench_pipeline(args: argparse.Namespace) -> int:
@@ -147,7 +145,7 @@ def cmd_bench_efficiency(args: argparse.Namespace) -> int:
     from cvserve.profiling.bench.efficiency import bench_efficiency
 
     bench_efficiency(
-        _spec(args),
+        one_spec(args, "bench efficiency"),
         duration_s=args.duration,
         concurrency=args.concurrency,
         out=Path(args.out) if args.out else None,
@@ -220,7 +218,13 @@ def build_parser() -> argparse.ArgumentParser:
     infer.set_defaults(func=cmd_infer)
 
     demo = sub.add_parser("demo", help="the main job end to end on a local Triton")
-    demo.add_argument("--arch", default="resnet50")
+    demo.add_argument("--arch", default=None, help="the classify DNN (default resnet50)")
+    demo.add_argument(
+        "--file",
+        default=None,
+        metavar="F",
+        help="serve this pipeline file instead and answer generated images of several sizes",
+    )
     demo.add_argument("--workdir", default=None)
     demo.set_defaults(func=cmd_demo)
 

@@ -32,7 +32,7 @@ class InProcess:
         pre = spec.stage_by_role("preprocess").params_as(PreprocessParams)
         self.preprocess = DaliPreprocessor(pre.spec, 8, 1)
         self.model = build_dnn(spec.stage_by_role("inference").params_as(DnnParams))
-        self.k = spec.stage_by_role("postprocess").params_as(PostprocessParams).k
+        self.k = spec.stage_by_role("postprocess").params_as(PostprocessParams).options()["k"]
 
     def probabilities(self, images: list[bytes]) -> np.ndarray:
         with torch.inference_mode():

@@ -1,0 +1,124 @@
+"""How every command is told which pipeline to serve: ``--pipeline NAME`` (a shipped pipeline
+file) or ``--file F`` (the user's), with the catalog's options; one error line when a file cannot
+be served as written."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from pathlib import Path
+
+from cvserve.broker.routes import register_composite
+from cvserve.models.params import DnnParams, PostprocessParams
+from cvserve.pipelines.catalog import (
+    COMPOSITES,
+    PIPELINE_OPTIONS,
+    composite_of,
+    file_specs,
+    pipeline_specs,
+)
+from cvserve.pipelines.pipeline_file import CompositeFile, PipelineFileError, load_file
+from cvserve.pipelines.spec import CompositeSpec, PipelineSpec
+
+FILE_HELP = (
+    "a pipeline file (YAML): your model, its input and its postprocessing "
+    "(README: Serve your own model); instead of --pipeline"
+)
+
+
+def add_file_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--file", default=None, metavar="F", help=FILE_HELP)
+
+
+@dataclass(frozen=True)
+class Chosen:
+    """The pipeline a command serves: its name, composite (None: one ensemble), ensembles, and
+    the file it came from (None: a shipped one)."""
+
+    name: str
+    composite: CompositeSpec | None
+    specs: list[PipelineSpec]
+    file: Path | None
+
+    @property
+    def worker_args(self) -> tuple[str, ...]:
+        """What a stage worker started for it needs to find its route."""
+        return ("--file", str(self.file)) if self.file else ()
+
+
+def options_of(args: argparse.Namespace) -> dict[str, object]:
+    """The pipeline options among the parsed arguments (the parsers name them as the catalog)."""
+    return {k: v for k, v in vars(args).items() if k in PIPELINE_OPTIONS}
+
+
+def _fail(command: str, exc: Exception) -> SystemExit:
+    return SystemExit(f"cvserve {command}: {exc}")
+
+
+def chosen(args: argparse.Namespace, command: str, **options: object) -> Chosen:
+    """The pipeline ``args`` name (``--file`` over ``--pipeline``), built with the command's
+    options (``options`` over those parsed); a file's composite is registered for its route."""
+    merged = {**options_of(args), **options}
+    file = getattr(args, "file", None)
+    try:
+        if file:
+            composite, specs = file_specs(file, **merged)
+            name = composite.name if composite else specs[0].name
+            path: Path | None = Path(file).resolve()
+        else:
+            name, path = args.pipeline, None
+            specs = pipeline_specs(name, **merged)
+            composite = COMPOSITES.get(name)
+    except (PipelineFileError, KeyError) as exc:
+        raise _fail(command, exc) from None
+    if composite is not None:
+        register_composite(composite)
+    return Chosen(name, composite, specs, path)
+
+
+def one_spec(args: argparse.Namespace, command: str) -> PipelineSpec:
+    """The single ensemble a command serves; a composite is refused with one line."""
+    c = chosen(args, command)
+    if c.composite is not None:
+        parts = ", ".join(c.composite.parts)
+        raise SystemExit(
+            f"cvserve {command}: {c.name} is a composite ({parts}) served across Kafka: give one "
+            "of its pipelines, or use cvserve profile / cvserve worker"
+        )
+    return c.specs[0]
+
+
+def pipeline_name(args: argparse.Namespace, command: str) -> str:
+    """The pipeline name of ``--file`` (parsed, nothing built; its composite registered) or
+    ``--pipeline``: for the broker commands, which need only names."""
+    file = getattr(args, "file", None)
+    if not file:
+        return args.pipeline
+    try:
+        loaded = load_file(file)
+    except PipelineFileError as exc:
+        raise _fail(command, exc) from None
+    if isinstance(loaded, CompositeFile):
+        register_composite(composite_of(loaded))
+    return loaded.name
+
+
+def class_names(spec: PipelineSpec) -> list[str]:
+    """Names of the classes a pipeline's answers index: the file's labels, an architecture's
+    (torchvision's where known), else ``class_<i>``."""
+    post = next((s for s in spec.stages if s.role == "postprocess"), None)
+    if post is not None and isinstance(post.params, PostprocessParams) and post.params.labels:
+        return list(post.params.labels)
+    dnn = spec.stage_by_role("inference")
+    if isinstance(dnn.params, DnnParams) and dnn.params.arch:
+        from cvserve.models.zoo import class_names as arch_class_names
+
+        return arch_class_names(dnn.params.arch, dnn.params.num_classes)
+    return _Generic()
+
+
+class _Generic(list):
+    """``class_<i>`` for any index (a model whose classes have no names)."""
+
+    def __getitem__(self, index):  # type: ignore[no-untyped-def, override]
+        return f"class_{index}"
