@@ -70,7 +70,8 @@ def define_step_pipelines(
     @pipeline_def(**config)
     def decode() -> tuple[DataNode, DataNode]:
         data = encoded()
-        return decode_step(data, device, hw_decoder_load, spec.channels), meta_node(placement_of(data, spec))
+        decoded = decode_step(data, device, hw_decoder_load, spec.channels)
+        return decoded, meta_node(placement_of(data, spec))
 
     @pipeline_def(**config)
     def resize_crop() -> DataNode:
