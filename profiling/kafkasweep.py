@@ -154,10 +154,12 @@ def run_broker_sweep(
     bootstrap: str | None = None,
     triton_url: str | None = None,
     workers_per_stage: int = 1,
+    worker_args: Sequence[str] = (),
     on_point: Callable[[Point, PointResult | None], None] = lambda p, r: None,
     on_plan: Callable[[int, list[str]], None] = lambda n, skipped: None,
 ) -> SweepRun:
-    """Every size × concurrency of ``config`` for ``pipeline`` (served as ``specs``) over Kafka."""
+    """Every size × concurrency of ``config`` for ``pipeline`` (served as ``specs``) over Kafka;
+    ``worker_args`` go to every stage worker (a pipeline file's ``--file F``)."""
     images = write_images(config.sizes, image_dir, config.images_per_size)
     placement = served_placement(specs)
     points = [Point(placement, w, h, c) for (w, h) in config.sizes for c in config.concurrency]
@@ -175,6 +177,7 @@ def run_broker_sweep(
             services.namespace,
             Path(tmp) / "workers",
             per_stage=workers_per_stage,
+            extra_args=tuple(worker_args),
         )
         try:
             tracer = TritonTracer.attach(stats_client)

@@ -365,6 +365,26 @@ def _add_broker_options(parser: argparse.ArgumentParser, pipeline: bool = True) 
     )
     if pipeline:
         parser.add_argument("--pipeline", default="classify")
+        parser.add_argument(
+            "--file",
+            default=None,
+            metavar="F",
+            help="a pipeline file (its name and, for a composite, its route); instead of "
+            "--pipeline",
+        )
+
+
+def _named(command: Any, name: str) -> Any:
+    """``command`` with ``args.pipeline`` set from ``--file`` when one is given (its composite
+    registered, so the route is the file's)."""
+
+    def run(args: argparse.Namespace) -> int:
+        from cvserve.pipelines.app.pipeline_args import pipeline_name
+
+        args.pipeline = pipeline_name(args, name)
+        return command(args)
+
+    return run
 
 
 def register(commands: Any, benches: Any = None) -> None:
@@ -394,7 +414,7 @@ def register(commands: Any, benches: Any = None) -> None:
     topics = sub.add_parser("topics", help="create (if missing) and list a pipeline's topics")
     _add_broker_options(topics)
     topics.add_argument("--partitions", type=int, default=DEFAULT_PARTITIONS)
-    topics.set_defaults(func=cmd_kafka_topics)
+    topics.set_defaults(func=_named(cmd_kafka_topics, "kafka topics"))
     lag = sub.add_parser("lag", help="consumer lag per partition and live workers' in-flight")
     _add_broker_options(lag)
     lag.add_argument(
@@ -403,7 +423,7 @@ def register(commands: Any, benches: Any = None) -> None:
         help=f"default {KAFKA_HOME_HELP}/workers",
     )
     lag.add_argument("--format", choices=["table", "prometheus"], default="table")
-    lag.set_defaults(func=cmd_kafka_lag)
+    lag.set_defaults(func=_named(cmd_kafka_lag, "kafka lag"))
 
     submit = commands.add_parser("submit", help="send images to a pipeline over Kafka")
     submit.add_argument("paths", nargs="+", help="files, folders (recursive) or globs")
@@ -416,7 +436,7 @@ def register(commands: Any, benches: Any = None) -> None:
         action="store_true",
         help="send files the image sniffer refuses (the worker dead-letters them)",
     )
-    submit.set_defaults(func=cmd_submit)
+    submit.set_defaults(func=_named(cmd_submit, "submit"))
 
     from cvserve.broker.crops import CROP_BACKENDS
 
@@ -457,7 +477,7 @@ def register(commands: Any, benches: Any = None) -> None:
         help="a fan-out stage's crops (default $CVSERVE_CROP_BACKEND, else auto: nvjpeg on CUDA)",
     )
     worker.add_argument("--log-level", default="INFO")
-    worker.set_defaults(func=cmd_worker)
+    worker.set_defaults(func=_named(cmd_worker, "worker"))
 
     results = commands.add_parser("results", help="print a pipeline's results, each once")
     _add_broker_options(results)
@@ -469,7 +489,7 @@ def register(commands: Any, benches: Any = None) -> None:
         default=3.0,
         help="without --follow: stop after this long without a new result",
     )
-    results.set_defaults(func=cmd_results)
+    results.set_defaults(func=_named(cmd_results, "results"))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -19,7 +19,8 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
-from cvserve.pipelines.catalog import COMPOSITES, PIPELINES, pipeline, pipeline_specs
+from cvserve.pipelines.app.pipeline_args import add_file_option, chosen
+from cvserve.pipelines.catalog import COMPOSITES, PIPELINES
 from cvserve.profiling.sweep import run_sweep
 from cvserve.profiling.sweep_plan import (
     DEFAULT_CONCURRENCY,
@@ -58,7 +59,13 @@ def cmd_profile(args: argparse.Namespace) -> int:
     from cvserve.profiling.tritontrace import TraceUnavailable
 
     console = _console(record=True)
-    over_kafka = args.kafka is not None or args.pipeline in COMPOSITES
+    if args.model is not None:
+        return profile_any_model(args, console)
+    options = {"arch": args.arch, "max_batch_size": args.max_batch_size}
+    options["instances"] = args.instances
+    chosen_pipeline = chosen(args, "profile", **options)
+    name = chosen_pipeline.name
+    over_kafka = args.kafka is not None or chosen_pipeline.composite is not None
     if over_kafka and args.preprocess is not None:
         console.print(
             "--preprocess does not apply across Kafka: encoded images travel and the served "
@@ -71,9 +78,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
         choices = ", ".join(PLACEMENTS)
         console.print(f"unknown --preprocess {sorted(unknown)}; choose from {choices}")
         return 2
-    options = {"arch": args.arch, "max_batch_size": args.max_batch_size}
-    options["instances"] = args.instances
-    specs = pipeline_specs(args.pipeline, **options, **FAN_OUT) if over_kafka else []
+    specs = chosen(args, "profile", **options, **FAN_OUT).specs if over_kafka else []
     config = SweepConfig(
         placements=(served_placement(specs),) if over_kafka else tuple(placements),
         sizes=args.sizes,
@@ -116,18 +121,19 @@ def cmd_profile(args: argparse.Namespace) -> int:
         with progress, tempfile.TemporaryDirectory(prefix="cvserve-profile-images-") as images:
             if over_kafka:
                 run = run_broker_sweep(
-                    args.pipeline,
+                    name,
                     specs,
                     config,
                     Path(images),
                     bootstrap=args.kafka or None,
                     triton_url=args.triton_url,
                     workers_per_stage=args.workers,
+                    worker_args=chosen_pipeline.worker_args,
                     on_point=on_point,
                     on_plan=on_plan,
                 )
             else:
-                base = pipeline(args.pipeline, **options)
+                base = chosen_pipeline.specs[0]
                 run = run_sweep(base, config, Path(images), args.triton_url, on_point, on_plan)
     except (
         TraceUnavailable,
@@ -162,6 +168,52 @@ def cmd_profile(args: argparse.Namespace) -> int:
         )
     console.print(f"wrote {folder}: summary.json requests.csv requests.json trace.json")
     console.print("plots: " + " ".join(str(p) for p in plots))
+    (folder / "summary.txt").write_text(console.export_text())
+    return 0
+
+
+def profile_any_model(args: argparse.Namespace, console: Console) -> int:
+    """``--model NAME``: a model or ensemble of a running Triton, cvserve's or not; the split
+    comes from the statistics API (`profiling.model_profile`)."""
+    from rich.table import Table
+
+    from cvserve.profiling import tritonstats
+    from cvserve.profiling.model_profile import (
+        ModelNotServed,
+        profile_model,
+        split_rows,
+        write_model_run,
+    )
+    from cvserve.profiling.report import run_folder
+
+    if not args.triton_url:
+        console.print("--model profiles a model of a running Triton: give --triton-url HOST:PORT")
+        return 2
+    try:
+        summary = profile_model(
+            args.triton_url,
+            args.model,
+            args.sizes,
+            args.concurrency,
+            args.duration,
+            images_per_size=args.images_per_size,
+            on_point=console.print,
+        )
+    except ModelNotServed as exc:
+        console.print(str(exc))
+        return 2
+    except ConnectionError as exc:
+        console.print(f"cannot reach Triton at {args.triton_url}: {exc}")
+        return 2
+    folder = write_model_run(run_folder(Path(args.out)), summary)
+    table = Table(title=f"{args.model}: per model, mean ms per request")
+    for column in ("point", "model", "requests", *tritonstats.PHASES):
+        table.add_column(column, justify="right")
+    for row in split_rows(summary):
+        table.add_row(*row)
+    console.print(table)
+    console.print(f"split: {summary['split_source']}")
+    console.print(f"wrote {folder}: summary.json split.csv")
     (folder / "summary.txt").write_text(console.export_text())
     return 0
 
@@ -250,6 +302,13 @@ def register(commands: argparse._SubParsersAction, benches: argparse._SubParsers
         default="classify",
         choices=sorted([*PIPELINES, *COMPOSITES]),
         help="a multi-DNN pipeline (" + ", ".join(COMPOSITES) + ") always runs across Kafka",
+    )
+    add_file_option(profile)
+    profile.add_argument(
+        "--model",
+        default=None,
+        help="with --triton-url: profile this model or ensemble of the running server (any, "
+        "not only cvserve's): inputs from its metadata, split from the statistics API",
     )
     profile.add_argument("--arch", default=None, help="DNN architecture (default: pipeline's)")
     profile.add_argument("--max-batch-size", type=int, default=None)
