@@ -1,7 +1,8 @@
-"""Models "a user brings", made by the tests (random weights): a torchvision classifier, a small
-segmentation net, an embedding net and a YOLO-style raw-head detector, exported to ONNX and
-TorchScript with tensor names as other frameworks' exporters write them; pipeline files for
-each; and a model in the user's own Triton repository (python backend, their model.py)."""
+"""Models "a user brings", made by the tests (random weights): a torchvision classifier
+(ResNet-18), a small segmentation net, an embedding net and a YOLO-style raw-head detector,
+exported to ONNX and TorchScript with tensor names as other frameworks' exporters write them;
+pipeline files for each; and a model in the user's own Triton repository (python backend,
+their model.py)."""
 
 from __future__ import annotations
 
@@ -73,7 +74,7 @@ class TinyYolo(nn.Module):
 
 def classifier() -> nn.Module:
     torch.manual_seed(0)
-    return torchvision.models.mobilenet_v3_small(weights=None, num_classes=CLASSES).eval()
+    return torchvision.models.resnet18(weights=None, num_classes=CLASSES).eval()
 
 
 def segmenter() -> nn.Module:
