@@ -74,7 +74,9 @@ class TracedSender:
             canvas, meta = self.preprocessor.resize_crop(rgb)
         with trace.span("normalize"):
             pixels = self.preprocessor.normalize(canvas)
-        return {PIXELS: pixels[None], META: meta[None]}
+        # The pixels input is named as the model's (PIXELS for cvserve's own networks).
+        pixels_name = next((t.name for t in self.ensemble.inputs if t.name != META), PIXELS)
+        return {pixels_name: pixels[None], META: meta[None]}
 
     def __call__(self, i: int) -> dict[str, np.ndarray]:
         trace: Trace | _Unrecorded = (

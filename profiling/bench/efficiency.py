@@ -13,13 +13,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from rich.console import Console
 from rich.table import Table
 
 from cvserve.models.params import DnnParams
+from cvserve.models.runners import load_runner
 from cvserve.models.serving import serve_locally
-from cvserve.models.zoo import build_dnn
 from cvserve.pipelines.spec import PipelineSpec
 from cvserve.preprocess.dali import DaliPreprocessor
 from cvserve.preprocess.spec import PreprocessParams
@@ -59,18 +60,18 @@ def preprocess_rate(
 
 
 def dnn_rate(spec: PipelineSpec, batch: int, duration_s: float) -> float:
-    """The DNN alone, images/s: the served module and torch threads on a preprocessed-shape batch
-    (its speed does not depend on the source image size)."""
+    """The DNN alone, images/s: the served network (`models.runners`: torch, TorchScript or
+    onnxruntime) and threads on a preprocessed-shape batch (its speed does not depend on the
+    source image size)."""
     stage = spec.stage_by_role("inference")
     params = stage.params_as(DnnParams)
-    model = build_dnn(params)
     (pixels_spec,) = stage.inputs
-    pixels = torch.randn((batch, *pixels_spec.dims), generator=torch.Generator().manual_seed(0))
+    pixels = np.random.default_rng(0).standard_normal((batch, *pixels_spec.dims))
+    pixels = pixels.astype(pixels_spec.numpy_dtype)
     threads_before = torch.get_num_threads()
-    torch.set_num_threads(params.torch_threads)
+    run = load_runner(params, [t.name for t in stage.outputs])
     try:
-        with torch.inference_mode():
-            return _rate(lambda: model(pixels), batch, duration_s)
+        return _rate(lambda: run(pixels), batch, duration_s)
     finally:
         torch.set_num_threads(threads_before)
 
@@ -130,7 +131,7 @@ def bench_efficiency(
     report = {
         "benchmark": "efficiency",
         "pipeline": spec.name,
-        "arch": stage.params_as(DnnParams).arch,
+        "arch": stage.params_as(DnnParams).label,
         "batch": batch,
         "concurrency": concurrency,
         "instances": stage.instances,

@@ -5,6 +5,7 @@ two files across Kafka. Served answers equal the same models run in this process
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from cvserve.deploy.triton import TritonServer
 from cvserve.models.client import InferenceError, PipelineClient
 from cvserve.models.local_pipeline import LocalPipeline
 from cvserve.models.serving import serve_locally
+from cvserve.pipelines.app.cli import main
 from cvserve.pipelines.catalog import file_specs
 from cvserve.pipelines.spec import CompositeSpec, PipelineSpec
 from cvserve.preprocess.dali import DaliPreprocessor
@@ -265,3 +267,31 @@ def test_a_composite_of_two_files_runs_across_kafka_every_crop_tied_to_its_reque
         total += len(crops)
     embed.close()
     assert total > len(images)  # the detector's boxes fanned out
+
+
+def test_infer_with_a_file_prints_the_files_labels(
+    server: TritonServer,
+    files: dict[str, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    image = tmp_path / "photo.jpg"
+    image.write_bytes(IMAGES[0])
+    argv = ["infer", "--file", str(files["cls_onnx"]), "--url", server.grpc_url, str(image)]
+    assert main(argv) == 0
+    line = capsys.readouterr().out.strip()
+    assert line.startswith(f"{image}: label") and line.count("label") == 3  # top 3, named
+
+
+def test_profile_with_a_file_writes_a_run_folder_with_the_split(
+    files: dict[str, Path], tmp_path: Path
+) -> None:
+    argv = ["profile", "--file", str(files["emb_onnx"]), "--preprocess", "server-cpu"]
+    argv += ["--sizes", "160x120", "--concurrency", "1", "--duration", "0.5"]
+    assert main([*argv, "--out", str(tmp_path)]) == 0
+    (folder,) = tmp_path.iterdir()
+    summary = json.loads((folder / "summary.json").read_text())
+    (point,) = summary["points"]
+    assert point["requests"] > 0 and point["errors"] == 0
+    assert point["triton_traced"] == point["requests"]  # every request traced in Triton
+    assert {"emb_onnx_preprocess", "emb_onnx_dnn"} <= set(point["triton_vs_stats"])
