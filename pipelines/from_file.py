@@ -70,6 +70,8 @@ ARCH_TASKS: dict[str, tuple[str, str]] = {
     "depth": ("depth", "depth"),
     "embedding": ("identify", "identification"),
 }
+# The engine each kind of model runs on (the next engines issue adds choices).
+ENGINES = {"arch": "torch", "onnx": "onnxruntime", "torchscript": "torch", "triton": "triton"}
 DEFAULT_TOP_K = 5
 DEFAULT_SCORE_THRESHOLD = 0.3
 DEFAULT_MAX_DETECTIONS = 20
@@ -147,6 +149,7 @@ def preprocess_from(
         layout=decl.layout,  # type: ignore[arg-type]
         channels=decl.channels,  # type: ignore[arg-type]
         device=device,  # type: ignore[arg-type]
+        multiple_of=decl.multiple_of or 32,
     )
 
 
@@ -174,9 +177,16 @@ def check_input(pf: PipelineFile, tensor: ModelTensor, pre: PreprocessSpec) -> N
             f"the model's input {tensor.name!r} has a fixed batch of {tensor.shape[0]} "
             f"({_shape(tensor)}): export it with a dynamic batch axis so Triton can batch it",
         )
+    if pre.dynamic and _model_size(pf, tensor) is not None:
+        raise _error(
+            pf,
+            "input.resize",
+            f"dynamic gives each image its own size; the model's input {tensor.name!r} is "
+            f"{_shape(tensor)}: use a fixed size",
+        )
     dims = zip(("dim 1", "dim 2", "dim 3"), tensor.dims, pre.output_shape, strict=True)
     for what, got, want in dims:
-        if got > 0 and got != want:
+        if got > 0 and want > 0 and got != want:
             declared = f"layout {pre.layout}, size {list(pre.crop)}"
             raise _error(
                 pf,
@@ -271,7 +281,10 @@ def _read_model(pf: PipelineFile, device: str) -> tuple[ModelContract, Preproces
     if pf.input.size is None:
         raise _error(pf, "input.size", "needed for a TorchScript model ([height, width])")
     pre = preprocess_from(pf.input, pf.input.size, device)
-    example = np.zeros((2, *pre.output_shape), pre.dtype)
+    m = pre.multiple_of
+    example_size = tuple((s + m - 1) // m * m for s in pre.crop) if pre.dynamic else pre.crop
+    example_shape = (3, *example_size) if pre.layout == "CHW" else (*example_size, 3)
+    example = np.zeros((2, *example_shape), pre.dtype)
     try:
         contract = read_torchscript(Path(str(model.path)), example, pf.input.tensor or "INPUT__0")
     except ContractError as exc:
@@ -321,6 +334,8 @@ def _expect(pf: PipelineFile, field: str, tensor: ModelTensor, ok: bool, wanted:
 
 
 def _at_input_resolution(pf: PipelineFile, tensor: ModelTensor, pre: PreprocessSpec) -> None:
+    if pre.dynamic:  # both follow the image; META maps the map back
+        return
     h, w = tensor.dims[-2:]
     if (h > 0 and h != pre.crop[0]) or (w > 0 and w != pre.crop[1]):
         raise _error(
@@ -348,6 +363,12 @@ def _labels(pf: PipelineFile, classes: int) -> tuple[str, ...] | None:
 def _detection_keywords(pf: PipelineFile, pre: PreprocessSpec, yolo: bool) -> dict[str, Any]:
     o = pf.postprocess.options
     nms = o.get("nms", yolo)
+    if pre.dynamic and o.get("normalized"):
+        raise _error(
+            pf,
+            "postprocess.normalized",
+            "boxes normalised to a dynamic input size cannot be mapped back: give them in pixels",
+        )
     return {
         "score_threshold": o.get("score_threshold", DEFAULT_SCORE_THRESHOLD),
         "max_detections": o.get("max_detections", DEFAULT_MAX_DETECTIONS),
@@ -502,12 +523,6 @@ def _file_pipeline(pf: PipelineFile) -> PipelineSpec:
             f"{plan.batching.max_batch_size}; the Triton model {pf.model.name} takes at most "
             f"{own_batch} (its config.pbtxt)",
         )
-    engine = serving.engine
-    natural = {"onnx": "onnxruntime", "torchscript": "torch", "triton": "triton"}[pf.model.kind]
-    if engine is not None and engine != natural:
-        raise _error(
-            pf, "serving.engine", f"{engine}: a {pf.model.kind} model runs on {natural} here"
-        )
     pixels, meta = preprocess_outputs(pre, model_input.name)
     dnn_outputs = tuple(_tensor_spec(pf, t) for t in contract.outputs)
     if pf.model.kind == "triton":
@@ -624,6 +639,11 @@ def build_spec(
     """The spec of pipeline file ``pf`` with command-line ``options`` applied; ``preprocess``
     replaces the declared preprocessing (arch models only: a model file's is checked)."""
     pf = with_options(pf, **options)
+    engine, natural = pf.serving.engine, ENGINES[pf.model.kind]
+    if engine is not None and engine != natural:
+        raise _error(
+            pf, "serving.engine", f"{engine}: a {pf.model.kind} model runs on {natural} here"
+        )
     if pf.model.kind == "arch":
         return _arch_pipeline(pf, preprocess)
     if preprocess is not None:

@@ -72,6 +72,7 @@ class InputDecl:
     dtype: str = "float32"
     pad_value: tuple[float, float, float] | None = None
     antialias: bool = True
+    multiple_of: int | None = None
 
 
 @dataclass(frozen=True)
@@ -321,8 +322,21 @@ def _input(data: Any, where: _Where) -> InputDecl:
             "dtype": _choice(get_args(DType)),
             "pad_value": _numbers(3, rgb),
             "antialias": _bool,
+            "max_side": _positive_int,
+            "multiple_of": _positive_int,
         },
     )
+    dynamic = fields.get("resize") == "dynamic"
+    for key in ("max_side", "multiple_of"):
+        if key in fields and not dynamic:
+            raise (where / key).error("only a dynamic resize takes it (resize: dynamic)")
+    if "max_side" in fields:
+        if "size" in fields:
+            raise (where / "max_side").error("give size (the largest [H, W]) or max_side")
+        fields["size"] = (fields["max_side"],) * 2
+    fields.pop("max_side", None)
+    if dynamic and "size" not in fields:
+        raise (where / "max_side").error("a dynamic resize needs the long-side limit")
     if "scale" in fields and "std" in fields:
         raise (where / "scale").error("give std or scale (= 1 / std), not both")
     if fields.get("scale") == 0 or 0 in fields.get("std", ()):

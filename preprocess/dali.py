@@ -82,18 +82,28 @@ class DaliPreprocessor(Preprocessor):
             pixels, meta = self.pipeline.run()
         metas = meta.as_array()
         # Copies either way: DALI reuses its own buffers on the next run.
-        batch = _to_torch(pixels) if self.device == "gpu" else pixels.as_array()
+        if self.device == "gpu":
+            batch = _to_torch(pixels)
+        elif pixels.is_dense_tensor():
+            batch = pixels.as_array()
+        else:  # a dynamic spec: each image has its own size
+            batch = [np.array(pixels.at(i)) for i in range(len(chunk))]
         return [Preprocessed(batch[i], metas[i]) for i in range(len(chunk))]
 
 
 def _to_torch(pixels: Any) -> Any:
-    """A DALI GPU batch of equal shapes → a new CUDA torch tensor (N, ...)."""
+    """A DALI GPU batch → a new CUDA torch tensor (N, ...) for equal shapes, else a list of
+    one tensor per image (a dynamic spec)."""
     import torch
     from nvidia.dali.plugin.pytorch import feed_ndarray, to_torch_type
 
-    tensor = pixels.as_tensor()
-    out = torch.empty(
-        tensor.shape(), dtype=to_torch_type[tensor.dtype], device=torch.device("cuda")
-    )
-    feed_ndarray(tensor, out, cuda_stream=torch.cuda.current_stream())
-    return out
+    def copy(tensor: Any) -> Any:
+        out = torch.empty(
+            tensor.shape(), dtype=to_torch_type[tensor.dtype], device=torch.device("cuda")
+        )
+        feed_ndarray(tensor, out, cuda_stream=torch.cuda.current_stream())
+        return out
+
+    if pixels.is_dense_tensor():
+        return copy(pixels.as_tensor())
+    return [copy(pixels[i]) for i in range(len(pixels))]

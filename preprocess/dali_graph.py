@@ -130,10 +130,16 @@ def normalize_step(resized: DataNode, p: Placement, spec: PreprocessSpec) -> Dat
     }
     if _crop_inside(spec):
         return fn.crop_mirror_normalize(resized, **normalize)
-    out_h, out_w = spec.output_size
+    out_h, out_w = p.out_h, p.out_w
+    # A dynamic output has its size per image (nodes); the others one size for all.
+    size = (
+        {"crop_h": _float_node(out_h), "crop_w": _float_node(out_w)}
+        if spec.dynamic
+        else {"crop": spec.output_size}
+    )
     return fn.crop_mirror_normalize(
         resized,
-        crop=spec.output_size,
+        **size,
         crop_pos_y=_crop_pos(p.top, p.resized_h, out_h),
         crop_pos_x=_crop_pos(p.left, p.resized_w, out_w),
         out_of_bounds_policy="pad",

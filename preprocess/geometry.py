@@ -28,8 +28,8 @@ META_FIELDS: tuple[str, ...] = ("orig_h", "orig_w", "scale_y", "scale_x", "pad_t
 @dataclass(frozen=True)
 class Placement:
     """An image of ``orig`` size resized to ``resized`` size, its top-left corner at ``top``,
-    ``left`` in the output (negative: cropped). Sizes are (height, width) in pixels; the fields
-    are ints, or DALI nodes when built inside a DALI graph."""
+    ``left`` in an output of ``out`` size (negative: cropped). Sizes are (height, width) in
+    pixels; the fields are ints, or DALI nodes when built inside a DALI graph."""
 
     orig_h: Any
     orig_w: Any
@@ -37,6 +37,8 @@ class Placement:
     resized_w: Any
     top: Any
     left: Any
+    out_h: Any = None
+    out_w: Any = None
 
 
 def _round_ratio(numerator: Any, denominator: Any) -> Any:
@@ -69,14 +71,23 @@ def placement(
     elif spec.resize_mode == "fit_height":
         resized_h = out_h
         resized_w = maximum(minimum(_round_ratio(orig_w * out_h, orig_h), out_w), 1)
-    else:  # letterbox: scale = min(out_h / orig_h, out_w / orig_w), as a ratio of integers
+    else:  # letterbox, dynamic: scale = min(out_h / orig_h, out_w / orig_w), a ratio of ints
         height_bound = orig_h * out_w >= orig_w * out_h
         numerator = height_bound * out_h + (1 - height_bound) * out_w
         denominator = height_bound * orig_h + (1 - height_bound) * orig_w
         resized_h = maximum(_round_ratio(orig_h * numerator, denominator), 1)
         resized_w = maximum(_round_ratio(orig_w * numerator, denominator), 1)
+    if spec.dynamic:
+        # Scaled down only: an image that fits keeps its size (``fits`` is 0 or 1, so the same
+        # arithmetic runs on DALI nodes). Then each side padded up to a multiple.
+        fits = (orig_h <= out_h) * (orig_w <= out_w)
+        resized_h = fits * orig_h + (1 - fits) * resized_h
+        resized_w = fits * orig_w + (1 - fits) * resized_w
+        m = spec.multiple_of
+        padded_h, padded_w = (resized_h + m - 1) // m * m, (resized_w + m - 1) // m * m
+        return Placement(orig_h, orig_w, resized_h, resized_w, 0, 0, padded_h, padded_w)
     if spec.resize_mode in ("letterbox_top_left", "fit_height"):
-        return Placement(orig_h, orig_w, resized_h, resized_w, 0, 0)
+        return Placement(orig_h, orig_w, resized_h, resized_w, 0, 0, out_h, out_w)
     return Placement(
         orig_h,
         orig_w,
@@ -84,6 +95,8 @@ def placement(
         resized_w,
         _centre_offset(resized_h, out_h),
         _centre_offset(resized_w, out_w),
+        out_h,
+        out_w,
     )
 
 
@@ -121,8 +134,9 @@ class Window:
 
 
 def visible_window(p: Placement, spec: PreprocessSpec) -> Window:
-    """The window of a placement (Python ints) inside the ``spec.output_size`` canvas."""
-    out_h, out_w = spec.output_size
+    """The window of a placement (Python ints) inside its output canvas (``p.out_h`` x
+    ``p.out_w``)."""
+    out_h, out_w = p.out_h, p.out_w
     rows = _overlap(p.top, p.resized_h, out_h)
     cols = _overlap(p.left, p.resized_w, out_w)
     return Window(rows[0], cols[0], rows[1], cols[1])

@@ -34,7 +34,7 @@ class NaivePreprocessor:
         shrinking = p.resized_h < p.orig_h or p.resized_w < p.orig_w
         interpolation = cv2.INTER_AREA if shrinking and self.spec.antialias else cv2.INTER_LINEAR
         resized = cv2.resize(rgb, (p.resized_w, p.resized_h), interpolation=interpolation)
-        out_h, out_w = self.spec.output_size
+        out_h, out_w = p.out_h, p.out_w
         canvas = np.empty((out_h, out_w, 3), np.uint8)
         canvas[:] = np.round(self.spec.pad_value).astype(np.uint8)
         window = visible_window(p, self.spec)

@@ -147,7 +147,7 @@ class OpenCVPreprocessor(PerImagePreprocessor):
     def _one(self, item: Encoded) -> Preprocessed:
         bgr, p = self._decode(item)
         resized = linear_resize(bgr, p.resized_h, p.resized_w, self.spec.antialias)
-        canvas = np.empty((*self.spec.output_size, 3), np.float32)
+        canvas = np.empty((p.out_h, p.out_w, 3), np.float32)
         normalize_into(canvas, resized[..., ::-1], p, self.spec)  # BGR → RGB
         return Preprocessed(finish(canvas, self.spec), meta(p))
 

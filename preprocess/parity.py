@@ -71,6 +71,7 @@ PARITY_SPECS: dict[str, PreprocessSpec] = {
         channels="BGR",
     ),
     "fit_height": PreprocessSpec(resize_mode="fit_height", crop=(32, 160)),
+    "dynamic": PreprocessSpec(resize_mode="dynamic", crop=(256, 256), multiple_of=32),
 }
 # (width, height): mild and strong downscales, upscales, odd sizes, portrait and landscape.
 PARITY_SIZES: tuple[tuple[int, int], ...] = (

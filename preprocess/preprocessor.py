@@ -132,11 +132,27 @@ def stack_results(results: Sequence[Result]) -> tuple[Any, np.ndarray]:
         raise PreprocessError("no images")
     pixels = [r.pixels for r in results]  # type: ignore[union-attr]
     metas = np.stack([r.meta for r in results])  # type: ignore[union-attr]
+    if len({tuple(p.shape) for p in pixels}) > 1:
+        pixels = _padded(pixels)
     if isinstance(pixels[0], np.ndarray):
         return np.stack(pixels), metas
     import torch
 
     return torch.stack(pixels), metas
+
+
+def _padded(pixels: list[Any]) -> list[Any]:
+    """Images of a ``dynamic`` spec, of different sizes, zero-padded on the right and bottom to
+    the largest of the request (every axis to its largest: the channels are equal), so that a
+    request is one tensor, as a model with dynamic axes is fed a batch; META is unchanged,
+    every placement being at the top left."""
+    shape = tuple(max(p.shape[axis] for p in pixels) for axis in range(pixels[0].ndim))
+    out = []
+    for p in pixels:
+        canvas = np.zeros(shape, p.dtype) if isinstance(p, np.ndarray) else p.new_zeros(shape)
+        canvas[tuple(slice(0, n) for n in p.shape)] = p
+        out.append(canvas)
+    return out
 
 
 def decoder_error(item: Encoded) -> PreprocessError:

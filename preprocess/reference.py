@@ -52,7 +52,7 @@ def reference_preprocess(rgb: np.ndarray, spec: PreprocessSpec) -> tuple[np.ndar
     """Upright (H, W, 3) RGB → float64 pixels of ``spec.output_shape``, and the placement."""
     p = placement(rgb.shape[0], rgb.shape[1], spec)
     resized = resize(rgb, p.resized_h, p.resized_w, spec.antialias)
-    canvas = normalize_into(np.empty((*spec.output_size, 3)), resized, p, spec)
+    canvas = normalize_into(np.empty((p.out_h, p.out_w, 3)), resized, p, spec)
     return (canvas.transpose(2, 0, 1) if spec.layout == "CHW" else canvas), p
 
 

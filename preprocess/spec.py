@@ -24,7 +24,9 @@ DEFAULT_MAX_PIXELS = 64_000_000
 # batches run in parts, so memory stays bounded whatever a request holds.
 DEFAULT_MAX_BATCH_PIXELS = 300_000_000
 
-ResizeMode = Literal["shorter_crop", "letterbox", "letterbox_top_left", "fit_height", "fixed"]
+ResizeMode = Literal[
+    "shorter_crop", "letterbox", "letterbox_top_left", "fit_height", "fixed", "dynamic"
+]
 ImageFormat = Literal["jpeg", "png", "webp", "bmp"]
 Layout = Literal["CHW", "HWC"]
 Channels = Literal["RGB", "BGR"]
@@ -54,7 +56,12 @@ class PreprocessSpec:
       right and bottom only, as many orientation and detection models are trained);
     - ``fit_height``: height resized to H, width to keep the aspect ratio but at most W (then
       squeezed to W), placed top-left, padded on the right (line-recognition models);
-    - ``fixed``: resize to exactly (H, W), aspect ratio not kept.
+    - ``fixed``: resize to exactly (H, W), aspect ratio not kept;
+    - ``dynamic``: the output size follows the image (detectors and text detectors with dynamic
+      input axes): an image larger than (H, W) is scaled down to fit it (aspect ratio kept, as
+      ``letterbox``), a smaller one keeps its size; then each side is padded up to a multiple of
+      ``multiple_of``, on the right and bottom. `output_shape` has -1 for H and W; each image
+      gets its own (`preprocess.geometry.Placement.out_h`, ``out_w``).
 
     Resampling is linear; with ``antialias`` its support widens when downscaling (a triangle
     filter, as PIL's BILINEAR and torchvision's ``antialias=True``), borders clamped as DALI
@@ -79,6 +86,7 @@ class PreprocessSpec:
     layout: Layout = "CHW"
     device: Device = "cpu"
     channels: Channels = "RGB"
+    multiple_of: int = 32  # ``dynamic`` only: each output side is a multiple of it
 
     def __post_init__(self) -> None:
         for name, kind in (
@@ -105,20 +113,30 @@ class PreprocessSpec:
             raise ValueError("mean, std and pad_value need one value per RGB channel")
         if 0 in self.std:
             raise ValueError(f"std must not be zero: {self.std}")
+        if self.multiple_of < 1:
+            raise ValueError(f"multiple_of must be positive, not {self.multiple_of}")
         if self.max_pixels < 1 or self.max_batch_pixels < 1:
             raise ValueError(
                 f"pixel limits must be positive: {self.max_pixels}, {self.max_batch_pixels}"
             )
 
     @property
+    def dynamic(self) -> bool:
+        """Whether each image gets its own output size (``resize_mode="dynamic"``)."""
+        return self.resize_mode == "dynamic"
+
+    @property
     def output_size(self) -> tuple[int, int]:
-        """Output (height, width) in pixels."""
+        """Output (height, width) in pixels; for ``dynamic``, the largest an image is resized to
+        (its output is that, padded up to ``multiple_of``)."""
         return self.crop
 
     @property
     def output_shape(self) -> tuple[int, int, int]:
-        """Per-image output shape: (3, H, W) for CHW, (H, W, 3) for HWC."""
-        return (3, *self.crop) if self.layout == "CHW" else (*self.crop, 3)
+        """Per-image output shape: (3, H, W) for CHW, (H, W, 3) for HWC; -1 for H and W when
+        ``dynamic``."""
+        size = (-1, -1) if self.dynamic else self.crop
+        return (3, *size) if self.layout == "CHW" else (*size, 3)
 
     @property
     def normalized_pad(self) -> tuple[float, float, float]:

@@ -103,7 +103,7 @@ class TorchvisionPreprocessor(PerImagePreprocessor):
             interpolation=InterpolationMode.BILINEAR,
             antialias=self.spec.antialias,
         )
-        canvas = torch.empty((*self.spec.output_size, 3), dtype=torch.float32, device=image.device)
+        canvas = torch.empty((p.out_h, p.out_w, 3), dtype=torch.float32, device=image.device)
         normalize_into(canvas, resized.permute(1, 2, 0), p, self.spec)
         pixels = finish(canvas, self.spec)
         return Preprocessed(pixels if pixels.is_cuda else pixels.cpu().numpy(), meta(p))

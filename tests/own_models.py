@@ -92,8 +92,12 @@ def yolo() -> nn.Module:
     return TinyYolo().eval()
 
 
-def export_onnx(model: nn.Module, path: Path, input_name: str, output_name: str) -> Path:
+def export_onnx(
+    model: nn.Module, path: Path, input_name: str, output_name: str, spatial: bool = False
+) -> Path:
+    """ONNX with a dynamic batch axis (and dynamic height and width with ``spatial``)."""
     example = torch.randn(2, 3, SIZE, SIZE)
+    axes = {0: "batch", 2: "height", 3: "width"} if spatial else {0: "batch"}
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         torch.onnx.export(
@@ -102,7 +106,7 @@ def export_onnx(model: nn.Module, path: Path, input_name: str, output_name: str)
             str(path),
             input_names=[input_name],
             output_names=[output_name],
-            dynamic_axes={input_name: {0: "batch"}, output_name: {0: "batch"}},
+            dynamic_axes={input_name: axes, output_name: axes if spatial else {0: "batch"}},
             opset_version=17,
             dynamo=False,
         )
@@ -185,6 +189,7 @@ def write_models_and_files(folder: Path) -> dict[str, Path]:
     export_torchscript(classifier(), folder / "classifier.pt")
     export_onnx(segmenter(), folder / "segmenter.onnx", INPUT, OUTPUTS["segmenter"])
     export_torchscript(segmenter(), folder / "segmenter.pt")
+    export_onnx(segmenter(), folder / "segmenter_any.onnx", INPUT, "mask", spatial=True)
     export_onnx(embedder(), folder / "embedder.onnx", INPUT, OUTPUTS["embedder"])
     export_torchscript(embedder(), folder / "embedder.pt")
     export_onnx(yolo(), folder / "yolo.onnx", "images", "output0")
@@ -220,6 +225,13 @@ def write_models_and_files(folder: Path) -> dict[str, Path]:
             input: {{size: [{SIZE}, {SIZE}], resize: letterbox}}
             postprocess: {{kind: segmentation}}
             serving: {{max_batch_size: 4}}
+            """,
+        "seg_dynamic": """
+            name: seg_dynamic
+            model: {onnx: segmenter_any.onnx}
+            input: {resize: dynamic, max_side: 128, multiple_of: 32}
+            postprocess: {kind: segmentation}
+            serving: {max_batch_size: 4}
             """,
         "emb_onnx": f"""
             name: emb_onnx

@@ -46,9 +46,15 @@ class Chosen:
         return ("--file", str(self.file)) if self.file else ()
 
 
+# Pipeline options no command line gives (a `PreprocessSpec`, a renamed ensemble): an argument
+# of the same name (`cvserve profile --preprocess` placements) is not one of them.
+NOT_FROM_THE_COMMAND_LINE = frozenset({"preprocess", "name"})
+
+
 def options_of(args: argparse.Namespace) -> dict[str, object]:
     """The pipeline options among the parsed arguments (the parsers name them as the catalog)."""
-    return {k: v for k, v in vars(args).items() if k in PIPELINE_OPTIONS}
+    wanted = PIPELINE_OPTIONS - NOT_FROM_THE_COMMAND_LINE
+    return {k: v for k, v in vars(args).items() if k in wanted}
 
 
 def _fail(command: str, exc: Exception) -> SystemExit:

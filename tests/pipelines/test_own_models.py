@@ -35,6 +35,7 @@ from cvserve.preprocess.geometry import to_original
 from cvserve.preprocess.spec import PreprocessParams
 from cvserve.preprocess.synthetic import synthetic_image
 from cvserve.preprocess.tensors import BOXES, COUNT, EMBEDDING, LABELS, MASK, SCORES
+from cvserve.profiling.load import closed_loop, image_senders
 
 pytestmark = pytest.mark.server
 
@@ -43,6 +44,7 @@ SINGLE = (
     "cls_ts",
     "seg_onnx",
     "seg_ts",
+    "seg_dynamic",
     "emb_onnx",
     "emb_ts",
     "yolo_onnx",
@@ -99,7 +101,8 @@ def pixels_and_meta(spec: PipelineSpec, image: bytes) -> tuple[np.ndarray, np.nd
 
 
 @pytest.mark.parametrize(
-    "name", ["cls_onnx", "cls_ts", "seg_onnx", "seg_ts", "emb_onnx", "emb_ts", "yolo_onnx"]
+    "name",
+    ["cls_onnx", "cls_ts", "seg_onnx", "seg_ts", "seg_dynamic", "emb_onnx", "emb_ts", "yolo_onnx"],
 )
 def test_served_answers_equal_the_same_pipeline_in_process(
     name: str, server: TritonServer, specs: dict[str, PipelineSpec]
@@ -118,6 +121,25 @@ def test_served_answers_equal_the_same_pipeline_in_process(
         np.testing.assert_allclose(np.linalg.norm(got[EMBEDDING], axis=1), 1.0, atol=1e-5)
     if name.startswith("seg"):
         assert got[MASK].max() < CLASSES
+
+
+def test_a_dynamic_input_follows_each_image_and_its_mask_comes_back_at_its_size(
+    server: TritonServer, specs: dict[str, PipelineSpec]
+) -> None:
+    spec = specs["seg_dynamic"]
+    assert spec.stage_by_role("inference").inputs[0].dims == (3, -1, -1)
+    sizes = []
+    for image in IMAGES:
+        pixels, meta = pixels_and_meta(spec, image)
+        sizes.append(pixels.shape[2:])
+        got = served(server, spec, image)
+        orig_h, orig_w = (int(v) for v in meta[0][:2])
+        assert got[MASK].shape[1:] == (orig_h, orig_w)
+    # 320x240 fits 128 as 128x96; 150x260 as 74x128 → 96x128; 64x48 keeps its size → 64x64.
+    assert sizes == [(96, 128), (128, 96), (64, 64)]
+    # Requests of different sizes in flight together: Triton batches only equal shapes.
+    load = closed_loop(image_senders(server.grpc_url, spec, IMAGES), 4, requests_per_client=6)
+    assert load.errors == 0 and load.requests == 24
 
 
 @pytest.mark.parametrize("name", ["cls_onnx", "cls_ts"])

@@ -23,6 +23,7 @@ SPECS = {
     "fixed": PreprocessSpec(resize_mode="fixed", crop=(96, 128)),
     "letterbox_top_left": PreprocessSpec(resize_mode="letterbox_top_left", crop=(320, 480)),
     "fit_height": PreprocessSpec(resize_mode="fit_height", crop=(32, 320)),
+    "dynamic": PreprocessSpec(resize_mode="dynamic", crop=(640, 640), multiple_of=32),
 }
 
 
@@ -38,6 +39,11 @@ def oracle(h: int, w: int, spec: PreprocessSpec) -> tuple[int, int, int, int]:
     elif spec.resize_mode == "shorter_crop":
         scale = Fraction(spec.resize_shorter, min(h, w))
         rh, rw = half_up(h * scale), half_up(w * scale)
+    elif spec.resize_mode == "dynamic":
+        if h <= out_h and w <= out_w:
+            return h, w, 0, 0
+        scale = min(Fraction(out_h, h), Fraction(out_w, w))
+        return max(1, half_up(h * scale)), max(1, half_up(w * scale)), 0, 0
     elif spec.resize_mode == "fit_height":
         # Height to out_h; the width keeps the aspect ratio, capped at out_w; top-left.
         return out_h, max(1, min(out_w, half_up(Fraction(w * out_h, h)))), 0, 0
@@ -106,9 +112,10 @@ def test_fixed_pads_are_zero_and_shorter_crop_pads_are_minus_the_crop() -> None:
 @pytest.mark.parametrize("mode", list(SPECS))
 def test_visible_window_stays_inside_both_images(mode: str) -> None:
     spec = SPECS[mode]
-    out_h, out_w = spec.output_size
     for h, w in sizes()[:60]:
         p = placement(h, w, spec)
+        out_h, out_w = p.out_h, p.out_w
+        assert (out_h, out_w) == spec.output_size or spec.dynamic
         win = visible_window(p, spec)
         out = np.zeros((out_h, out_w))[win.out_rows, win.out_cols]
         src = np.zeros((p.resized_h, p.resized_w))[win.src_rows, win.src_cols]
@@ -117,3 +124,12 @@ def test_visible_window_stays_inside_both_images(mode: str) -> None:
             assert out.shape == (out_h, out_w)
         else:  # the padded modes show the whole resized image
             assert src.shape == (p.resized_h, p.resized_w)
+
+
+def test_a_dynamic_output_is_the_resized_image_padded_up_to_the_multiple() -> None:
+    spec = SPECS["dynamic"]
+    for h, w in sizes():
+        p = placement(h, w, spec)
+        for resized, out in ((p.resized_h, p.out_h), (p.resized_w, p.out_w)):
+            assert out % 32 == 0 and resized <= out < resized + 32
+        assert max(p.resized_h, p.resized_w) <= 640
