@@ -193,6 +193,29 @@ def serving_plan(
     )
 
 
+def dnn_stage(
+    name: str,
+    params: DnnParams,
+    pixels: TensorSpec,
+    outputs: tuple[TensorSpec, ...],
+    batching: BatchingSpec,
+    instances: int,
+    device: Device,
+) -> StageSpec:
+    """The DNN stage: the python-backend adapter running ``params``'s network on ``pixels``."""
+    return StageSpec(
+        name=name,
+        role="inference",
+        adapter=f"{ADAPTERS}.dnn",
+        inputs=(pixels,),
+        outputs=outputs,
+        params=params,
+        batching=batching,
+        instances=instances,
+        device=device,
+    )
+
+
 def image_pipeline(
     task: str,
     arch: str | None = None,
@@ -243,17 +266,7 @@ def image_pipeline(
             batching,
             instances,
         ),
-        StageSpec(
-            name=f"{name}_dnn",
-            role="inference",
-            adapter=f"{ADAPTERS}.dnn",
-            inputs=(pixels,),
-            outputs=dnn_outputs,
-            params=dnn,
-            batching=batching,
-            instances=instances,
-            device=device,
-        ),
+        dnn_stage(f"{name}_dnn", dnn, pixels, dnn_outputs, batching, instances, device),
         StageSpec(
             name=f"{name}_postprocess",
             role="postprocess",

@@ -33,6 +33,7 @@ from cvserve.models.repository.config import read_config
 from cvserve.pipelines.builders import (
     ADAPTERS,
     CROP_RATIO,
+    dnn_stage,
     image_pipeline,
     preprocess_outputs,
     preprocess_stage,
@@ -543,16 +544,14 @@ def _file_pipeline(pf: PipelineFile) -> PipelineSpec:
             model_format=pf.model.kind,  # type: ignore[arg-type]
             torch_threads=plan.torch_threads,
         )
-        dnn = StageSpec(
-            name=f"{pf.name}_dnn",
-            role="inference",
-            adapter=f"{ADAPTERS}.dnn",
-            inputs=(pixels,),
-            outputs=dnn_outputs,
-            params=params,
-            batching=plan.batching,
-            instances=plan.instances,
-            device=device,  # type: ignore[arg-type]
+        dnn = dnn_stage(
+            f"{pf.name}_dnn",
+            params,
+            pixels,
+            dnn_outputs,
+            plan.batching,
+            plan.instances,
+            device,  # type: ignore[arg-type]
         )
     stages = [
         preprocess_stage(

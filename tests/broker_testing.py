@@ -118,3 +118,21 @@ class RawProducer:
             args += [b"-H", name + b"=" + value]
         done = subprocess.run([*args, bytes(value_file)], capture_output=True, timeout=60)
         assert done.returncode == 0, done.stderr
+
+
+def every_crop_came_back(reader: object, ids: list[str]) -> bool:
+    """Whether each request has its detection result and one result per crop it announced
+    (``reader``: a `broker.results.ResultReader`, polled here)."""
+    from cvserve.broker.crops import CROP_COUNT
+    from cvserve.broker.schema import decode_outputs
+
+    reader.poll()  # type: ignore[attr-defined]
+    for request_id in ids:
+        got = reader.by_request.get(request_id, [])  # type: ignore[attr-defined]
+        detections = [m for m in got if m.crop is None]
+        if not detections:
+            return False
+        crops = int(decode_outputs(detections[0].value)[CROP_COUNT][0])
+        if len(got) != 1 + crops:
+            return False
+    return True

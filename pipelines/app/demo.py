@@ -23,6 +23,7 @@ from cvserve.models.serving import serve_locally
 from cvserve.models.zoo import class_names
 from cvserve.pipelines.app.demo_kafka import run_kafka_demo
 from cvserve.pipelines.catalog import classify, pipeline_specs
+from cvserve.pipelines.spec import PipelineSpec
 from cvserve.preprocess.synthetic import synthetic_image
 from cvserve.preprocess.tensors import LABELS, SCORES
 from cvserve.profiling import tritonstats
@@ -34,6 +35,21 @@ DEMO_IMAGES: tuple[tuple[int, int, str], ...] = (
     (800, 600, "png"),
     (3840, 2160, "jpeg"),
 )
+
+
+def split_table(
+    client: PipelineClient, spec: PipelineSpec, before: dict[str, tritonstats.ModelStats]
+) -> Table:
+    """Mean ms per request of each model of ``spec`` since the ``before`` counters."""
+    split = Table(title="Where the time went, per request (Triton statistics API, ms)")
+    for column in ("model", "requests", *tritonstats.PHASES):
+        split.add_column(column, justify="right")
+    for model in spec.model_names:
+        delta = tritonstats.fetch(client.triton, model) - before[model]
+        split.add_row(
+            model, str(delta.requests), *(f"{delta.mean_ms(p):.2f}" for p in tritonstats.PHASES)
+        )
+    return split
 
 
 def run_demo(arch: str = "resnet50", repeats: int = 3, workdir: Path | None = None) -> int:
@@ -79,17 +95,7 @@ def run_demo(arch: str = "resnet50", repeats: int = 3, workdir: Path | None = No
                     f"{np.median(latencies) * 1e3:.1f}",
                 )
             console.print(answers)
-            split = Table(title="Where the time went, per request (Triton statistics API, ms)")
-            for column in ("model", "requests", *tritonstats.PHASES):
-                split.add_column(column, justify="right")
-            for model in spec.model_names:
-                delta = tritonstats.fetch(client.triton, model) - before[model]
-                split.add_row(
-                    model,
-                    str(delta.requests),
-                    *(f"{delta.mean_ms(p):.2f}" for p in tritonstats.PHASES),
-                )
-            console.print(split)
+            console.print(split_table(client, spec, before))
         crops_from = [
             (f"{w}x{h}", synthetic_image(w, h, seed))
             for seed, (w, h) in enumerate([(640, 480), (1280, 720), (800, 800)])

@@ -13,11 +13,10 @@ import time
 from pathlib import Path
 
 from rich.console import Console
-from rich.table import Table
 
 from cvserve.models.client import InferenceError, PipelineClient
 from cvserve.models.serving import serve_locally
-from cvserve.pipelines.app.demo import DEMO_IMAGES
+from cvserve.pipelines.app.demo import DEMO_IMAGES, split_table
 from cvserve.pipelines.app.pipeline_args import class_names
 from cvserve.pipelines.app.summary import summarize
 from cvserve.pipelines.spec import PipelineSpec
@@ -52,16 +51,6 @@ def run_file_demo(spec: PipelineSpec, workdir: Path | None = None) -> int:
                 except InferenceError as exc:
                     failed += 1
                     console.print(f"{width}x{height} {fmt}: ERROR {exc}")
-            split = Table(title="Where the time went, per request (Triton statistics API, ms)")
-            for column in ("model", "requests", *tritonstats.PHASES):
-                split.add_column(column, justify="right")
-            for model in spec.model_names:
-                delta = tritonstats.fetch(client.triton, model) - before[model]
-                split.add_row(
-                    model,
-                    str(delta.requests),
-                    *(f"{delta.mean_ms(p):.2f}" for p in tritonstats.PHASES),
-                )
-            console.print(split)
+            console.print(split_table(client, spec, before))
     console.print("Stopped Triton.")
     return 1 if failed else 0

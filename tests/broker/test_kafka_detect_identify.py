@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from broker_testing import small_jpegs, wait_until
+from broker_testing import every_crop_came_back, small_jpegs, wait_until
 
-from cvserve.broker.crops import CROP_COUNT, cut_crops
+from cvserve.broker.crops import cut_crops
 from cvserve.broker.producer import ImageProducer
 from cvserve.broker.results import ResultReader
 from cvserve.broker.schema import decode_outputs
@@ -34,20 +34,11 @@ def test_crops_of_every_image_reach_identify_and_come_back_tied_to_their_request
         ids = producer.submit(images)
 
     with ResultReader(kafka.bootstrap, PIPELINE, namespace) as reader:
-
-        def complete() -> bool:
-            reader.poll()
-            for request_id in ids:
-                got = reader.by_request.get(request_id, [])
-                detections = [m for m in got if m.crop is None]
-                if not detections:
-                    return False
-                crops = int(decode_outputs(detections[0].value)[CROP_COUNT][0])
-                if len(got) != 1 + crops:
-                    return False
-            return True
-
-        wait_until(complete, 180, "a detection result and every crop's embedding per image")
+        wait_until(
+            lambda: every_crop_came_back(reader, ids),
+            180,
+            "a detection result and every crop's embedding per image",
+        )
         results = {i: reader.by_request[i] for i in ids}
 
     identify = PipelineClient(triton_url, task_specs["identify"])

@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 import torch
 import torchvision
-from broker_testing import wait_until
+from broker_testing import every_crop_came_back, wait_until
 from own_models import CLASSES, INPUT, OUTPUTS, classifier, write_models_and_files, yolo
 
-from cvserve.broker.crops import CROP_COUNT, cut_crops
+from cvserve.broker.crops import cut_crops
 from cvserve.broker.producer import ImageProducer
 from cvserve.broker.results import ResultReader
 from cvserve.broker.routes import register_composite
@@ -256,20 +256,11 @@ def test_a_composite_of_two_files_runs_across_kafka_every_crop_tied_to_its_reque
         with ImageProducer(kafka.bootstrap, composite.name, namespace) as producer:
             ids = producer.submit(images)
         with ResultReader(kafka.bootstrap, composite.name, namespace) as reader:
-
-            def complete() -> bool:
-                reader.poll()
-                for request_id in ids:
-                    got = reader.by_request.get(request_id, [])
-                    detections = [m for m in got if m.crop is None]
-                    if not detections:
-                        return False
-                    crops = int(decode_outputs(detections[0].value)[CROP_COUNT][0])
-                    if len(got) != 1 + crops:
-                        return False
-                return True
-
-            wait_until(complete, 180, "a detection and every crop's embedding per image")
+            wait_until(
+                lambda: every_crop_came_back(reader, ids),
+                180,
+                "a detection and every crop's embedding per image",
+            )
             results = {i: reader.by_request[i] for i in ids}
     embed = PipelineClient(server.grpc_url, specs["embed_stage"])
     total = 0
