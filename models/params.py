@@ -9,6 +9,13 @@ from typing import Any, Literal
 from cvserve.pipelines.spec import StageParams
 
 ModelFormat = Literal["onnx", "torchscript"]
+# What runs a DNN stage's network on the CPU (`models.runners`): torch eager (NCHW or
+# channels-last), onnxruntime, OpenVINO. None: the model's own (torch for an arch or a
+# TorchScript file, onnxruntime for an ONNX file).
+Engine = Literal["torch", "torch_channels_last", "onnxruntime", "openvino"]
+ENGINES: tuple[str, ...] = ("torch", "torch_channels_last", "onnxruntime", "openvino")
+# bf16 only where the pipeline allows reduced precision and the engine and CPU support it.
+Precision = Literal["fp32", "bf16"]
 
 
 @dataclass(frozen=True)
@@ -16,7 +23,8 @@ class DnnParams(StageParams):
     """The network a DNN stage runs: a `models.zoo` architecture (``arch``: classes — None: the
     architecture's —, seed of the random weights or a state-dict file ``weights``), or a model
     file of ``model_format`` at ``model_file`` (an absolute path, read as is). ``torch_threads``
-    are the intra-op threads per instance (torch's or onnxruntime's)."""
+    are the intra-op threads per instance (the engine's). ``engine`` runs it (None: the model's
+    own); ``precision`` ``bf16`` is allowed reduced precision (OpenVINO only)."""
 
     arch: str | None = None
     num_classes: int | None = None
@@ -25,12 +33,30 @@ class DnnParams(StageParams):
     torch_threads: int = 1
     model_file: str | None = None
     model_format: ModelFormat | None = None
+    engine: Engine | None = None
+    precision: Precision = "fp32"
 
     def __post_init__(self) -> None:
         if (self.arch is None) == (self.model_file is None):
             raise ValueError("a DNN is an arch or a model_file, exactly one of them")
         if self.model_file is not None and self.model_format is None:
             raise ValueError(f"{self.model_file}: model_format (onnx, torchscript) is needed")
+        if self.engine not in (None, *ENGINES):
+            raise ValueError(f"engine {self.engine!r}: choose from {', '.join(ENGINES)}")
+        if self.precision not in ("fp32", "bf16"):
+            raise ValueError(f"precision {self.precision!r}: fp32 or bf16")
+        torchscript = self.model_format == "torchscript"
+        if torchscript and self.engine in ("onnxruntime", "openvino"):
+            raise ValueError(f"a TorchScript model runs on torch, not {self.engine}")
+        if self.model_format == "onnx" and self.engine in ("torch", "torch_channels_last"):
+            raise ValueError(f"an ONNX model runs on onnxruntime or openvino, not {self.engine}")
+        if self.precision == "bf16" and self.engine != "openvino":
+            raise ValueError("bf16 needs the openvino engine")
+
+    @property
+    def chosen_engine(self) -> str:
+        """The engine that runs it: ``engine``, else the model's own."""
+        return self.engine or ("onnxruntime" if self.model_format == "onnx" else "torch")
 
     @property
     def label(self) -> str:

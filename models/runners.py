@@ -1,5 +1,6 @@
-"""Run a DNN stage's network on a batch, whatever it is: a `models.zoo` architecture (torch
-eager), a TorchScript file (torch) or an ONNX file (onnxruntime, CPU).
+"""Run a DNN stage's network on a batch, whatever it is — a `models.zoo` architecture, a
+TorchScript file or an ONNX file — on its engine: torch eager (NCHW or channels-last),
+onnxruntime, or OpenVINO (fp32, bf16 where allowed and supported), all on the CPU.
 
 ``runner(pixels)`` takes the preprocessed batch, a NumPy array (N, *input dims) of the stage's
 input dtype, and returns the network's outputs as NumPy arrays, in the model's own output order.
@@ -8,7 +9,10 @@ The Triton DNN adapter, `models.local_pipeline` and the benchmarks all run netwo
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -69,21 +73,132 @@ def onnx_runner(path: str, threads: int) -> Runner:
     return run
 
 
+def channels_last_runner(module: Any, threads: int | None) -> Runner:
+    """A torch module in channels-last memory format (NHWC kernels on the CPU), NCHW in/out."""
+    import torch
+
+    if threads is not None:
+        torch.set_num_threads(threads)
+    module = module.to(memory_format=torch.channels_last)
+
+    def run(pixels: np.ndarray) -> list[np.ndarray]:
+        tensor = torch.from_numpy(np.ascontiguousarray(pixels))
+        with torch.inference_mode():
+            return _numpy(module(tensor.contiguous(memory_format=torch.channels_last)))
+
+    return run
+
+
+def openvino_runner(path: str, threads: int, precision: str) -> tuple[Runner, str]:
+    """An ONNX model compiled by OpenVINO for the CPU at ``precision`` (``bf16`` only where the
+    CPU reports it; else fp32, said in the returned precision)."""
+    import openvino as ov
+
+    core = ov.Core()
+    if precision == "bf16" and "BF16" not in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
+        precision = "fp32"  # the caller logs that bf16 was asked for
+    compiled = core.compile_model(
+        path,
+        "CPU",
+        {
+            "INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32",
+            "INFERENCE_NUM_THREADS": threads,
+        },
+    )
+    request = compiled.create_infer_request()
+    outputs = list(compiled.outputs)
+
+    def run(pixels: np.ndarray) -> list[np.ndarray]:
+        result = request.infer({0: np.ascontiguousarray(pixels)})
+        return [np.array(result[o]) for o in outputs]
+
+    return run, precision
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """A network ready to run: the runner, the engine and precision it runs on, and why it is not
+    the one asked for (None when it is)."""
+
+    run: Runner
+    engine: str
+    precision: str
+    fallback: str | None = None
+
+
+def _onnx_file(params: DnnParams) -> str:
+    """The ONNX file of the stage's network: its own, or the architecture exported (once per
+    process, into a temporary folder)."""
+    if params.model_format == "onnx":
+        return str(params.model_file)
+    import tempfile
+    from pathlib import Path
+
+    from cvserve.models.export import export_onnx
+    from cvserve.models.zoo import build_dnn
+
+    folder = Path(tempfile.mkdtemp(prefix="cvserve-engine-"))
+    return str(export_onnx(build_dnn(params), str(params.arch), folder / "model.onnx"))
+
+
+def _torch_module(params: DnnParams) -> Any:
+    import torch
+
+    if params.model_format == "torchscript":
+        return torch.jit.load(str(params.model_file), map_location="cpu").eval()
+    from cvserve.models.zoo import build_dnn
+
+    return build_dnn(params)
+
+
+def _load(
+    params: DnnParams, engine: str, names: Sequence[str] | None, threads: int | None
+) -> Loaded:
+    if engine == "onnxruntime":
+        return Loaded(onnx_runner(_onnx_file(params), params.torch_threads), engine, "fp32")
+    if engine == "openvino":
+        run, precision = openvino_runner(_onnx_file(params), params.torch_threads, params.precision)
+        reason = None
+        if precision != params.precision:
+            reason = f"{params.precision} asked for, but this CPU has no BF16: running fp32"
+        return Loaded(run, engine, precision, reason)
+    module = _torch_module(params)
+    if engine == "torch_channels_last":
+        run = channels_last_runner(module, threads)
+    else:
+        run = torch_runner(module, threads, names)
+    if params.model_format is None:  # cvserve's own modules are fp32
+        fp32 = run
+        run = lambda pixels: fp32(pixels.astype(np.float32, copy=False))  # noqa: E731
+    return Loaded(run, engine, "fp32")
+
+
+def load_engine(
+    params: DnnParams, output_names: Sequence[str] | None = None, set_threads: bool = True
+) -> Loaded:
+    """The stage's network on its engine. An engine that cannot load the model (an op it lacks,
+    a detector that does not export to ONNX, a package missing) falls back to the model's own
+    engine, with the reason logged and returned — a stage never dies of its engine choice.
+    ``set_threads=False`` leaves torch's per-process thread count as it is (a test process)."""
+    threads = params.torch_threads if set_threads else None
+    engine = params.chosen_engine
+    natural = "onnxruntime" if params.model_format == "onnx" else "torch"
+    try:
+        loaded = _load(params, engine, output_names, threads)
+    except Exception as exc:  # any engine's own error type: the fallback is the point
+        if engine == natural:
+            raise
+        reason = f"{engine} cannot run {params.label}: {type(exc).__name__}: {exc}"
+        reason = reason.splitlines()[0][:300] + f"; running on {natural}"
+        loaded = dataclasses.replace(_load(params, natural, output_names, threads), fallback=reason)
+    if loaded.fallback:
+        logging.getLogger(__name__).warning("%s", loaded.fallback)
+    return loaded
+
+
 def load_runner(
     params: DnnParams, output_names: Sequence[str] | None = None, set_threads: bool = True
 ) -> Runner:
-    """The runner of a DNN stage's network (``output_names``: a TorchScript dict's keys).
-    ``set_threads=False`` leaves torch's per-process thread count as it is (a test process)."""
-    if params.model_format == "onnx":
-        return onnx_runner(str(params.model_file), params.torch_threads)
-    import torch
-
-    threads = params.torch_threads if set_threads else None
-    if params.model_format == "torchscript":
-        module = torch.jit.load(str(params.model_file), map_location="cpu").eval()
-    else:
-        from cvserve.models.zoo import build_dnn
-
-        run = torch_runner(build_dnn(params), threads, output_names)
-        return lambda pixels: run(pixels.astype(np.float32, copy=False))  # fp32 modules
-    return torch_runner(module, threads, output_names)
+    """The runner of a DNN stage's network (`load_engine`; ``output_names``: a TorchScript
+    dict's keys)."""
+    return load_engine(params, output_names, set_threads).run

@@ -229,6 +229,8 @@ def image_pipeline(
     dali_threads: int | None = None,
     torch_threads: int | None = None,
     max_queue_delay_us: int | None = None,
+    engine: str | None = None,
+    precision: str | None = None,
     preprocess: PreprocessSpec | None = None,
     top_k: int = 5,
     score_threshold: float = 0.3,
@@ -257,7 +259,13 @@ def image_pipeline(
     }.get(task, {})
     results = kind.results(options)
     dnn = DnnParams(
-        arch=arch, num_classes=classes, seed=seed, weights=weights, torch_threads=torch_threads
+        arch=arch,
+        num_classes=classes,
+        seed=seed,
+        weights=weights,
+        torch_threads=torch_threads,
+        engine=engine,  # type: ignore[arg-type]
+        precision=precision or "fp32",  # type: ignore[arg-type]
     )
     stages = (
         preprocess_stage(

@@ -71,8 +71,13 @@ ARCH_TASKS: dict[str, tuple[str, str]] = {
     "depth": ("depth", "depth"),
     "embedding": ("identify", "identification"),
 }
-# The engine each kind of model runs on (the next engines issue adds choices).
-ENGINES = {"arch": "torch", "onnx": "onnxruntime", "torchscript": "torch", "triton": "triton"}
+# The engines each kind of model can run on (`models.runners`), its own first.
+ENGINES: dict[str, tuple[str, ...]] = {
+    "arch": ("torch", "torch_channels_last", "onnxruntime", "openvino"),
+    "onnx": ("onnxruntime", "openvino"),
+    "torchscript": ("torch", "torch_channels_last"),
+    "triton": ("triton",),
+}
 DEFAULT_TOP_K = 5
 DEFAULT_SCORE_THRESHOLD = 0.3
 DEFAULT_MAX_DETECTIONS = 20
@@ -102,7 +107,7 @@ def with_options(pf: PipelineFile, **options: Any) -> PipelineFile:
                 )
             model = dataclasses.replace(model, **{key: options[key]})
     serving_keys = ("device", "max_batch_size", "instances", "torch_threads", "dali_threads")
-    serving_keys += ("max_queue_delay_us",)
+    serving_keys += ("max_queue_delay_us", "engine", "precision")
     serving = dataclasses.replace(serving, **{k: options[k] for k in serving_keys if k in options})
     kind = pf.postprocess.kind
     if "top_k" in options and kind == "classification":
@@ -543,6 +548,8 @@ def _file_pipeline(pf: PipelineFile) -> PipelineSpec:
             model_file=str(pf.model.path),
             model_format=pf.model.kind,  # type: ignore[arg-type]
             torch_threads=plan.torch_threads,
+            engine=serving.engine,  # type: ignore[arg-type]
+            precision=serving.precision or "fp32",  # type: ignore[arg-type]
         )
         dnn = dnn_stage(
             f"{pf.name}_dnn",
@@ -623,6 +630,8 @@ def _arch_pipeline(pf: PipelineFile, preprocess: PreprocessSpec | None) -> Pipel
         dali_threads=s.dali_threads,
         torch_threads=s.torch_threads,
         max_queue_delay_us=s.max_queue_delay_us,
+        engine=s.engine,
+        precision=s.precision,
         preprocess=preprocess,
         top_k=o.get("top_k", DEFAULT_TOP_K),
         score_threshold=o.get("score_threshold", DEFAULT_SCORE_THRESHOLD),
@@ -638,11 +647,13 @@ def build_spec(
     """The spec of pipeline file ``pf`` with command-line ``options`` applied; ``preprocess``
     replaces the declared preprocessing (arch models only: a model file's is checked)."""
     pf = with_options(pf, **options)
-    engine, natural = pf.serving.engine, ENGINES[pf.model.kind]
-    if engine is not None and engine != natural:
+    engine, allowed = pf.serving.engine, ENGINES[pf.model.kind]
+    if engine is not None and engine not in allowed:
         raise _error(
-            pf, "serving.engine", f"{engine}: a {pf.model.kind} model runs on {natural} here"
+            pf, "serving.engine", f"{engine}: a {pf.model.kind} model runs on {', '.join(allowed)}"
         )
+    if pf.serving.precision == "bf16" and engine != "openvino":
+        raise _error(pf, "serving.precision", "bf16 (reduced precision) needs engine: openvino")
     if pf.model.kind == "arch":
         return _arch_pipeline(pf, preprocess)
     if preprocess is not None:

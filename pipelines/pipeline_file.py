@@ -33,7 +33,7 @@ POSTPROCESS_KINDS = (
     "raw",
     "python",
 )
-ENGINES = ("torch", "onnxruntime", "triton")
+ENGINES = ("torch", "torch_channels_last", "onnxruntime", "openvino", "triton")
 
 
 class PipelineFileError(ValueError):
@@ -91,6 +91,7 @@ class ServingDecl:
     instances: int | None = None
     device: str = "cpu"
     engine: str | None = None
+    precision: str | None = None
     torch_threads: int | None = None
     dali_threads: int | None = None
     max_queue_delay_us: int | None = None
@@ -444,6 +445,7 @@ def _serving(data: Any, where: _Where) -> ServingDecl:
                 "instances": _positive_int,
                 "device": _choice(get_args(Device)),
                 "engine": _choice(ENGINES),
+                "precision": _choice(("fp32", "bf16")),
                 "torch_threads": _positive_int,
                 "dali_threads": _positive_int,
                 "max_queue_delay_us": _non_negative_int,

@@ -233,6 +233,12 @@ def write_models_and_files(folder: Path) -> dict[str, Path]:
             postprocess: {kind: segmentation}
             serving: {max_batch_size: 4}
             """,
+        "arch_openvino": """
+            name: arch_openvino
+            model: {arch: resnet18, num_classes: 10}
+            postprocess: {kind: classification, top_k: 3}
+            serving: {max_batch_size: 4, engine: openvino}
+            """,
         "emb_onnx": f"""
             name: emb_onnx
             model: {{onnx: embedder.onnx}}

@@ -9,6 +9,7 @@ import sys
 import threading
 from pathlib import Path
 
+from cvserve.models.params import ENGINES
 from cvserve.pipelines.app.pipeline_args import (
     add_file_option,
     chosen,
@@ -37,6 +38,18 @@ def _add_pipeline_options(parser: argparse.ArgumentParser, allow_all: bool = Fal
     parser.add_argument("--torch-threads", type=int, default=None, help="per DNN instance")
     parser.add_argument("--dali-threads", type=int, default=None, help="per preprocess instance")
     parser.add_argument("--max-queue-delay-us", type=int, default=None, help="dynamic batching")
+    parser.add_argument(
+        "--engine",
+        default=None,
+        choices=ENGINES,
+        help="what runs the DNN on the CPU (default: the model's own; `cvserve bench engines`)",
+    )
+    parser.add_argument(
+        "--precision",
+        default=None,
+        choices=("fp32", "bf16"),
+        help="bf16: allow reduced precision (openvino, where the CPU has it)",
+    )
     parser.add_argument("--score-threshold", type=float, default=None, help="detect: min score")
     parser.add_argument(
         "--max-detections", type=int, default=None, help="detect: at most this many"
@@ -141,6 +154,26 @@ def cmd_bench_pipeline(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_engines(args: argparse.Namespace) -> int:
+    from cvserve.profiling.bench.engines import bench_engines
+
+    if args.file:
+        specs = chosen(args, "bench engines").specs
+    else:
+        specs = [
+            pipeline_specs(name, arch=arch)[0]
+            for name, arch in (item.split(":") for item in args.networks.split(","))
+        ]
+    bench_engines(
+        specs,
+        engines=tuple(args.engines.split(",")),
+        batches=tuple(int(b) for b in args.batches.split(",")),
+        duration_s=args.duration,
+        out=Path(args.out) if args.out else None,
+    )
+    return 0
+
+
 def cmd_bench_efficiency(args: argparse.Namespace) -> int:
     from cvserve.profiling.bench.efficiency import bench_efficiency
 
@@ -237,6 +270,21 @@ def build_parser() -> argparse.ArgumentParser:
         task.add_argument("--out", default=None, help="JSON path")
         task.add_argument("--triton-url", default=None, help="a running Triton (gRPC host:port)")
         task.set_defaults(func=cmd_bench_pipeline)
+
+    engines = benches.add_parser(
+        "engines", help="every network x engine x batch on this CPU: images/s and agreement"
+    )
+    engines.add_argument(
+        "--networks",
+        default="classify:resnet50,classify:mobilenet_v3_small,identify:embed_resnet18",
+        help="pipeline:arch,... (default: resnet50, mobilenet_v3_small, embed_resnet18)",
+    )
+    add_file_option(engines)
+    engines.add_argument("--engines", default=",".join(ENGINES))
+    engines.add_argument("--batches", default="1,8")
+    engines.add_argument("--duration", type=float, default=3.0, help="seconds per pass (2 each)")
+    engines.add_argument("--out", default=None, help="JSON path")
+    engines.set_defaults(func=cmd_bench_engines)
 
     efficiency = benches.add_parser(
         "efficiency", help="served ensemble vs its stages alone (the served/limit ratio)"

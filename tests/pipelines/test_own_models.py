@@ -5,6 +5,7 @@ two files across Kafka. Served answers equal the same models run in this process
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,6 +27,7 @@ from cvserve.deploy.kafka import KafkaBroker
 from cvserve.deploy.triton import TritonServer
 from cvserve.models.client import InferenceError, PipelineClient
 from cvserve.models.local_pipeline import LocalPipeline
+from cvserve.models.params import DnnParams
 from cvserve.models.serving import serve_locally
 from cvserve.pipelines.app.cli import main
 from cvserve.pipelines.catalog import file_specs
@@ -51,6 +53,7 @@ SINGLE = (
     "user_fn",
     "user_fn_broken",
     "brightness",
+    "arch_openvino",
 )
 # JPEG and PNG, landscape and portrait, down- and upscaled.
 IMAGES = (
@@ -308,3 +311,19 @@ def test_profile_with_a_file_writes_a_run_folder_with_the_split(
     assert point["requests"] > 0 and point["errors"] == 0
     assert point["triton_traced"] == point["requests"]  # every request traced in Triton
     assert {"emb_onnx_preprocess", "emb_onnx_dnn"} <= set(point["triton_vs_stats"])
+
+
+def test_an_architecture_served_on_openvino_agrees_with_torch_eager(
+    server: TritonServer, specs: dict[str, PipelineSpec]
+) -> None:
+    spec = specs["arch_openvino"]
+    dnn = spec.stage_by_role("inference")
+    assert dnn.params_as(DnnParams).engine == "openvino"
+    eager = dataclasses.replace(dnn, params=dataclasses.replace(dnn.params, engine=None))
+    local = LocalPipeline(
+        dataclasses.replace(spec, stages=tuple(eager if s is dnn else s for s in spec.stages))
+    )
+    for image in IMAGES:
+        got, want = served(server, spec, image), local([image])
+        np.testing.assert_array_equal(got[LABELS], want[LABELS])
+        np.testing.assert_allclose(got[SCORES], want[SCORES], atol=1e-4)

@@ -1,0 +1,76 @@
+"""DNN engines on the CPU (`models.runners`): each agrees with torch fp32 eager within its bound,
+and one that cannot run a network falls back to the model's own engine with the reason."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from cvserve.models.params import ENGINES, DnnParams
+from cvserve.models.runners import load_engine
+from cvserve.pipelines.pipeline_file import load_file
+
+
+def batch(shape: tuple[int, ...] = (3, 224, 224), n: int = 2) -> np.ndarray:
+    return np.random.default_rng(0).standard_normal((n, *shape)).astype(np.float32)
+
+
+@pytest.mark.parametrize("arch", ["resnet18", "embed_resnet18"])
+def test_every_engine_agrees_with_torch_fp32(arch: str) -> None:
+    params = DnnParams(arch=arch, num_classes=10 if arch == "resnet18" else None, torch_threads=2)
+    x = batch((3, 224, 224) if arch == "resnet18" else (3, 256, 128))
+    (reference,) = load_engine(params).run(x)
+    for engine in ENGINES:
+        loaded = load_engine(dataclasses.replace(params, engine=engine))
+        assert (loaded.engine, loaded.fallback) == (engine, None)
+        (got,) = loaded.run(x)
+        # fp32 engines reorder float sums: agreement to ~1e-5 of the outputs' scale.
+        np.testing.assert_allclose(got, reference, atol=1e-4 * np.abs(reference).max() + 1e-6)
+        if arch == "resnet18":
+            np.testing.assert_array_equal(got.argmax(1), reference.argmax(1))
+
+
+def test_bf16_runs_only_where_the_cpu_has_it_else_fp32_with_the_reason() -> None:
+    params = DnnParams(arch="resnet18", num_classes=10, engine="openvino", precision="bf16")
+    x = batch()
+    (reference,) = load_engine(dataclasses.replace(params, engine=None, precision="fp32")).run(x)
+    loaded = load_engine(params)
+    (got,) = loaded.run(x)
+    if loaded.precision == "bf16":
+        np.testing.assert_allclose(got, reference, atol=0.5)  # bf16's bound, measured apart
+    else:
+        assert "no BF16" in str(loaded.fallback)
+        np.testing.assert_allclose(got, reference, atol=1e-4 * np.abs(reference).max() + 1e-6)
+
+
+def test_an_engine_that_cannot_run_a_network_falls_back_with_the_reason() -> None:
+    params = DnnParams(arch="bright_region", engine="onnxruntime")
+    loaded = load_engine(params)
+    assert loaded.engine == "torch"
+    assert "onnxruntime cannot run bright_region" in str(loaded.fallback)
+    assert "running on torch" in str(loaded.fallback)
+    count = loaded.run(batch((3, 64, 64)))[3]
+    assert count.shape == (2, 1)
+
+
+def test_engines_a_model_cannot_run_on_are_refused() -> None:
+    with pytest.raises(ValueError, match="TorchScript model runs on torch"):
+        DnnParams(model_file="/m.pt", model_format="torchscript", engine="openvino")
+    with pytest.raises(ValueError, match="bf16 needs the openvino engine"):
+        DnnParams(arch="resnet18", precision="bf16")
+
+
+def test_a_file_names_the_engines_its_model_can_run_on(tmp_path) -> None:
+    from cvserve.pipelines.catalog import file_specs
+
+    (tmp_path / "m.pt").write_bytes(b"")
+    path = tmp_path / "p.yaml"
+    path.write_text(
+        "name: p\nmodel: {arch: resnet18}\npostprocess: {kind: classification}\n"
+        "serving: {engine: torch, precision: bf16}\n"
+    )
+    load_file(path)  # valid as written; the combination is refused when built
+    with pytest.raises(ValueError, match=r"serving.precision: bf16 .* needs engine: openvino"):
+        file_specs(path)
