@@ -1,15 +1,21 @@
 """`cvserve bench efficiency`: the served ensemble against what its stages do alone.
 
 Measured in one run, same images, same batch size: preprocessing alone (the DALI backend the
-served model uses, in this process), the DNN alone (the same module and thread count), and the
-served ensemble over gRPC. The **limit** is the slower stage on a GPU; on a CPU-only machine,
-where both stages share the cores, their serial composition ``1 / (1/a + 1/b)``.
+served model uses, in this process), the DNN alone (the same network, engine and threads), and
+the served ensemble over gRPC, each with the CPU-seconds it spent per image (this process's CPU
+time: every thread of DALI, torch, onnxruntime, and of the client). The **limit** is the slower
+stage on a GPU. On a CPU-only machine it is what the cores can do when all they do is the work
+itself: ``cores / (CPU-s per image of preprocessing alone + of the DNN alone + of the client per
+request)`` — the client shares the machine. The serial composition ``1 / (1/a + 1/b)`` (right
+only when each stage uses every core) is kept beside it as ``serial_limit``.
 """
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +24,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
+from cvserve.deploy.host import usable_cores
 from cvserve.models.params import DnnParams
 from cvserve.models.runners import load_runner
 from cvserve.models.serving import serve_locally
@@ -31,20 +38,32 @@ from cvserve.profiling.machine import machine_info, write_report
 EFFICIENCY_SIZES: tuple[tuple[int, int], ...] = ((640, 480), (1920, 1080))
 
 
-def _rate(step: Any, images_per_step: int, duration_s: float) -> float:
-    """Images per second of ``step()`` repeated for ``duration_s`` (after one warm-up call)."""
+@dataclass(frozen=True)
+class Rate:
+    """Images per second, and this process's CPU-seconds per image meanwhile."""
+
+    images_per_s: float
+    cpu_s_per_image: float
+
+
+def _rate(step: Any, images_per_step: int, duration_s: float) -> Rate:
+    """`Rate` of ``step()`` repeated for ``duration_s`` (after one warm-up call)."""
     step()
-    count, start = 0, time.perf_counter()
+    count, start, cpu = 0, time.perf_counter(), time.process_time()
     while time.perf_counter() - start < duration_s:
         step()
         count += images_per_step
-    return count / (time.perf_counter() - start)
+    wall, cpu = time.perf_counter() - start, time.process_time() - cpu
+    return Rate(count / wall, cpu / count)
 
 
-def preprocess_rate(
-    spec: PipelineSpec, images: list[bytes], batch: int, duration_s: float
-) -> float:
-    """Preprocessing alone, images/s: the served stage's DALI backend and threads."""
+def cpu_seconds_limit(cores: int, *cpu_s_per_image: float) -> float:
+    """Images/s the cores allow when each image costs the sum of ``cpu_s_per_image``."""
+    return cores / sum(cpu_s_per_image)
+
+
+def preprocess_rate(spec: PipelineSpec, images: list[bytes], batch: int, duration_s: float) -> Rate:
+    """Preprocessing alone: the served stage's DALI backend and threads."""
     params = spec.stage_by_role("preprocess").params_as(PreprocessParams)
     preprocessor = DaliPreprocessor(
         params.spec, max_batch_size=batch, num_threads=params.num_threads
@@ -59,8 +78,8 @@ def preprocess_rate(
     return _rate(step, batch, duration_s)
 
 
-def dnn_rate(spec: PipelineSpec, batch: int, duration_s: float) -> float:
-    """The DNN alone, images/s: the served network (`models.runners`: torch, TorchScript or
+def dnn_rate(spec: PipelineSpec, batch: int, duration_s: float) -> Rate:
+    """The DNN alone: the served network (`models.runners`: torch, TorchScript or
     onnxruntime) and threads on a preprocessed-shape batch (its speed does not depend on the
     source image size)."""
     stage = spec.stage_by_role("inference")
@@ -78,15 +97,18 @@ def dnn_rate(spec: PipelineSpec, batch: int, duration_s: float) -> float:
 
 def served_rate(
     url: str, spec: PipelineSpec, images: list[bytes], concurrency: int, duration_s: float
-) -> float:
-    """Images/s of the served ensemble, one image per request, ``concurrency`` in flight."""
+) -> Rate:
+    """The served ensemble, one image per request, ``concurrency`` in flight; the CPU-seconds
+    are the client's (this process) per request."""
 
     make_sender = image_senders(url, spec, images)
     warm_up(make_sender, concurrency)
+    cpu = time.process_time()
     result = closed_loop(make_sender, concurrency, duration_s=duration_s)
+    cpu = time.process_time() - cpu
     if result.errors:
         raise RuntimeError(f"{result.errors} requests failed during the served measurement")
-    return result.throughput
+    return Rate(result.throughput, cpu / max(result.requests, 1))
 
 
 def bench_efficiency(
@@ -98,7 +120,7 @@ def bench_efficiency(
 ) -> dict[str, Any]:
     """Prints preprocessing alone, DNN alone, served, limit and served/limit per size; writes
     JSON (``out`` or ``runs/bench-efficiency-<pipeline>-<time>.json``)."""
-    console = Console()
+    console = Console(width=None if sys.stdout.isatty() else 140)
     batch = spec.stage_by_role("inference").batching.max_batch_size
     concurrency = concurrency or 2 * batch
     gpu = spec.stage_by_role("inference").device == "gpu"
@@ -112,20 +134,43 @@ def bench_efficiency(
     dnn_first = dnn_rate(spec, batch, duration_s)
     for (width, height), images in image_sets.items():
         pre = preprocess_rate(spec, images, batch, duration_s)
-        rows.append({"size": f"{width}x{height}", "preprocess_alone": pre})
-        console.print(f"  {width}x{height}: preprocessing alone {pre:.1f} img/s")
-    dnn = max(dnn_first, dnn_rate(spec, batch, duration_s))
-    console.print(f"  DNN alone: {dnn:.1f} img/s (first run {dnn_first:.1f}; the better of two)")
+        rows.append(
+            {
+                "size": f"{width}x{height}",
+                "preprocess_alone": pre.images_per_s,
+                "preprocess_cpu_ms": pre.cpu_s_per_image * 1e3,
+            }
+        )
+        console.print(f"  {width}x{height}: preprocessing alone {pre.images_per_s:.1f} img/s")
+    dnn = max(dnn_first, dnn_rate(spec, batch, duration_s), key=lambda r: r.images_per_s)
+    console.print(
+        f"  DNN alone: {dnn.images_per_s:.1f} img/s (first run {dnn_first.images_per_s:.1f}; "
+        "the better of two)"
+    )
+    cores = usable_cores()
     for row in rows:
-        row["dnn_alone"] = dnn
+        row.update(dnn_alone=dnn.images_per_s, dnn_cpu_ms=dnn.cpu_s_per_image * 1e3)
     with serve_locally(spec) as server:
         for row, images in zip(rows, image_sets.values(), strict=True):
             served = served_rate(server.grpc_url, spec, images, concurrency, duration_s)
             a, b = row["preprocess_alone"], row["dnn_alone"]
-            limit = min(a, b) if gpu else 1.0 / (1.0 / a + 1.0 / b)
-            row.update(served=served, limit=limit, ratio=served / limit)
+            serial = 1.0 / (1.0 / a + 1.0 / b)
+            cpu_limit = cpu_seconds_limit(
+                cores, row["preprocess_cpu_ms"] / 1e3, row["dnn_cpu_ms"] / 1e3,
+                served.cpu_s_per_image,
+            )  # fmt: skip
+            limit = min(a, b) if gpu else cpu_limit
+            row.update(
+                served=served.images_per_s,
+                client_cpu_ms=served.cpu_s_per_image * 1e3,
+                limit=limit,
+                ratio=served.images_per_s / limit,
+                serial_limit=serial,
+                serial_ratio=served.images_per_s / serial,
+            )
             console.print(
-                f"  {row['size']}: served {served:.1f} img/s = {served / limit:.2f} x limit"
+                f"  {row['size']}: served {served.images_per_s:.1f} img/s = "
+                f"{row['ratio']:.2f} x limit"
             )
     stage = spec.stage_by_role("inference")
     report = {
@@ -137,21 +182,31 @@ def bench_efficiency(
         "instances": stage.instances,
         "torch_threads": stage.params_as(DnnParams).torch_threads,
         "dali_threads": spec.stage_by_role("preprocess").params_as(PreprocessParams).num_threads,
-        "limit_rule": "min(a, b)" if gpu else "1 / (1/a + 1/b)",
+        "cores": cores,
+        "limit_rule": "min(a, b)"
+        if gpu
+        else "cores / (CPU-s per image: preprocess alone + DNN alone + client per request)",
+        "serial_limit_rule": "1 / (1/a + 1/b) (each stage on every core; kept for comparison)",
         "machine": machine_info(),
         "results": rows,
     }
     table = Table(title=f"cvserve bench efficiency: {spec.description}")
-    for column in ("size", "preprocess alone", "DNN alone", "limit", "served", "served / limit"):
+    columns = ("size", "preprocess alone", "DNN alone", "CPU ms/img pre+DNN+client")
+    columns += ("limit", "served", "served / limit", "serial limit (old)", "served / serial")
+    for column in columns:
         table.add_column(column, justify="right")
     for row in rows:
+        cpu = f"{row['preprocess_cpu_ms']:.1f}+{row['dnn_cpu_ms']:.1f}+{row['client_cpu_ms']:.1f}"
         table.add_row(
             row["size"],
             f"{row['preprocess_alone']:.1f}",
             f"{row['dnn_alone']:.1f}",
+            cpu,
             f"{row['limit']:.1f}",
             f"{row['served']:.1f}",
             f"{row['ratio']:.2f}",
+            f"{row['serial_limit']:.1f}",
+            f"{row['serial_ratio']:.2f}",
         )
     console.print(table)
     out = write_report(report, f"bench-efficiency-{spec.name}", out)

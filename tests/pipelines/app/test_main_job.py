@@ -30,7 +30,14 @@ def test_efficiency_benchmark_reports_the_three_rates_and_the_ratio(tmp_path: Pa
     report = bench_efficiency(spec, sizes=[(320, 240)], duration_s=0.5, out=tmp_path / "e.json")
     (row,) = json.loads((tmp_path / "e.json").read_text())["results"]
     assert row == report["results"][0]
-    for key in ("preprocess_alone", "dnn_alone", "served", "limit"):
+    for key in ("preprocess_alone", "dnn_alone", "served", "limit", "serial_limit"):
         assert row[key] > 0, key
-    assert row["limit"] < min(row["preprocess_alone"], row["dnn_alone"])  # CPU: serial composition
+    for key in ("preprocess_cpu_ms", "dnn_cpu_ms", "client_cpu_ms"):
+        assert row[key] > 0, key
+    # CPU: what the cores allow at the CPU-seconds each image costs (the client's included).
+    cpu_s = (row["preprocess_cpu_ms"] + row["dnn_cpu_ms"] + row["client_cpu_ms"]) / 1e3
+    assert row["limit"] == pytest.approx(report["cores"] / cpu_s)
     assert row["ratio"] == pytest.approx(row["served"] / row["limit"])
+    # The old serial composition, kept beside it.
+    assert row["serial_limit"] < min(row["preprocess_alone"], row["dnn_alone"])
+    assert row["serial_ratio"] == pytest.approx(row["served"] / row["serial_limit"])
