@@ -10,6 +10,7 @@ The Triton DNN adapter, `models.local_pipeline` and the benchmarks all run netwo
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -127,18 +128,26 @@ class Loaded:
 
 
 def _onnx_file(params: DnnParams) -> str:
-    """The ONNX file of the stage's network: its own, or the architecture exported (once per
-    process, into a temporary folder)."""
+    """The ONNX file of the stage's network: its own, or the architecture exported (`_exported`,
+    once per process and network, whatever the engine)."""
     if params.model_format == "onnx":
         return str(params.model_file)
+    return _exported(str(params.arch), params.num_classes, params.seed, params.weights)
+
+
+@functools.cache
+def _exported(arch: str, num_classes: int | None, seed: int, weights: str | None) -> str:
+    """The architecture exported to ONNX into a temporary folder: every ONNX engine loads it."""
     import tempfile
     from pathlib import Path
 
     from cvserve.models.export import export_onnx
-    from cvserve.models.zoo import build_dnn
+    from cvserve.models.zoo import build_model
 
     folder = Path(tempfile.mkdtemp(prefix="cvserve-engine-"))
-    return str(export_onnx(build_dnn(params), str(params.arch), folder / "model.onnx"))
+    return str(
+        export_onnx(build_model(arch, seed, weights, num_classes), arch, folder / "model.onnx")
+    )
 
 
 def _torch_module(params: DnnParams) -> Any:

@@ -24,7 +24,7 @@ from cvserve.pipelines.builders import (
     preprocess_stage,
     segment,
 )
-from cvserve.pipelines.from_file import build_spec, composite_specs
+from cvserve.pipelines.from_file import build_spec, composite_of, composite_specs
 from cvserve.pipelines.pipeline_file import (
     CompositeFile,
     PipelineFile,
@@ -41,6 +41,7 @@ __all__ = [
     "TASKS",
     "PipelineFileError",
     "classify",
+    "composite_of",
     "depth",
     "detect",
     "file_specs",
@@ -66,24 +67,6 @@ _SHIPPED: dict[str, PipelineFile | CompositeFile] = {
 PIPELINES: dict[str, Path] = {
     name: shipped_files()[name] for name, f in _SHIPPED.items() if isinstance(f, PipelineFile)
 }
-
-
-def composite_of(f: CompositeFile) -> CompositeSpec:
-    """The composite a file declares (names and fan-outs only: nothing is built or read)."""
-    from cvserve.pipelines.spec import CompositeStage, CropFanOut
-
-    return CompositeSpec(
-        f.name,
-        tuple(
-            CompositeStage(
-                part.pipeline.name,
-                None
-                if part.fan_out is None
-                else CropFanOut(part.fan_out.score_threshold, part.fan_out.max_crops),
-            )
-            for part in f.parts
-        ),
-    )
 
 
 # Multi-DNN pipelines: several ensembles joined through Kafka (`broker.routes` reads them).

@@ -661,6 +661,22 @@ def build_spec(
     return _file_pipeline(pf)
 
 
+def composite_of(f: CompositeFile) -> CompositeSpec:
+    """The composite a file declares (names and fan-outs only: nothing is built or read)."""
+    return CompositeSpec(
+        f.name,
+        tuple(
+            CompositeStage(
+                part.pipeline.name,
+                None
+                if part.fan_out is None
+                else CropFanOut(part.fan_out.score_threshold, part.fan_out.max_crops),
+            )
+            for part in f.parts
+        ),
+    )
+
+
 def composite_specs(cf: CompositeFile, **options: Any) -> tuple[CompositeSpec, list[PipelineSpec]]:
     """The composite of a file and the ensembles serving it. ``options`` apply to every stage
     but ``arch`` (and the model's weights and seed) only to the first; on a CPU server the
@@ -676,16 +692,4 @@ def composite_specs(cf: CompositeFile, **options: Any) -> tuple[CompositeSpec, l
         build_spec(part.pipeline, **(options if i == 0 else later))
         for i, part in enumerate(cf.parts)
     ]
-    composite = CompositeSpec(
-        cf.name,
-        tuple(
-            CompositeStage(
-                spec.name,
-                None
-                if part.fan_out is None
-                else CropFanOut(part.fan_out.score_threshold, part.fan_out.max_crops),
-            )
-            for spec, part in zip(specs, cf.parts, strict=True)
-        ),
-    )
-    return composite, specs
+    return composite_of(cf), specs
