@@ -8,9 +8,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from cvserve.models.engine_choice import load_chosen
 from cvserve.models.params import DnnParams, PostprocessParams
 from cvserve.models.postprocessor import Postprocessor
-from cvserve.models.runners import load_runner
 from cvserve.pipelines.spec import PipelineSpec
 from cvserve.preprocess.dali import DaliPreprocessor
 from cvserve.preprocess.spec import PreprocessParams
@@ -31,7 +31,15 @@ class LocalPipeline:
         self.pixels_name, *rest = (t.name for t in pre.outputs)
         self.meta_name = rest[0] if rest else None
         self.dnn_outputs = [t.name for t in dnn.outputs]
-        self.run = load_runner(dnn.params_as(DnnParams), self.dnn_outputs, set_threads=False)
+        (pixels,) = dnn.inputs
+        self.run = load_chosen(
+            dnn.params_as(DnnParams),
+            self.dnn_outputs,
+            pixels.dims,
+            dnn.batching.max_batch_size,
+            str(pixels.numpy_dtype),
+            set_threads=False,
+        ).run
         post = next((s for s in spec.stages if s.role == "postprocess"), None)
         self.postprocess = (
             Postprocessor(

@@ -50,8 +50,8 @@ class DnnParams(StageParams):
             raise ValueError(f"a TorchScript model runs on torch, not {self.engine}")
         if self.model_format == "onnx" and self.engine in ("torch", "torch_channels_last"):
             raise ValueError(f"an ONNX model runs on onnxruntime or openvino, not {self.engine}")
-        if self.precision == "bf16" and self.engine != "openvino":
-            raise ValueError("bf16 needs the openvino engine")
+        if self.precision == "bf16" and self.engine not in (None, "openvino"):
+            raise ValueError("bf16 needs the openvino engine (or none: chosen by measurement)")
 
     @property
     def chosen_engine(self) -> str:

@@ -165,25 +165,24 @@ class ServingPlan:
 
 def serving_plan(
     device: Device,
-    dnn_gmacs: float | None,
     max_batch_size: int | None = None,
     instances: int | None = None,
     torch_threads: int | None = None,
     dali_threads: int | None = None,
     max_queue_delay_us: int | None = None,
+    preferred_batch_sizes: tuple[int, ...] | None = None,
 ) -> ServingPlan:
-    """The given settings, the others from `serving_defaults` for ``device`` on this machine
-    and a DNN of ``dnn_gmacs`` (None: unknown)."""
-    defaults = serving_defaults(device, dnn_gmacs=dnn_gmacs)
+    """The given settings, the others from `serving_defaults` for ``device`` on this machine."""
+    defaults = serving_defaults(device)
     max_batch_size = max_batch_size or defaults.max_batch_size
     if max_queue_delay_us is None:
         max_queue_delay_us = defaults.max_queue_delay_us
+    if preferred_batch_sizes is None:
+        preferred_batch_sizes = defaults.preferred_batch_sizes
     batching = BatchingSpec(
         max_batch_size=max_batch_size,
         max_queue_delay_us=max_queue_delay_us,
-        preferred_batch_sizes=tuple(
-            b for b in defaults.preferred_batch_sizes if b <= max_batch_size
-        ),
+        preferred_batch_sizes=tuple(b for b in preferred_batch_sizes if b <= max_batch_size),
     )
     return ServingPlan(
         batching,
@@ -229,6 +228,7 @@ def image_pipeline(
     dali_threads: int | None = None,
     torch_threads: int | None = None,
     max_queue_delay_us: int | None = None,
+    preferred_batch_sizes: tuple[int, ...] | None = None,
     engine: str | None = None,
     precision: str | None = None,
     preprocess: PreprocessSpec | None = None,
@@ -246,7 +246,13 @@ def image_pipeline(
     arch = arch or kind.default_arch
     a = architecture(arch)
     plan = serving_plan(
-        device, a.gmacs, max_batch_size, instances, torch_threads, dali_threads, max_queue_delay_us
+        device,
+        max_batch_size,
+        instances,
+        torch_threads,
+        dali_threads,
+        max_queue_delay_us,
+        preferred_batch_sizes,
     )
     batching, instances, torch_threads = plan.batching, plan.instances, plan.torch_threads
     pre = dataclasses.replace(preprocess or preprocess_spec_for(arch), device=device)

@@ -33,6 +33,7 @@ from cvserve.pipelines.pipeline_file import (
     shipped_files,
 )
 from cvserve.pipelines.spec import CompositeSpec, PipelineSpec
+from cvserve.pipelines.tuned import stored_settings, tuned_key
 
 __all__ = [
     "COMPOSITES",
@@ -95,16 +96,41 @@ def file_specs(path: Path | str, **options: Any) -> tuple[CompositeSpec | None, 
     return specs_of(load_file(path), **options)
 
 
-def pipeline_specs(name: str, **options: Any) -> list[PipelineSpec]:
+def shipped_tuned_key(name: str, /, **options: Any) -> str:
+    """The `pipelines.tuned` key of shipped pipeline ``name`` with ``options``."""
+    f = _SHIPPED[name]
+    assert isinstance(f, PipelineFile), f"{name} is a composite"
+    arch = options.get("arch") or f.model.arch
+    classes = options.get("num_classes") or f.model.num_classes
+    return tuned_key(name, arch, classes, options.get("device") or f.serving.device)
+
+
+def _with_tuned(name: str, options: dict[str, Any]) -> dict[str, Any]:
+    """``options`` and, where neither they nor the file set a value, what `cvserve tune` stored
+    for this pipeline on this machine."""
+    f = _SHIPPED[name]
+    if not isinstance(f, PipelineFile):
+        return options
+    stored = stored_settings(shipped_tuned_key(name, **options))
+    unset = {
+        k: v
+        for k, v in stored.items()
+        if options.get(k) is None and getattr(f.serving, k, None) is None
+    }
+    return {**options, **unset}
+
+
+def pipeline_specs(name: str, /, **options: Any) -> list[PipelineSpec]:
     """The ensembles serving shipped pipeline ``name``: one for a single pipeline, several for a
-    composite (where ``arch`` names the first stage's DNN)."""
+    composite (where ``arch`` names the first stage's DNN); tuned settings applied (`pipeline`)."""
     if name not in _SHIPPED:
         raise KeyError(f"unknown pipeline {name!r}; choose from {sorted(_SHIPPED)}")
-    return specs_of(_SHIPPED[name], **options)[1]
+    return specs_of(_SHIPPED[name], **_with_tuned(name, options))[1]
 
 
-def pipeline(name: str, **options: Any) -> PipelineSpec:
-    """The spec of shipped pipeline ``name``; options that are None are left at the file's."""
+def pipeline(name: str, /, **options: Any) -> PipelineSpec:
+    """The spec of shipped pipeline ``name``; options that are None are left at the file's, or
+    at what `cvserve tune --pipeline` stored for this machine (`pipelines.tuned`)."""
     if name not in PIPELINES:
         raise KeyError(f"unknown pipeline {name!r}; choose from {sorted(PIPELINES)}")
-    return specs_of(_SHIPPED[name], **options)[1][0]
+    return specs_of(_SHIPPED[name], **_with_tuned(name, options))[1][0]

@@ -1,14 +1,14 @@
-"""Serving defaults derived from the machine: instances, threads and batching per device.
+"""Serving defaults for the machine: instances, threads and batching per device, used where
+neither the pipeline nor `cvserve tune` (`pipelines.tuned`) says otherwise.
 
-`cvserve repo build` (and every catalog pipeline) uses these unless told otherwise. They come out
-of `cvserve bench efficiency` (README: "Served-path efficiency"): on a CPU-only machine one
-instance per stage, with DALI and torch each using every core, keeps the preprocess → DNN
-pipeline busy without oversubscribing — unless the DNN is light (under `LIGHT_DNN_GMACS`): then
-decoding an image costs about as much as the DNN, both stages fighting over every core queue
-behind each other, and giving each its share of the cores serves more (mobilenet_v3_large on 2
-cores at 1920x1080: 70.7 img/s with 1 DALI + 1 torch thread vs 49.1 with 2 + 2; resnet50, 4.1
-GMACs: every core to each stage is best). On a GPU, several preprocessing instances feed larger
-dynamic batches.
+On a CPU-only machine: one instance per stage, DALI and the DNN engine each with every core (a
+stage that waits uses none), and no queue delay — at one request in flight a batch cannot form,
+and waiting for one only adds latency (`cvserve profile --concurrency 1`: queueing 17 % of
+end-to-end with 2 ms, 2 % with 0), while under load requests queue behind the running batch and
+batch anyway. How to split the cores when decoding costs about as much as the DNN (a light
+network: mobilenet_v3_large on 2 cores at 1920x1080 served 70.7 img/s with 1 DALI + 1 torch
+thread vs 49.1 with 2 + 2) is measured per pipeline by `cvserve tune`, not guessed from the
+network's size. On a GPU, several preprocessing instances feed larger dynamic batches.
 """
 
 from __future__ import annotations
@@ -31,15 +31,8 @@ class ServingDefaults:
     preferred_batch_sizes: tuple[int, ...] = ()
 
 
-# A DNN below this many multiply-adds per image (billions) is "light" on CPU: see the docstring.
-LIGHT_DNN_GMACS = 1.0
-
-
-def serving_defaults(
-    device: Device, cores: int | None = None, dnn_gmacs: float | None = None
-) -> ServingDefaults:
-    """Defaults for ``device`` on a machine with ``cores`` cores (default: this one), serving a
-    DNN of ``dnn_gmacs`` billion multiply-adds per image (None: unknown, treated as heavy)."""
+def serving_defaults(device: Device, cores: int | None = None) -> ServingDefaults:
+    """Defaults for ``device`` on a machine with ``cores`` cores (default: this one)."""
     cores = cores or usable_cores()
     if device == "gpu":
         return ServingDefaults(
@@ -50,19 +43,10 @@ def serving_defaults(
             max_queue_delay_us=2000,
             preferred_batch_sizes=(32, 64),
         )
-    if dnn_gmacs is not None and dnn_gmacs < LIGHT_DNN_GMACS:
-        dali_threads = max(1, cores // 2)
-        return ServingDefaults(
-            instances=1,
-            dali_threads=dali_threads,
-            torch_threads=max(1, cores - dali_threads),
-            max_batch_size=8,
-            max_queue_delay_us=2000,
-        )
     return ServingDefaults(
         instances=1,
         dali_threads=cores,
         torch_threads=cores,
         max_batch_size=8,
-        max_queue_delay_us=2000,
+        max_queue_delay_us=0,
     )

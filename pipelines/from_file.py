@@ -107,7 +107,7 @@ def with_options(pf: PipelineFile, **options: Any) -> PipelineFile:
                 )
             model = dataclasses.replace(model, **{key: options[key]})
     serving_keys = ("device", "max_batch_size", "instances", "torch_threads", "dali_threads")
-    serving_keys += ("max_queue_delay_us", "engine", "precision")
+    serving_keys += ("max_queue_delay_us", "preferred_batch_sizes", "engine", "precision")
     serving = dataclasses.replace(serving, **{k: options[k] for k in serving_keys if k in options})
     kind = pf.postprocess.kind
     if "top_k" in options and kind == "classification":
@@ -515,12 +515,12 @@ def _file_pipeline(pf: PipelineFile) -> PipelineSpec:
             raise _error(pf, "model", f"a model tensor is named {clash!r}, which cvserve uses")
     plan = serving_plan(
         device,  # type: ignore[arg-type]
-        None,
         serving.max_batch_size or (own_batch or None),
         serving.instances,
         serving.torch_threads,
         serving.dali_threads,
         serving.max_queue_delay_us,
+        serving.preferred_batch_sizes,
     )
     if own_batch and plan.batching.max_batch_size > own_batch:
         raise _error(
@@ -630,6 +630,7 @@ def _arch_pipeline(pf: PipelineFile, preprocess: PreprocessSpec | None) -> Pipel
         dali_threads=s.dali_threads,
         torch_threads=s.torch_threads,
         max_queue_delay_us=s.max_queue_delay_us,
+        preferred_batch_sizes=s.preferred_batch_sizes,
         engine=s.engine,
         precision=s.precision,
         preprocess=preprocess,
@@ -652,7 +653,7 @@ def build_spec(
         raise _error(
             pf, "serving.engine", f"{engine}: a {pf.model.kind} model runs on {', '.join(allowed)}"
         )
-    if pf.serving.precision == "bf16" and engine != "openvino":
+    if pf.serving.precision == "bf16" and engine not in (None, "openvino"):
         raise _error(pf, "serving.precision", "bf16 (reduced precision) needs engine: openvino")
     if pf.model.kind == "arch":
         return _arch_pipeline(pf, preprocess)

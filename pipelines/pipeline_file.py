@@ -95,6 +95,7 @@ class ServingDecl:
     torch_threads: int | None = None
     dali_threads: int | None = None
     max_queue_delay_us: int | None = None
+    preferred_batch_sizes: tuple[int, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -190,6 +191,12 @@ def _non_negative_int(value: Any, where: _Where) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise where.error(f"expected an integer >= 0; got {value!r}")
     return value
+
+
+def _batch_sizes(value: Any, where: _Where) -> tuple[int, ...]:
+    if not isinstance(value, list | tuple) or not value:
+        raise where.error(f"expected a list of positive integers; got {value!r}")
+    return tuple(_positive_int(v, where) for v in value)
 
 
 def _choice(choices: tuple[str, ...]) -> Callable[[Any, _Where], str]:
@@ -449,6 +456,7 @@ def _serving(data: Any, where: _Where) -> ServingDecl:
                 "torch_threads": _positive_int,
                 "dali_threads": _positive_int,
                 "max_queue_delay_us": _non_negative_int,
+                "preferred_batch_sizes": _batch_sizes,
             },
         )
     )

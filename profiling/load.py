@@ -1,4 +1,4 @@
-"""Closed-loop load: N concurrent clients each sending requests back to back, latency recorded."""
+"""Load: closed loop (N clients back to back) and open loop (a fixed rate), latency recorded."""
 
 from __future__ import annotations
 
@@ -131,3 +131,49 @@ def warm_up(make_sender: Callable[[], Sender], requests: int) -> None:
     close = getattr(send, "close", None)
     if close:
         close()
+
+
+def open_loop(
+    make_sender: Callable[[], Sender], rate: float, duration_s: float, max_in_flight: int = 32
+) -> LoadResult:
+    """Send requests at ``rate`` per second for ``duration_s``, on up to ``max_in_flight``
+    connections; a request's latency runs from when it was due, so time spent waiting for a
+    free connection counts (the server fell behind). ``wall_s`` ends with the last answer."""
+    senders = [make_sender() for _ in range(max_in_flight)]
+    free: list[Sender] = list(senders)
+    lock = threading.Condition()
+    latencies: list[float] = []
+    errors = [0]
+    threads: list[threading.Thread] = []
+
+    def one(send: Sender, i: int, due: float) -> None:
+        try:
+            send(i)
+        except Exception:
+            errors[0] += 1
+        else:
+            latencies.append(time.perf_counter() - due)
+        with lock:
+            free.append(send)
+            lock.notify()
+
+    start = time.perf_counter()
+    total = int(rate * duration_s)
+    for i in range(total):
+        due = start + i / rate
+        time.sleep(max(0.0, due - time.perf_counter()))  # pacing the schedule, not a readiness wait
+        with lock:
+            while not free:
+                lock.wait()
+            send = free.pop()
+        thread = threading.Thread(target=one, args=(send, i, due), daemon=True)
+        thread.start()
+        threads.append(thread)
+    for thread in threads:
+        thread.join()
+    wall = time.perf_counter() - start
+    for sender in senders:
+        close = getattr(sender, "close", None)
+        if close:
+            close()
+    return LoadResult(max_in_flight, tuple(latencies), errors[0], wall)

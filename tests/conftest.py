@@ -4,6 +4,8 @@ Kafka broker for the Kafka tests, and stage workers as processes."""
 from __future__ import annotations
 
 import dataclasses
+import os
+import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -14,12 +16,18 @@ from served_models import write_slow_model
 
 from cvserve.broker.worker_processes import worker_command
 from cvserve.deploy.kafka import KafkaBroker
+from cvserve.deploy.measurements import STORE_ENV
 from cvserve.deploy.triton import TritonServer
 from cvserve.models.repository.local import write_repository
 from cvserve.pipelines.catalog import classify, image_pipeline, preprocess_spec_for
 from cvserve.pipelines.spec import PipelineSpec
 from cvserve.preprocess.synthetic import synthetic_image
 from cvserve.profiling.tritontrace import server_args
+
+# Engine choices and tuned settings (`deploy.measurements`) go to this session's own folder: tests
+# neither read what a developer's earlier runs stored nor leave anything behind there; Triton
+# stubs and workers inherit the variable.
+os.environ[STORE_ENV] = tempfile.mkdtemp(prefix="cvserve-test-measurements-")
 
 # A small architecture keeps CPU inference fast in CI; the pipeline is otherwise the real one.
 TEST_ARCH = "mobilenet_v3_small"

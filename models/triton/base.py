@@ -16,7 +16,7 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from cvserve.models.repository.config import STAGE_PARAMETER
-from cvserve.pipelines.spec import StageParams
+from cvserve.pipelines.spec import StageParams, dtype_from_triton
 
 P = TypeVar("P", bound=StageParams)
 
@@ -49,6 +49,12 @@ def output_names(args: dict[str, str]) -> list[str]:
 
 def max_batch_size(args: dict[str, str]) -> int:
     return int(json.loads(args["model_config"])["max_batch_size"])
+
+
+def first_input(args: dict[str, str]) -> tuple[tuple[int, ...], str]:
+    """The first input's dims (no batch axis) and NumPy dtype name, from the model config."""
+    spec = json.loads(args["model_config"])["input"][0]
+    return tuple(int(d) for d in spec["dims"]), dtype_from_triton(spec["data_type"])
 
 
 def error_response(message: str) -> Any:

@@ -1,4 +1,5 @@
-"""Triton adapter of a DNN stage: any `models.runners` network, batch in, its tensors out."""
+"""Triton adapter of a DNN stage: any `models.runners` network on its engine (named, or chosen
+by `models.engine_choice`), batch in, its tensors out."""
 
 from __future__ import annotations
 
@@ -7,11 +8,13 @@ from typing import Any
 
 import numpy as np
 
+from cvserve.models.engine_choice import load_chosen
 from cvserve.models.params import DnnParams
-from cvserve.models.runners import load_runner
 from cvserve.models.triton.base import (
+    first_input,
     in_version_folder,
     input_names,
+    max_batch_size,
     output_names,
     run_batched,
     stage_params,
@@ -28,7 +31,9 @@ class TritonPythonModel:
             params = replace(params, model_file=in_version_folder(args, params.model_file))
         self.input_name = input_names(args)[0]
         self.output_names = output_names(args)
-        self.run = load_runner(params, self.output_names)
+        dims, dtype = first_input(args)
+        # No engine named: the fastest measured on this machine (`models.engine_choice`).
+        self.run = load_chosen(params, self.output_names, dims, max_batch_size(args), dtype).run
 
     def _infer(self, pixels: np.ndarray) -> dict[str, np.ndarray]:
         outputs = self.run(pixels)

@@ -12,48 +12,13 @@ from pathlib import Path
 from cvserve.models.params import ENGINES
 from cvserve.pipelines.app.pipeline_args import (
     add_file_option,
+    add_pipeline_options,
     chosen,
     class_names,
     one_spec,
     options_of,
 )
-from cvserve.pipelines.catalog import COMPOSITES, PIPELINES, pipeline_specs
-
-
-def _add_pipeline_options(parser: argparse.ArgumentParser, allow_all: bool = False) -> None:
-    choices = [*sorted(PIPELINES), *((*sorted(COMPOSITES), "all") if allow_all else ())]
-    parser.add_argument("--pipeline", default="classify", choices=choices)
-    add_file_option(parser)
-    parser.add_argument("--arch", default=None, help="DNN architecture (default: the pipeline's)")
-    parser.add_argument(
-        "--weights",
-        default=None,
-        help="state-dict file, or DEFAULT for torchvision's (needs internet)",
-    )
-    parser.add_argument("--seed", type=int, default=None, help="seed of the random weights")
-    parser.add_argument("--top-k", type=int, default=None)
-    parser.add_argument("--max-batch-size", type=int, default=None)
-    parser.add_argument("--instances", type=int, default=None)
-    parser.add_argument("--device", default="cpu", choices=("cpu", "gpu"))
-    parser.add_argument("--torch-threads", type=int, default=None, help="per DNN instance")
-    parser.add_argument("--dali-threads", type=int, default=None, help="per preprocess instance")
-    parser.add_argument("--max-queue-delay-us", type=int, default=None, help="dynamic batching")
-    parser.add_argument(
-        "--engine",
-        default=None,
-        choices=ENGINES,
-        help="what runs the DNN on the CPU (default: the model's own; `cvserve bench engines`)",
-    )
-    parser.add_argument(
-        "--precision",
-        default=None,
-        choices=("fp32", "bf16"),
-        help="bf16: allow reduced precision (openvino, where the CPU has it)",
-    )
-    parser.add_argument("--score-threshold", type=float, default=None, help="detect: min score")
-    parser.add_argument(
-        "--max-detections", type=int, default=None, help="detect: at most this many"
-    )
+from cvserve.pipelines.catalog import PIPELINES, pipeline_specs
 
 
 def cmd_repo_build(args: argparse.Namespace) -> int:
@@ -175,13 +140,21 @@ def cmd_bench_engines(args: argparse.Namespace) -> int:
 
 
 def cmd_bench_efficiency(args: argparse.Namespace) -> int:
+    from cvserve.models.engine_choice import with_chosen_engine
     from cvserve.profiling.bench.efficiency import bench_efficiency
 
+    spec = with_chosen_engine(one_spec(args, "bench efficiency"))
+    baseline = None
+    if args.baseline_engine:
+        baseline = chosen(
+            args, "bench efficiency", engine=args.baseline_engine, name=f"{spec.name}_baseline"
+        ).specs[0]
     bench_efficiency(
-        one_spec(args, "bench efficiency"),
+        spec,
         duration_s=args.duration,
         concurrency=args.concurrency,
         out=Path(args.out) if args.out else None,
+        baseline=baseline,
     )
     return 0
 
@@ -192,6 +165,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "cvserve.pipelines.app.kafka_commands",
     "cvserve.pipelines.app.profile_commands",
     "cvserve.pipelines.app.preprocess_commands",
+    "cvserve.pipelines.app.tune_commands",
 )
 
 
@@ -203,7 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
         dest="repo_command", required=True
     )
     build = repo.add_parser("build", help="write a Triton model repository for a pipeline")
-    _add_pipeline_options(build, allow_all=True)
+    add_pipeline_options(build, allow_all=True)
     build.add_argument("--out", required=True)
     build.add_argument(
         "--target",
@@ -240,7 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(func=cmd_serve)
 
     infer = sub.add_parser("infer", help="send images to a served pipeline")
-    _add_pipeline_options(infer)
+    add_pipeline_options(infer)
     infer.add_argument("--url", default="127.0.0.1:8001", help="Triton gRPC host:port")
     infer.add_argument(
         "--write-png",
@@ -289,13 +263,19 @@ def build_parser() -> argparse.ArgumentParser:
     efficiency = benches.add_parser(
         "efficiency", help="served ensemble vs its stages alone (the served/limit ratio)"
     )
-    _add_pipeline_options(efficiency)
+    add_pipeline_options(efficiency)
     efficiency.add_argument("--duration", type=float, default=10.0, help="seconds per measurement")
     efficiency.add_argument(
         "--concurrency",
         type=int,
         default=None,
         help="requests in flight (default: 2 x max batch size)",
+    )
+    efficiency.add_argument(
+        "--baseline-engine",
+        default=None,
+        choices=ENGINES,
+        help="also serve the pipeline on this engine in the same run: served_speedup per size",
     )
     efficiency.add_argument("--out", default=None, help="JSON path")
     efficiency.set_defaults(func=cmd_bench_efficiency)

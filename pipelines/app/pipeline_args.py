@@ -9,10 +9,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cvserve.broker.routes import register_composite
-from cvserve.models.params import DnnParams, PostprocessParams
+from cvserve.models.params import ENGINES, DnnParams, PostprocessParams
 from cvserve.pipelines.catalog import (
     COMPOSITES,
     PIPELINE_OPTIONS,
+    PIPELINES,
     composite_of,
     file_specs,
     pipeline_specs,
@@ -128,3 +129,41 @@ class _Generic(list):
 
     def __getitem__(self, index):  # type: ignore[no-untyped-def, override]
         return f"class_{index}"
+
+
+def add_pipeline_options(parser: argparse.ArgumentParser, allow_all: bool = False) -> None:
+    """--pipeline or --file, and every pipeline option (`catalog.PIPELINE_OPTIONS`) by its name."""
+    choices = [*sorted(PIPELINES), *((*sorted(COMPOSITES), "all") if allow_all else ())]
+    parser.add_argument("--pipeline", default="classify", choices=choices)
+    add_file_option(parser)
+    parser.add_argument("--arch", default=None, help="DNN architecture (default: the pipeline's)")
+    parser.add_argument(
+        "--weights",
+        default=None,
+        help="state-dict file, or DEFAULT for torchvision's (needs internet)",
+    )
+    parser.add_argument("--seed", type=int, default=None, help="seed of the random weights")
+    parser.add_argument("--top-k", type=int, default=None)
+    parser.add_argument("--max-batch-size", type=int, default=None)
+    parser.add_argument("--instances", type=int, default=None)
+    parser.add_argument("--device", default="cpu", choices=("cpu", "gpu"))
+    parser.add_argument("--torch-threads", type=int, default=None, help="per DNN instance")
+    parser.add_argument("--dali-threads", type=int, default=None, help="per preprocess instance")
+    parser.add_argument("--max-queue-delay-us", type=int, default=None, help="dynamic batching")
+    parser.add_argument(
+        "--engine",
+        default=None,
+        choices=ENGINES,
+        help="what runs the DNN on the CPU (default: the fastest measured on this machine within "
+        "the accuracy bound; `cvserve bench engines`)",
+    )
+    parser.add_argument(
+        "--precision",
+        default=None,
+        choices=("fp32", "bf16"),
+        help="bf16: allow reduced precision (openvino, where the CPU has it)",
+    )
+    parser.add_argument("--score-threshold", type=float, default=None, help="detect: min score")
+    parser.add_argument(
+        "--max-detections", type=int, default=None, help="detect: at most this many"
+    )

@@ -6,40 +6,35 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import pytest
 
 from cvserve.deploy.host import usable_cores
 from cvserve.models.repository.config import read_config
 from cvserve.models.repository.local import write_repository
 from cvserve.pipelines.app.summary import summarize, write_pngs
 from cvserve.pipelines.catalog import classify
-from cvserve.pipelines.defaults import LIGHT_DNN_GMACS, serving_defaults
+from cvserve.pipelines.defaults import serving_defaults
 from cvserve.preprocess.dali import DaliPreprocessor
 from cvserve.preprocess.spec import PreprocessParams, PreprocessSpec
 from cvserve.preprocess.synthetic import synthetic_image
 from cvserve.preprocess.tensors import BOXES, COUNT, DEPTH, LABELS, MASK, SCORES, SIZE
 
 
-def test_cpu_defaults_use_every_core_in_one_instance() -> None:
+def test_cpu_defaults_use_every_core_in_one_instance_and_never_wait_for_a_batch() -> None:
     cpu = serving_defaults("cpu", cores=16)
     assert (cpu.instances, cpu.dali_threads, cpu.torch_threads) == (1, 16, 16)
-    heavy = serving_defaults("cpu", cores=16, dnn_gmacs=LIGHT_DNN_GMACS)
-    assert (heavy.dali_threads, heavy.torch_threads) == (16, 16)
+    # At one request in flight no batch can form: a CPU stage does not wait for one.
+    assert cpu.max_queue_delay_us == 0
     gpu = serving_defaults("gpu", cores=16)
     assert gpu.instances == 2 and gpu.torch_threads == 1 and gpu.max_batch_size >= 32
-
-
-@pytest.mark.parametrize(("cores", "split"), [(1, (1, 1)), (2, (1, 1)), (7, (3, 4)), (16, (8, 8))])
-def test_a_light_dnn_shares_the_cores_with_preprocessing(cores: int, split: tuple) -> None:
-    light = serving_defaults("cpu", cores=cores, dnn_gmacs=0.22)
-    assert (light.dali_threads, light.torch_threads) == split
+    assert gpu.max_queue_delay_us > 0 and gpu.preferred_batch_sizes
 
 
 def test_repository_uses_the_machine_defaults_unless_overridden(tmp_path: Path) -> None:
     cores = usable_cores()
+    # The split is not guessed from the network's size (`cvserve tune` measures it).
     for arch, (dali, torch) in {
         "resnet50": (cores, cores),
-        "mobilenet_v3_small": (max(1, cores // 2), max(1, cores - cores // 2)),
+        "mobilenet_v3_small": (cores, cores),
     }.items():
         write_repository(classify(arch), tmp_path / arch)
         dnn = read_config(tmp_path / arch / "classify_dnn" / "config.pbtxt")

@@ -41,3 +41,17 @@ def test_efficiency_benchmark_reports_the_three_rates_and_the_ratio(tmp_path: Pa
     # The old serial composition, kept beside it.
     assert row["serial_limit"] < min(row["preprocess_alone"], row["dnn_alone"])
     assert row["serial_ratio"] == pytest.approx(row["served"] / row["serial_limit"])
+
+
+def test_efficiency_with_a_baseline_engine_serves_both_in_one_run(tmp_path: Path) -> None:
+    spec = classify("mobilenet_v3_small", max_batch_size=2, engine="onnxruntime")
+    baseline = classify("mobilenet_v3_small", max_batch_size=2, engine="torch", name="base")
+    report = bench_efficiency(
+        spec, sizes=[(320, 240)], duration_s=0.5, out=tmp_path / "e.json", baseline=baseline
+    )
+    (row,) = report["results"]
+    assert (report["engine"], report["baseline_engine"]) == ("onnxruntime", "torch")
+    assert row["baseline"]["served"] > 0 and row["baseline"]["dnn_alone"] > 0
+    assert row["served_speedup"] == pytest.approx(row["served"] / row["baseline"]["served"])
+    # The baseline's limit is computed with its own DNN cost.
+    assert row["baseline"]["dnn_cpu_ms"] != row["dnn_cpu_ms"]

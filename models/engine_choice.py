@@ -1,0 +1,274 @@
+"""The engine a DNN stage runs on when its pipeline names none: the fastest on this machine
+within the accuracy bound, chosen from a measurement stored per machine (measured when absent).
+
+A measurement runs every engine the model can run on (`candidates`) on a seeded batch of the
+stage's input shape and batch size, with the stage's threads: images/s (the better of two short
+passes) and the largest absolute difference from the model's own engine in fp32, relative to the
+largest reference value. An engine is *within bound* when that relative difference is at most
+`FP32_BOUND` (`BF16_BOUND` for bf16, offered only where the pipeline allows it). The choice is
+the fastest within bound; another engine than the model's own only when it is more than
+`MARGIN` faster (this machine's noise between two passes is about that).
+
+Stored per machine (`deploy.measurements`, kind ``engines``), keyed by network, input shape,
+batch, threads and allowed precision; `cvserve bench engines` writes the same entries. Processes
+loading the same network at once measure it once (the store's lock).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cvserve.deploy import measurements
+from cvserve.models.params import DnnParams
+from cvserve.models.runners import Loaded, load_engine
+from cvserve.pipelines.spec import PipelineSpec, StageSpec
+
+KIND = "engines"  # the `deploy.measurements` store
+FP32_BOUND = 1e-3  # max |diff| / max |reference|: fp32 kernels reorder sums, nothing more
+BF16_BOUND = 5e-2  # bf16 keeps 8 mantissa bits
+MARGIN = 0.05  # an engine replaces the model's own only when this much faster
+PASS_S = 0.4  # seconds per timed pass (two passes, after a warm-up call)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Measured:
+    """One engine on one network: images/s and its relative difference from the reference."""
+
+    engine: str
+    precision: str
+    images_per_s: float
+    rel_diff: float
+    within_bound: bool
+    ran_on: str  # engine/precision that actually ran (a fallback shows here)
+
+
+@dataclass(frozen=True)
+class Choice:
+    """The engine chosen, why, and the measurement it was chosen from."""
+
+    engine: str
+    precision: str
+    reason: str
+    measured: tuple[Measured, ...]
+
+
+def natural_engine(params: DnnParams) -> str:
+    """The model's own engine: onnxruntime for an ONNX file, torch otherwise."""
+    return "onnxruntime" if params.model_format == "onnx" else "torch"
+
+
+def candidates(params: DnnParams) -> list[tuple[str, str]]:
+    """(engine, precision) pairs the model can run on; bf16 only when ``params`` allows it."""
+    if params.model_format == "torchscript":
+        engines = ["torch", "torch_channels_last"]
+    elif params.model_format == "onnx":
+        engines = ["onnxruntime", "openvino"]
+    else:
+        engines = ["torch", "torch_channels_last", "onnxruntime", "openvino"]
+    pairs = [(e, "fp32") for e in engines]
+    if params.precision == "bf16":
+        pairs.append(("openvino", "bf16"))
+    return pairs
+
+
+def network_key(params: DnnParams, shape: Sequence[int], batch: int) -> str:
+    """The stored entry's key. Weights and seed do not change an engine's speed; a model file is
+    named by its content."""
+    network = (
+        f"file:{_file_digest(str(params.model_file))}"
+        if params.model_file
+        else f"arch:{params.arch}:classes={params.num_classes}"
+    )
+    dims = "x".join(str(d) for d in shape)
+    return (
+        f"{network}|input={dims}|batch={batch}|threads={params.torch_threads}"
+        f"|allowed={params.precision}"
+    )
+
+
+def _file_digest(path: str) -> str:
+    h = hashlib.sha1()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:16]
+
+
+def _as_measured(value: Any) -> tuple[Measured, ...]:
+    return tuple(Measured(**m) for m in value)
+
+
+def record(
+    params: DnnParams, shape: Sequence[int], batch: int, measured: Sequence[Measured]
+) -> Path:
+    """Store ``measured`` for this network on this machine (replacing what was there)."""
+    value = [dataclasses.asdict(m) for m in measured]
+    return measurements.put(KIND, network_key(params, shape, batch), value)
+
+
+def _images_per_s(run: Any, x: np.ndarray) -> float:
+    run(x)
+    rates = []
+    for _ in range(2):
+        count, start = 0, time.perf_counter()
+        while count < 2 * len(x) or time.perf_counter() - start < PASS_S:
+            run(x)
+            count += len(x)
+        rates.append(count / (time.perf_counter() - start))
+    return max(rates)
+
+
+def rel_diff(got: Sequence[np.ndarray], reference: Sequence[np.ndarray]) -> float:
+    """Largest |got - reference| over every output, relative to the largest |reference|."""
+    if any(g.shape != r.shape for g, r in zip(got, reference, strict=True)):
+        return float("inf")  # a different number of detections: not the same answer
+    scale = max((float(np.max(np.abs(r))) for r in reference if r.size), default=0.0)
+    diff = max(
+        (
+            float(np.max(np.abs(g.astype(np.float64) - r)))
+            for g, r in zip(got, reference, strict=True)
+            if r.size
+        ),
+        default=0.0,
+    )
+    return diff / scale if scale > 0 else diff
+
+
+def measure(
+    params: DnnParams,
+    shape: Sequence[int],
+    batch: int,
+    output_names: Sequence[str] | None = None,
+    dtype: str = "float32",
+) -> tuple[Measured, ...]:
+    """Every candidate engine on a seeded (``batch``, *``shape``) batch of ``dtype`` (the stage's
+    input), with the stage's threads."""
+    import torch
+
+    x = np.random.default_rng(0).standard_normal((batch, *shape)).astype(dtype)
+    threads_before = torch.get_num_threads()
+    try:
+        reference_params = dataclasses.replace(
+            params, engine=natural_engine(params), precision="fp32"
+        )
+        reference = [
+            r.astype(np.float64) for r in load_engine(reference_params, output_names).run(x)
+        ]
+        out = []
+        for engine, precision in candidates(params):
+            loaded = load_engine(
+                dataclasses.replace(params, engine=engine, precision=precision), output_names
+            )
+            if loaded.fallback:  # it cannot run this model: not a candidate, and why
+                out.append(Measured(engine, precision, 0.0, float("inf"), False, loaded.fallback))
+                continue
+            rate = _images_per_s(loaded.run, x)
+            diff = rel_diff(loaded.run(x), reference)
+            bound = BF16_BOUND if loaded.precision == "bf16" else FP32_BOUND
+            out.append(
+                Measured(
+                    engine,
+                    precision,
+                    round(rate, 2),
+                    diff,
+                    diff <= bound,
+                    f"{loaded.engine}/{loaded.precision}",
+                )
+            )
+        return tuple(out)
+    finally:
+        torch.set_num_threads(threads_before)
+
+
+def pick(params: DnnParams, measured: Sequence[Measured]) -> tuple[Measured, str]:
+    """The fastest within bound; the model's own engine unless another beats it by `MARGIN`."""
+    own = natural_engine(params)
+    usable = [m for m in measured if m.within_bound]
+    base = next((m for m in usable if m.engine == own and m.precision == "fp32"), None)
+    best = max(usable, key=lambda m: m.images_per_s, default=base)
+    if best is None:
+        raise RuntimeError(f"no engine ran {params.label} within bound")
+    if base is not None and best.images_per_s <= base.images_per_s * (1 + MARGIN):
+        best = base
+    table = ", ".join(f"{m.engine}/{m.precision} {m.images_per_s:g}" for m in measured)
+    return best, f"fastest within bound of {table} img/s"
+
+
+def choose_engine(
+    params: DnnParams,
+    shape: Sequence[int],
+    batch: int,
+    output_names: Sequence[str] | None = None,
+    dtype: str = "float32",
+) -> Choice:
+    """The engine for ``params`` at (``batch``, *``shape``) of ``dtype`` on this machine: from
+    the store, or measured now and stored (once, under the store's lock). -1 dims read 224."""
+    shape = tuple(224 if d < 0 else int(d) for d in shape)
+    key = network_key(params, shape, batch)
+    value, source = measurements.get(KIND, key), "stored"
+    if value is None:
+        with measurements.locked(KIND) as path:  # another process may be measuring it: wait
+            value = measurements.get(KIND, key)
+            if value is None:
+                measured = measure(params, shape, batch, output_names, dtype)
+                value = [dataclasses.asdict(m) for m in measured]
+                measurements.put_locked(path, key, value)
+                source = "measured now"
+    measured = _as_measured(value)
+    best, why = pick(params, measured)
+    reason = f"{best.engine}/{best.precision}, {why} ({source}, {measurements.store_file(KIND)})"
+    log.info("%s: engine %s", params.label, reason)
+    return Choice(best.engine, best.precision, reason, tuple(measured))
+
+
+def stage_choice(stage: StageSpec) -> Choice:
+    """`choose_engine` for a DNN stage of a spec, at its input and max batch size."""
+    params = stage.params_as(DnnParams)
+    (pixels,) = stage.inputs
+    return choose_engine(
+        dataclasses.replace(params, engine=None),
+        pixels.dims,
+        stage.batching.max_batch_size,
+        [t.name for t in stage.outputs],
+        str(pixels.numpy_dtype),
+    )
+
+
+def with_chosen_engine(spec: PipelineSpec) -> PipelineSpec:
+    """``spec`` with its DNN stage's engine named: the one it names, else the measured choice
+    (what the served stage would choose at load), so reports can say which engine ran."""
+    stage = spec.stage_by_role("inference")
+    if not isinstance(stage.params, DnnParams) or stage.params.engine is not None:
+        return spec
+    params = stage.params
+    choice = stage_choice(stage)
+    named = dataclasses.replace(params, engine=choice.engine, precision=choice.precision)
+    stages = tuple(dataclasses.replace(s, params=named) if s is stage else s for s in spec.stages)
+    return dataclasses.replace(spec, stages=stages)
+
+
+def load_chosen(
+    params: DnnParams,
+    output_names: Sequence[str] | None,
+    shape: Sequence[int],
+    batch: int,
+    dtype: str = "float32",
+    set_threads: bool = True,
+) -> Loaded:
+    """`models.runners.load_engine` of ``params``, its engine chosen here when it names none
+    (the choice's reason logged); an engine named is loaded as it is."""
+    if params.engine is None:
+        choice = choose_engine(params, shape, batch, output_names, dtype)
+        params = dataclasses.replace(params, engine=choice.engine, precision=choice.precision)
+    return load_engine(params, output_names, set_threads)

@@ -1,0 +1,310 @@
+"""`cvserve tune`: the serving settings of a whole pipeline, chosen by short measured runs.
+
+Coordinate descent over `AXES` in order — engine, the DALI/engine thread split, max batch, queue
+delay, preferred batch sizes, instances —: each round serves every untried value of one axis
+(the others at the best so far) as variants of the ensemble in one Triton, measures each with
+the same images, and keeps the best for the goal:
+
+- ``throughput``: most images/s with ``concurrency`` requests in flight, p99 within ``p99_ms``
+  when given;
+- ``latency``: lowest p50 at a fixed ``rate`` (open loop), the rate achieved (within 5 %).
+
+A value replaces the best only when it is more than `MARGIN` better (this machine's noise between
+two runs). Every trial is in the returned rows, the report and the printed table.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from cvserve.deploy.host import usable_cores
+from cvserve.models.engine_choice import stage_choice
+from cvserve.models.params import DnnParams
+from cvserve.models.serving import serve_locally
+from cvserve.pipelines.spec import PipelineSpec
+from cvserve.preprocess.spec import PreprocessParams
+from cvserve.preprocess.synthetic import synthetic_image
+from cvserve.profiling.load import LoadResult, closed_loop, image_senders, open_loop, warm_up
+from cvserve.profiling.machine import machine_info, write_report
+
+MARGIN = 0.03
+Settings = dict[str, Any]
+Build = Callable[..., PipelineSpec]  # build(name=..., **settings) -> the ensemble's spec
+
+
+@dataclass(frozen=True)
+class Goal:
+    """What tuning maximises: ``throughput`` (p99 bound ``p99_ms`` optional, ``concurrency`` in
+    flight) or ``latency`` (p50 at ``rate`` images/s)."""
+
+    kind: str = "throughput"
+    concurrency: int = 8
+    p99_ms: float | None = None
+    rate: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("throughput", "latency"):
+            raise ValueError(f"goal {self.kind!r}: throughput or latency")
+        if self.kind == "latency" and not self.rate:
+            raise ValueError("the latency goal needs a rate (images/s)")
+
+    def describe(self) -> str:
+        if self.kind == "latency":
+            return f"lowest p50 at {self.rate:g} img/s"
+        bound = f", p99 <= {self.p99_ms:g} ms" if self.p99_ms else ""
+        return f"most img/s at {self.concurrency} in flight{bound}"
+
+
+@dataclass(frozen=True)
+class Space:
+    """The values each axis may take (None: derived from the pipeline and this machine)."""
+
+    engines: tuple[str, ...] | None = None
+    thread_splits: tuple[tuple[int, int], ...] | None = None  # (dali, engine) threads
+    max_batch_sizes: tuple[int, ...] = (1, 4, 8, 16)
+    queue_delays_us: tuple[int, ...] = (0, 1000, 4000)
+    instances: tuple[int, ...] = (1, 2)
+
+
+@dataclass
+class Trial:
+    settings: Settings
+    axis: str
+    images_per_s: float = 0.0
+    p50_ms: float = float("nan")
+    p99_ms: float = float("nan")
+    errors: int = 0
+    feasible: bool = False
+    score: float = float("-inf")
+    note: str = ""
+    chosen: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def settings_of(spec: PipelineSpec) -> Settings:
+    """The `pipelines.tuned.SETTINGS` a built spec serves with."""
+    dnn, pre = spec.stage_by_role("inference"), spec.stage_by_role("preprocess")
+    params = dnn.params_as(DnnParams)
+    return {
+        "engine": params.engine,
+        "precision": params.precision,
+        "max_batch_size": dnn.batching.max_batch_size,
+        "max_queue_delay_us": dnn.batching.max_queue_delay_us,
+        "preferred_batch_sizes": dnn.batching.preferred_batch_sizes,
+        "instances": dnn.instances,
+        "dali_threads": pre.params_as(PreprocessParams).num_threads,
+        "torch_threads": params.torch_threads,
+    }
+
+
+def engine_values(spec: PipelineSpec) -> tuple[str, ...]:
+    """Engines worth serving: within bound in this machine's measurement, fastest first (at most
+    three: the slower ones lose served too)."""
+    choice = stage_choice(spec.stage_by_role("inference"))
+    ranked = sorted(
+        (m for m in choice.measured if m.within_bound and m.precision == "fp32"),
+        key=lambda m: -m.images_per_s,
+    )
+    return tuple(m.engine for m in ranked[:3])
+
+
+def thread_splits(cores: int) -> tuple[tuple[int, int], ...]:
+    """Every core to each stage, or the cores shared between them."""
+    half = max(1, cores // 2)
+    return tuple(dict.fromkeys([(cores, cores), (half, max(1, cores - half)), (1, cores)]))
+
+
+def _candidates(axis: str, best: Settings, space: Space, spec: PipelineSpec) -> list[Settings]:
+    if axis == "engine":
+        values = space.engines or engine_values(spec)
+        return [{**best, "engine": e, "precision": "fp32"} for e in values]
+    if axis == "threads":
+        splits = space.thread_splits or thread_splits(usable_cores())
+        return [{**best, "dali_threads": d, "torch_threads": t} for d, t in splits]
+    if axis == "max_batch_size":
+        return [
+            {**best, "max_batch_size": b, "preferred_batch_sizes": ()}
+            for b in space.max_batch_sizes
+        ]
+    if axis == "max_queue_delay_us":
+        return [{**best, "max_queue_delay_us": d} for d in space.queue_delays_us]
+    if axis == "preferred_batch_sizes":
+        if not best["max_queue_delay_us"] or best["max_batch_size"] == 1:
+            return []  # no delay: nothing waits for a preferred size
+        return [{**best, "preferred_batch_sizes": p} for p in ((), (best["max_batch_size"],))]
+    if axis == "instances":
+        return [{**best, "instances": n} for n in space.instances]
+    raise ValueError(axis)
+
+
+AXES: tuple[str, ...] = (
+    "engine",
+    "threads",
+    "max_batch_size",
+    "max_queue_delay_us",
+    "preferred_batch_sizes",
+    "instances",
+)
+
+
+def _key(settings: Settings) -> tuple:
+    return tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in settings.items()))
+
+
+def _measure(
+    url: str, spec: PipelineSpec, images: list[bytes], goal: Goal, duration_s: float
+) -> LoadResult:
+    make_sender = image_senders(url, spec, images)
+    warm_up(make_sender, 2 * spec.stage_by_role("inference").batching.max_batch_size)
+    if goal.kind == "latency":
+        return open_loop(make_sender, float(goal.rate or 1.0), duration_s)
+    return closed_loop(make_sender, goal.concurrency, duration_s=duration_s)
+
+
+def _judge(trial: Trial, result: LoadResult, goal: Goal, duration_s: float) -> None:
+    trial.images_per_s = result.throughput
+    trial.p50_ms, trial.p99_ms = result.percentile_ms(50), result.percentile_ms(99)
+    trial.errors = result.errors
+    if result.errors or not result.requests:
+        trial.note = f"{result.errors} errors"
+        return
+    if goal.kind == "latency":
+        achieved = result.requests / duration_s
+        trial.feasible = achieved >= 0.95 * float(goal.rate or 0)
+        trial.note = "" if trial.feasible else f"rate not held ({achieved:.1f} img/s)"
+        trial.score = -trial.p50_ms
+        return
+    trial.feasible = goal.p99_ms is None or trial.p99_ms <= goal.p99_ms
+    trial.note = "" if trial.feasible else f"p99 over {goal.p99_ms:g} ms"
+    trial.score = trial.images_per_s
+
+
+def _better(new: Trial, best: Trial | None) -> bool:
+    if not new.feasible:
+        return False
+    if best is None or not best.feasible:
+        return True
+    gain = new.score - best.score
+    return gain > MARGIN * abs(best.score)
+
+
+def tune(
+    build: Build,
+    goal: Goal | None = None,
+    space: Space | None = None,
+    size: tuple[int, int] = (640, 480),
+    duration_s: float = 5.0,
+    console: Console | None = None,
+) -> tuple[Settings, list[Trial]]:
+    """The best settings found for the pipeline ``build`` makes, and every trial."""
+    console = console or Console(width=None if sys.stdout.isatty() else 140)
+    goal, space = goal or Goal(), space or Space()
+    base = build(name="tune_base")
+    best_settings = settings_of(base)
+    if best_settings["engine"] is None:  # serve the measured choice explicitly
+        best_settings["engine"] = engine_values(base)[0]
+    images = [synthetic_image(size[0], size[1], seed) for seed in range(16)]
+    trials: list[Trial] = []
+    tried: dict[tuple, Trial] = {}
+    best: Trial | None = None
+    for axis in ("baseline", *AXES):
+        candidates = (
+            [best_settings] if axis == "baseline" else _candidates(axis, best_settings, space, base)
+        )
+        fresh = [c for c in candidates if _key(c) not in tried]
+        if not fresh:
+            continue
+        specs = [build(name=f"tune{len(trials) + i}", **c) for i, c in enumerate(fresh)]
+        console.print(f"  {axis}: serving {len(specs)} variant(s)")
+        with serve_locally(specs) as server:
+            for settings, spec in zip(fresh, specs, strict=True):
+                trial = Trial(settings, axis)
+                _judge(trial, _measure(server.grpc_url, spec, images, goal, duration_s), goal,
+                       duration_s)  # fmt: skip
+                tried[_key(settings)] = trial
+                trials.append(trial)
+                console.print(
+                    f"    {_describe(settings)}: {trial.images_per_s:.1f} img/s, "
+                    f"p50 {trial.p50_ms:.1f} ms, p99 {trial.p99_ms:.1f} ms {trial.note}"
+                )
+                if _better(trial, best):
+                    best, best_settings = trial, settings
+    if best is None:
+        raise RuntimeError(f"no setting met the goal ({goal.describe()}); see the table")
+    best.chosen = True
+    return best_settings, trials
+
+
+def _describe(s: Settings) -> str:
+    preferred = ",".join(str(b) for b in s["preferred_batch_sizes"]) or "-"
+    return (
+        f"{s['engine']} threads {s['dali_threads']}+{s['torch_threads']} batch "
+        f"{s['max_batch_size']} delay {s['max_queue_delay_us']}us preferred {preferred} "
+        f"x{s['instances']}"
+    )
+
+
+def report_tuning(
+    pipeline: str,
+    goal: Goal,
+    settings: Settings,
+    trials: Sequence[Trial],
+    size: tuple[int, int],
+    duration_s: float,
+    written_to: str,
+    out: Path | None = None,
+    console: Console | None = None,
+) -> Path:
+    """Print the table of trials and write the JSON report; its path."""
+    console = console or Console(width=None if sys.stdout.isatty() else 140)
+    table = Table(title=f"cvserve tune {pipeline}: {goal.describe()}, {size[0]}x{size[1]}")
+    for column in ("axis", "engine", "threads", "batch", "delay us", "preferred", "inst"):
+        table.add_column(column, justify="right")
+    for column in ("img/s", "p50 ms", "p99 ms", "", "note"):
+        table.add_column(column, justify="right")
+    for t in trials:
+        s = t.settings
+        table.add_row(
+            t.axis,
+            str(s["engine"]),
+            f"{s['dali_threads']}+{s['torch_threads']}",
+            str(s["max_batch_size"]),
+            str(s["max_queue_delay_us"]),
+            ",".join(str(b) for b in s["preferred_batch_sizes"]) or "-",
+            str(s["instances"]),
+            f"{t.images_per_s:.1f}",
+            f"{t.p50_ms:.1f}",
+            f"{t.p99_ms:.1f}",
+            "chosen" if t.chosen else "",
+            t.note,
+        )
+    console.print(table)
+    console.print(f"chosen: {_describe(settings)} -> {written_to}")
+    report = {
+        "benchmark": "tune",
+        "pipeline": pipeline,
+        "goal": dataclasses.asdict(goal),
+        "size": f"{size[0]}x{size[1]}",
+        "duration_s": duration_s,
+        "chosen": {k: list(v) if isinstance(v, tuple) else v for k, v in settings.items()},
+        "written_to": written_to,
+        "machine": machine_info(),
+        "trials": [
+            {
+                **{k: v for k, v in dataclasses.asdict(t).items() if k != "extra"},
+                "score": t.score if t.feasible else None,
+            }
+            for t in trials
+        ],
+    }
+    path = write_report(report, f"tune-{pipeline}", out)
+    console.print(f"wrote {path}")
+    return path

@@ -1,0 +1,91 @@
+"""Tuned settings: written into a pipeline file (comments kept) and read back; stored for a
+shipped pipeline and served with unless a command line or the file says otherwise."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from cvserve.deploy import measurements
+from cvserve.models.params import DnnParams
+from cvserve.pipelines.catalog import pipeline, shipped_tuned_key
+from cvserve.pipelines.pipeline_file import PipelineFileError, load_file
+from cvserve.pipelines.tuned import store_settings, stored_settings, write_serving
+from cvserve.preprocess.spec import PreprocessParams
+
+FILE = """\
+# my classifier: this comment stays
+name: mine
+model:
+  arch: mobilenet_v3_small   # small and fast
+postprocess:
+  kind: classification
+  top_k: 3
+serving:
+  max_queue_delay_us: 2000
+  preferred_batch_sizes: [4]
+"""
+
+SETTINGS = {
+    "engine": "onnxruntime",
+    "precision": "fp32",
+    "max_batch_size": 4,
+    "max_queue_delay_us": 0,
+    "preferred_batch_sizes": (),
+    "instances": 2,
+    "dali_threads": 1,
+    "torch_threads": 1,
+}
+
+
+@pytest.fixture(autouse=True)
+def own_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(measurements.STORE_ENV, str(tmp_path / "store"))
+
+
+def test_settings_written_into_a_file_round_trip_and_keep_its_comments(tmp_path: Path) -> None:
+    path = tmp_path / "mine.yaml"
+    path.write_text(FILE)
+    write_serving(path, SETTINGS)
+    text = path.read_text()
+    assert "# my classifier: this comment stays" in text and "# small and fast" in text
+    assert "preferred_batch_sizes" not in text  # none chosen: the file no longer says any
+    serving = load_file(path).serving
+    for key, value in SETTINGS.items():
+        if key != "preferred_batch_sizes":
+            assert getattr(serving, key) == value, key
+    assert load_file(path).postprocess.options["top_k"] == 3
+    write_serving(path, {**SETTINGS, "preferred_batch_sizes": (4,)})
+    assert load_file(path).serving.preferred_batch_sizes == (4,)
+
+
+def test_a_file_without_serving_gets_one(tmp_path: Path) -> None:
+    path = tmp_path / "bare.yaml"
+    path.write_text(FILE.split("serving:")[0])
+    write_serving(path, SETTINGS)
+    assert load_file(path).serving.instances == 2
+
+
+def test_preferred_sizes_are_checked(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(FILE.replace("[4]", "[0]"))
+    with pytest.raises(PipelineFileError, match="serving.preferred_batch_sizes"):
+        load_file(path)
+
+
+def test_a_tuned_shipped_pipeline_serves_with_its_settings_unless_told_otherwise() -> None:
+    key = shipped_tuned_key("classify", arch="mobilenet_v3_small")
+    assert stored_settings(key) == {}
+    store_settings(key, {**SETTINGS, "preferred_batch_sizes": (2, 4)})
+    spec = pipeline("classify", arch="mobilenet_v3_small")
+    dnn = spec.stage_by_role("inference")
+    assert dnn.params_as(DnnParams).engine == "onnxruntime" and dnn.instances == 2
+    assert dnn.batching.max_batch_size == 4 and dnn.batching.preferred_batch_sizes == (2, 4)
+    assert spec.stage_by_role("preprocess").params_as(PreprocessParams).num_threads == 1
+    # The command line wins; another network is not tuned.
+    told = pipeline("classify", arch="mobilenet_v3_small", instances=1, engine="torch")
+    assert told.stage_by_role("inference").instances == 1
+    assert told.stage_by_role("inference").params_as(DnnParams).engine == "torch"
+    other = pipeline("classify", arch="resnet18")
+    assert other.stage_by_role("inference").params_as(DnnParams).engine is None

@@ -1,0 +1,78 @@
+"""`cvserve tune` on a pipeline file: real short runs on a real Triton, the chosen settings
+written into the file, and what `repo build` then writes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from cvserve.models.repository.config import read_config
+from cvserve.pipelines.app.cli import main
+from cvserve.pipelines.pipeline_file import load_file
+from cvserve.profiling.tune import MARGIN
+
+FILE = """\
+# tuned by the test
+name: tuned
+model:
+  arch: mobilenet_v3_small
+postprocess:
+  kind: classification
+  top_k: 3
+serving:
+  max_batch_size: 4
+  max_queue_delay_us: 2000
+"""
+
+
+def test_a_goal_without_what_it_needs_is_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "f.yaml"
+    path.write_text(FILE)
+    with pytest.raises(SystemExit) as exc:
+        main(["tune", "--file", str(path), "--goal", "latency"])
+    assert str(exc.value) == "cvserve tune: the latency goal needs a rate (images/s)"
+
+
+@pytest.mark.server
+def test_tune_writes_its_choice_into_the_file_and_repo_build_serves_it(tmp_path: Path) -> None:
+    path = tmp_path / "tuned.yaml"
+    path.write_text(FILE)
+    report_path = tmp_path / "tune.json"
+    args = ["tune", "--file", str(path), "--duration", "1", "--concurrency", "2"]
+    args += ["--engines", "torch,onnxruntime", "--splits", "1:1", "--batches", "2"]
+    args += ["--delays", "0", "--instances-to-try", "1", "--out", str(report_path)]
+    assert main(args) == 0
+    report = json.loads(report_path.read_text())
+    trials = report["trials"]
+    axes = [t["axis"] for t in trials]
+    assert axes[0] == "baseline" and {"engine", "threads", "max_batch_size"} <= set(axes)
+    for t in trials:
+        assert t["errors"] == 0 and t["images_per_s"] > 0, t
+    (chosen,) = [t for t in trials if t["chosen"]]
+    assert chosen["settings"] == report["chosen"]
+    # No trial beat the chosen one by more than the margin (else it would have been chosen).
+    for t in trials:
+        assert t["images_per_s"] <= chosen["images_per_s"] * (1 + MARGIN) + 1e-9, t
+    # Written into the file, the comment kept; then what repo build writes.
+    assert "# tuned by the test" in path.read_text()
+    serving = load_file(path).serving
+    want = report["chosen"]
+    for key in ("engine", "max_batch_size", "max_queue_delay_us", "instances"):
+        assert getattr(serving, key) == want[key], key
+    assert (serving.dali_threads, serving.torch_threads) == (
+        want["dali_threads"],
+        want["torch_threads"],
+    )
+    repo = tmp_path / "repo"
+    assert main(["repo", "build", "--file", str(path), "--out", str(repo)]) == 0
+    dnn = read_config(repo / "tuned_dnn" / "config.pbtxt")
+    stage = json.loads(dnn.parameters["cvserve_stage"].string_value)
+    assert stage["engine"] == want["engine"] and stage["torch_threads"] == want["torch_threads"]
+    assert dnn.max_batch_size == want["max_batch_size"]
+    assert dnn.dynamic_batching.max_queue_delay_microseconds == want["max_queue_delay_us"]
+    assert dnn.instance_group[0].count == want["instances"]
+    pre = read_config(repo / "tuned_preprocess" / "config.pbtxt")
+    pre_params = json.loads(pre.parameters["cvserve_stage"].string_value)
+    assert pre_params["num_threads"] == want["dali_threads"]
