@@ -167,28 +167,40 @@ def measure(
         ]
         out = []
         for engine, precision in candidates(params):
-            loaded = load_engine(
-                dataclasses.replace(params, engine=engine, precision=precision), output_names
-            )
-            if loaded.fallback:  # it cannot run this model: not a candidate, and why
-                out.append(Measured(engine, precision, 0.0, float("inf"), False, loaded.fallback))
-                continue
-            rate = _images_per_s(loaded.run, x)
-            diff = rel_diff(loaded.run(x), reference)
-            bound = BF16_BOUND if loaded.precision == "bf16" else FP32_BOUND
-            out.append(
-                Measured(
-                    engine,
-                    precision,
-                    round(rate, 2),
-                    diff,
-                    diff <= bound,
-                    f"{loaded.engine}/{loaded.precision}",
-                )
-            )
+            try:
+                out.append(_measure_one(params, engine, precision, output_names, x, reference))
+            except Exception as exc:  # it loads but cannot run this input: not a candidate
+                why = f"{engine} failed on this input: {type(exc).__name__}: {exc}"
+                out.append(Measured(engine, precision, 0.0, float("inf"), False, why[:300]))
         return tuple(out)
     finally:
         torch.set_num_threads(threads_before)
+
+
+def _measure_one(
+    params: DnnParams,
+    engine: str,
+    precision: str,
+    output_names: Sequence[str] | None,
+    x: np.ndarray,
+    reference: list[np.ndarray],
+) -> Measured:
+    loaded = load_engine(
+        dataclasses.replace(params, engine=engine, precision=precision), output_names
+    )
+    if loaded.fallback:  # it cannot load this model: not a candidate, and why
+        return Measured(engine, precision, 0.0, float("inf"), False, loaded.fallback)
+    rate = _images_per_s(loaded.run, x)
+    diff = rel_diff(loaded.run(x), reference)
+    bound = BF16_BOUND if loaded.precision == "bf16" else FP32_BOUND
+    return Measured(
+        engine,
+        precision,
+        round(rate, 2),
+        diff,
+        diff <= bound,
+        f"{loaded.engine}/{loaded.precision}",
+    )
 
 
 def pick(params: DnnParams, measured: Sequence[Measured]) -> tuple[Measured, str]:
@@ -269,6 +281,11 @@ def load_chosen(
     """`models.runners.load_engine` of ``params``, its engine chosen here when it names none
     (the choice's reason logged); an engine named is loaded as it is."""
     if params.engine is None:
-        choice = choose_engine(params, shape, batch, output_names, dtype)
+        try:
+            choice = choose_engine(params, shape, batch, output_names, dtype)
+        except Exception as exc:  # no measurement (a read-only store, ...): the model's own
+            log.warning("%s: no engine measured (%s); running on %s", params.label, exc,
+                        natural_engine(params))  # fmt: skip
+            return load_engine(params, output_names, set_threads)
         params = dataclasses.replace(params, engine=choice.engine, precision=choice.precision)
     return load_engine(params, output_names, set_threads)

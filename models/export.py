@@ -51,8 +51,8 @@ def export_torchscript(model: nn.Module, arch: str, path: Path) -> Path:
 
 
 def export_onnx(model: nn.Module, arch: str, path: Path, opset: int = 17) -> Path:
-    """ONNX with a dynamic batch axis (TorchScript-based exporter). Detectors are refused:
-    serve them as TorchScript."""
+    """ONNX with dynamic batch, height and width axes (TorchScript-based exporter), so a
+    pipeline's own input size runs on it. Detectors are refused: serve them as TorchScript."""
     if architecture(arch).task == "detection":
         raise ExportError(f"{arch}: detectors are exported as TorchScript, not ONNX")
     if importlib.util.find_spec("onnx") is None:
@@ -71,7 +71,10 @@ def export_onnx(model: nn.Module, arch: str, path: Path, opset: int = 17) -> Pat
             str(path),
             input_names=[input_name()],
             output_names=names,
-            dynamic_axes={n: {0: "batch"} for n in (input_name(), *names)},
+            dynamic_axes={
+                input_name(): {0: "batch", 2: "height", 3: "width"},
+                **{n: {0: "batch"} for n in names},
+            },
             opset_version=opset,
             dynamo=False,
         )

@@ -144,7 +144,7 @@ def model_senders(
     return make_sender
 
 
-def _split(delta: tritonstats.ModelStats) -> dict[str, Any]:
+def split_of(delta: tritonstats.ModelStats) -> dict[str, Any]:
     return {
         "requests": delta.requests,
         "executions": delta.executions,
@@ -187,7 +187,7 @@ def profile_model(
                     "label": label,
                     "size": f"{width}x{height}" if plan.takes_images else None,
                     **result.summary(),
-                    "models": {m: _split(after[m] - before[m]) for m in plan.models},
+                    "models": {m: split_of(after[m] - before[m]) for m in plan.models},
                 }
                 points.append(point)
                 on_point(

@@ -159,6 +159,33 @@ def cmd_bench_efficiency(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_loadgen(args: argparse.Namespace) -> int:
+    import contextlib
+
+    from cvserve.models.serving import serve_locally
+    from cvserve.preprocess.synthetic import synthetic_image
+    from cvserve.profiling.bench.loadgen import bench_loadgen
+
+    width, height = (int(v) for v in args.size.lower().split("x"))
+    images = [synthetic_image(width, height, seed) for seed in range(args.images)]
+    with contextlib.ExitStack() as stack:
+        if args.triton_url:
+            url, model = args.triton_url, args.model or args.pipeline
+        else:
+            spec = one_spec(args, "bench loadgen")
+            url, model = stack.enter_context(serve_locally(spec)).grpc_url, spec.name
+        bench_loadgen(
+            url,
+            model,
+            images,
+            concurrency=tuple(int(c) for c in args.concurrency.split(",")),
+            rounds=args.rounds,
+            duration_s=args.duration,
+            out=Path(args.out) if args.out else None,
+        )
+    return 0
+
+
 # Folders add their own subcommands: each module listed has `register(commands, benches)`, where
 # `commands` are the subparsers of `cvserve` and `benches` those of `cvserve bench`.
 COMMAND_MODULES: tuple[str, ...] = (
@@ -279,6 +306,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     efficiency.add_argument("--out", default=None, help="JSON path")
     efficiency.set_defaults(func=cmd_bench_efficiency)
+
+    loadgen = benches.add_parser(
+        "loadgen", help="cvserve's load generator beside perf_analyzer on one served model"
+    )
+    add_pipeline_options(loadgen)
+    loadgen.add_argument("--triton-url", default=None, help="a running Triton (gRPC host:port)")
+    loadgen.add_argument("--model", default=None, help="with --triton-url: the model to drive")
+    loadgen.add_argument("--concurrency", default="1,4,8")
+    loadgen.add_argument("--rounds", type=int, default=2, help="alternating rounds")
+    loadgen.add_argument("--duration", type=float, default=5.0, help="seconds per run")
+    loadgen.add_argument("--size", default="640x480", help="WxH of the generated JPEGs")
+    loadgen.add_argument("--images", type=int, default=8, help="how many distinct images")
+    loadgen.add_argument("--out", default=None, help="JSON path")
+    loadgen.set_defaults(func=cmd_bench_loadgen)
 
     for module in COMMAND_MODULES:
         importlib.import_module(module).register(sub, benches)

@@ -73,12 +73,12 @@ def test_every_lazy_reference_resolves() -> None:
 def test_every_pipeline_option_of_the_cli_reaches_the_catalog() -> None:
     import argparse
 
-    from cvserve.pipelines.app.cli import _add_pipeline_options
+    from cvserve.pipelines.app.pipeline_args import add_pipeline_options
     from cvserve.pipelines.app.pipeline_args import options_of as _options
     from cvserve.pipelines.catalog import PIPELINE_OPTIONS
 
     parser = argparse.ArgumentParser()
-    _add_pipeline_options(parser)
+    add_pipeline_options(parser)
     dests = {a.dest for a in parser._actions} - {"help", "pipeline", "file"}
     assert dests <= PIPELINE_OPTIONS, dests - PIPELINE_OPTIONS
     args = parser.parse_args(["--top-k", "3", "--max-detections", "7", "--device", "gpu"])
