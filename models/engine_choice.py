@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from cvserve.deploy import measurements
-from cvserve.models.params import DnnParams
+from cvserve.models.params import ENGINES, ENGINES_FOR, DnnParams
 from cvserve.models.runners import Loaded, load_engine
 from cvserve.pipelines.spec import PipelineSpec, StageSpec
 
@@ -63,19 +63,9 @@ class Choice:
     measured: tuple[Measured, ...]
 
 
-def natural_engine(params: DnnParams) -> str:
-    """The model's own engine: onnxruntime for an ONNX file, torch otherwise."""
-    return "onnxruntime" if params.model_format == "onnx" else "torch"
-
-
 def candidates(params: DnnParams) -> list[tuple[str, str]]:
     """(engine, precision) pairs the model can run on; bf16 only when ``params`` allows it."""
-    if params.model_format == "torchscript":
-        engines = ["torch", "torch_channels_last"]
-    elif params.model_format == "onnx":
-        engines = ["onnxruntime", "openvino"]
-    else:
-        engines = ["torch", "torch_channels_last", "onnxruntime", "openvino"]
+    engines = [e for e in ENGINES_FOR[params.model_format or "arch"] if e in ENGINES]
     pairs = [(e, "fp32") for e in engines]
     if params.precision == "bf16":
         pairs.append(("openvino", "bf16"))
@@ -160,7 +150,7 @@ def measure(
     threads_before = torch.get_num_threads()
     try:
         reference_params = dataclasses.replace(
-            params, engine=natural_engine(params), precision="fp32"
+            params, engine=params.own_engine, precision="fp32"
         )
         reference = [
             r.astype(np.float64) for r in load_engine(reference_params, output_names).run(x)
@@ -205,7 +195,7 @@ def _measure_one(
 
 def pick(params: DnnParams, measured: Sequence[Measured]) -> tuple[Measured, str]:
     """The fastest within bound; the model's own engine unless another beats it by `MARGIN`."""
-    own = natural_engine(params)
+    own = params.own_engine
     usable = [m for m in measured if m.within_bound]
     base = next((m for m in usable if m.engine == own and m.precision == "fp32"), None)
     best = max(usable, key=lambda m: m.images_per_s, default=base)
@@ -285,7 +275,7 @@ def load_chosen(
             choice = choose_engine(params, shape, batch, output_names, dtype)
         except Exception as exc:  # no measurement (a read-only store, ...): the model's own
             log.warning("%s: no engine measured (%s); running on %s", params.label, exc,
-                        natural_engine(params))  # fmt: skip
+                        params.own_engine)  # fmt: skip
             return load_engine(params, output_names, set_threads)
         params = dataclasses.replace(params, engine=choice.engine, precision=choice.precision)
     return load_engine(params, output_names, set_threads)

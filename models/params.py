@@ -10,10 +10,18 @@ from cvserve.pipelines.spec import StageParams
 
 ModelFormat = Literal["onnx", "torchscript"]
 # What runs a DNN stage's network on the CPU (`models.runners`): torch eager (NCHW or
-# channels-last), onnxruntime, OpenVINO. None: the model's own (torch for an arch or a
-# TorchScript file, onnxruntime for an ONNX file).
-Engine = Literal["torch", "torch_channels_last", "onnxruntime", "openvino"]
+# channels-last), onnxruntime, OpenVINO; on the NGC target the same names pick Triton's
+# libtorch, onnxruntime and openvino backends, and ``tensorrt`` ONNX through TensorRT (GPU
+# only: on the CPU it falls back). None: chosen by measurement (`models.engine_choice`).
+Engine = Literal["torch", "torch_channels_last", "onnxruntime", "openvino", "tensorrt"]
 ENGINES: tuple[str, ...] = ("torch", "torch_channels_last", "onnxruntime", "openvino")
+TARGET_ENGINES: tuple[str, ...] = (*ENGINES, "tensorrt")
+# The engines a model of each kind runs on (an architecture is exported for the ONNX ones).
+ENGINES_FOR: dict[str, tuple[str, ...]] = {
+    "arch": TARGET_ENGINES,
+    "onnx": ("onnxruntime", "openvino", "tensorrt"),
+    "torchscript": ("torch", "torch_channels_last"),
+}
 # bf16 only where the pipeline allows reduced precision and the engine and CPU support it.
 Precision = Literal["fp32", "bf16"]
 
@@ -41,22 +49,29 @@ class DnnParams(StageParams):
             raise ValueError("a DNN is an arch or a model_file, exactly one of them")
         if self.model_file is not None and self.model_format is None:
             raise ValueError(f"{self.model_file}: model_format (onnx, torchscript) is needed")
-        if self.engine not in (None, *ENGINES):
-            raise ValueError(f"engine {self.engine!r}: choose from {', '.join(ENGINES)}")
+        if self.engine not in (None, *TARGET_ENGINES):
+            raise ValueError(f"engine {self.engine!r}: choose from {', '.join(TARGET_ENGINES)}")
         if self.precision not in ("fp32", "bf16"):
             raise ValueError(f"precision {self.precision!r}: fp32 or bf16")
-        torchscript = self.model_format == "torchscript"
-        if torchscript and self.engine in ("onnxruntime", "openvino"):
-            raise ValueError(f"a TorchScript model runs on torch, not {self.engine}")
-        if self.model_format == "onnx" and self.engine in ("torch", "torch_channels_last"):
-            raise ValueError(f"an ONNX model runs on onnxruntime or openvino, not {self.engine}")
+        allowed = ENGINES_FOR[self.model_format or "arch"]
+        if self.engine is not None and self.engine not in allowed:
+            what = {"torchscript": "a TorchScript model", "onnx": "an ONNX model"}
+            raise ValueError(
+                f"{what[str(self.model_format)]} runs on {', '.join(allowed)}, not {self.engine}"
+            )
         if self.precision == "bf16" and self.engine not in (None, "openvino"):
             raise ValueError("bf16 needs the openvino engine (or none: chosen by measurement)")
 
     @property
+    def own_engine(self) -> str:
+        """The model's own engine: onnxruntime for an ONNX file, torch otherwise."""
+        return "onnxruntime" if self.model_format == "onnx" else "torch"
+
+    @property
     def chosen_engine(self) -> str:
-        """The engine that runs it: ``engine``, else the model's own."""
-        return self.engine or ("onnxruntime" if self.model_format == "onnx" else "torch")
+        """The engine named, else the model's own (a stage with none chooses by measurement at
+        load: `models.engine_choice`)."""
+        return self.engine or self.own_engine
 
     @property
     def label(self) -> str:

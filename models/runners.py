@@ -163,6 +163,8 @@ def _torch_module(params: DnnParams) -> Any:
 def _load(
     params: DnnParams, engine: str, names: Sequence[str] | None, threads: int | None
 ) -> Loaded:
+    if engine == "tensorrt":
+        raise RuntimeError("TensorRT runs on the NGC target's GPU (repo build --target ngc)")
     if engine == "onnxruntime":
         return Loaded(onnx_runner(_onnx_file(params), params.torch_threads), engine, "fp32")
     if engine == "openvino":
@@ -191,7 +193,7 @@ def load_engine(
     ``set_threads=False`` leaves torch's per-process thread count as it is (a test process)."""
     threads = params.torch_threads if set_threads else None
     engine = params.chosen_engine
-    natural = "onnxruntime" if params.model_format == "onnx" else "torch"
+    natural = params.own_engine
     try:
         loaded = _load(params, engine, output_names, threads)
     except Exception as exc:  # any engine's own error type: the fallback is the point

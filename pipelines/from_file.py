@@ -28,7 +28,7 @@ from cvserve.models.contract import (
     read_onnx,
     read_torchscript,
 )
-from cvserve.models.params import DnnParams, PostprocessParams, TritonModelParams
+from cvserve.models.params import ENGINES_FOR, DnnParams, PostprocessParams, TritonModelParams
 from cvserve.models.repository.config import read_config
 from cvserve.pipelines.builders import (
     ADAPTERS,
@@ -72,12 +72,7 @@ ARCH_TASKS: dict[str, tuple[str, str]] = {
     "embedding": ("identify", "identification"),
 }
 # The engines each kind of model can run on (`models.runners`), its own first.
-ENGINES: dict[str, tuple[str, ...]] = {
-    "arch": ("torch", "torch_channels_last", "onnxruntime", "openvino"),
-    "onnx": ("onnxruntime", "openvino"),
-    "torchscript": ("torch", "torch_channels_last"),
-    "triton": ("triton",),
-}
+ENGINES: dict[str, tuple[str, ...]] = {**ENGINES_FOR, "triton": ("triton",)}
 DEFAULT_TOP_K = 5
 DEFAULT_SCORE_THRESHOLD = 0.3
 DEFAULT_MAX_DETECTIONS = 20

@@ -20,6 +20,7 @@ from typing import Any, get_args
 import yaml
 
 from cvserve.models.detection_heads import BOX_FORMATS
+from cvserve.models.params import TARGET_ENGINES
 from cvserve.pipelines.spec import Device
 from cvserve.preprocess.spec import Channels, DType, Layout, ResizeMode
 
@@ -33,7 +34,7 @@ POSTPROCESS_KINDS = (
     "raw",
     "python",
 )
-ENGINES = ("torch", "torch_channels_last", "onnxruntime", "openvino", "triton")
+ENGINES = (*TARGET_ENGINES, "triton")
 
 
 class PipelineFileError(ValueError):

@@ -1,6 +1,7 @@
 """The NGC target: a model repository for the NGC Triton container from the same `PipelineSpec`:
 preprocessing as a DALI-backend ``model.dali``, the DNN exported (TorchScript for
-``pytorch_libtorch`` or ONNX for ``onnxruntime_onnx``, optionally through TensorRT),
+``pytorch_libtorch``, ONNX for ``onnxruntime_onnx`` — optionally through TensorRT — or for
+``openvino``, as the stage's engine says: `ngc_backend`),
 postprocessing as the same python-backend model, and the same ensemble.
 
 The ensemble maps the spec's tensor names onto the exported model's ``INPUT__0`` /
@@ -10,6 +11,7 @@ The ensemble maps the spec's tensor names onto the exported model's ``INPUT__0``
 from __future__ import annotations
 
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 from tritonclient.grpc import model_config_pb2 as mc
@@ -63,15 +65,52 @@ def write_dali_stage(stage: StageSpec, out: Path) -> Path:
     return directory
 
 
-def dnn_config(
-    stage: StageSpec, fmt: ExportFormat, tensorrt: bool, renamed: bool = True
-) -> mc.ModelConfig:
+@dataclass(frozen=True)
+class NgcBackend:
+    """How the NGC container serves a DNN: the file format, and TensorRT or OpenVINO on it."""
+
+    fmt: ExportFormat
+    tensorrt: bool = False
+    openvino: bool = False
+
+
+def ngc_backend(params: DnnParams, fmt: ExportFormat, tensorrt: bool) -> NgcBackend:
+    """The stage's engine as a Triton backend: torch / torch_channels_last → libtorch
+    (TorchScript), onnxruntime → onnxruntime, openvino → openvino (ONNX, on the CPU),
+    tensorrt → onnxruntime with the TensorRT accelerator; no engine: ``fmt`` and ``tensorrt``
+    as the command line says. A model file keeps its format; a detector is TorchScript."""
+    engine = params.engine
+    if params.model_format is not None:
+        fmt = params.model_format
+    elif (params.arch and architecture(params.arch).task == "detection") or engine in (
+        "torch",
+        "torch_channels_last",
+    ):
+        fmt = "torchscript"
+    elif engine in ("onnxruntime", "openvino", "tensorrt"):
+        fmt = "onnx"
+    onnx = fmt == "onnx"
+    return NgcBackend(
+        fmt,
+        tensorrt=onnx and (engine == "tensorrt" or (engine is None and tensorrt)),
+        openvino=onnx and engine == "openvino",
+    )
+
+
+def dnn_config(stage: StageSpec, backend: NgcBackend, renamed: bool = True) -> mc.ModelConfig:
     """Config of the DNN: Triton's positional tensor names when cvserve exported it
     (``renamed``), else the model's own; the spec's shapes."""
     names = {
         "input_names": [input_name()],
         "output_names": [output_name(i) for i in range(len(stage.outputs))],
     }
+    fmt, tensorrt = backend.fmt, backend.tensorrt
+    if backend.openvino:  # OpenVINO reads the ONNX file itself, and runs on the CPU
+        config = model_config(stage, backend="openvino", **(names if renamed else {}))
+        config.default_model_filename = MODEL_FILES["onnx"]
+        for group in config.instance_group:
+            group.kind = mc.ModelInstanceGroup.KIND_CPU
+        return config
     config = model_config(stage, platform=PLATFORMS[fmt], **(names if renamed else {}))
     if tensorrt and fmt == "onnx":
         accelerator = config.optimization.execution_accelerators.gpu_execution_accelerator.add()
@@ -89,16 +128,14 @@ def exported_names(stage: StageSpec) -> dict[str, str]:
     return names
 
 
-def write_model_file(dnn: StageSpec, out: Path, tensorrt: bool) -> None:
-    """A user's ONNX / TorchScript file as Triton's onnxruntime / libtorch backend serves it:
-    copied as ``model.onnx`` / ``model.pt``, its own tensor names in the config."""
+def write_model_file(dnn: StageSpec, out: Path, backend: NgcBackend) -> None:
+    """A user's ONNX / TorchScript file as Triton's onnxruntime / openvino / libtorch backend
+    serves it: copied as ``model.onnx`` / ``model.pt``, its own tensor names in the config."""
     params = dnn.params_as(DnnParams)
-    fmt: ExportFormat = params.model_format  # type: ignore[assignment]
     version = out / dnn.name / "1"
     version.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(str(params.model_file), version / MODEL_FILES[fmt])
-    config = dnn_config(dnn, fmt, tensorrt, renamed=False)
-    write_config(out / dnn.name, config)
+    shutil.copyfile(str(params.model_file), version / MODEL_FILES[backend.fmt])
+    write_config(out / dnn.name, dnn_config(dnn, backend, renamed=False))
 
 
 def write_ngc_repository(
@@ -112,14 +149,12 @@ def write_ngc_repository(
     if isinstance(dnn.params, TritonModelParams):
         copy_triton_model(dnn, out)
     elif dnn.params_as(DnnParams).model_file:
-        write_model_file(dnn, out, tensorrt)
+        write_model_file(dnn, out, ngc_backend(dnn.params_as(DnnParams), fmt, tensorrt))
     else:
         params = dnn.params_as(DnnParams)
-        arch = str(params.arch)
-        if architecture(arch).task == "detection":
-            fmt = "torchscript"
-        export(build_dnn(params), arch, fmt, out / dnn.name / "1")
-        write_config(out / dnn.name, dnn_config(dnn, fmt, tensorrt))
+        backend = ngc_backend(params, fmt, tensorrt)
+        export(build_dnn(params), str(params.arch), backend.fmt, out / dnn.name / "1")
+        write_config(out / dnn.name, dnn_config(dnn, backend))
         renames[dnn.name] = exported_names(dnn)
     for stage in spec.stages:
         if stage.role == "postprocess":

@@ -135,6 +135,7 @@ def cmd_bench_engines(args: argparse.Namespace) -> int:
         batches=tuple(int(b) for b in args.batches.split(",")),
         duration_s=args.duration,
         out=Path(args.out) if args.out else None,
+        store=args.store,
     )
     return 0
 
@@ -284,6 +285,12 @@ def build_parser() -> argparse.ArgumentParser:
     engines.add_argument("--engines", default=",".join(ENGINES))
     engines.add_argument("--batches", default="1,8")
     engines.add_argument("--duration", type=float, default=3.0, help="seconds per pass (2 each)")
+    engines.add_argument(
+        "--store",
+        action="store_true",
+        help="replace this machine's stored engine measurements (what served stages choose "
+        "from) with this run's",
+    )
     engines.add_argument("--out", default=None, help="JSON path")
     engines.set_defaults(func=cmd_bench_engines)
 

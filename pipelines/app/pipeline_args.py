@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cvserve.broker.routes import register_composite
-from cvserve.models.params import ENGINES, DnnParams, PostprocessParams
+from cvserve.models.params import TARGET_ENGINES, DnnParams, PostprocessParams
 from cvserve.pipelines.catalog import (
     COMPOSITES,
     PIPELINE_OPTIONS,
@@ -153,9 +153,10 @@ def add_pipeline_options(parser: argparse.ArgumentParser, allow_all: bool = Fals
     parser.add_argument(
         "--engine",
         default=None,
-        choices=ENGINES,
-        help="what runs the DNN on the CPU (default: the fastest measured on this machine within "
-        "the accuracy bound; `cvserve bench engines`)",
+        choices=TARGET_ENGINES,
+        help="what runs the DNN (default: the fastest measured on this machine within the "
+        "accuracy bound; `cvserve bench engines`); repo build --target ngc: which Triton "
+        "backend serves it (tensorrt: ONNX through TensorRT, GPU)",
     )
     parser.add_argument(
         "--precision",

@@ -32,6 +32,7 @@ from cvserve.pipelines.spec import PipelineSpec
 from cvserve.preprocess.dali import DaliPreprocessor
 from cvserve.preprocess.spec import PreprocessParams
 from cvserve.preprocess.synthetic import synthetic_image
+from cvserve.profiling import process_cpu
 from cvserve.profiling.load import closed_loop, image_senders, warm_up
 from cvserve.profiling.machine import machine_info, write_report
 
@@ -98,19 +99,34 @@ def dnn_rate(spec: PipelineSpec, batch: int, duration_s: float) -> Rate:
 
 
 def served_rate(
-    url: str, spec: PipelineSpec, images: list[bytes], concurrency: int, duration_s: float
-) -> Rate:
+    url: str,
+    spec: PipelineSpec,
+    images: list[bytes],
+    concurrency: int,
+    duration_s: float,
+    server_pid: int | None = None,
+) -> tuple[Rate, dict[str, float]]:
     """The served ensemble, one image per request, ``concurrency`` in flight; the CPU-seconds
-    are the client's (this process) per request."""
+    are the client's (this process) per request. With ``server_pid``, also the CPU ms per image
+    each part of the server spent meanwhile (`profiling.process_cpu`: tritonserver itself, each
+    model's python-backend stub)."""
 
     make_sender = image_senders(url, spec, images)
     warm_up(make_sender, concurrency)
+    before = process_cpu.reading(server_pid) if server_pid else {}
     cpu = time.process_time()
     result = closed_loop(make_sender, concurrency, duration_s=duration_s)
     cpu = time.process_time() - cpu
+    after = process_cpu.reading(server_pid) if server_pid else {}
     if result.errors:
         raise RuntimeError(f"{result.errors} requests failed during the served measurement")
-    return Rate(result.throughput, cpu / max(result.requests, 1))
+    images_done = max(result.requests, 1)
+    parts = {
+        name: round(seconds * 1e3 / images_done, 3)
+        for name, seconds in process_cpu.cpu_by_part(before, after).items()
+        if seconds > 0
+    }
+    return Rate(result.throughput, cpu / images_done), parts
 
 
 def _limits(row: dict[str, Any], served: Rate, cores: int, gpu: bool) -> dict[str, float]:
@@ -139,6 +155,24 @@ def _dnn_alone(spec: PipelineSpec, batch: int, duration_s: float) -> Rate:
         dnn_rate(spec, batch, duration_s),
         key=lambda r: r.images_per_s,
     )
+
+
+def _cpu_table(spec: PipelineSpec, rows: list[dict[str, Any]]) -> Table:
+    """Served CPU ms per image by process, beside what the stages cost alone."""
+    table = Table(title="served: CPU ms per image, by process (the stages alone beside them)")
+    parts = ["tritonserver", *(f"stub:{s.name}" for s in spec.stages), "client"]
+    for column in ("size", *parts, "total", "pre alone", "DNN alone"):
+        table.add_column(column.replace(f"{spec.name}_", ""), justify="right")
+    for row in rows:
+        served = row.get("served_cpu_ms", {})
+        table.add_row(
+            row["size"],
+            *(f"{served.get(p, 0.0):.2f}" for p in parts),
+            f"{sum(served.get(p, 0.0) for p in parts):.2f}",
+            f"{row['preprocess_cpu_ms']:.2f}",
+            f"{row['dnn_cpu_ms']:.2f}",
+        )
+    return table
 
 
 def bench_efficiency(
@@ -190,11 +224,13 @@ def bench_efficiency(
     with serve_locally([spec, *([baseline] if baseline else [])]) as server:
         for row, images in zip(rows, image_sets.values(), strict=True):
             if baseline and base_dnn:  # baseline first, then the pipeline: alternating
-                base_served = served_rate(
+                base_served, _ = served_rate(
                     server.grpc_url, baseline, images, concurrency, duration_s
                 )
-            served = served_rate(server.grpc_url, spec, images, concurrency, duration_s)
+            pid = server.process.pid if server.process else None
+            served, parts = served_rate(server.grpc_url, spec, images, concurrency, duration_s, pid)
             row.update(_limits(row, served, cores, gpu))
+            row["served_cpu_ms"] = {**parts, "client": round(served.cpu_s_per_image * 1e3, 3)}
             console.print(
                 f"  {row['size']}: served {served.images_per_s:.1f} img/s = "
                 f"{row['ratio']:.2f} x limit"
@@ -261,6 +297,7 @@ def bench_efficiency(
             ),
         )
     console.print(table)
+    console.print(_cpu_table(spec, rows))
     out = write_report(report, f"bench-efficiency-{spec.name}", out)
     console.print(f"wrote {out}")
     return report

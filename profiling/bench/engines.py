@@ -21,6 +21,14 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from cvserve.models.engine_choice import (
+    BF16_BOUND,
+    FP32_BOUND,
+    Measured,
+    candidates,
+    record,
+    rel_diff,
+)
 from cvserve.models.params import ENGINES, DnnParams
 from cvserve.models.runners import Runner, load_engine
 from cvserve.pipelines.spec import PipelineSpec
@@ -57,6 +65,32 @@ def agreement(got: list[np.ndarray], reference: list[np.ndarray], classes: bool)
     return out
 
 
+def _store(
+    specs: Sequence[PipelineSpec], measured: dict[tuple[str, int], list[Measured]]
+) -> list[Path]:
+    """Record each (network, batch) measured on all its candidate engines; the store paths."""
+    paths = []
+    for spec in specs:
+        stage = spec.stage_by_role("inference")
+        params = dataclasses.replace(stage.params_as(DnnParams), engine=None)
+        wanted = set(candidates(params))
+        for (name, batch), rows in measured.items():
+            if name == spec.name and {(m.engine, m.precision) for m in rows} >= wanted:
+                # Within bound by the rule `engine_choice` measures with.
+                kept = [
+                    dataclasses.replace(
+                        m,
+                        within_bound=m.within_bound
+                        and m.rel_diff <= (BF16_BOUND if m.precision == "bf16" else FP32_BOUND),
+                    )
+                    for m in rows
+                    if (m.engine, m.precision) in wanted
+                ]
+                shape = tuple(224 if d < 0 else d for d in stage.inputs[0].dims)
+                paths.append(record(params, shape, batch, kept))
+    return paths
+
+
 def bench_engines(
     specs: Sequence[PipelineSpec],
     engines: Sequence[str] = ENGINES,
@@ -64,10 +98,14 @@ def bench_engines(
     duration_s: float = 3.0,
     out: Path | None = None,
     console: Console | None = None,
+    store: bool = False,
 ) -> dict[str, Any]:
-    """Rows of network × engine × batch; prints a table and writes the JSON report."""
+    """Rows of network × engine × batch; prints a table and writes the JSON report. ``store``:
+    each network and batch measured on every engine it can run on replaces this machine's stored
+    measurement (`models.engine_choice`), so served stages choose from this run."""
     console = console or Console(width=None if sys.stdout.isatty() else 130)
     rows: list[dict[str, Any]] = []
+    measured: dict[tuple[str, int], list[Measured]] = {}
     for spec in specs:
         stage = spec.stage_by_role("inference")
         params = stage.params_as(DnnParams)
@@ -107,10 +145,23 @@ def bench_engines(
                         **agreement(loaded.run(x), reference, classifier),
                     }
                     rows.append(row)
+                    measured.setdefault((spec.name, batch), []).append(
+                        Measured(
+                            engine,
+                            precision,
+                            row["images_per_s"],
+                            rel_diff(loaded.run(x), reference),
+                            loaded.fallback is None,
+                            row["ran_on"] if loaded.fallback is None else loaded.fallback,
+                        )
+                    )
                     console.print(
                         f"  {params.label} {engine}/{precision} batch {batch}: {rate:.1f} img/s"
                         + (f" (fell back: {loaded.fallback})" if loaded.fallback else "")
                     )
+    stored = _store(specs, measured) if store else []
+    for path in dict.fromkeys(stored):
+        console.print(f"stored for this machine: {path}")
     torch_rates = {
         (r["network"], r["batch"]): r["images_per_s"] for r in rows if r["engine"] == "torch"
     }

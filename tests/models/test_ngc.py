@@ -88,3 +88,44 @@ def test_cli_builds_every_pipeline_for_ngc(tmp_path: Path) -> None:
     assert boxes.shape == (1, 100, 4) and count.shape == (1, 1)
     pre = read_config(tmp_path / "detect_preprocess" / "config.pbtxt")
     assert [o.name for o in pre.output] == ["PIXELS", "META"]
+
+
+@pytest.mark.parametrize(
+    ("engine", "platform", "backend", "model_file"),
+    [
+        ("torch", "pytorch_libtorch", "", "model.pt"),
+        ("torch_channels_last", "pytorch_libtorch", "", "model.pt"),
+        ("onnxruntime", "onnxruntime_onnx", "", "model.onnx"),
+        ("openvino", "", "openvino", "model.onnx"),
+        ("tensorrt", "onnxruntime_onnx", "", "model.onnx"),
+    ],
+)
+def test_the_engine_field_picks_the_ngc_backend(
+    tmp_path: Path, engine: str, platform: str, backend: str, model_file: str
+) -> None:
+    spec = image_pipeline(
+        "classify", "mobilenet_v3_small", device="gpu", max_batch_size=4, engine=engine
+    )
+    # --format and --tensorrt are what a pipeline without an engine gets; the engine wins.
+    repo = write_ngc_repository(spec, tmp_path, "torchscript" if "onnx" in model_file else "onnx")
+    dnn = read_config(repo / "classify_dnn" / "config.pbtxt")
+    assert (dnn.platform, dnn.backend) == (platform, backend)
+    assert (repo / "classify_dnn" / "1" / model_file).exists()
+    accelerators = dnn.optimization.execution_accelerators.gpu_execution_accelerator
+    assert [a.name for a in accelerators] == (["tensorrt"] if engine == "tensorrt" else [])
+    kind = dnn.instance_group[0].kind
+    # OpenVINO runs on the server's CPU; the others on its GPU.
+    assert kind == (
+        dnn.instance_group[0].KIND_CPU if engine == "openvino" else dnn.instance_group[0].KIND_GPU
+    )
+    if engine == "openvino":
+        assert dnn.default_model_filename == "model.onnx"
+
+
+def test_a_tensorrt_engine_on_the_cpu_falls_back_with_its_reason() -> None:
+    from cvserve.models.params import DnnParams
+    from cvserve.models.runners import load_engine
+
+    loaded = load_engine(DnnParams(arch="mobilenet_v3_small", engine="tensorrt"))
+    assert loaded.engine == "torch"
+    assert "TensorRT runs on the NGC target's GPU" in str(loaded.fallback)

@@ -41,6 +41,10 @@ def test_efficiency_benchmark_reports_the_three_rates_and_the_ratio(tmp_path: Pa
     # The old serial composition, kept beside it.
     assert row["serial_limit"] < min(row["preprocess_alone"], row["dnn_alone"])
     assert row["serial_ratio"] == pytest.approx(row["served"] / row["serial_limit"])
+    # Where the served CPU went: Triton itself and each stage's python-backend stub.
+    parts = row["served_cpu_ms"]
+    for part in ("tritonserver", "stub:classify_preprocess", "stub:classify_dnn", "client"):
+        assert parts[part] > 0, (part, parts)
 
 
 def test_efficiency_with_a_baseline_engine_serves_both_in_one_run(tmp_path: Path) -> None:

@@ -1,0 +1,72 @@
+"""CPU time of a server's process tree, by part: where a served request's CPU-seconds go.
+
+Read from ``/proc`` (Linux): a process and its descendants, each named by what it is — a Triton
+python-backend stub by the model it serves (its argv names the model's folder), any other process
+by its command — and its user + system CPU seconds so far. `cpu_by_part` subtracts two readings.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+_TICKS = os.sysconf("SC_CLK_TCK")
+STUB = "triton_python_backend_stub"
+
+
+def _children(pid: int) -> list[int]:
+    out: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            out += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:  # the thread or process ended meanwhile
+            continue
+    return out
+
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and every descendant alive now."""
+    tree, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        tree.append(p)
+        todo += _children(p)
+    return tree
+
+
+def part_name(pid: int) -> str:
+    """What the process is: ``stub:<model>`` for a python-backend stub, else its command."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return "gone"
+    command = Path(argv[0].decode(errors="replace")).name
+    if command == STUB and len(argv) > 1:
+        # argv[1] = <repository>/<model>/<version>/model.py
+        model = Path(argv[1].decode(errors="replace")).parents[1].name
+        return f"stub:{model}"
+    return command
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of ``pid`` (its own threads; 0 when it has ended)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / _TICKS  # utime, stime (fields 14, 15)
+
+
+def reading(pid: int) -> dict[str, float]:
+    """CPU seconds so far of ``pid``'s tree, summed per `part_name`."""
+    parts: dict[str, float] = {}
+    for p in process_tree(pid):
+        name = part_name(p)
+        parts[name] = parts.get(name, 0.0) + cpu_seconds(p)
+    return parts
+
+
+def cpu_by_part(before: Mapping[str, float], after: Mapping[str, float]) -> dict[str, float]:
+    """CPU seconds each part spent between two readings (parts present in ``after``)."""
+    return {name: after[name] - before.get(name, 0.0) for name in after}
