@@ -149,9 +149,7 @@ def measure(
     x = np.random.default_rng(0).standard_normal((batch, *shape)).astype(dtype)
     threads_before = torch.get_num_threads()
     try:
-        reference_params = dataclasses.replace(
-            params, engine=params.own_engine, precision="fp32"
-        )
+        reference_params = dataclasses.replace(params, engine=params.own_engine, precision="fp32")
         reference = [
             r.astype(np.float64) for r in load_engine(reference_params, output_names).run(x)
         ]
