@@ -52,6 +52,14 @@ class LoadResult:
         }
 
 
+def close_senders(senders: Sequence[Sender]) -> None:
+    """Close each sender's connection (a sender without one has no ``close``)."""
+    for sender in senders:
+        close = getattr(sender, "close", None)
+        if close:
+            close()
+
+
 def closed_loop(
     make_sender: Callable[[], Sender],
     concurrency: int,
@@ -94,10 +102,7 @@ def closed_loop(
     for thread in threads:
         thread.join()
     wall = time.perf_counter() - t_start
-    for sender in senders:
-        close = getattr(sender, "close", None)
-        if close:
-            close()
+    close_senders(senders)
     return LoadResult(
         concurrency=concurrency,
         latencies_s=tuple(x for per in latencies for x in per),
@@ -128,9 +133,7 @@ def warm_up(make_sender: Callable[[], Sender], requests: int) -> None:
     send = make_sender()
     for n in range(requests):
         send(n)
-    close = getattr(send, "close", None)
-    if close:
-        close()
+    close_senders([send])
 
 
 def open_loop(
@@ -172,8 +175,5 @@ def open_loop(
     for thread in threads:
         thread.join()
     wall = time.perf_counter() - start
-    for sender in senders:
-        close = getattr(sender, "close", None)
-        if close:
-            close()
+    close_senders(senders)
     return LoadResult(max_in_flight, tuple(latencies), errors[0], wall)

@@ -76,3 +76,55 @@ def test_a_file_names_the_engines_its_model_can_run_on(tmp_path) -> None:
     load_file(path)  # valid as written; the combination is refused when built
     with pytest.raises(ValueError, match=r"serving.precision: bf16 .* needs engine: openvino"):
         file_specs(path)
+
+
+# Every task's network as the served pipeline runs it (the test suite's smaller inputs), end to
+# end in this process: the same preprocessing, the engine under test, the same postprocessing.
+SERVED = {
+    "classify": ("resnet18", None),
+    "segment": ("deeplabv3_mobilenet_v3_large", (128, 128)),
+    "detect": ("ssdlite320_mobilenet_v3_large", None),
+    "depth": ("depth_resnet18", (128, 128)),
+    "identify": ("embed_resnet18", (128, 64)),
+}
+
+
+@pytest.mark.parametrize("task", sorted(SERVED))
+def test_every_engine_gives_the_served_answers_of_torch_fp32(task: str) -> None:
+    from cvserve.models.local_pipeline import LocalPipeline
+    from cvserve.pipelines.catalog import image_pipeline, preprocess_spec_for
+    from cvserve.preprocess.synthetic import synthetic_image
+    from cvserve.preprocess.tensors import BOXES, COUNT, DEPTH, EMBEDDING, LABELS, MASK, SCORES
+
+    arch, size = SERVED[task]
+    options: dict = {"max_batch_size": 2, "torch_threads": 2}
+    if size:
+        options["preprocess"] = dataclasses.replace(preprocess_spec_for(arch), crop=size)
+    if task == "detect":
+        options.update(score_threshold=0.0, max_detections=5)
+    images = [synthetic_image(320, 240, seed) for seed in (1, 2)]
+    reference = LocalPipeline(image_pipeline(task, arch, engine="torch", **options))(images)
+    ran = []
+    for engine in ENGINES[1:]:
+        spec = image_pipeline(task, arch, engine=engine, **options)
+        dnn = spec.stage_by_role("inference").params_as(DnnParams)
+        if load_engine(dnn).fallback:  # a detector does not export to ONNX: it cannot run
+            assert task == "detect" and engine in ("onnxruntime", "openvino")
+            continue
+        got = LocalPipeline(spec)(images)
+        ran.append(engine)
+        if task == "classify":  # the same top-k classes, scores within the fp32 bound
+            np.testing.assert_array_equal(got[LABELS], reference[LABELS])
+            np.testing.assert_allclose(got[SCORES], reference[SCORES], atol=1e-4)
+        elif task == "segment":  # masks: the same class at (nearly) every pixel
+            assert np.mean(got[MASK] == reference[MASK]) >= 0.999
+        elif task == "detect":  # boxes after postprocessing: same count, same places
+            np.testing.assert_array_equal(got[COUNT], reference[COUNT])
+            np.testing.assert_allclose(got[BOXES], reference[BOXES], atol=0.5)
+            np.testing.assert_allclose(got[SCORES], reference[SCORES], atol=1e-3)
+        elif task == "depth":
+            scale = float(np.abs(reference[DEPTH]).max())
+            np.testing.assert_allclose(got[DEPTH], reference[DEPTH], atol=1e-3 * scale)
+        else:
+            np.testing.assert_allclose(got[EMBEDDING], reference[EMBEDDING], atol=1e-5)
+    assert ran, task
