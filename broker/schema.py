@@ -21,6 +21,10 @@ Every record is one `Message`:
   ``max_hops_bytes``): the oldest are dropped and counted in ``hops-dropped``.
   Headers whose names are not cvserve's are never read (any bytes pass) and not sent on.
 
+Only the value is required: a camera, ``kcat`` or a Java service may send a bare JPEG, with or
+without a key (`OPTIONAL_DEFAULTS` says what stands in for each header left out; the pipeline and
+stage come from the topic the record was read from).
+
 A record that breaks these rules raises `SchemaError` naming the field (``header crop-box: …``,
 ``key: …``); a stage worker then sends it to its dead-letter topic (`broker.dead_letters`). The
 trace context and the ``hops`` header live in `broker.hops`.
@@ -50,6 +54,8 @@ from cvserve.broker.hops import Hop as Hop
 from cvserve.broker.hops import TraceContext, encode_hops, parse_hops
 from cvserve.broker.hops import hop_label as hop_label
 from cvserve.deploy.kafka_limits import LIMITS, MessageLimits
+from cvserve.preprocess.sniff import sniff
+from cvserve.preprocess.spec import PreprocessError
 
 SCHEMA_VERSION = 1
 RESULT_CONTENT_TYPE = "application/vnd.cvserve.outputs+json"
@@ -96,14 +102,16 @@ class Header(StrEnum):
     TRIMMED = "dead-letter-trimmed"  # JSON: what was dropped to fit, with sizes and SHA-256
 
 
-REQUIRED_HEADERS = (
-    Header.SCHEMA,
-    Header.REQUEST_ID,
-    Header.PIPELINE,
-    Header.STAGE,
-    Header.CONTENT_TYPE,
-    Header.TRACEPARENT,
-)
+# What a record without the header is read as (`Message.from_record`): any producer's image
+# is a request. cvserve's own producers always send them all.
+OPTIONAL_DEFAULTS: dict[str, str] = {
+    Header.SCHEMA: f"{SCHEMA_VERSION}",
+    Header.REQUEST_ID: "the key (UTF-8, at most 256 characters), else topic/partition@offset",
+    Header.PIPELINE: "the pipeline whose topic the record was read from",
+    Header.STAGE: "the stage whose topic the record was read from",
+    Header.CONTENT_TYPE: "sniffed from the value (JPEG, PNG, WebP, BMP)",
+    Header.TRACEPARENT: "a new trace is started",
+}
 _READ_HEADERS = frozenset(str(h) for h in Header) - {
     Header.ERROR,
     Header.ERROR_STAGE,
@@ -245,8 +253,20 @@ class Message:
         )
 
     @classmethod
-    def from_record(cls, record: Record, limits: MessageLimits = LIMITS) -> Message:
-        """Parse a received record; raises `SchemaError` naming the field that is wrong."""
+    def from_record(
+        cls,
+        record: Record,
+        limits: MessageLimits = LIMITS,
+        addressed: tuple[str, str] | None = None,
+    ) -> Message:
+        """Parse a received record; raises `SchemaError` naming the field that is wrong.
+
+        Any producer's record is a request: only the value is required (`OPTIONAL_DEFAULTS`).
+        ``addressed`` — the (pipeline, stage) the topic it was read from belongs to — stands in
+        for absent ``pipeline`` / ``stage`` headers; the request id is the header, else the key
+        (UTF-8, at most ``MAX_TEXT_CHARS``), else where the record was read
+        (``topic/partition@offset``); the content type is sniffed from the value; a trace is
+        started. A header that is present is checked as strictly as ever."""
         if record.header_error:
             raise SchemaError(record.header_error)
         raw = _cvserve_headers(record.headers)
@@ -254,12 +274,20 @@ class Message:
         if hops_raw is None:
             raise SchemaError(f"header {Header.HOPS}: null value")
         fields = {name: _short_text(name, value) for name, value in raw.items()}
-        missing = [str(name) for name in REQUIRED_HEADERS if name not in fields]
+        pipeline, stage = addressed or (None, None)
+        pipeline = fields.get(Header.PIPELINE, pipeline)
+        stage = fields.get(Header.STAGE, stage)
+        missing = [
+            str(h) for h, v in ((Header.PIPELINE, pipeline), (Header.STAGE, stage)) if v is None
+        ]
         if missing:
-            raise SchemaError(f"missing header(s) {', '.join(missing)}")
-        if fields[Header.SCHEMA] != str(SCHEMA_VERSION):
             raise SchemaError(
-                f"header {Header.SCHEMA}: schema version {fields[Header.SCHEMA]!r}, this reader "
+                f"missing header(s) {', '.join(missing)} (and no topic says which pipeline stage)"
+            )
+        schema = fields.get(Header.SCHEMA, str(SCHEMA_VERSION))
+        if schema != str(SCHEMA_VERSION):
+            raise SchemaError(
+                f"header {Header.SCHEMA}: schema version {schema!r}, this reader "
                 f"knows {SCHEMA_VERSION}"
             )
         if record.value is None:
@@ -267,15 +295,15 @@ class Message:
         key = record.key
         if key is not None and len(key) > limits.max_key_bytes:
             raise SchemaError(f"key: {len(key):,} bytes, at most {limits.max_key_bytes:,}")
-        if not _TRACEPARENT.match(fields[Header.TRACEPARENT]):
+        traceparent = fields.get(Header.TRACEPARENT)
+        if traceparent is not None and not _TRACEPARENT.match(traceparent):
             raise SchemaError(
-                f"header {Header.TRACEPARENT}: invalid traceparent "
-                f"{fields[Header.TRACEPARENT][:80]!r}"
+                f"header {Header.TRACEPARENT}: invalid traceparent {traceparent[:80]!r}"
             )
         for name in (Header.REQUEST_ID, Header.PIPELINE, Header.STAGE, Header.CONTENT_TYPE):
-            if not fields[name]:
+            if name in fields and not fields[name]:
                 raise SchemaError(f"header {name}: empty")
-        request_id = fields[Header.REQUEST_ID]
+        request_id = fields.get(Header.REQUEST_ID) or _request_id_of(key, record.source)
         try:
             hops, dropped = parse_hops(hops_raw, limits)
         except ValueError as exc:
@@ -285,16 +313,40 @@ class Message:
         text_key = "" if key is None else key.decode("utf-8", "surrogateescape")
         return cls(
             request_id=request_id,
-            pipeline=fields[Header.PIPELINE],
-            stage=fields[Header.STAGE],
+            pipeline=str(pipeline),
+            stage=str(stage),
             value=bytes(record.value),
-            content_type=fields[Header.CONTENT_TYPE],
-            trace=TraceContext(fields[Header.TRACEPARENT], hops, min(dropped, _INT64_MAX)),
+            content_type=fields.get(Header.CONTENT_TYPE) or sniffed_content_type(record.value),
+            trace=TraceContext(
+                traceparent or TraceContext.new().traceparent, hops, min(dropped, _INT64_MAX)
+            ),
             key="" if text_key == request_id else text_key,
             original_size=size,
             crop=_parse_crop(fields, size),
             origin=fields.get(Header.ORIGIN, ""),
         )
+
+
+def _request_id_of(key: bytes | None, source: str) -> str:
+    """A request id for a record without one: its key when that is short UTF-8 text, else where
+    it was read (``topic/partition@offset``), else a new one."""
+    if key:
+        try:
+            text = key.decode()
+        except UnicodeDecodeError:
+            text = ""
+        if text and len(text) <= MAX_TEXT_CHARS:
+            return text
+    return source or new_request_id()
+
+
+def sniffed_content_type(value: bytes) -> str:
+    """The content type of an image's bytes (`preprocess.sniff`), ``UNKNOWN_CONTENT_TYPE`` when
+    they are not one (the stage then dead-letters the record with sniff's reason)."""
+    try:
+        return IMAGE_CONTENT_TYPES.get(sniff(value).format, UNKNOWN_CONTENT_TYPE)
+    except PreprocessError:
+        return UNKNOWN_CONTENT_TYPE
 
 
 def decode_headers(headers: Sequence[tuple[str, bytes | None]] | None) -> dict[str, str]:

@@ -306,7 +306,8 @@ class StageWorker:
     def _check(self, item: _Work) -> None:
         """Parse and check a record; sets ``item.error`` for poison."""
         try:
-            message = Message.from_record(item.record, self.limits)
+            addressed = (self.route.pipeline, self.stage.name)  # what the topic says
+            message = Message.from_record(item.record, self.limits, addressed)
             if message.pipeline != self.route.pipeline or message.stage != self.stage.name:
                 raise SchemaError(
                     f"addressed to pipeline {message.pipeline!r} stage {message.stage!r}, "

@@ -287,3 +287,57 @@ def test_small_and_huge_hops_headers_are_judged_alike(hops: bytes) -> None:
         except SchemaError:
             verdicts.append("refused")
     assert verdicts[0] == verdicts[1]
+
+
+JPEG = synthetic_image(64, 48, 1)
+ADDRESSED = ("classify", "classify")
+
+
+def test_a_bare_image_is_a_request_addressed_by_its_topic() -> None:
+    keyed = Message.from_record(Record(b"cam1", JPEG, [], "t.in/0@7"), addressed=ADDRESSED)
+    assert (keyed.request_id, keyed.record_key, keyed.key) == ("cam1", "cam1", "")
+    assert (keyed.pipeline, keyed.stage, keyed.content_type) == (
+        "classify",
+        "classify",
+        "image/jpeg",
+    )
+    assert re.fullmatch(r"00-[0-9a-f]{32}-[0-9a-f]{16}-01", keyed.trace.traceparent)
+    # No key (or one that is no short UTF-8 text): where it was read is its request id.
+    for key in (None, b"", b"\xff\xfe", b"k" * 300):
+        bare = Message.from_record(Record(key, JPEG, [], "t.in/0@8"), addressed=ADDRESSED)
+        assert bare.request_id == "t.in/0@8", key
+    # Traces are not shared between bare records.
+    other = Message.from_record(Record(b"cam1", JPEG, [], "t.in/0@9"), addressed=ADDRESSED)
+    assert other.trace.trace_id != keyed.trace.trace_id
+
+
+def test_headers_a_producer_gives_win_over_the_defaults() -> None:
+    traceparent = TraceContext.new().traceparent
+    headers = [
+        (Header.REQUEST_ID, b"r-42"),
+        (Header.CONTENT_TYPE, b"image/png"),
+        (Header.TRACEPARENT, traceparent.encode()),
+    ]
+    message = Message.from_record(Record(b"cam1", JPEG, headers, "t/0@1"), addressed=ADDRESSED)
+    assert (message.request_id, message.key, message.content_type) == ("r-42", "cam1", "image/png")
+    assert message.trace.traceparent == traceparent
+    # Present but wrong is still refused, however the record came.
+    for name, value, reason in (
+        (Header.TRACEPARENT, b"00-xyz", "invalid traceparent"),
+        (Header.REQUEST_ID, b"", "header request-id: empty"),
+        (Header.SCHEMA, b"9", "schema version '9'"),
+    ):
+        with pytest.raises(SchemaError, match=reason):
+            Message.from_record(Record(None, JPEG, [(name, value)]), addressed=ADDRESSED)
+
+
+def test_without_a_topic_to_say_so_pipeline_and_stage_are_needed() -> None:
+    with pytest.raises(SchemaError, match=r"missing header\(s\) pipeline, stage"):
+        Message.from_record(Record(b"k", JPEG, []))
+    with pytest.raises(SchemaError, match="value: none"):
+        Message.from_record(Record(b"k", None, []), addressed=ADDRESSED)
+
+
+def test_bytes_that_are_no_image_get_the_unknown_content_type() -> None:
+    message = Message.from_record(Record(b"k", b"hello", []), addressed=ADDRESSED)
+    assert message.content_type == "application/octet-stream"

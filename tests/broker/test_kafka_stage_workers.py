@@ -224,7 +224,8 @@ def test_poison_messages_go_to_dead_letter_with_reasons_and_the_worker_keeps_goi
         ]
         # expected reason -> the poison record
         poison = {
-            "missing header(s) cvserve-schema": (b"no-headers", b"hello", []),
+            # Another producer's record: no header, so it is read as a bare image — not one.
+            "not a recognised image (first bytes b'hello'": (b"no-headers", b"hello", []),
             "schema version '7'": (b"v7", valid_jpeg.value, wrong_version),
             "not a recognised image": unchecked(b"this is not an image").to_record(),
             "truncated JPEG": unchecked(good[1][: len(good[1]) // 2]).to_record(),
