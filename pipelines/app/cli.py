@@ -166,6 +166,7 @@ def cmd_bench_loadgen(args: argparse.Namespace) -> int:
     from cvserve.models.serving import serve_locally
     from cvserve.preprocess.synthetic import synthetic_image
     from cvserve.profiling.bench.loadgen import bench_loadgen
+    from cvserve.profiling.model_profile import ModelNotServed
 
     width, height = (int(v) for v in args.size.lower().split("x"))
     images = [synthetic_image(width, height, seed) for seed in range(args.images)]
@@ -175,15 +176,18 @@ def cmd_bench_loadgen(args: argparse.Namespace) -> int:
         else:
             spec = one_spec(args, "bench loadgen")
             url, model = stack.enter_context(serve_locally(spec)).grpc_url, spec.name
-        bench_loadgen(
-            url,
-            model,
-            images,
-            concurrency=tuple(int(c) for c in args.concurrency.split(",")),
-            rounds=args.rounds,
-            duration_s=args.duration,
-            out=Path(args.out) if args.out else None,
-        )
+        try:
+            bench_loadgen(
+                url,
+                model,
+                images,
+                concurrency=tuple(int(c) for c in args.concurrency.split(",")),
+                rounds=args.rounds,
+                duration_s=args.duration,
+                out=Path(args.out) if args.out else None,
+            )
+        except (ModelNotServed, ValueError, RuntimeError) as exc:  # one line, no traceback
+            raise SystemExit(f"cvserve bench loadgen: {exc}") from None
     return 0
 
 

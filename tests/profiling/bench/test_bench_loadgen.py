@@ -81,3 +81,12 @@ def test_both_clients_drive_the_ensemble_and_split_it_alike(
         assert row["ratio"] == pytest.approx(ours["median"] / pa["median"])
         assert pa["min"] <= pa["median"] <= pa["max"]
         assert 0.0 <= row["split_difference"] <= 1.0
+
+
+def test_no_server_there_is_one_line() -> None:
+    from cvserve.pipelines.app.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["bench", "loadgen", "--triton-url", "127.0.0.1:1", "--model", "x"])
+    assert str(exc.value).startswith("cvserve bench loadgen: the server has no model 'x' ready")
+    assert "\n" not in str(exc.value)
