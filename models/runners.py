@@ -138,6 +138,8 @@ def _onnx_file(params: DnnParams) -> str:
 @functools.cache
 def _exported(arch: str, num_classes: int | None, seed: int, weights: str | None) -> str:
     """The architecture exported to ONNX into a temporary folder: every ONNX engine loads it."""
+    import atexit
+    import shutil
     import tempfile
     from pathlib import Path
 
@@ -145,6 +147,7 @@ def _exported(arch: str, num_classes: int | None, seed: int, weights: str | None
     from cvserve.models.zoo import build_model
 
     folder = Path(tempfile.mkdtemp(prefix="cvserve-engine-"))
+    atexit.register(shutil.rmtree, folder, True)  # removed when the process ends (ignore_errors)
     return str(
         export_onnx(build_model(arch, seed, weights, num_classes), arch, folder / "model.onnx")
     )
