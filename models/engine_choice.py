@@ -99,23 +99,29 @@ def _as_measured(value: Any) -> tuple[Measured, ...]:
     return tuple(Measured(**m) for m in value)
 
 
+def _as_value(measured: Sequence[Measured]) -> list[dict[str, Any]]:
+    """What the store keeps of ``measured`` (JSON)."""
+    return [dataclasses.asdict(m) for m in measured]
+
+
 def record(
     params: DnnParams, shape: Sequence[int], batch: int, measured: Sequence[Measured]
 ) -> Path:
     """Store ``measured`` for this network on this machine (replacing what was there)."""
-    value = [dataclasses.asdict(m) for m in measured]
-    return measurements.put(KIND, network_key(params, shape, batch), value)
+    return measurements.put(KIND, network_key(params, shape, batch), _as_value(measured))
 
 
-def _images_per_s(run: Any, x: np.ndarray) -> float:
+def images_per_s(run: Any, x: np.ndarray, pass_s: float = PASS_S, min_calls: int = 2) -> float:
+    """``run(x)``'s images/s: the better of two passes of at least ``pass_s`` seconds and
+    ``min_calls`` calls each, after one warm-up call (noise only ever slows a pass down)."""
     run(x)
     rates = []
     for _ in range(2):
-        count, start = 0, time.perf_counter()
-        while count < 2 * len(x) or time.perf_counter() - start < PASS_S:
+        calls, start = 0, time.perf_counter()
+        while calls < min_calls or time.perf_counter() - start < pass_s:
             run(x)
-            count += len(x)
-        rates.append(count / (time.perf_counter() - start))
+            calls += 1
+        rates.append(calls * len(x) / (time.perf_counter() - start))
     return max(rates)
 
 
@@ -178,7 +184,7 @@ def _measure_one(
     )
     if loaded.fallback:  # it cannot load this model: not a candidate, and why
         return Measured(engine, precision, 0.0, float("inf"), False, loaded.fallback)
-    rate = _images_per_s(loaded.run, x)
+    rate = images_per_s(loaded.run, x)
     diff = rel_diff(loaded.run(x), reference)
     bound = BF16_BOUND if loaded.precision == "bf16" else FP32_BOUND
     return Measured(
@@ -221,8 +227,7 @@ def choose_engine(
         with measurements.locked(KIND) as path:  # another process may be measuring it: wait
             value = measurements.get(KIND, key)
             if value is None:
-                measured = measure(params, shape, batch, output_names, dtype)
-                value = [dataclasses.asdict(m) for m in measured]
+                value = _as_value(measure(params, shape, batch, output_names, dtype))
                 measurements.put_locked(path, key, value)
                 source = "measured now"
     measured = _as_measured(value)

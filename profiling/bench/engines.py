@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -26,28 +25,16 @@ from cvserve.models.engine_choice import (
     FP32_BOUND,
     Measured,
     candidates,
+    images_per_s,
     record,
     rel_diff,
 )
 from cvserve.models.params import ENGINES, DnnParams
-from cvserve.models.runners import Runner, load_engine
+from cvserve.models.runners import load_engine
 from cvserve.pipelines.spec import PipelineSpec
 from cvserve.profiling.machine import machine_info, write_report
 
 DEFAULT_BATCHES: tuple[int, ...] = (1, 8)
-
-
-def images_per_s(run: Runner, batch: np.ndarray, duration_s: float) -> float:
-    """The better of two passes of ``duration_s`` each (after one warm-up call)."""
-    run(batch)
-    rates = []
-    for _ in range(2):
-        count, start = 0, time.perf_counter()
-        while time.perf_counter() - start < duration_s:
-            run(batch)
-            count += len(batch)
-        rates.append(count / (time.perf_counter() - start))
-    return max(rates)
 
 
 def agreement(got: list[np.ndarray], reference: list[np.ndarray], classes: bool) -> dict:
@@ -131,7 +118,7 @@ def bench_engines(
                         console.print(f"  {params.label} {engine}: skipped ({exc})")
                         continue
                     loaded = load_engine(asked, names)
-                    rate = images_per_s(loaded.run, x, duration_s)
+                    rate = images_per_s(loaded.run, x, duration_s, min_calls=0)
                     row = {
                         "network": params.label,
                         "pipeline": spec.name,
