@@ -2,7 +2,8 @@
 
 Every client is made here, so that all share the settings cvserve promises: record sizes from
 `MessageLimits`, acks=all from an idempotent producer sending at once (``linger.ms=0``), manual
-commits only, and librdkafka's log lines in Python logging (``cvserve.kafka``) instead of stderr.
+commits only, the security settings of `deploy.kafka_client_config.client_security` (SASL, TLS),
+and librdkafka's log lines in Python logging (``cvserve.kafka``) instead of stderr.
 librdkafka rather than a pure-Python client because a hop is a latency budget: on loopback a
 150 KB hop takes p50 1.3–1.4 ms with librdkafka and 2.9 ms with kafka-python, which spends ~1.5 ms
 parsing and checksumming each record in Python (`cvserve bench kafka`, README).
@@ -23,6 +24,7 @@ from typing import Any, TypeVar
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
+from cvserve.deploy.kafka_client_config import client_security
 from cvserve.deploy.kafka_limits import LIMITS, MessageLimits
 
 T = TypeVar("T")
@@ -72,6 +74,86 @@ class BrokerUnreachable(ConnectionError):
     """No broker answered a metadata request in time."""
 
 
+class BrokerRefused(BrokerUnreachable):
+    """A broker answered but refused this client (authentication, TLS, protocol): trying again
+    with the same settings never helps; the message says which setting to fix."""
+
+
+_CONFIG_HINT = "(set in $CVSERVE_KAFKA_CLIENT_CONFIG's file or CVSERVE_KAFKA_<SETTING> variables)"
+
+
+def refusal_reason(error: KafkaError) -> str | None:
+    """What a client-level librdkafka error says about this client's security settings, in
+    words naming the setting to fix; None for errors a retry may cure (a broker away)."""
+    text = error.str()
+    if error.code() == KafkaError._AUTHENTICATION or "SASL authentication" in text:
+        return f"authentication failed: check sasl.username / sasl.password {_CONFIG_HINT} [{text}]"
+    tls_refused = "SSL handshake failed" in text or ("alert" in text and "certificate" in text)
+    if error.code() == KafkaError._SSL or tls_refused:
+        return (
+            "TLS handshake failed: set ssl.ca.location to the CA that signed the broker's "
+            "certificate (and ssl.certificate.location / ssl.key.location where the cluster "
+            f"requires mutual TLS) {_CONFIG_HINT} [{text}]"
+        )
+    if "security.protocol" in text:
+        return (
+            "the broker speaks another protocol than this client: set security.protocol "
+            f"(e.g. SASL_SSL) and its credentials {_CONFIG_HINT} [{text}]"
+        )
+    return None
+
+
+_CLOSED_AT_HELLO = "state APIVERSION_QUERY"
+
+
+class _LogLines(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+def check_connection(bootstrap: str, timeout_s: float = 15.0) -> int:
+    """How many brokers the cluster at ``bootstrap`` has, asked with cvserve's client settings.
+
+    Raises `BrokerRefused` as soon as a broker refuses this client (credentials, CA, protocol),
+    `BrokerUnreachable` when none answers within ``timeout_s``: one line a CLI can print.
+    """
+    errors: list[KafkaError] = []
+    # A client speaking PLAINTEXT to a TLS listener gets no error event, only a log line.
+    lines = _LogLines()
+    logger = logging.Logger("cvserve.kafka.check")
+    logger.addHandler(lines)
+    settings = client_base(bootstrap)
+    admin = AdminClient({**settings, "logger": logger, "error_cb": errors.append})
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return len(admin.list_topics(timeout=min(1.0, timeout_s)).brokers)
+        except KafkaException as exc:
+            last = exc.args[0].str() if exc.args else str(exc)
+        admin.poll(0)  # serves error_cb
+        # librdkafka's hint, or a connection closed while asking the API versions: a TLS
+        # listener hanging up on a client that does not speak TLS.
+        protocol = [
+            f"{line} (security.protocol {settings.get('security.protocol', 'PLAINTEXT')})"
+            for line in lines.messages
+            if "security.protocol" in line
+            or ("SSL" not in settings.get("security.protocol", "") and _CLOSED_AT_HELLO in line)
+        ]
+        for error in [*errors, *(KafkaError(KafkaError._TRANSPORT, line) for line in protocol)]:
+            reason = refusal_reason(error)
+            if reason:
+                raise BrokerRefused(f"Kafka at {bootstrap} refused cvserve's client: {reason}")
+        if time.monotonic() >= deadline:
+            raise BrokerUnreachable(
+                f"no Kafka broker answered at {bootstrap} within {timeout_s:.0f} s ({last}): "
+                "is it running, and is the address right?"
+            )
+
+
 def cluster_topics(
     client: Consumer | AdminClient,
     bootstrap: str,
@@ -110,10 +192,13 @@ def consumer_config(limits: MessageLimits = LIMITS) -> dict[str, Any]:
     }
 
 
+def client_base(bootstrap: str) -> dict[str, Any]:
+    """What every client's config starts with: the address, the logger, the security settings."""
+    return {"bootstrap.servers": bootstrap, "logger": LOG, **client_security()}
+
+
 def new_producer(bootstrap: str, limits: MessageLimits = LIMITS, **overrides: Any) -> Producer:
-    return Producer(
-        {"bootstrap.servers": bootstrap, "logger": LOG, **producer_config(limits), **overrides}
-    )
+    return Producer({**client_base(bootstrap), **producer_config(limits), **overrides})
 
 
 def new_consumer(
@@ -123,9 +208,8 @@ def new_consumer(
     reader that `assign`s partitions itself)."""
     return Consumer(
         {
-            "bootstrap.servers": bootstrap,
+            **client_base(bootstrap),
             "group.id": group or f"cvserve-reader-{uuid.uuid4().hex}",
-            "logger": LOG,
             **consumer_config(limits),
             **overrides,
         }
@@ -133,7 +217,7 @@ def new_consumer(
 
 
 def new_admin(bootstrap: str, **overrides: Any) -> AdminClient:
-    return AdminClient({"bootstrap.servers": bootstrap, "logger": LOG, **overrides})
+    return AdminClient({**client_base(bootstrap), **overrides})
 
 
 def produce(
@@ -233,6 +317,7 @@ def topic_partitions(
 
 
 __all__ = [
+    "BrokerRefused",
     "BrokerUnreachable",
     "Consumer",
     "DeliveryError",
@@ -240,6 +325,7 @@ __all__ = [
     "KafkaException",
     "Producer",
     "TopicPartition",
+    "check_connection",
     "cluster_topics",
     "consume_available",
     "end_offsets",

@@ -4,7 +4,9 @@ Names derive from the pipeline name and its broker stages only:
 ``<namespace>.<pipeline>.<stage>.in`` (what a stage consumes), ``<namespace>.<pipeline>.results``,
 ``<namespace>.<pipeline>.dead-letter``; a stage's workers share the group
 ``<namespace>.<pipeline>.<stage>``. The namespace (default ``cvserve``) separates deployments
-sharing one cluster.
+sharing one cluster. Topics are created with replication factor min(3, brokers) and
+``min.insync.replicas`` min(2, that) (`deploy.kafka.replication_for`): with cvserve's acks=all
+producers an acknowledged record is on two brokers whenever the cluster has two.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from cvserve.deploy.kafka import DEFAULT_PARTITIONS
+from cvserve.deploy.kafka import DEFAULT_PARTITIONS, replication_for
 from cvserve.deploy.kafka_limits import LIMITS, MessageLimits
 from cvserve.deploy.process import poll_until
 
@@ -75,8 +77,10 @@ def ensure_topics(
     missing = [n for n in dict.fromkeys(names) if n not in existing]
     if not missing:
         return []
+    replicas, min_isr = replication_for(len(admin.list_topics(timeout=timeout_s).brokers))
+    config = {**limits.topic_config(), "min.insync.replicas": str(min_isr)}
     futures = admin.create_topics(
-        [NewTopic(n, partitions, config=limits.topic_config()) for n in missing],
+        [NewTopic(n, partitions, replicas, config=config) for n in missing],
         operation_timeout=timeout_s,
         request_timeout=timeout_s,
     )

@@ -1,4 +1,5 @@
-"""Run a real Apache Kafka 4.x broker locally: KRaft single node, bound to 127.0.0.1.
+"""Run a real Apache Kafka 4.x broker locally: one KRaft node (broker and controller), bound to
+127.0.0.1; `deploy.kafka_cluster` runs several as one cluster.
 
 The broker's jars come from Maven Central (``deploy/kafka/pom.xml``, fetched by
 ``deploy/setup.sh`` into `kafka_home`'s ``libs/``) and run on the machine's Java 17. A broker owns a
@@ -18,11 +19,14 @@ import socket
 import subprocess
 import sys
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
+from cvserve.deploy.kafka_client_config import client_security
 from cvserve.deploy.kafka_limits import LIMITS, MessageLimits
+from cvserve.deploy.kafka_security import ADMIN_USER, SECURE_LISTENER, LocalSecurity
 from cvserve.deploy.ports import free_port, port_in_use
 from cvserve.deploy.process import ManagedProcess, ProcessStartError, stop_pid
 
@@ -103,8 +107,15 @@ def broker_log_summary(path: Path, lines: int = 25) -> str:
     return "\n".join((["errors:", *errors] if errors else []) + ["last lines:", *text[-lines:]])
 
 
-def metadata_answered(bootstrap: str, timeout_s: float = 5.0) -> bool:
-    """True if a broker at ``bootstrap`` (host:port) answers a metadata request with itself."""
+def metadata_answered(
+    bootstrap: str,
+    timeout_s: float = 5.0,
+    client_config: Mapping[str, str] | None = None,
+    brokers: int = 1,
+) -> bool:
+    """True if the broker at ``bootstrap`` (host:port) answers a metadata request naming at
+    least ``brokers`` brokers. ``client_config``: librdkafka security settings (default: those
+    of `client_security`)."""
     from confluent_kafka.admin import AdminClient
 
     host, port = bootstrap.rsplit(":", 1)
@@ -112,19 +123,30 @@ def metadata_answered(bootstrap: str, timeout_s: float = 5.0) -> bool:
         socket.create_connection((host, int(port)), timeout=timeout_s).close()
     except OSError:
         return False
-    admin = AdminClient({"bootstrap.servers": bootstrap, "logger": _CLIENT_LOG})
+    settings = client_security() if client_config is None else client_config
+    admin = AdminClient({"bootstrap.servers": bootstrap, "logger": _CLIENT_LOG, **settings})
     try:
-        return bool(admin.list_topics(timeout=timeout_s).brokers)
+        return len(admin.list_topics(timeout=timeout_s).brokers) >= brokers
     except Exception:
         return False
 
 
+def replication_for(brokers: int) -> tuple[int, int]:
+    """(replication factor, ``min.insync.replicas``) of topics on a cluster of ``brokers``:
+    three copies at most, and an acknowledged record is on two of them whenever there are two."""
+    replicas = max(1, min(3, brokers))
+    return replicas, min(2, replicas)
+
+
 @dataclass
 class KafkaBroker:
-    """One local Kafka broker (KRaft, ``process.roles=broker,controller``) in ``state_dir``.
+    """One local Kafka node (KRaft, ``process.roles=broker,controller``) in ``state_dir``.
 
     Ports default to free ones on ``host``; a restart on the same state directory keeps them,
     so clients' bootstrap addresses stay valid. Use as a context manager or `start` / `stop`.
+    Alone it is a cluster of one; `deploy.kafka_cluster.KafkaCluster` sets ``node_id``,
+    ``quorum`` (every node's ``id@host:controller_port``), ``cluster_id`` and ``brokers`` to
+    run several. ``security``: clients must use SASL/SCRAM over TLS (`LocalSecurity`).
     """
 
     state_dir: Path = field(default_factory=default_state_dir)
@@ -136,6 +158,11 @@ class KafkaBroker:
     limits: MessageLimits = LIMITS
     extra_properties: dict[str, str] = field(default_factory=dict)
     stop_timeout_s: float = 30.0
+    node_id: int = 1
+    quorum: str | None = None
+    cluster_id: str | None = None
+    brokers: int = 1
+    security: LocalSecurity | None = None
 
     managed: ManagedProcess | None = field(default=None, init=False)
 
@@ -166,30 +193,45 @@ class KafkaBroker:
         """``broker.json``: pid (null when stopped), ports, bootstrap, log."""
         return Path(self.state_dir) / "broker.json"
 
+    @property
+    def listener_name(self) -> str:
+        """The clients' (and other brokers') listener: ``PLAINTEXT`` or ``SASL_SSL``."""
+        return SECURE_LISTENER if self.security else "PLAINTEXT"
+
+    def admin_config(self) -> dict[str, str]:
+        """librdkafka settings of an admin client of this broker (the ``admin`` user if secure)."""
+        return self.security.client_properties(ADMIN_USER) if self.security else {}
+
     def properties(self) -> dict[str, str]:
         """The broker's ``server.properties``."""
-        listener = f"PLAINTEXT://{self.host}:{self.port}"
+        listener = f"{self.listener_name}://{self.host}:{self.port}"
+        replicas, min_isr = (str(n) for n in replication_for(self.brokers))
         return {
             "process.roles": "broker,controller",
-            "node.id": "1",
-            "controller.quorum.voters": f"1@{self.host}:{self.controller_port}",
+            "node.id": str(self.node_id),
+            "controller.quorum.voters": self.quorum
+            or f"{self.node_id}@{self.host}:{self.controller_port}",
             "listeners": f"{listener},CONTROLLER://{self.host}:{self.controller_port}",
             "advertised.listeners": listener,
             "controller.listener.names": "CONTROLLER",
-            "inter.broker.listener.name": "PLAINTEXT",
-            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "inter.broker.listener.name": self.listener_name,
+            "listener.security.protocol.map": f"{self.listener_name}:{self.listener_name},"
+            "CONTROLLER:PLAINTEXT",
             "log.dirs": str(self.data_dir.resolve()),
             "num.partitions": str(self.partitions),
-            # One node: every internal topic has one replica.
-            "offsets.topic.replication.factor": "1",
-            "transaction.state.log.replication.factor": "1",
-            "transaction.state.log.min.isr": "1",
-            "share.coordinator.state.topic.replication.factor": "1",
-            "share.coordinator.state.topic.min.isr": "1",
+            # Internal topics and topics created without settings, as cvserve creates its own.
+            "default.replication.factor": replicas,
+            "min.insync.replicas": min_isr,
+            "offsets.topic.replication.factor": replicas,
+            "transaction.state.log.replication.factor": replicas,
+            "transaction.state.log.min.isr": min_isr,
+            "share.coordinator.state.topic.replication.factor": replicas,
+            "share.coordinator.state.topic.min.isr": min_isr,
             # Consumers join a group at once instead of after the default 3 s.
             "group.initial.rebalance.delay.ms": "0",
             "auto.create.topics.enable": "false",
             **self.limits.broker_properties(),
+            **(self.security.broker_properties() if self.security else {}),
             **self.extra_properties,
         }
 
@@ -219,12 +261,19 @@ class KafkaBroker:
 
         Raises `KafkaStartError` quoting the log if the JVM exits or never answers.
         """
+        self.launch()
+        self.wait_ready(timeout_s)
+        return self
+
+    def launch(self) -> KafkaBroker:
+        """Format storage on first start and start the JVM without waiting (the nodes of a
+        cluster start together: none is ready before a majority of controllers runs)."""
         if self.managed is not None:
             raise KafkaStartError("broker already started")
         libs = kafka_libs()
         self.state_dir = Path(self.state_dir)
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        self._choose_ports()
+        self.choose_ports()
         self.properties_path.write_text(
             "".join(f"{key}={value}\n" for key, value in self.properties().items())
         )
@@ -238,23 +287,42 @@ class KafkaBroker:
             summary=broker_log_summary,
             error=KafkaStartError,
         ).start(banner=f"==== cvserve: starting broker on {self.bootstrap}\n", append=True)
-        ready = partial(metadata_answered, self.bootstrap, timeout_s=min(5.0, timeout_s))
+        self._write_state(pid=self.managed.pid)
+        return self
+
+    def wait_ready(self, timeout_s: float = 90.0) -> None:
+        """Block until this node answers metadata naming every broker of its cluster; stop it
+        and raise `KafkaStartError` quoting its log if it exits or never does."""
+        assert self.managed is not None, "broker not launched"
+        ready = partial(
+            metadata_answered,
+            self.bootstrap,
+            timeout_s=min(5.0, timeout_s),
+            client_config=self.admin_config(),
+            brokers=self.brokers,
+        )
         try:
             self.managed.wait_ready(ready, timeout_s)
         except BaseException:
             self.stop()
             raise
-        self._write_state(pid=self.managed.pid)
-        return self
 
-    def _choose_ports(self) -> None:
-        previous = self.read_state(self.state_dir) or {}
+    def choose_ports(self, taken: set[int] | None = None) -> None:
+        """Free ports for those not given (the ones of an earlier start when still free, never
+        one of ``taken``: other nodes' choices, not bound yet); `KafkaStartError` if a given one
+        is in use."""
+        previous = self.read_state(Path(self.state_dir)) or {}
+        taken = set() if taken is None else taken
         for attr in ("port", "controller_port"):
             wanted = getattr(self, attr)
             if wanted is None:
                 earlier = previous.get(attr)
-                reuse = earlier is not None and not port_in_use(int(earlier), self.host)
-                setattr(self, attr, int(earlier) if reuse else free_port(self.host))
+                if earlier is not None and int(earlier) not in taken:
+                    wanted = None if port_in_use(int(earlier), self.host) else int(earlier)
+                while wanted is None or wanted in taken:
+                    wanted = free_port(self.host)
+                setattr(self, attr, wanted)
+                taken.add(wanted)
             elif port_in_use(wanted, self.host):
                 raise KafkaStartError(f"{attr.replace('_', ' ')} {wanted} on {self.host} is in use")
 
@@ -264,9 +332,10 @@ class KafkaBroker:
             _STORAGE_TOOL,
             "format",
             "--cluster-id",
-            new_cluster_id(),
+            self.cluster_id or new_cluster_id(),
             "--config",
             str(self.properties_path.resolve()),
+            *(self.security.format_arguments() if self.security else ()),
         ]
         result = subprocess.run(command, capture_output=True, text=True, timeout=120)
         with self.log_path.open("a") as log:
@@ -277,6 +346,11 @@ class KafkaBroker:
 
     def is_running(self) -> bool:
         return self.managed is not None and self.managed.running()
+
+    def terminate(self) -> None:
+        """Ask the broker to stop (SIGTERM) without waiting; `stop` finishes the stop."""
+        if self.managed is not None:
+            self.managed.terminate()
 
     def stop(self) -> None:
         """SIGTERM the broker (a controlled shutdown), SIGKILL it if it outlives the timeout."""

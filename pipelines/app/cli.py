@@ -9,6 +9,7 @@ import sys
 import threading
 from pathlib import Path
 
+from cvserve.deploy.kafka_client_config import ClientConfigError
 from cvserve.models.params import ENGINES
 from cvserve.pipelines.app.pipeline_args import (
     add_file_option,
@@ -341,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except ConnectionError as exc:  # a server (Kafka, Triton) not there: say so, no traceback
+    except (ConnectionError, ClientConfigError) as exc:  # a server not there, or refusing us
         raise SystemExit(f"cvserve: {exc}") from exc
 
 

@@ -2,7 +2,11 @@
 ``worker`` and ``results`` (``cvserve bench kafka`` lives in `pipelines.app.profile_commands`).
 
 The broker's address comes from ``--bootstrap``, else ``$CVSERVE_KAFKA_BOOTSTRAP``, else the
-broker that ``cvserve kafka start`` runs (its ``broker.json`` in the state directory).
+cluster that ``cvserve kafka start`` runs (its ``cluster.json`` in the state directory). Security
+settings come from ``--client-config`` (which sets ``$CVSERVE_KAFKA_CLIENT_CONFIG`` for the
+processes a command starts), the variables of `deploy.kafka_client_config`, else, for the local
+cluster, the client file ``cvserve kafka start --secure`` wrote. Every command checks the
+connection first and stops with one line naming what to fix when the broker refuses it.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from typing import Any
 
 from cvserve.broker.worker_config import WorkerConfig
 from cvserve.deploy.kafka import DEFAULT_HEAP_MB, DEFAULT_PARTITIONS
+from cvserve.deploy.kafka_client_config import ClientConfigError
 
 BOOTSTRAP_ENV = "CVSERVE_KAFKA_BOOTSTRAP"
 WORKER_DEFAULTS = WorkerConfig()
@@ -29,22 +34,34 @@ KAFKA_HOME_HELP = "$CVSERVE_KAFKA_HOME (else .venv/share/cvserve/kafka)"
 _GLOB_CHARS = set("*?[")
 
 
-def bootstrap_address(args: argparse.Namespace) -> str:
-    """``--bootstrap``, ``$CVSERVE_KAFKA_BOOTSTRAP``, or the running local broker's address."""
-    from cvserve.deploy.kafka import KafkaBroker, default_state_dir, running_pid
+def bootstrap_address(args: argparse.Namespace, check: bool = True) -> str:
+    """``--bootstrap``, ``$CVSERVE_KAFKA_BOOTSTRAP``, or the running local cluster's addresses;
+    with ``check``, the cluster answered cvserve's client (else one-line `SystemExit`)."""
+    from cvserve.broker.clients import check_connection
+    from cvserve.deploy.kafka import default_state_dir
+    from cvserve.deploy.kafka_client_config import CLIENT_CONFIG_ENV
+    from cvserve.deploy.kafka_cluster import node_pids, read_cluster
 
+    if getattr(args, "client_config", None):
+        os.environ[CLIENT_CONFIG_ENV] = str(Path(args.client_config).resolve())
     if getattr(args, "bootstrap", None):
-        return str(args.bootstrap)
-    if os.environ.get(BOOTSTRAP_ENV):
-        return os.environ[BOOTSTRAP_ENV]
-    state_dir = default_state_dir()
-    state = KafkaBroker.read_state(state_dir)
-    if state and running_pid(state_dir):
-        return str(state["bootstrap"])
-    raise SystemExit(
-        f"no Kafka broker: start one with 'cvserve kafka start', or pass --bootstrap / "
-        f"set {BOOTSTRAP_ENV}"
-    )
+        bootstrap = str(args.bootstrap)
+    elif os.environ.get(BOOTSTRAP_ENV):
+        bootstrap = os.environ[BOOTSTRAP_ENV]
+    else:
+        state_dir = default_state_dir()
+        cluster = read_cluster(state_dir)
+        if not cluster or not any(node_pids(state_dir).values()):
+            raise SystemExit(
+                f"no Kafka broker: start one with 'cvserve kafka start', or pass --bootstrap / "
+                f"set {BOOTSTRAP_ENV}"
+            )
+        bootstrap = str(cluster["bootstrap"])
+        if cluster.get("client_config") and not os.environ.get(CLIENT_CONFIG_ENV):
+            os.environ[CLIENT_CONFIG_ENV] = str(cluster["client_config"])  # workers inherit it
+    if check:
+        check_connection(bootstrap, timeout_s=30.0)
+    return bootstrap
 
 
 def _stop_event() -> threading.Event:
@@ -65,62 +82,97 @@ def _state_dir(args: argparse.Namespace) -> Path:
 
 
 def cmd_kafka_start(args: argparse.Namespace) -> int:
-    from cvserve.deploy.kafka import KafkaBroker, KafkaStartError, running_pid
+    from cvserve.deploy.kafka import KafkaStartError
+    from cvserve.deploy.kafka_client_config import CLIENT_CONFIG_ENV
+    from cvserve.deploy.kafka_cluster import KafkaCluster, node_pids, read_cluster
 
     state_dir = _state_dir(args)
-    pid = running_pid(state_dir)
-    if pid is not None:
-        state = KafkaBroker.read_state(state_dir) or {}
-        print(f"Kafka broker already running: pid {pid}, bootstrap {state.get('bootstrap')}")
+    running = {node: pid for node, pid in node_pids(state_dir).items() if pid is not None}
+    if running:
+        state = read_cluster(state_dir) or {}
+        print(
+            f"Kafka already running: {len(running)} of {state.get('brokers')} broker(s), "
+            f"pid(s) {' '.join(map(str, running.values()))}, bootstrap {state.get('bootstrap')}"
+        )
         return 0
-    broker = KafkaBroker(state_dir, port=args.port, heap_mb=args.heap_mb)
     try:
-        broker.start(timeout_s=args.timeout)
+        cluster = KafkaCluster(
+            state_dir,
+            brokers=args.brokers,
+            heap_mb=args.heap_mb,
+            port=args.port,
+            secure=args.secure or args.mtls,
+            mutual_tls=args.mtls,
+        )
+        cluster.start(timeout_s=args.timeout)
     except KafkaStartError as exc:
         print(f"cvserve kafka start: {exc}", file=sys.stderr)
         return 1
+    pids = " ".join(str(node.process.pid) for node in cluster.nodes)  # type: ignore[union-attr]
+    replicas = cluster.nodes[0].properties()
     print(
-        f"Kafka broker ready: bootstrap {broker.bootstrap}, pid {broker.process.pid}\n"  # type: ignore[union-attr]
-        f"state {state_dir}, log {broker.log_path}"
+        f"Kafka ready: {cluster.brokers} broker(s), bootstrap {cluster.bootstrap}, pid(s) {pids}\n"
+        f"topics: replication factor {replicas['default.replication.factor']}, "
+        f"min.insync.replicas {replicas['min.insync.replicas']}; state {state_dir}"
     )
+    if cluster.client_config_path:
+        auth = "SASL/SCRAM-SHA-512 over TLS" + (" with client certificates" if args.mtls else "")
+        print(
+            f"clients need {auth}: cvserve's commands here use {cluster.client_config_path}; "
+            f"elsewhere export {CLIENT_CONFIG_ENV}={cluster.client_config_path}"
+        )
     if not args.foreground:
-        return 0  # the JVM runs on in its own session; 'cvserve kafka stop' ends it
+        return 0  # the JVMs run on in their own sessions; 'cvserve kafka stop' ends them
     print("running in the foreground; Ctrl-C stops it", flush=True)
     stop = _stop_event()
     while not stop.wait(1.0):
-        if not broker.is_running():
-            print(f"Kafka broker exited; log {broker.log_path}", file=sys.stderr)
-            return 1
-    broker.stop()
+        for node in cluster.nodes:
+            if not node.is_running():
+                print(f"Kafka node {node.node_id} exited; log {node.log_path}", file=sys.stderr)
+                cluster.stop()
+                return 1
+    cluster.stop()
     return 0
 
 
 def cmd_kafka_stop(args: argparse.Namespace) -> int:
-    from cvserve.deploy.kafka import stop_by_pid
+    from cvserve.deploy.kafka_cluster import stop_cluster
 
     state_dir = _state_dir(args)
-    if stop_by_pid(state_dir, timeout_s=args.timeout):
-        print(f"stopped the Kafka broker of {state_dir}")
+    stopped = stop_cluster(state_dir, timeout_s=args.timeout)
+    if stopped:
+        print(f"stopped {stopped} Kafka broker(s) of {state_dir}")
     else:
         print(f"no Kafka broker running for {state_dir}")
     return 0
 
 
 def cmd_kafka_status(args: argparse.Namespace) -> int:
-    from cvserve.deploy.kafka import KafkaBroker, metadata_answered, running_pid
+    """Exit 0 when every node runs and answers, 1 otherwise (a line per node says which)."""
+    from cvserve.deploy.kafka import KafkaBroker, metadata_answered
+    from cvserve.deploy.kafka_client_config import read_properties
+    from cvserve.deploy.kafka_cluster import node_pids, read_cluster
 
     state_dir = _state_dir(args)
-    state = KafkaBroker.read_state(state_dir)
-    pid = running_pid(state_dir)
-    if state is None or pid is None:
+    cluster = read_cluster(state_dir)
+    pids = node_pids(state_dir)
+    if cluster is None or not any(pids.values()):
         print(f"not running (state {state_dir})")
         return 1
-    ready = metadata_answered(str(state["bootstrap"]))
-    print(
-        f"{'ready' if ready else 'NOT answering'}: pid {pid}, bootstrap {state['bootstrap']}, "
-        f"log {state['log']}"
-    )
-    return 0 if ready else 1
+    client = read_properties(Path(cluster["client_config"])) if cluster["client_config"] else {}
+    healthy = 0
+    for node, pid in pids.items():
+        state = KafkaBroker.read_state(node) or {}
+        bootstrap = str(state.get("bootstrap"))
+        if pid is None:
+            print(f"stopped: {bootstrap} (state {node})")
+            continue
+        ready = metadata_answered(bootstrap, client_config=client)
+        healthy += ready
+        print(f"{'ready' if ready else 'NOT answering'}: pid {pid}, bootstrap {bootstrap}, "
+              f"log {state.get('log')}")  # fmt: skip
+    print(f"{healthy} of {cluster['brokers']} broker(s) ready; bootstrap {cluster['bootstrap']}")
+    return 0 if healthy == int(cluster["brokers"]) else 1
 
 
 def cmd_kafka_topics(args: argparse.Namespace) -> int:
@@ -363,6 +415,13 @@ def _add_broker_options(parser: argparse.ArgumentParser, pipeline: bool = True) 
         default=None,
         help="topic prefix (default $CVSERVE_KAFKA_NAMESPACE or cvserve)",
     )
+    parser.add_argument(
+        "--client-config",
+        default=None,
+        metavar="FILE",
+        help="librdkafka security settings (security.protocol, sasl.*, ssl.*), key=value lines "
+        "(default $CVSERVE_KAFKA_CLIENT_CONFIG; CVSERVE_KAFKA_SASL_PASSWORD etc. override)",
+    )
     if pipeline:
         parser.add_argument("--pipeline", default="classify")
         parser.add_argument(
@@ -393,16 +452,33 @@ def register(commands: Any, benches: Any = None) -> None:
     kafka = commands.add_parser("kafka", help="the local Kafka broker, topics and lag")
     sub = kafka.add_subparsers(dest="kafka_command", required=True)
 
-    start = sub.add_parser("start", help="start the local broker (detached unless --foreground)")
-    start.add_argument("--port", type=int, default=None, help="client port (default: free)")
-    start.add_argument("--heap-mb", type=int, default=DEFAULT_HEAP_MB)
+    start = sub.add_parser("start", help="start the local broker(s) (detached unless --foreground)")
+    start.add_argument(
+        "--brokers",
+        type=int,
+        default=1,
+        help="KRaft nodes (broker and controller each); 3 survives losing one: topics get "
+        "replication factor min(3, N) and min.insync.replicas 2",
+    )
+    start.add_argument(
+        "--secure",
+        action="store_true",
+        help="require SASL/SCRAM-SHA-512 over TLS (CA, certificates and users made at first start)",
+    )
+    start.add_argument(
+        "--mtls", action="store_true", help="--secure and clients also present a certificate"
+    )
+    start.add_argument(
+        "--port", type=int, default=None, help="first broker's client port (default: free)"
+    )
+    start.add_argument("--heap-mb", type=int, default=DEFAULT_HEAP_MB, help="per broker")
     start.add_argument("--foreground", action="store_true", help="run until Ctrl-C")
     start.add_argument("--timeout", type=float, default=90.0, help="seconds to get ready")
     start.set_defaults(func=cmd_kafka_start)
-    stop = sub.add_parser("stop", help="stop the local broker by its pid")
+    stop = sub.add_parser("stop", help="stop the local broker(s) by pid")
     stop.add_argument("--timeout", type=float, default=30.0, help="seconds before SIGKILL")
     stop.set_defaults(func=cmd_kafka_stop)
-    status = sub.add_parser("status", help="is the local broker running and answering")
+    status = sub.add_parser("status", help="is every local broker running and answering")
     status.set_defaults(func=cmd_kafka_status)
     for parser in (start, stop, status):
         parser.add_argument(
@@ -500,7 +576,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except ConnectionError as exc:  # the broker not there: say so, no traceback
+    except (ConnectionError, ClientConfigError) as exc:  # the broker not there or refusing
         raise SystemExit(f"cvserve: {exc}") from exc
 
 
