@@ -14,6 +14,7 @@ import numpy as np
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
+from cvserve.deploy.triton_grpc import grpc_client
 from cvserve.preprocess.spec import PreprocessError
 from cvserve.preprocess.tensors import pad_images
 
@@ -68,7 +69,7 @@ class EnsembleCaller:
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self._client = grpcclient.InferenceServerClient(self.url)
+        self._client = grpc_client(self.url)
 
     def _signature(self) -> tuple[str, str, list[str]]:
         """(input name, input dtype, output names), read once from the model metadata."""

@@ -218,4 +218,6 @@ def stop_cluster(state_dir: Path, timeout_s: float = 30.0) -> int:
         if pid is not None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
-    return sum(stop_by_pid(node, timeout_s) for node in pids)
+    for node in pids:
+        stop_by_pid(node, timeout_s)  # waits, kills what outlives the timeout, marks it stopped
+    return sum(pid is not None for pid in pids.values())

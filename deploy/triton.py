@@ -27,6 +27,7 @@ from typing import Any, Protocol
 
 from cvserve.deploy.ports import free_port, port_in_use
 from cvserve.deploy.process import ManagedProcess, ProcessStartError
+from cvserve.deploy.triton_grpc import TritonTls, grpc_client
 from cvserve.deploy.triton_install import TritonInstall
 
 
@@ -95,6 +96,8 @@ class TritonServer:
     extra_args: tuple[str, ...] = ()
     env: dict[str, str] = field(default_factory=dict)
     python_version: tuple[int, int] | None = None
+    # gRPC over TLS (HTTP and metrics stay plain, on loopback by default).
+    tls: TritonTls | None = None
 
     managed: ManagedProcess | None = field(default=None, init=False)
     shm_prefix: str = field(default="", init=False)
@@ -142,6 +145,7 @@ class TritonServer:
             f"--exit-timeout-secs={self.exit_timeout_s}",
             f"--log-verbose={self.log_verbose}",
             f"--backend-config=python,shm-region-prefix-name={self.shm_prefix}",
+            *(self.tls.server_args() if self.tls else ()),
             *self.extra_args,
         ]
 
@@ -232,10 +236,9 @@ class TritonServer:
         return client
 
     def grpc_client(self) -> Any:
-        """A tritonclient gRPC client to this server, closed by `stop`."""
-        import tritonclient.grpc as grpcclient
-
-        return self.register_client(grpcclient.InferenceServerClient(self.grpc_url))
+        """A tritonclient gRPC client to this server (over TLS when configured, see
+        `deploy.triton_grpc`), closed by `stop`."""
+        return self.register_client(grpc_client(self.grpc_url))
 
     def stop(self) -> None:
         """Close clients, SIGTERM, wait, then kill the process group; remove own shm regions."""

@@ -9,6 +9,7 @@ import numpy as np
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
+from cvserve.deploy.triton_grpc import grpc_client, unreachable
 from cvserve.pipelines.spec import PipelineSpec
 from cvserve.preprocess.tensors import pad_images
 
@@ -26,7 +27,7 @@ class PipelineClient:
     timeout_s: float | None = 120.0
 
     def __post_init__(self) -> None:
-        self._client = grpcclient.InferenceServerClient(self.url)
+        self._client = grpc_client(self.url)
 
     def infer(
         self, images: Sequence[bytes], outputs: Sequence[str] | None = None
@@ -47,6 +48,8 @@ class PipelineClient:
                 client_timeout=self.timeout_s,
             )
         except InferenceServerException as exc:
+            if exc.status() == "StatusCode.UNAVAILABLE":
+                raise unreachable(self.url, exc.message() or str(exc)) from exc
             raise InferenceError(exc.message() or str(exc)) from exc
         return {name: result.as_numpy(name) for name in names}
 

@@ -21,11 +21,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import tritonclient.grpc as grpcclient
 
 from cvserve.broker.routes import Route, route
 from cvserve.broker.worker_processes import StageWorkerProcesses
 from cvserve.deploy.kafka import KafkaBroker
+from cvserve.deploy.triton_grpc import grpc_client
 from cvserve.pipelines.spec import PipelineSpec
 from cvserve.profiling import tritonstats
 from cvserve.profiling.kafkaload import BrokerClient, BrokerLoad, closed_loop_over_broker, warm_up
@@ -169,7 +169,7 @@ def run_broker_sweep(
         broker_services(specs, Path(tmp), bootstrap, triton_url) as services,
     ):
         on_plan(len(points), [f"started {what}" for what in services.started])
-        stats_client = grpcclient.InferenceServerClient(services.triton_url)
+        stats_client = grpc_client(services.triton_url)
         workers = StageWorkerProcesses(
             services.bootstrap,
             pipeline,

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import tritonclient.grpc as grpcclient
 
+from cvserve.deploy.triton_grpc import grpc_client
 from cvserve.pipelines.spec import dtype_from_triton
 from cvserve.preprocess.synthetic import synthetic_image
 from cvserve.profiling import tritonstats
@@ -133,7 +134,7 @@ def model_senders(
     outputs = [grpcclient.InferRequestedOutput(n) for n in plan.outputs]
 
     def make_sender() -> Sender:
-        client = grpcclient.InferenceServerClient(url)
+        client = grpc_client(url)
 
         def send(i: int) -> None:
             client.infer(plan.name, requests[i % len(requests)], outputs=outputs)
@@ -166,7 +167,7 @@ def profile_model(
 ) -> dict[str, Any]:
     """Every point's throughput, latency and per-model split; sizes apply only to a model with
     an encoded-image input (a tensor model runs one point per concurrency)."""
-    client = grpcclient.InferenceServerClient(url)
+    client = grpc_client(url)
     try:
         plan = plan_model(client, name)
         size_list = list(sizes) if plan.takes_images else [(0, 0)]

@@ -14,10 +14,9 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
-import tritonclient.grpc as grpcclient
-
 from cvserve.deploy.host import cuda_available
 from cvserve.deploy.triton import TritonServer
+from cvserve.deploy.triton_grpc import grpc_client
 from cvserve.models.serving import serve_locally
 from cvserve.pipelines.spec import PipelineSpec
 from cvserve.preprocess.synthetic import synthetic_image
@@ -119,7 +118,7 @@ def run_point(
         return sender
 
     models = [s.name for s in target.ensemble.stages]
-    stats_client = grpcclient.InferenceServerClient(url)
+    stats_client = grpc_client(url)
     try:
         before = tritonstats.fetch_settled(stats_client, models)
         start_ns = time.monotonic_ns()
@@ -187,7 +186,7 @@ def run_sweep(
         )
         work = points_of(targets, config)
         on_plan(len(work), run.skipped)
-        client = grpcclient.InferenceServerClient(triton_url)
+        client = grpc_client(triton_url)
         try:
             tracer = TritonTracer.attach(client)
             run.results = run_targets(triton_url, tracer, work, images, config, on_point)

@@ -9,8 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import tritonclient.grpc as grpcclient
-
+from cvserve.deploy.triton_grpc import grpc_client
 from cvserve.pipelines.spec import PipelineSpec
 from cvserve.pipelines.variants import tensor_input, with_devices, with_preprocess_times
 from cvserve.preprocess.naive import NaivePreprocessor
@@ -134,7 +133,7 @@ def external_targets(
     (its preprocess model's instance kind tells CPU from GPU), ``<task>_tensor`` for
     client-cpu if served. With ``split_preprocess`` the server's ensemble must return
     ``PREPROCESS_TIMES``."""
-    client = grpcclient.InferenceServerClient(url)
+    client = grpc_client(url)
     targets, skipped = [], []
     try:
         pre = base.stage_by_role("preprocess").name

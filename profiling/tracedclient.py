@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import tritonclient.grpc as grpcclient
 
+from cvserve.deploy.triton_grpc import grpc_client
 from cvserve.pipelines.spec import PipelineSpec
 from cvserve.pipelines.variants import PREPROCESS_TIMES
 from cvserve.preprocess.naive import NaivePreprocessor
@@ -62,7 +63,7 @@ class TracedSender:
         self.record = record
         self.timeout_s = timeout_s
         self.traces: list[Trace] = []
-        self._client = grpcclient.InferenceServerClient(url)
+        self._client = grpc_client(url)
         self._outputs = [t.name for t in ensemble.outputs]
 
     def _tensors(self, trace: Trace | _Unrecorded, data: bytes) -> dict[str, np.ndarray]:

@@ -10,6 +10,7 @@ import threading
 from pathlib import Path
 
 from cvserve.deploy.kafka_client_config import ClientConfigError
+from cvserve.deploy.triton_grpc import TritonTlsError
 from cvserve.models.params import ENGINES
 from cvserve.pipelines.app.pipeline_args import (
     add_file_option,
@@ -19,6 +20,7 @@ from cvserve.pipelines.app.pipeline_args import (
     one_spec,
     options_of,
 )
+from cvserve.pipelines.app.triton_tls_args import add_triton_tls_options, apply_triton_tls
 from cvserve.pipelines.catalog import PIPELINES, pipeline_specs
 
 
@@ -84,8 +86,14 @@ def cmd_infer(args: argparse.Namespace) -> int:
     with PipelineClient(args.url, spec) as client:
         for path in map(Path, args.images):
             try:
-                out = client.infer([path.read_bytes()])
-            except (InferenceError, OSError) as exc:
+                image = path.read_bytes()
+            except OSError as exc:
+                print(f"{path}: ERROR {exc}")
+                status = 1
+                continue
+            try:  # a server that does not answer (TritonUnreachable) ends the command: one line
+                out = client.infer([image])
+            except InferenceError as exc:
                 print(f"{path}: ERROR {exc}")
                 status = 1
                 continue
@@ -249,6 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
     infer = sub.add_parser("infer", help="send images to a served pipeline")
     add_pipeline_options(infer)
     infer.add_argument("--url", default="127.0.0.1:8001", help="Triton gRPC host:port")
+    add_triton_tls_options(infer)
     infer.add_argument(
         "--write-png",
         action="store_true",
@@ -276,6 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
         task.add_argument("--duration", type=float, default=10.0, help="seconds per load point")
         task.add_argument("--out", default=None, help="JSON path")
         task.add_argument("--triton-url", default=None, help="a running Triton (gRPC host:port)")
+        add_triton_tls_options(task)
         task.set_defaults(func=cmd_bench_pipeline)
 
     engines = benches.add_parser(
@@ -324,6 +334,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_pipeline_options(loadgen)
     loadgen.add_argument("--triton-url", default=None, help="a running Triton (gRPC host:port)")
+    add_triton_tls_options(loadgen)
     loadgen.add_argument("--model", default=None, help="with --triton-url: the model to drive")
     loadgen.add_argument("--concurrency", default="1,4,8")
     loadgen.add_argument("--rounds", type=int, default=2, help="alternating rounds")
@@ -340,9 +351,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    apply_triton_tls(args)
     try:
         return int(args.func(args) or 0)
-    except (ConnectionError, ClientConfigError) as exc:  # a server not there, or refusing us
+    except (
+        ConnectionError,
+        ClientConfigError,
+        TritonTlsError,
+    ) as exc:  # a server not there, or refusing us
         raise SystemExit(f"cvserve: {exc}") from exc
 
 

@@ -26,6 +26,8 @@ from typing import Any
 from cvserve.broker.worker_config import WorkerConfig
 from cvserve.deploy.kafka import DEFAULT_HEAP_MB, DEFAULT_PARTITIONS
 from cvserve.deploy.kafka_client_config import ClientConfigError
+from cvserve.deploy.triton_grpc import TritonTlsError
+from cvserve.pipelines.app.triton_tls_args import add_triton_tls_options, apply_triton_tls
 
 BOOTSTRAP_ENV = "CVSERVE_KAFKA_BOOTSTRAP"
 WORKER_DEFAULTS = WorkerConfig()
@@ -520,6 +522,7 @@ def register(commands: Any, benches: Any = None) -> None:
     _add_broker_options(worker)
     worker.add_argument("--stage", default=None, help="broker stage (default: the first)")
     worker.add_argument("--triton-url", default="127.0.0.1:8001", help="Triton gRPC host:port")
+    add_triton_tls_options(worker)
     defaults = WORKER_DEFAULTS
     worker.add_argument(
         "--batch-size", type=int, default=defaults.batch_size, help="records per poll"
@@ -574,9 +577,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="cvserve", description=__doc__)
     register(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)
+    apply_triton_tls(args)
     try:
         return int(args.func(args) or 0)
-    except (ConnectionError, ClientConfigError) as exc:  # the broker not there or refusing
+    except (
+        ConnectionError,
+        ClientConfigError,
+        TritonTlsError,
+    ) as exc:  # the broker not there or refusing
         raise SystemExit(f"cvserve: {exc}") from exc
 
 

@@ -20,6 +20,7 @@ from rich.progress import (
 )
 
 from cvserve.pipelines.app.pipeline_args import add_file_option, chosen
+from cvserve.pipelines.app.triton_tls_args import add_triton_tls_options
 from cvserve.pipelines.catalog import COMPOSITES, PIPELINES
 from cvserve.profiling.sweep import run_sweep
 from cvserve.profiling.sweep_plan import (
@@ -304,6 +305,7 @@ def register(commands: argparse._SubParsersAction, benches: argparse._SubParsers
         help="a multi-DNN pipeline (" + ", ".join(COMPOSITES) + ") always runs across Kafka",
     )
     add_file_option(profile)
+    add_triton_tls_options(profile)
     profile.add_argument(
         "--model",
         default=None,
@@ -392,6 +394,7 @@ def register(commands: argparse._SubParsersAction, benches: argparse._SubParsers
     bench.add_argument("--pairs", type=int, default=6, help="back-to-back off/on pairs")
     bench.add_argument("--out", default=None, help="JSON path")
     bench.add_argument("--triton-url", default=None)
+    add_triton_tls_options(bench)
     bench.set_defaults(func=cmd_bench_profiling)
 
     for name in COMPOSITES:
@@ -407,5 +410,6 @@ def register(commands: argparse._SubParsersAction, benches: argparse._SubParsers
         composite.add_argument("--arch", default=None, help="the first stage's DNN")
         composite.add_argument("--kafka", default=None, help="a running broker (host:port)")
         composite.add_argument("--triton-url", default=None, help="a running Triton serving it")
+        add_triton_tls_options(composite)
         composite.add_argument("--out", default=None, help="JSON path")
         composite.set_defaults(func=cmd_bench_broker)

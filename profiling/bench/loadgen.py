@@ -27,10 +27,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import tritonclient.grpc as grpcclient
 from rich.console import Console
 from rich.table import Table
 
+from cvserve.deploy.triton_grpc import grpc_client
 from cvserve.profiling import tritonstats
 from cvserve.profiling.load import closed_loop, warm_up
 from cvserve.profiling.machine import machine_info, write_report
@@ -153,7 +153,7 @@ def bench_loadgen(
     unavailable = found if isinstance(found, str) else None
     if unavailable:
         console.print(f"  {unavailable}: measuring cvserve's client alone")
-    client = grpcclient.InferenceServerClient(url)
+    client = grpc_client(url)
     runs: list[dict[str, Any]] = []
     try:
         plan = plan_model(client, model)

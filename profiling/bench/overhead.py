@@ -17,10 +17,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import tritonclient.grpc as grpcclient
 from rich.console import Console
 from rich.table import Table
 
+from cvserve.deploy.triton_grpc import grpc_client
 from cvserve.models.params import DnnParams
 from cvserve.pipelines.catalog import pipeline
 from cvserve.profiling.load import closed_loop
@@ -146,7 +146,7 @@ def bench_profiling(
         _server(spec, triton_url) as (url, pgid),
     ):
         images = write_images([size], Path(tmp), 4)[size]
-        client = grpcclient.InferenceServerClient(url)
+        client = grpc_client(url)
         try:
             tracer = TritonTracer.attach(client)
             warm = TracedSender(url, spec, images, record=False)
