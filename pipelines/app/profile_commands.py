@@ -277,7 +277,7 @@ def cmd_bench_broker(args: argparse.Namespace) -> int:
 
 
 def cmd_bench_kafka(args: argparse.Namespace) -> int:
-    from cvserve.profiling.bench.kafka import bench_kafka
+    from cvserve.profiling.bench.kafka import SETUPS, bench_kafka
 
     bench_kafka(
         bootstrap=args.bootstrap,
@@ -288,6 +288,9 @@ def cmd_bench_kafka(args: argparse.Namespace) -> int:
         pipeline=None if args.pipeline == "none" else args.pipeline,
         pipeline_duration_s=args.pipeline_duration,
         out=Path(args.out) if args.out else None,
+        with_redis="redis" in args.with_brokers,
+        rounds=args.rounds,
+        setups=SETUPS if args.bootstrap is None and not args.one_broker else SETUPS[:1],
     )
     return 0
 
@@ -365,10 +368,28 @@ def register(commands: argparse._SubParsersAction, benches: argparse._SubParsers
 
     bench = benches.add_parser(
         "kafka",
-        help="one Kafka hop: p50/p99 latency and throughput; then a multi-DNN pipeline's "
-        "throughput with 1 vs 2 workers per stage",
+        help="one broker hop (1 broker, 3 brokers RF 3, 3 brokers + SASL/TLS; Redis Streams "
+        "with --with redis): p50/p99 latency and throughput, alternating rounds; then a "
+        "multi-DNN pipeline's throughput with 1 vs 2 workers per stage across each broker",
     )
-    bench.add_argument("--bootstrap", default=None, help="a running broker (default: start one)")
+    bench.add_argument(
+        "--bootstrap",
+        default=None,
+        help="a running cluster, measured alone with the configured client settings "
+        "(default: start each local setup)",
+    )
+    bench.add_argument(
+        "--with",
+        dest="with_brokers",
+        action="append",
+        default=[],
+        choices=["redis"],
+        help="measure this broker beside Kafka (a local redis-server is started)",
+    )
+    bench.add_argument("--rounds", type=int, default=3, help="alternating rounds per setup")
+    bench.add_argument(
+        "--one-broker", action="store_true", help="only the 1-broker setup (quicker)"
+    )
     bench.add_argument("--size-kb", type=int, default=150)
     bench.add_argument("--latency-messages", type=int, default=300)
     bench.add_argument("--messages", type=int, default=1000, help="for throughput")

@@ -13,9 +13,12 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +39,9 @@ from cvserve.broker.clients import (
 from cvserve.broker.producer import image_message
 from cvserve.broker.schema import Message, Record
 from cvserve.broker.topics import Topics, ensure_topics
-from cvserve.deploy.kafka import KafkaBroker, kafka_version
+from cvserve.deploy.kafka import kafka_version
+from cvserve.deploy.kafka_client_config import CLIENT_CONFIG_ENV
+from cvserve.deploy.kafka_cluster import KafkaCluster
 from cvserve.preprocess.synthetic import synthetic_image
 from cvserve.profiling.machine import machine_info, write_report
 
@@ -154,28 +159,74 @@ def measure(
     }
 
 
-def hop_table(row: dict[str, Any]) -> Table:
-    table = Table(title=f"One Kafka hop, {row['message_bytes_mean'] / 1000:.0f} KB JPEGs, loopback")
-    columns = (
-        "p50 ms",
-        "p99 ms",
-        "ack p50 ms",
-        "warm-up p50 ms",
-        "msgs/s",
-        "MB/s",
-        "acked msgs/s (produce)",
-    )
-    for column in columns:
-        table.add_column(column, justify="right")
-    table.add_row(
-        f"{row['p50_ms']:.2f}",
-        f"{row['p99_ms']:.2f}",
-        f"{row['produce_ack_p50_ms']:.2f}",
-        f"{row['warmup_p50_ms']:.2f}" if row["warmup_p50_ms"] is not None else "-",
-        f"{row['msgs_per_s']:.0f}",
-        f"{row['mb_per_s']:.0f}",
-        f"{row['produce_acked_msgs_per_s']:.0f}",
-    )
+@dataclass(frozen=True)
+class BrokerSetup:
+    """One local Kafka to measure: ``brokers`` nodes, with SASL/SCRAM over TLS or not."""
+
+    label: str
+    brokers: int
+    secure: bool = False
+
+
+SETUPS = (
+    BrokerSetup("1 broker", 1),
+    BrokerSetup("3 brokers, RF 3", 3),
+    BrokerSetup("3 brokers, RF 3, SASL/TLS", 3, secure=True),
+)
+REDIS_LABEL = "Redis Streams"
+
+
+@contextlib.contextmanager
+def client_config(path: Path | None) -> Iterator[None]:
+    """cvserve's clients made inside use the security settings in ``path`` (None: plain)."""
+    before = os.environ.get(CLIENT_CONFIG_ENV)
+    if path is None:
+        os.environ.pop(CLIENT_CONFIG_ENV, None)
+    else:
+        os.environ[CLIENT_CONFIG_ENV] = str(path)
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(CLIENT_CONFIG_ENV, None)
+        else:
+            os.environ[CLIENT_CONFIG_ENV] = before
+
+
+def summarize_rounds(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """The median of each figure over ``rounds`` (one `measure` each), with its min and max."""
+    summary: dict[str, Any] = {"rounds": len(rounds), "per_round": rounds}
+    for key in ("p50_ms", "p99_ms", "produce_ack_p50_ms", "msgs_per_s", "mb_per_s"):
+        values = [r[key] for r in rounds]
+        summary[key] = round(float(np.median(values)), 3)
+        summary[f"{key}_range"] = [round(min(values), 3), round(max(values), 3)]
+    summary["message_bytes_mean"] = rounds[0]["message_bytes_mean"]
+    summary["warmup_p50_ms"] = rounds[0]["warmup_p50_ms"]
+    return summary
+
+
+def hops_table(rows: dict[str, dict[str, Any]], size_kb: int) -> Table:
+    """One row per broker setup: medians over rounds, min–max beside each latency."""
+    rounds = max(row["rounds"] for row in rows.values())
+    table = Table(title=f"One broker hop, {size_kb} KB JPEGs, loopback (median of {rounds} rounds)")
+    for column in ("broker", "p50 ms", "p99 ms", "ack p50 ms", "msgs/s", "MB/s", "vs 1st p50"):
+        table.add_column(column, justify="left" if column == "broker" else "right")
+    first = next(iter(rows.values()))["p50_ms"]
+
+    def spread(row: dict[str, Any], key: str) -> str:
+        low, high = row[f"{key}_range"]
+        return f"{row[key]:.2f} ({low:.2f}–{high:.2f})" if row["rounds"] > 1 else f"{row[key]:.2f}"
+
+    for label, row in rows.items():
+        table.add_row(
+            label,
+            spread(row, "p50_ms"),
+            spread(row, "p99_ms"),
+            f"{row['produce_ack_p50_ms']:.2f}",
+            f"{row['msgs_per_s']:.0f}",
+            f"{row['mb_per_s']:.0f}",
+            f"{row['p50_ms'] / first:.2f}",
+        )
     return table
 
 
@@ -188,39 +239,107 @@ def bench_kafka(
     pipeline: str | None = "detect_identify",
     pipeline_duration_s: float = 15.0,
     out: Path | None = None,
+    setups: tuple[BrokerSetup, ...] = SETUPS,
+    with_redis: bool = False,
+    rounds: int = 3,
+    heap_mb: int = 384,
 ) -> dict[str, Any]:
-    """Measure one hop on the broker at ``bootstrap``, or on a temporary local one, then (unless
-    ``pipeline`` is None) that multi-DNN pipeline's throughput across the same broker with 1 vs 2
-    workers per stage (`bench_broker.bench_broker_pipeline`); print tables and write one JSON
-    (``out`` or ``runs/bench-kafka-<time>.json``)."""
+    """Measure one hop on the cluster at ``bootstrap`` (with the configured client settings), or
+    on each of ``setups`` started here (and a Redis server with ``with_redis``), all running at
+    once and measured in turn, ``rounds`` times (the first round after ``warmup_messages``);
+    then (unless ``pipeline`` is None) that multi-DNN pipeline across the first broker with 1
+    vs 2 workers per stage (`bench_broker.bench_broker_pipeline`), and with ``with_redis`` the
+    same across Redis Streams. Print tables, write one JSON (``out`` or
+    ``runs/bench-kafka-<time>.json``)."""
     console = Console()
+    rows: dict[str, dict[str, Any]] = {}
     with contextlib.ExitStack() as stack:
-        if bootstrap is None:
-            state = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="cvserve-kafka-")))
-            broker = stack.enter_context(KafkaBroker(state))
-            bootstrap = broker.bootstrap
-            console.print(f"started a local Kafka {kafka_version()} broker at {bootstrap}")
-        row = measure(bootstrap, size_kb, latency_messages, throughput_messages, warmup_messages)
-        console.print(hop_table(row))
+        targets: dict[str, tuple[str, Path | None]] = {}
+        if bootstrap is not None:
+            targets[bootstrap] = (bootstrap, None)
+        else:
+            for setup in setups:
+                state = Path(
+                    stack.enter_context(tempfile.TemporaryDirectory(prefix="cvserve-kafka-"))
+                )
+                cluster = KafkaCluster(
+                    state, brokers=setup.brokers, secure=setup.secure, heap_mb=heap_mb
+                )
+                stack.enter_context(cluster)
+                targets[setup.label] = (cluster.bootstrap, cluster.client_config_path)
+                console.print(
+                    f"started {setup.label} (Kafka {kafka_version()}) at {cluster.bootstrap}"
+                )
+        redis_url = None
+        if with_redis:
+            from cvserve.deploy.redis import RedisServer
+
+            state = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="cvserve-redis-")))
+            redis_url = stack.enter_context(RedisServer(state)).url
+            console.print(f"started a Redis server at {redis_url}")
+
+        def clients(settings: Path | None) -> contextlib.AbstractContextManager[None]:
+            # A cluster given by address: the settings the user configured; a local one: its own.
+            return contextlib.nullcontext() if bootstrap is not None else client_config(settings)
+
+        measured: dict[str, list[dict[str, Any]]] = {label: [] for label in targets}
+        if redis_url:
+            measured[REDIS_LABEL] = []
+        for n in range(rounds):
+            warmup = warmup_messages if n == 0 else 0
+            for label, (address, settings) in targets.items():
+                with (
+                    client_config(settings)
+                    if settings or bootstrap is None
+                    else contextlib.nullcontext()
+                ):
+                    measured[label].append(
+                        measure(address, size_kb, latency_messages, throughput_messages, warmup)
+                    )
+            if redis_url:
+                from cvserve.profiling.bench.redis_hop import measure_redis
+
+                measured[REDIS_LABEL].append(
+                    measure_redis(redis_url, size_kb, latency_messages, throughput_messages, warmup)
+                )
+            console.print(f"round {n + 1} of {rounds} measured")
+        rows = {label: summarize_rounds(results) for label, results in measured.items()}
+        console.print(hops_table(rows, size_kb))
         report: dict[str, Any] = {
             "benchmark": "kafka-hop",
             "kafka": kafka_version(),
             "client": f"confluent-kafka {confluent_kafka.version()[0]} (librdkafka "
             f"{confluent_kafka.libversion()[0]})",
-            "bootstrap": bootstrap,
+            "bootstrap": {label: address for label, (address, _) in targets.items()},
             "machine": machine_info(),
-            "result": row,
+            "results": rows,
         }
         if pipeline:
             from cvserve.profiling.bench.broker import bench_broker_pipeline
 
-            report["pipeline"] = bench_broker_pipeline(
-                pipeline,
-                duration_s=pipeline_duration_s,
-                bootstrap=bootstrap,
-                console=console,
-                write=False,
-            )
+            first_label = next(iter(targets))
+            address, settings = targets[first_label]
+            with (
+                client_config(settings)
+                if settings or bootstrap is None
+                else contextlib.nullcontext()
+            ):
+                report["pipeline"] = bench_broker_pipeline(
+                    pipeline,
+                    duration_s=pipeline_duration_s,
+                    bootstrap=address,
+                    console=console,
+                    write=False,
+                )
+            if redis_url:
+                report["pipeline_redis"] = bench_broker_pipeline(
+                    pipeline,
+                    duration_s=pipeline_duration_s,
+                    bootstrap=redis_url,
+                    console=console,
+                    write=False,
+                    broker="redis",
+                )
     out = write_report(report, "bench-kafka", out)
     console.print(f"wrote {out}")
     return report
