@@ -60,6 +60,14 @@ def check_record(record: Record, limits: MessageLimits = LIMITS, what: str = "re
         )
 
 
+def check_key(key: str, limits: MessageLimits = LIMITS) -> None:
+    """Raise `MessageTooLarge` if ``key`` (UTF-8, undecodable bytes kept) is longer than a
+    record's key may be."""
+    key_bytes = len(key.encode("utf-8", "surrogateescape"))
+    if key_bytes > limits.max_key_bytes:
+        raise MessageTooLarge(f"key: {key_bytes:,} bytes, at most {limits.max_key_bytes:,}")
+
+
 def image_message(
     image: bytes, pipeline: str, stage: str, key: str = "", validate: bool = True
 ) -> Message:
@@ -108,10 +116,7 @@ class ImageProducer:
     def message(self, image: bytes, key: str = "", validate: bool = True) -> Message:
         """A checked request for ``image`` (raises `MessageTooLarge` or `PreprocessError`)."""
         check_size(image, self.limits)
-        key_bytes = len(key.encode("utf-8", "surrogateescape"))
-        if key_bytes > self.limits.max_key_bytes:
-            limit = self.limits.max_key_bytes
-            raise MessageTooLarge(f"key: {key_bytes:,} bytes, at most {limit:,}")
+        check_key(key, self.limits)
         return image_message(image, self.pipeline, self.stage, key, validate)
 
     def send(self, image: bytes, key: str = "", validate: bool = True) -> tuple[str, Future[None]]:

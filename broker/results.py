@@ -23,6 +23,7 @@ import threading
 import time
 from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from dataclasses import replace
+from typing import Protocol, Self
 
 from cvserve.broker.clients import TopicPartition, new_consumer, topic_partitions
 from cvserve.broker.crops import CROP_COUNT
@@ -137,23 +138,26 @@ def log_malformed(record: Record, reason: str) -> None:
     log.warning("not a result: %s: %s", record.source, reason)
 
 
-class ResultReader:
-    """The results of ``pipeline``, each `Message.identity` once."""
+class RecordSource(Protocol):
+    """Where results are read from: a Kafka topic (`TopicReader`) or a Redis stream."""
+
+    def poll(self, timeout_s: float) -> list[Record]: ...
+
+    def close(self) -> None: ...
+
+
+class UniqueResults:
+    """The results ``reader`` returns, each `Message.identity` once (whatever the broker)."""
 
     def __init__(
         self,
-        bootstrap: str,
-        pipeline: str,
-        namespace: str | None = None,
-        from_beginning: bool = True,
+        reader: RecordSource,
         keep: bool = True,
         limits: MessageLimits = LIMITS,
         dedup_window: int = DEDUP_WINDOW,
         on_malformed: Callable[[Record, str], None] = log_malformed,
     ) -> None:
-        topics = Topics(pipeline, namespace or default_namespace())
-        ensure_topics(bootstrap, topics.all(route(pipeline).stage_names), limits=limits)
-        self._reader = TopicReader(bootstrap, topics.results, from_beginning, limits)
+        self._reader = reader
         # Everything with ``keep`` (the results are kept anyway), else the recent ids.
         self.seen = RecentKeys(None if keep else dedup_window)
         # With ``keep``: every unique result read so far, by request id (what `collect` returns).
@@ -212,7 +216,7 @@ class ResultReader:
         read earlier, once each has at least one; raises `TimeoutError` naming how many are
         missing after ``timeout_s``. Needs ``keep``."""
         if not self.keep:
-            raise ValueError("collect needs a ResultReader made with keep=True")
+            raise ValueError(f"collect needs a {type(self).__name__} made with keep=True")
         wanted = set(request_ids)
         deadline = time.monotonic() + timeout_s
         while not wanted <= self.by_request.keys() and time.monotonic() < deadline:
@@ -227,11 +231,32 @@ class ResultReader:
     def close(self) -> None:
         self._reader.close()
 
-    def __enter__(self) -> ResultReader:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class ResultReader(UniqueResults):
+    """The results of ``pipeline`` on the Kafka broker at ``bootstrap``, each `Message.identity`
+    once."""
+
+    def __init__(
+        self,
+        bootstrap: str,
+        pipeline: str,
+        namespace: str | None = None,
+        from_beginning: bool = True,
+        keep: bool = True,
+        limits: MessageLimits = LIMITS,
+        dedup_window: int = DEDUP_WINDOW,
+        on_malformed: Callable[[Record, str], None] = log_malformed,
+    ) -> None:
+        topics = Topics(pipeline, namespace or default_namespace())
+        ensure_topics(bootstrap, topics.all(route(pipeline).stage_names), limits=limits)
+        reader = TopicReader(bootstrap, topics.results, from_beginning, limits)
+        super().__init__(reader, keep, limits, dedup_window, on_malformed)
 
 
 def read_dead_letters(

@@ -38,6 +38,9 @@ class WorkerStats:
     # Records left uncommitted because the group moved their partition mid-batch (the new owner
     # answers them; their outputs were not sent).
     revoked: int = 0
+    # Redis Streams: entries taken over (XAUTOCLAIM) from a worker that held them past the claim
+    # idle time (it died).
+    claimed: int = 0
     lag: dict[str, int] = field(default_factory=dict)  # "topic/partition" -> records behind
     last_error: str = ""
     updated_ns: int = 0

@@ -104,17 +104,21 @@ class StageWorkerProcesses:
         for stage in route(self.pipeline).stage_names:
             for n in range(self.per_stage):
                 stats_path = self.folder / f"worker-{stage}-{n}.json"
-                command = worker_command(
-                    self.bootstrap,
-                    self.namespace,
-                    self.pipeline,
-                    stage,
-                    self.triton_url,
-                    stats_path,
-                    self.extra_args,
-                )
+                command = self.command(stage, stats_path)
                 self.workers.append(WorkerProcess.start(stage, command, stats_path))
         return self
+
+    def command(self, stage: str, stats_path: Path) -> list[str]:
+        """The command line of one worker of ``stage`` (a subclass: another broker's)."""
+        return worker_command(
+            self.bootstrap,
+            self.namespace,
+            self.pipeline,
+            stage,
+            self.triton_url,
+            stats_path,
+            self.extra_args,
+        )
 
     def wait_running(self, timeout_s: float = 60.0) -> None:
         """Return once every worker reports ``running``; `WorkerStartError` if one exited or the

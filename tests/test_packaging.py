@@ -21,7 +21,8 @@ def project() -> dict:
 
 
 def dist_name(requirement: str) -> str:
-    return re.split(r"[\[<>=!~ ;]", requirement, maxsplit=1)[0].lower()
+    """The normalized distribution name (PEP 503: prometheus_client == prometheus-client)."""
+    return re.sub(r"[-_.]+", "-", re.split(r"[\[<>=!~ ;]", requirement, maxsplit=1)[0].lower())
 
 
 def module_level_imports(path: Path) -> set[str]:
@@ -52,7 +53,7 @@ def test_every_module_level_import_of_the_package_is_a_runtime_dependency() -> N
             for name in module_level_imports(path):
                 if name in sys.stdlib_module_names or name in STUB_PROVIDED or name == "cvserve":
                     continue
-                dists = {d.lower() for d in distributions.get(name, [])}
+                dists = {dist_name(d) for d in distributions.get(name, [])}
                 if not dists & runtime:
                     missing[f"{path.relative_to(ROOT)}: {name}"] = sorted(dists)
     assert not missing, f"imports not covered by the runtime dependencies: {missing}"

@@ -207,6 +207,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "cvserve.pipelines.app.profile_commands",
     "cvserve.pipelines.app.preprocess_commands",
     "cvserve.pipelines.app.tune_commands",
+    "cvserve.pipelines.app.redis_commands",
 )
 
 

@@ -1,7 +1,7 @@
-"""`cvserve bench <composite>`: a multi-DNN pipeline's end-to-end throughput across Kafka with 1
-vs 2 (or more) stage workers per stage.
+"""`cvserve bench <composite>`: a multi-DNN pipeline's end-to-end throughput across Kafka (or,
+with ``broker="redis"``, Redis Streams) with 1 vs 2 (or more) stage workers per stage.
 
-One Kafka and one Triton (started unless given) for the whole bench; each worker count runs in
+One broker and one Triton (started unless given) for the whole bench; each worker count runs in
 a topic namespace of its own (fresh topics and consumer groups), warms up, then keeps
 ``concurrency`` images in flight for ``duration_s`` (`profiling.kafkaload`, Triton tracing off).
 Images/s and crops/s count completed requests (detection result and every crop's result read
@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 from rich.console import Console
 
+from cvserve.broker.redis_worker_processes import RedisWorkerProcesses
 from cvserve.broker.routes import route
 from cvserve.broker.worker_processes import StageWorkerProcesses
 from cvserve.deploy.kafka import kafka_version
@@ -25,8 +26,16 @@ from cvserve.pipelines.catalog import pipeline_specs
 from cvserve.profiling.kafkaload import BrokerClient, closed_loop_over_broker, warm_up
 from cvserve.profiling.kafkasweep import FAN_OUT, BrokerServices, broker_services
 from cvserve.profiling.machine import machine_info, write_report
+from cvserve.profiling.redisload import RedisBrokerClient, redis_services
 from cvserve.profiling.sweep import write_images
 from cvserve.profiling.tables import field, results_table
+
+# broker -> (its worker processes, its client for the closed loop)
+_TRANSPORTS: dict[str, tuple[type[StageWorkerProcesses], type[BrokerClient]]] = {
+    "kafka": (StageWorkerProcesses, BrokerClient),
+    "redis": (RedisWorkerProcesses, RedisBrokerClient),
+}
+_BROKER_NAMES = {"kafka": "Kafka", "redis": "Redis Streams"}
 
 
 def measure_workers(
@@ -37,10 +46,13 @@ def measure_workers(
     concurrency: int,
     duration_s: float,
     folder: Path,
+    broker: str = "kafka",
 ) -> dict[str, Any]:
-    """One row: ``per_stage`` workers per stage, a closed loop of ``concurrency`` images."""
+    """One row: ``per_stage`` workers per stage, a closed loop of ``concurrency`` images, across
+    ``broker`` (``kafka`` or ``redis``: ``services.bootstrap`` is then the Redis URL)."""
     namespace = f"{services.namespace}-w{per_stage}"
-    workers = StageWorkerProcesses(
+    workers_type, client_type = _TRANSPORTS[broker]
+    workers = workers_type(
         services.bootstrap,
         pipeline,
         services.triton_url,
@@ -48,7 +60,7 @@ def measure_workers(
         folder / f"workers-{per_stage}",
         per_stage=per_stage,
     )
-    with workers, BrokerClient(services.bootstrap, pipeline, namespace) as client:
+    with workers, client_type(services.bootstrap, pipeline, namespace) as client:
         workers.wait_running()
         warm_up(client, images, requests=2 * per_stage, timeout_s=120)
         load = closed_loop_over_broker(client, images, concurrency, duration_s)
@@ -80,20 +92,30 @@ def bench_broker_pipeline(
     out: Path | None = None,
     console: Console | None = None,
     write: bool = True,
+    broker: str = "kafka",
 ) -> dict[str, Any]:
-    """Measure each worker count; print a table and, with ``write``, write JSON (``out`` or
-    ``runs/bench-<pipeline>-<time>.json``)."""
+    """Measure each worker count across ``broker`` (``kafka``; ``redis``: ``bootstrap`` is a Redis
+    URL, a local server is started without one); print a table and, with ``write``, write JSON
+    (``out`` or ``runs/bench-<pipeline>-<time>.json``)."""
     console = console or Console()
     specs = pipeline_specs(pipeline, arch=arch, **FAN_OUT)
     rows = []
     with tempfile.TemporaryDirectory(prefix=f"cvserve-bench-{pipeline}-") as tmp:
         images = write_images([size], Path(tmp) / "images", per_size=4)[size]
-        with broker_services(specs, Path(tmp), bootstrap, triton_url) as services:
+        services_of = redis_services if broker == "redis" else broker_services
+        with services_of(specs, Path(tmp), bootstrap, triton_url) as services:
             for note in services.started:
                 console.print(f"started {note}")
             for per_stage in workers:
                 row = measure_workers(
-                    services, pipeline, per_stage, images, concurrency, duration_s, Path(tmp)
+                    services,
+                    pipeline,
+                    per_stage,
+                    images,
+                    concurrency,
+                    duration_s,
+                    Path(tmp),
+                    broker,
                 )
                 console.print(
                     f"  {per_stage} worker(s)/stage: {row['images_per_s']} img/s, "
@@ -101,14 +123,15 @@ def bench_broker_pipeline(
                 )
                 rows.append(row)
     report = {
-        "benchmark": f"{pipeline}-over-kafka",
+        "benchmark": f"{pipeline}-over-{broker}",
         "pipeline": pipeline,
         "stages": route(pipeline).stage_names,
         "served": {spec.name: spec.description for spec in specs},
         "fan_out": FAN_OUT,
         "size": "{}x{}".format(*size),
         "duration_s": duration_s,
-        "kafka": kafka_version(),
+        "broker": broker,
+        **({"kafka": kafka_version()} if broker == "kafka" else {}),
         "bootstrap": services.bootstrap,
         "triton": services.triton_url,
         "machine": machine_info(),
@@ -116,7 +139,8 @@ def bench_broker_pipeline(
     }
     machine = report["machine"]
     table = results_table(
-        f"{pipeline} across Kafka, {report['size']} JPEGs, concurrency {concurrency} — "
+        f"{pipeline} across {_BROKER_NAMES[broker]}, {report['size']} JPEGs, "
+        f"concurrency {concurrency} — "
         f"{machine['cores']} cores, {machine['cpu']}, GPU {machine['gpu'] or 'none'}",
         {
             "workers/stage": field("workers_per_stage"),

@@ -12,7 +12,6 @@ the last receive. Messages are synthetic JPEGs of about ``size_kb`` KB.
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import tempfile
 import threading
@@ -38,25 +37,12 @@ from cvserve.broker.clients import (
 )
 from cvserve.broker.producer import image_message
 from cvserve.broker.schema import Message, Record
-from cvserve.broker.topics import Topics, ensure_topics
+from cvserve.broker.topics import ensure_topics
 from cvserve.deploy.kafka import kafka_version
 from cvserve.deploy.kafka_client_config import CLIENT_CONFIG_ENV
 from cvserve.deploy.kafka_cluster import KafkaCluster
-from cvserve.preprocess.synthetic import synthetic_image
+from cvserve.profiling.bench.hop_records import BENCH_STAGE, BENCH_TOPICS, jpeg_near
 from cvserve.profiling.machine import machine_info, write_report
-
-BENCH_TOPICS = Topics("bench")
-BENCH_STAGE = "hop"
-
-
-def jpeg_near(target_bytes: int, seed: int) -> bytes:
-    """A synthetic 4:3 JPEG within a few percent of ``target_bytes``."""
-    width = 800
-    image = synthetic_image(width, width * 3 // 4, seed)
-    for _ in range(3):  # encoded size grows about linearly with the pixel count
-        width = max(16, round(width * math.sqrt(target_bytes / len(image))))
-        image = synthetic_image(width, width * 3 // 4, seed)
-    return image
 
 
 class _Receiver(threading.Thread):

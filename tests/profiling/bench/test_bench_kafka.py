@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import json
 import uuid
+from pathlib import Path
 
 import pytest
+from broker_testing import require_tool
 
 from cvserve.broker.clients import end_offsets, new_consumer
 from cvserve.broker.topics import ensure_topics
 from cvserve.deploy.kafka import KafkaBroker
-from cvserve.profiling.bench.kafka import jpeg_near, measure
+from cvserve.profiling.bench.kafka import (
+    REDIS_LABEL,
+    BrokerSetup,
+    bench_kafka,
+    jpeg_near,
+    measure,
+)
 
 
 def test_jpeg_near_hits_the_requested_size() -> None:
@@ -38,3 +47,29 @@ def test_end_offsets_of_a_topic_just_created(kafka: KafkaBroker) -> None:
         assert end_offsets(consumer, topic, kafka.bootstrap) == {0: 0, 1: 0, 2: 0}
     finally:
         consumer.close()
+
+
+@pytest.mark.kafka
+@pytest.mark.redis
+def test_bench_measures_every_setup_in_alternating_rounds(tmp_path: Path) -> None:
+    """Each broker setup (a plain and a SASL/TLS broker here, Redis Streams beside) gets one
+    row: the median of its rounds, the spread, the first round after the warm-up only."""
+    require_tool("redis-server", "apt-get install redis-server")
+    setups = (BrokerSetup("plain", 1), BrokerSetup("sasl-tls", 1, secure=True))
+    out = tmp_path / "bench.json"
+    report = bench_kafka(
+        size_kb=20, latency_messages=8, throughput_messages=16, warmup_messages=4,
+        pipeline=None, out=out, setups=setups, with_redis=True, rounds=2,
+    )  # fmt: skip
+    rows = report["results"]
+    assert list(rows) == ["plain", "sasl-tls", REDIS_LABEL]
+    for row in rows.values():
+        assert row["rounds"] == 2 and len(row["per_round"]) == 2
+        assert [r["warmup_messages"] for r in row["per_round"]] == [4, 0]
+        for key in ("p50_ms", "p99_ms", "msgs_per_s"):
+            low, high = row[f"{key}_range"]
+            assert 0 < low <= row[key] <= high
+    assert (
+        json.loads(out.read_text())["results"]["sasl-tls"]["p50_ms"] == rows["sasl-tls"]["p50_ms"]
+    )
+    assert report["bootstrap"]["sasl-tls"] != report["bootstrap"]["plain"]
