@@ -113,5 +113,12 @@ class EnsembleCaller:
             raise classify_error(exc) from exc
         return {n: result.as_numpy(n)[0] for n in outputs}
 
+    def ready(self) -> bool:
+        """Whether the server answers ``is_server_ready`` within 2 s (a health check)."""
+        try:
+            return bool(self._client.is_server_ready(client_timeout=2.0))
+        except Exception:  # unreachable, refused, timed out: not ready
+            return False
+
     def close(self) -> None:
         self._client.close()

@@ -49,7 +49,7 @@ from cvserve.broker.redis_streams import (
 )
 from cvserve.broker.routes import Route
 from cvserve.broker.stats import WorkerStats
-from cvserve.broker.worker import BatchAbandoned, StageWorker, _Work
+from cvserve.broker.worker import DEFAULT_METRICS_ADDRESS, BatchAbandoned, StageWorker, _Work
 from cvserve.broker.worker_config import WorkerConfig
 from cvserve.deploy.kafka_limits import LIMITS, MessageLimits
 
@@ -80,8 +80,11 @@ class RedisStageWorker(StageWorker):
         limits: MessageLimits = LIMITS,
         claim_idle_ms: int = DEFAULT_CLAIM_IDLE_MS,
         consumer: str | None = None,
+        metrics_address: str | None = DEFAULT_METRICS_ADDRESS,
     ) -> None:
-        super().__init__(url, route, stage, triton_url, config, namespace, stats_path, limits)
+        super().__init__(
+            url, route, stage, triton_url, config, namespace, stats_path, limits, metrics_address
+        )
         self.url = url
         self.stream = self.topic  # the stream is named like the Kafka topic
         self.claim_idle_ms = claim_idle_ms
@@ -101,6 +104,7 @@ class RedisStageWorker(StageWorker):
         caller = EnsembleCaller(self.triton_url, self.stage.ensemble, cfg.call_timeout_s)
         pool = ThreadPoolExecutor(cfg.max_in_flight, thread_name_prefix="triton")
         delay = cfg.retry_initial_s
+        self._start_metrics(caller)
         next_claim = 0.0  # at once: a dead predecessor's entries first
         try:
             ensure_group(client, self.stream, self.group)
@@ -115,7 +119,10 @@ class RedisStageWorker(StageWorker):
                 self.stage.ensemble,
             )
             self.stats.state = "running"
+            if self.metrics is not None:
+                self.metrics.joined = True  # the group exists and this consumer reads it
             while not stop.is_set():
+                self._beat()
                 ready_ns = time.time_ns()
                 try:
                     entries = []
@@ -146,6 +153,7 @@ class RedisStageWorker(StageWorker):
             self._leave(client)
             caller.close()
             client.close()
+            self._stop_metrics()
         return self.stats
 
     def _claim(self, client: redis.Redis) -> list[tuple[bytes, dict[bytes, bytes]]]:
@@ -203,6 +211,9 @@ class RedisStageWorker(StageWorker):
                 self._check(item)
             self._infer([w for w in work if not w.error], caller, pool, stop, client)
             self._add_outputs(work, client, stop)
+            added_ns = time.time_ns()
+            for item in work:
+                self._observe(item, added_ns)
             client.xack(self.stream, self.group, *self._in_hand)
             self.stats.committed_batches += 1
         finally:
@@ -240,6 +251,7 @@ class RedisStageWorker(StageWorker):
     def _keep_alive(self, consumer: Any) -> None:
         """Reset the idle time of the entries in hand (``consumer``: the Redis client) every
         ``claim_idle_ms / 3``, so no other worker claims them while this one lives."""
+        self._beat()
         if not self._in_hand or time.monotonic() - self._refreshed < self.claim_idle_ms / 3000:
             return
         with contextlib.suppress(redis.RedisError):  # the next read or add reports it

@@ -42,6 +42,7 @@ class WorkerStats:
     # idle time (it died).
     claimed: int = 0
     lag: dict[str, int] = field(default_factory=dict)  # "topic/partition" -> records behind
+    metrics_address: str = ""  # host:port of its /metrics, /healthz, /livez ("" when off)
     last_error: str = ""
     updated_ns: int = 0
 

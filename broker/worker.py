@@ -81,6 +81,8 @@ from cvserve.broker.schema import (
 from cvserve.broker.stats import WorkerStats
 from cvserve.broker.topics import Topics, default_namespace, ensure_topics
 from cvserve.broker.worker_config import WorkerConfig
+from cvserve.broker.worker_metrics import DEFAULT_ADDRESS as DEFAULT_METRICS_ADDRESS
+from cvserve.broker.worker_metrics import WorkerMetrics
 from cvserve.deploy.kafka_limits import LIMITS, MessageLimits
 from cvserve.preprocess.sniff import sniff
 
@@ -132,8 +134,12 @@ class StageWorker:
         namespace: str | None = None,
         stats_path: Path | None = None,
         limits: MessageLimits = LIMITS,
+        metrics_address: str | None = DEFAULT_METRICS_ADDRESS,
     ) -> None:
         self.bootstrap = bootstrap
+        # /metrics, /healthz, /livez (`broker.worker_metrics`); None: not served.
+        self.metrics_address = metrics_address
+        self.metrics: WorkerMetrics | None = None
         self.route = route
         self.stage = route.stage(stage)
         self.config = config or WorkerConfig()
@@ -166,9 +172,10 @@ class StageWorker:
                 "fetch.max.bytes": self.limits.max_message_bytes,
             },
         )
-        consumer.subscribe([self.topic], on_revoke=self._on_revoke)
+        consumer.subscribe([self.topic], on_assign=self._on_assign, on_revoke=self._on_revoke)
         producer = new_producer(self.bootstrap, self.limits)
         caller = EnsembleCaller(self.triton_url, self.stage.ensemble, cfg.call_timeout_s)
+        self._start_metrics(caller)
         pool = ThreadPoolExecutor(cfg.max_in_flight, thread_name_prefix="triton")
         log.info(
             "worker %s: group %s, topic %s, Triton %s ensemble %s",
@@ -181,6 +188,7 @@ class StageWorker:
         self.stats.state = "running"
         try:
             while not stop.is_set():
+                self._beat()
                 ready_ns = time.time_ns()
                 polled, self._carried = self._carried, []
                 polled += poll_records(
@@ -205,7 +213,32 @@ class StageWorker:
             consumer.close()  # leaves the group; commits nothing (no auto-commit)
             producer.flush(cfg.stop_grace_s)  # the broker may be gone
             caller.close()
+            self._stop_metrics()
         return self.stats
+
+    def _start_metrics(self, caller: EnsembleCaller) -> None:
+        """Serve this worker's endpoint (unless ``metrics_address`` is None); its address goes
+        to the stats file and the log."""
+        if self.metrics_address is None:
+            return
+        self.metrics = WorkerMetrics(self.stats, triton_ready=caller.ready)
+        self.stats.metrics_address = self.metrics.serve(self.metrics_address)
+        log.info(
+            "worker %s: metrics on http://%s/metrics", self.stats.pid, self.stats.metrics_address
+        )
+
+    def _stop_metrics(self) -> None:
+        if self.metrics is not None:
+            self.metrics.close()
+            self.metrics = None
+
+    def _beat(self) -> None:
+        if self.metrics is not None:
+            self.metrics.beat()
+
+    def _on_assign(self, _consumer: Consumer, _partitions: list[TopicPartition]) -> None:
+        if self.metrics is not None:  # joined the group (an empty assignment counts)
+            self.metrics.joined = True
 
     def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._revoked.update((tp.topic, tp.partition) for tp in partitions)
@@ -273,6 +306,7 @@ class StageWorker:
         """Poll the paused consumer (the group's liveness and rebalances). A partition assigned
         meanwhile is not paused: a record it returns is carried into the next batch and the
         partition paused."""
+        self._beat()
         message = consumer.poll(0)
         if message is None:
             return
@@ -468,11 +502,26 @@ class StageWorker:
 
     def _count_delivered(self, items: Iterable[_Work]) -> None:
         kinds = {self.topics.results: "results", self.topics.dead_letter: "dead_lettered"}
+        now_ns = time.time_ns()
         for item in items:
             for topic, future in item.deliveries:
                 if future.exception() is None:
                     kind = kinds.get(topic, "forwarded")
                     setattr(self.stats, kind, getattr(self.stats, kind) + 1)
+            self._observe(item, now_ns)
+
+    def _observe(self, item: _Work, delivered_ns: int) -> None:
+        """Latency histograms of an answered record: consumed → delivered, the Triton call."""
+        if self.metrics is None or item.message is None or item.error:
+            return
+        at = {hop.label: hop.t_ns for hop in item.message.trace.hops}
+        consumed = at.get(hop_label(self.stage.name, CONSUMED))
+        dispatched = at.get(hop_label(self.stage.name, DISPATCHED))
+        answered = at.get(hop_label(self.stage.name, ANSWERED))
+        if consumed is not None:
+            self.metrics.stage_latency.observe(max(0, delivered_ns - consumed) / 1e9)
+        if dispatched is not None and answered is not None:
+            self.metrics.triton_call.observe(max(0, answered - dispatched) / 1e9)
 
     def _wait_delivered(
         self,

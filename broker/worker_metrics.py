@@ -32,6 +32,11 @@ from cvserve.broker.metrics import PREFIX, WORKER_METRICS
 from cvserve.broker.stats import WorkerStats
 
 DEFAULT_ADDRESS = "127.0.0.1:0"
+# In a pod (one worker each): a fixed port on every interface, for probes and scrapes.
+POD_PORT = 9464
+METRICS_PATH = "/metrics"
+READY_PATH = "/healthz"
+LIVE_PATH = "/livez"
 # Triton calls and whole hops of image models on CPU and GPU: 1 ms … 60 s.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
@@ -143,13 +148,14 @@ def _handler(metrics: WorkerMetrics) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # the http.server API names it
             path = self.path.split("?", 1)[0]
-            if path == "/metrics":
+            if path == METRICS_PATH:
                 self._answer(200, metrics.exposition(), CONTENT_TYPE_LATEST)
-            elif path in ("/healthz", "/livez"):
-                ok, reason = metrics.readiness() if path == "/healthz" else metrics.liveness()
+            elif path in (READY_PATH, LIVE_PATH):
+                ok, reason = metrics.readiness() if path == READY_PATH else metrics.liveness()
                 self._answer(200 if ok else 503, f"{reason}\n".encode(), "text/plain")
             else:
-                self._answer(404, b"/metrics, /healthz, /livez\n", "text/plain")
+                paths = f"{METRICS_PATH}, {READY_PATH}, {LIVE_PATH}\n"
+                self._answer(404, paths.encode(), "text/plain")
 
         def _answer(self, status: int, body: bytes, content_type: str) -> None:
             self.send_response(status)

@@ -140,6 +140,8 @@ class TritonServer:
             f"--metrics-address={self.host}",
             f"--metrics-port={self.metrics_port}",
             "--allow-gpu-metrics=false",
+            # p50/p99 per model for dashboards (nv_inference_*_summary_us{quantile=...}).
+            "--metrics-config=summary_latencies=true",
             "--strict-readiness=true",
             "--exit-on-error=true",
             f"--exit-timeout-secs={self.exit_timeout_s}",

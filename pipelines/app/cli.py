@@ -208,6 +208,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "cvserve.pipelines.app.preprocess_commands",
     "cvserve.pipelines.app.tune_commands",
     "cvserve.pipelines.app.redis_commands",
+    "cvserve.pipelines.app.deploy_commands",
 )
 
 

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from cvserve.broker.worker_config import WorkerConfig
+from cvserve.broker.worker_metrics import DEFAULT_ADDRESS as DEFAULT_METRICS_ADDRESS
 from cvserve.deploy.kafka import DEFAULT_HEAP_MB, DEFAULT_PARTITIONS
 from cvserve.deploy.kafka_client_config import ClientConfigError
 from cvserve.deploy.triton_grpc import TritonTlsError
@@ -346,6 +347,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         stats_path=Path(args.stats_file)
         if args.stats_file
         else default_stats_dir() / f"{args.pipeline}.{stage}.{os.getpid()}.json",
+        metrics_address=None if args.metrics_address == "off" else args.metrics_address,
     )
     stats = worker.run(stop)
     logging.getLogger(__name__).info(
@@ -522,6 +524,13 @@ def register(commands: Any, benches: Any = None) -> None:
     _add_broker_options(worker)
     worker.add_argument("--stage", default=None, help="broker stage (default: the first)")
     worker.add_argument("--triton-url", default="127.0.0.1:8001", help="Triton gRPC host:port")
+    worker.add_argument(
+        "--metrics-address",
+        default=DEFAULT_METRICS_ADDRESS,
+        metavar="HOST:PORT",
+        help="serve /metrics, /healthz, /livez here (default 127.0.0.1, a free port: see the "
+        "stats file or the log; 0.0.0.0:9464 in a pod; 'off': none)",
+    )
     add_triton_tls_options(worker)
     defaults = WORKER_DEFAULTS
     worker.add_argument(

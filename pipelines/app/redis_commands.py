@@ -21,6 +21,7 @@ from typing import Any
 
 from cvserve.broker.redis_worker import DEFAULT_CLAIM_IDLE_MS
 from cvserve.broker.worker_config import WorkerConfig
+from cvserve.broker.worker_metrics import DEFAULT_ADDRESS as DEFAULT_METRICS_ADDRESS
 from cvserve.deploy.triton_grpc import TritonTlsError
 from cvserve.pipelines.app.kafka_commands import (
     _stop_event,
@@ -102,6 +103,7 @@ def cmd_redis_worker(args: argparse.Namespace) -> int:
         namespace=args.namespace,
         stats_path=stats_path,
         claim_idle_ms=args.claim_idle_ms,
+        metrics_address=None if args.metrics_address == "off" else args.metrics_address,
     )
     stats = worker.run(_stop_event())
     logging.getLogger(__name__).info(
@@ -223,6 +225,13 @@ def add_subcommands(sub: Any) -> None:
     _add_stream_options(worker)
     worker.add_argument("--stage", default=None, help="broker stage (default: the first)")
     worker.add_argument("--triton-url", default="127.0.0.1:8001", help="Triton gRPC host:port")
+    worker.add_argument(
+        "--metrics-address",
+        default=DEFAULT_METRICS_ADDRESS,
+        metavar="HOST:PORT",
+        help="serve /metrics, /healthz, /livez here (default 127.0.0.1, a free port: see the "
+        "stats file or the log; 0.0.0.0:9464 in a pod; 'off': none)",
+    )
     add_triton_tls_options(worker)
     worker.add_argument("--batch-size", type=int, default=WORKER_DEFAULTS.batch_size)
     worker.add_argument("--max-in-flight", type=int, default=WORKER_DEFAULTS.max_in_flight)
