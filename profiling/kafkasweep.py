@@ -1,6 +1,7 @@
-"""`cvserve profile --kafka`: a pipeline's requests across a real Kafka broker, every hop traced.
+"""`cvserve profile --kafka`: a pipeline's requests across a real Kafka broker (or Redis Streams,
+``--broker redis``), every hop traced.
 
-Services: a Kafka broker (in a temporary folder unless a bootstrap address is given), a Triton
+Services: the broker (in a temporary folder unless an address is given), a Triton
 serving the pipeline's ensembles (`pipelines.catalog.pipeline_specs`; started so that
 `TritonTracer` can trace it unless a URL is given) and ``workers_per_stage`` stage worker
 processes per broker stage, in a topic namespace of this run. Per point (image size ×
@@ -11,11 +12,9 @@ with the Triton traces of its calls and attribute it (`profiling.kafkatrace`).
 
 from __future__ import annotations
 
-import contextlib
 import tempfile
 import time
-import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,14 +22,12 @@ from typing import Any
 import numpy as np
 
 from cvserve.broker.routes import Route, route
-from cvserve.broker.worker_processes import StageWorkerProcesses
-from cvserve.deploy.kafka import KafkaBroker
 from cvserve.deploy.triton_grpc import grpc_client
 from cvserve.pipelines.spec import PipelineSpec
 from cvserve.profiling import tritonstats
 from cvserve.profiling.kafkaload import BrokerClient, BrokerLoad, closed_loop_over_broker, warm_up
 from cvserve.profiling.kafkatrace import join_request
-from cvserve.profiling.sweep import serve_traced, write_images
+from cvserve.profiling.sweep import write_images
 from cvserve.profiling.sweep_plan import Point, SweepConfig
 from cvserve.profiling.sweep_results import PointResult, SweepRun
 from cvserve.profiling.trace import WallClock, sample_clocks
@@ -39,39 +36,6 @@ from cvserve.profiling.tritontrace import TritonTracer, phase_totals
 # A detector on random weights scores every box low: with these, each image fans out to 3 crops.
 FAN_OUT = {"score_threshold": 0.0, "max_detections": 3}
 TRANSIT, WAIT = "broker_transit", "consumer_wait"  # hop span kinds (`profiling.trace`)
-
-
-@dataclass(frozen=True)
-class BrokerServices:
-    """Where the broker and Triton are, whether this run started them, and the run's namespace."""
-
-    bootstrap: str
-    triton_url: str
-    namespace: str
-    started: tuple[str, ...]
-
-
-@contextlib.contextmanager
-def broker_services(
-    specs: Sequence[PipelineSpec],
-    workdir: Path,
-    bootstrap: str | None = None,
-    triton_url: str | None = None,
-) -> Iterator[BrokerServices]:
-    """Kafka and a traceable Triton serving ``specs``: the given ones, else started in
-    ``workdir`` (and stopped, by pid, on exit)."""
-    started = []
-    with contextlib.ExitStack() as stack:
-        if not bootstrap:
-            broker = stack.enter_context(KafkaBroker(workdir / "kafka"))
-            bootstrap = broker.bootstrap
-            started.append(f"Kafka {bootstrap}")
-        if not triton_url:
-            server = stack.enter_context(serve_traced(specs, workdir / "triton"))
-            triton_url = server.grpc_url
-            started.append(f"Triton {triton_url}")
-        namespace = f"profile-{time.strftime('%Y%m%d%H%M%S')}-{uuid.uuid4().hex[:6]}"
-        yield BrokerServices(bootstrap, triton_url, namespace, tuple(started))
 
 
 def served_placement(specs: Sequence[PipelineSpec]) -> str:
@@ -85,6 +49,7 @@ class BrokerPointResult(PointResult):
 
     load: BrokerLoad | None = None
     clock: WallClock | None = None
+    transport: str = "kafka"
 
     def summary(self) -> dict[str, Any]:
         summary = super().summary()
@@ -96,7 +61,7 @@ class BrokerPointResult(PointResult):
 
         summary.update(
             {
-                "transport": "kafka",
+                "transport": self.transport,
                 "crops_per_s": round(self.load.crops_per_s, 2),
                 "crops_mean": float(np.mean([r.trace.attributes["crops"] for r in self.records]))
                 if self.records
@@ -119,6 +84,7 @@ def run_broker_point(
     point: Point,
     images: Sequence[Path],
     config: SweepConfig,
+    transport: str = "kafka",
 ) -> BrokerPointResult:
     """Measure one point (see the module docstring)."""
     warm_up(client, images, config.warmup_requests, timeout_s=120)
@@ -143,6 +109,7 @@ def run_broker_point(
         start_ns=start_ns,
         load=load,
         clock=clock,
+        transport=transport,
     )
 
 
@@ -157,20 +124,25 @@ def run_broker_sweep(
     worker_args: Sequence[str] = (),
     on_point: Callable[[Point, PointResult | None], None] = lambda p, r: None,
     on_plan: Callable[[int, list[str]], None] = lambda n, skipped: None,
+    broker: str = "kafka",
 ) -> SweepRun:
-    """Every size × concurrency of ``config`` for ``pipeline`` (served as ``specs``) over Kafka;
-    ``worker_args`` go to every stage worker (a pipeline file's ``--file F``)."""
+    """Every size × concurrency of ``config`` for ``pipeline`` (served as ``specs``) across
+    ``broker`` (`profiling.transports.TRANSPORTS`: ``kafka``, or ``redis`` with ``bootstrap`` a
+    Redis URL); ``worker_args`` go to every stage worker (a pipeline file's ``--file F``)."""
+    from cvserve.profiling.transports import TRANSPORTS
+
+    transport = TRANSPORTS[broker]
     images = write_images(config.sizes, image_dir, config.images_per_size)
     placement = served_placement(specs)
     points = [Point(placement, w, h, c) for (w, h) in config.sizes for c in config.concurrency]
     pipeline_route = route(pipeline)
     with (
         tempfile.TemporaryDirectory(prefix="cvserve-profile-kafka-") as tmp,
-        broker_services(specs, Path(tmp), bootstrap, triton_url) as services,
+        transport.services(specs, Path(tmp), bootstrap, triton_url) as services,
     ):
         on_plan(len(points), [f"started {what}" for what in services.started])
         stats_client = grpc_client(services.triton_url)
-        workers = StageWorkerProcesses(
+        workers = transport.workers(
             services.bootstrap,
             pipeline,
             services.triton_url,
@@ -181,7 +153,8 @@ def run_broker_sweep(
         )
         try:
             tracer = TritonTracer.attach(stats_client)
-            with workers, BrokerClient(services.bootstrap, pipeline, services.namespace) as client:
+            client_of = transport.client(services.bootstrap, pipeline, services.namespace)
+            with workers, client_of as client:
                 workers.wait_running()
                 run = SweepRun(pipeline, config, server=services.triton_url)
                 for point in points:
@@ -195,13 +168,14 @@ def run_broker_sweep(
                         point,
                         images[(point.width, point.height)],
                         config,
+                        broker,
                     )
                     run.results.append(result)
                     on_point(point, result)
         finally:
             stats_client.close()
     run.transport = {
-        "kind": "kafka",
+        "kind": broker,
         "bootstrap": services.bootstrap,
         "namespace": services.namespace,
         "stages": pipeline_route.stage_names,

@@ -5,8 +5,6 @@ Redis producer and result reader, so the load, the warm-up and the rows are the 
 from __future__ import annotations
 
 import contextlib
-import time
-import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -14,8 +12,8 @@ from cvserve.broker.redis_results import RedisResultReader
 from cvserve.broker.redis_streams import RedisImageProducer
 from cvserve.deploy.redis import RedisServer
 from cvserve.pipelines.spec import PipelineSpec
+from cvserve.profiling.broker_services import BrokerServices, run_namespace
 from cvserve.profiling.kafkaload import BrokerClient, BrokerRequest
-from cvserve.profiling.kafkasweep import BrokerServices
 from cvserve.profiling.sweep import serve_traced
 
 
@@ -47,5 +45,4 @@ def redis_services(
         if not triton_url:
             triton_url = stack.enter_context(serve_traced(specs, workdir / "triton")).grpc_url
             started.append(f"Triton {triton_url}")
-        namespace = f"profile-{time.strftime('%Y%m%d%H%M%S')}-{uuid.uuid4().hex[:6]}"
-        yield BrokerServices(url, triton_url, namespace, tuple(started))
+        yield BrokerServices(url, triton_url, run_namespace(), tuple(started))

@@ -32,6 +32,7 @@ from cvserve.profiling.sweep_plan import (
     parse_size,
 )
 from cvserve.profiling.sweep_results import PointResult
+from cvserve.profiling.transports import TRANSPORTS
 
 
 def _csv(kind: type) -> object:
@@ -66,7 +67,9 @@ def cmd_profile(args: argparse.Namespace) -> int:
     options["instances"] = args.instances
     chosen_pipeline = chosen(args, "profile", **options)
     name = chosen_pipeline.name
-    over_kafka = args.kafka is not None or chosen_pipeline.composite is not None
+    over_kafka = (
+        args.kafka is not None or args.broker == "redis" or chosen_pipeline.composite is not None
+    )
     if over_kafka and args.preprocess is not None:
         console.print(
             "--preprocess does not apply across Kafka: encoded images travel and the served "
@@ -96,7 +99,10 @@ def cmd_profile(args: argparse.Namespace) -> int:
         TimeElapsedColumn(),
         console=console,
     )
-    starting = "starting Kafka, Triton and stage workers" if over_kafka else "starting Triton"
+    broker_name = TRANSPORTS[args.broker].label
+    starting = (
+        f"starting {broker_name}, Triton and stage workers" if over_kafka else "starting Triton"
+    )
     task = progress.add_task(f"generating images, {starting}", total=None)
 
     def on_plan(points: int, notes: list[str]) -> None:
@@ -126,12 +132,13 @@ def cmd_profile(args: argparse.Namespace) -> int:
                     specs,
                     config,
                     Path(images),
-                    bootstrap=args.kafka or None,
+                    bootstrap=(args.redis_url if args.broker == "redis" else args.kafka) or None,
                     triton_url=args.triton_url,
                     workers_per_stage=args.workers,
                     worker_args=chosen_pipeline.worker_args,
                     on_point=on_point,
                     on_plan=on_plan,
+                    broker=args.broker,
                 )
             else:
                 base = chosen_pipeline.specs[0]
@@ -350,6 +357,14 @@ def register(commands: argparse._SubParsersAction, benches: argparse._SubParsers
         help="send every image across Kafka through stage workers (a running broker's "
         "host:port, else a local one is started)",
     )
+    profile.add_argument(
+        "--broker",
+        choices=sorted(TRANSPORTS),
+        default="kafka",
+        help="the broker between stages: kafka, or redis (Redis Streams, the paper's "
+        "comparison: a local redis-server unless --redis-url)",
+    )
+    profile.add_argument("--redis-url", default=None, help="with --broker redis: a running one")
     profile.add_argument(
         "--workers", type=int, default=1, help="with --kafka: worker processes per stage"
     )

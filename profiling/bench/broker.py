@@ -18,24 +18,16 @@ from typing import Any
 import numpy as np
 from rich.console import Console
 
-from cvserve.broker.redis_worker_processes import RedisWorkerProcesses
 from cvserve.broker.routes import route
-from cvserve.broker.worker_processes import StageWorkerProcesses
 from cvserve.deploy.kafka import kafka_version
 from cvserve.pipelines.catalog import pipeline_specs
-from cvserve.profiling.kafkaload import BrokerClient, closed_loop_over_broker, warm_up
-from cvserve.profiling.kafkasweep import FAN_OUT, BrokerServices, broker_services
+from cvserve.profiling.broker_services import BrokerServices
+from cvserve.profiling.kafkaload import closed_loop_over_broker, warm_up
+from cvserve.profiling.kafkasweep import FAN_OUT
 from cvserve.profiling.machine import machine_info, write_report
-from cvserve.profiling.redisload import RedisBrokerClient, redis_services
 from cvserve.profiling.sweep import write_images
 from cvserve.profiling.tables import field, results_table
-
-# broker -> (its worker processes, its client for the closed loop)
-_TRANSPORTS: dict[str, tuple[type[StageWorkerProcesses], type[BrokerClient]]] = {
-    "kafka": (StageWorkerProcesses, BrokerClient),
-    "redis": (RedisWorkerProcesses, RedisBrokerClient),
-}
-_BROKER_NAMES = {"kafka": "Kafka", "redis": "Redis Streams"}
+from cvserve.profiling.transports import TRANSPORTS
 
 
 def measure_workers(
@@ -51,8 +43,8 @@ def measure_workers(
     """One row: ``per_stage`` workers per stage, a closed loop of ``concurrency`` images, across
     ``broker`` (``kafka`` or ``redis``: ``services.bootstrap`` is then the Redis URL)."""
     namespace = f"{services.namespace}-w{per_stage}"
-    workers_type, client_type = _TRANSPORTS[broker]
-    workers = workers_type(
+    transport = TRANSPORTS[broker]
+    workers = transport.workers(
         services.bootstrap,
         pipeline,
         services.triton_url,
@@ -60,7 +52,7 @@ def measure_workers(
         folder / f"workers-{per_stage}",
         per_stage=per_stage,
     )
-    with workers, client_type(services.bootstrap, pipeline, namespace) as client:
+    with workers, transport.client(services.bootstrap, pipeline, namespace) as client:
         workers.wait_running()
         warm_up(client, images, requests=2 * per_stage, timeout_s=120)
         load = closed_loop_over_broker(client, images, concurrency, duration_s)
@@ -102,8 +94,7 @@ def bench_broker_pipeline(
     rows = []
     with tempfile.TemporaryDirectory(prefix=f"cvserve-bench-{pipeline}-") as tmp:
         images = write_images([size], Path(tmp) / "images", per_size=4)[size]
-        services_of = redis_services if broker == "redis" else broker_services
-        with services_of(specs, Path(tmp), bootstrap, triton_url) as services:
+        with TRANSPORTS[broker].services(specs, Path(tmp), bootstrap, triton_url) as services:
             for note in services.started:
                 console.print(f"started {note}")
             for per_stage in workers:
@@ -139,7 +130,7 @@ def bench_broker_pipeline(
     }
     machine = report["machine"]
     table = results_table(
-        f"{pipeline} across {_BROKER_NAMES[broker]}, {report['size']} JPEGs, "
+        f"{pipeline} across {TRANSPORTS[broker].label}, {report['size']} JPEGs, "
         f"concurrency {concurrency} — "
         f"{machine['cores']} cores, {machine['cpu']}, GPU {machine['gpu'] or 'none'}",
         {

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import tempfile
 import threading
 import time
@@ -237,7 +238,7 @@ def bench_kafka(
     vs 2 workers per stage (`bench_broker.bench_broker_pipeline`), and with ``with_redis`` the
     same across Redis Streams. Print tables, write one JSON (``out`` or
     ``runs/bench-kafka-<time>.json``)."""
-    console = Console()
+    console = Console(width=None if sys.stdout.isatty() else 140)
     rows: dict[str, dict[str, Any]] = {}
     with contextlib.ExitStack() as stack:
         targets: dict[str, tuple[str, Path | None]] = {}

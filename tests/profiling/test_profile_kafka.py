@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from broker_testing import require_tool
 from PIL import Image
 
 from cvserve.deploy.kafka import KafkaBroker
@@ -151,3 +152,26 @@ def test_bench_compares_one_and_two_workers_per_stage(
     for row in report["results"]:
         assert row["images"] > 0 and row["incomplete"] == 0 and row["errors"] == 0
         assert row["crops"] >= row["images"] and row["crops_per_s"] > 0
+
+
+@pytest.mark.redis
+def test_profile_across_redis_streams_attributes_the_same_hops(
+    traced_triton_url: str, tmp_path: Path
+) -> None:
+    """``--broker redis``: the same requests, hops and Triton joins across Redis Streams (a
+    local redis-server started for the run), so the broker's cost compares with Kafka's."""
+    require_tool("redis-server", "apt-get install redis-server")
+    argv = ["profile", "--pipeline", PIPELINE, "--broker", "redis", "--triton-url"]
+    argv += [traced_triton_url, "--sizes", "160x120", "--concurrency", "1", "--duration", "1.5"]
+    argv += ["--images-per-size", "2", "--out", str(tmp_path)]
+    assert main(argv) == 0
+    (folder,) = tmp_path.iterdir()
+    summary = json.loads((folder / "summary.json").read_text())
+    assert summary["transport"]["kind"] == "redis"
+    (point,) = summary["points"]
+    assert point["transport"] == "redis" and point["broker_transit_ms"] > 0
+    requests = json.loads((folder / "requests.json").read_text())
+    assert requests and all(r["triton_traced"] for r in requests)
+    for row in requests:  # the whole end to end attributed, as over Kafka
+        total = sum(row[f"{c}_ms"] for c in CATEGORIES)
+        assert total == pytest.approx(row["end_to_end_ms"], rel=0.05), row
