@@ -71,25 +71,55 @@ def _latest(admin: AdminClient, partitions: list[TopicPartition]) -> dict[TopicP
 
 def pipeline_lag(bootstrap: str, pipeline: str, namespace: str | None = None) -> list[PartitionLag]:
     """Lag of every partition of every stage topic of ``pipeline``."""
-    topics = Topics(pipeline, namespace or default_namespace())
-    rows: list[PartitionLag] = []
-    admin = new_admin(bootstrap)
-    for stage in route(pipeline).stage_names:
-        topic = topics.stage_in(stage)
-        try:
-            partitions = [
-                TopicPartition(topic, p) for p in topic_partitions(admin, topic, bootstrap)
-            ]
-        except KeyError:
-            continue
-        group = topics.group(stage)
-        ends = retry_while_leadership_moves(lambda tps=partitions: _latest(admin, tps))
-        committed = committed_offsets(bootstrap, group, partitions)
-        for tp in partitions:
-            rows.append(
-                PartitionLag(stage, group, topic, tp.partition, committed.get(tp), ends[tp])
+    probe = LagProbe(bootstrap, pipeline, namespace)
+    try:
+        return probe.rows()
+    finally:
+        probe.close()
+
+
+class LagProbe:
+    """`pipeline_lag` asked again and again with the same clients (one admin; per stage group a
+    consumer that never subscribes: joins nothing, commits nothing), as a soak samples it every
+    second. Committed offsets through a consumer of the group, as `committed_offsets` asks them
+    (and says why)."""
+
+    def __init__(self, bootstrap: str, pipeline: str, namespace: str | None = None) -> None:
+        self.topics = Topics(pipeline, namespace or default_namespace())
+        self.stages = route(pipeline).stage_names
+        self.bootstrap = bootstrap
+        self.admin = new_admin(bootstrap)
+        self.consumers = {s: new_consumer(bootstrap, self.topics.group(s)) for s in self.stages}
+
+    def rows(self) -> list[PartitionLag]:
+        rows: list[PartitionLag] = []
+        for stage in self.stages:
+            topic = self.topics.stage_in(stage)
+            try:
+                partitions = [
+                    TopicPartition(topic, p)
+                    for p in topic_partitions(self.admin, topic, self.bootstrap)
+                ]
+            except KeyError:
+                continue
+            ends = retry_while_leadership_moves(lambda tps=partitions: _latest(self.admin, tps))
+            consumer = self.consumers[stage]
+            answer = retry_while_leadership_moves(
+                lambda tps=partitions, c=consumer: c.committed(tps, timeout=30)
             )
-    return rows
+            done = {(t.topic, t.partition): t.offset for t in answer if t.offset >= 0}
+            group = self.topics.group(stage)
+            for tp in partitions:
+                committed = done.get((tp.topic, tp.partition))
+                rows.append(PartitionLag(stage, group, topic, tp.partition, committed, ends[tp]))
+        return rows
+
+    def total(self) -> int:
+        return sum(row.lag for row in self.rows())
+
+    def close(self) -> None:
+        for consumer in self.consumers.values():
+            consumer.close()
 
 
 def live_workers(stats_dir: Path) -> list[WorkerStats]:

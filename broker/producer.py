@@ -94,7 +94,27 @@ def image_message(
     )
 
 
-class ImageProducer:
+class ImageRequests:
+    """Checked requests for the first stage of ``pipeline`` in ``namespace``: what every
+    broker's image producer (`ImageProducer`, `redis_streams.RedisImageProducer`) makes and
+    addresses before its own transport sends it."""
+
+    def __init__(
+        self, pipeline: str, namespace: str | None = None, limits: MessageLimits = LIMITS
+    ) -> None:
+        self.pipeline = pipeline
+        self.limits = limits
+        self.stage = route(pipeline).first.name
+        self.topics = Topics(pipeline, namespace or default_namespace())
+
+    def message(self, image: bytes, key: str = "", validate: bool = True) -> Message:
+        """A checked request for ``image`` (raises `MessageTooLarge` or `PreprocessError`)."""
+        check_size(image, self.limits)
+        check_key(key, self.limits)
+        return image_message(image, self.pipeline, self.stage, key, validate)
+
+
+class ImageProducer(ImageRequests):
     """Sends images to the first stage of ``pipeline`` on the broker at ``bootstrap``."""
 
     def __init__(
@@ -105,19 +125,10 @@ class ImageProducer:
         limits: MessageLimits = LIMITS,
         **kafka_overrides: Any,
     ) -> None:
-        self.pipeline = pipeline
-        self.limits = limits
-        self.stage = route(pipeline).first.name
-        self.topics = Topics(pipeline, namespace or default_namespace())
+        super().__init__(pipeline, namespace, limits)
         self.topic = self.topics.stage_in(self.stage)
         ensure_topics(bootstrap, self.topics.all(route(pipeline).stage_names), limits=limits)
         self._producer = new_producer(bootstrap, limits, **kafka_overrides)
-
-    def message(self, image: bytes, key: str = "", validate: bool = True) -> Message:
-        """A checked request for ``image`` (raises `MessageTooLarge` or `PreprocessError`)."""
-        check_size(image, self.limits)
-        check_key(key, self.limits)
-        return image_message(image, self.pipeline, self.stage, key, validate)
 
     def send(self, image: bytes, key: str = "", validate: bool = True) -> tuple[str, Future[None]]:
         """Queue one image; returns its request id and its delivery (done = acknowledged; its

@@ -23,10 +23,8 @@ from typing import Any
 
 import redis
 
-from cvserve.broker.producer import check_key, check_record, check_size, image_message
-from cvserve.broker.routes import route
+from cvserve.broker.producer import ImageRequests, check_record, check_size
 from cvserve.broker.schema import Message, Record
-from cvserve.broker.topics import Topics, default_namespace
 from cvserve.deploy.kafka_limits import LIMITS, MessageLimits
 
 VALUE_FIELD = b"value"
@@ -128,7 +126,7 @@ class StreamReader:
         self.close()
 
 
-class RedisImageProducer:
+class RedisImageProducer(ImageRequests):
     """Sends images to the first stage of ``pipeline`` on the Redis server at ``url``: the
     `broker.producer.ImageProducer` contract, where an XADD's reply is the acknowledgement."""
 
@@ -139,18 +137,9 @@ class RedisImageProducer:
         namespace: str | None = None,
         limits: MessageLimits = LIMITS,
     ) -> None:
-        self.pipeline = pipeline
-        self.limits = limits
-        self.stage = route(pipeline).first.name
-        self.topics = Topics(pipeline, namespace or default_namespace())
+        super().__init__(pipeline, namespace, limits)
         self.stream = self.topics.stage_in(self.stage)
         self.client = redis_client(url)
-
-    def message(self, image: bytes, key: str = "", validate: bool = True) -> Message:
-        """A checked request for ``image`` (raises `MessageTooLarge` or `PreprocessError`)."""
-        check_size(image, self.limits)
-        check_key(key, self.limits)
-        return image_message(image, self.pipeline, self.stage, key, validate)
 
     def send_message(self, message: Message, stream: str | None = None) -> str:
         """Add a ready-made message (default stream: the first stage's); returns its entry id."""

@@ -13,35 +13,48 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 from cvserve.broker.routes import route
 from cvserve.broker.stats import WorkerStats
 from cvserve.deploy.process import ManagedProcess, ProcessStartError, poll_until
-
-# The `cvserve worker` subcommand without the rest of the `cvserve` parser (a quicker start).
-WORKER_MODULE = "cvserve.pipelines.app.kafka_commands"
 
 
 class WorkerStartError(ProcessStartError):
     """A worker exited or did not start consuming in time; the message quotes its log."""
 
 
-def worker_command(
-    bootstrap: str,
-    namespace: str,
-    pipeline: str,
-    stage: str | None,
-    triton_url: str,
-    stats_path: Path,
-    extra_args: Sequence[str] = (),
-) -> list[str]:
-    """The command line of one stage worker (``stage`` None: the route's first)."""
-    return [
-        sys.executable, "-m", WORKER_MODULE, "worker",
-        "--bootstrap", bootstrap, "--namespace", namespace, "--pipeline", pipeline,
-        *(("--stage", stage) if stage else ()), "--triton-url", triton_url,
-        "--stats-file", str(stats_path), *extra_args,
-    ]  # fmt: skip
+@dataclass(frozen=True)
+class WorkerCommand:
+    """How one broker's stage workers start: ``python -m module worker`` (the worker subcommand
+    without the rest of the `cvserve` parser: a quicker start), the broker's address given as
+    ``address_option``. Called, the command line of one worker."""
+
+    module: str
+    address_option: str
+
+    def __call__(
+        self,
+        address: str,
+        namespace: str,
+        pipeline: str,
+        stage: str | None,
+        triton_url: str,
+        stats_path: Path,
+        extra_args: Sequence[str] = (),
+    ) -> list[str]:
+        """The command line of one stage worker (``stage`` None: the route's first)."""
+        return [
+            sys.executable, "-m", self.module, "worker",
+            self.address_option, address, "--namespace", namespace, "--pipeline", pipeline,
+            *(("--stage", stage) if stage else ()), "--triton-url", triton_url,
+            "--stats-file", str(stats_path), *extra_args,
+        ]  # fmt: skip
+
+
+WORKER_MODULE = "cvserve.pipelines.app.kafka_commands"
+# The Kafka stage workers (the `cvserve worker` subcommand).
+worker_command = WorkerCommand(WORKER_MODULE, "--bootstrap")
 
 
 @dataclass
@@ -98,6 +111,8 @@ class StageWorkerProcesses:
     per_stage: int = 1
     extra_args: Sequence[str] = ()
     workers: list[WorkerProcess] = field(default_factory=list, init=False)
+    # How a worker starts, told ``bootstrap`` (a subclass: another broker's workers).
+    command_line: ClassVar[WorkerCommand] = worker_command
 
     def start(self) -> StageWorkerProcesses:
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -109,8 +124,8 @@ class StageWorkerProcesses:
         return self
 
     def command(self, stage: str, stats_path: Path) -> list[str]:
-        """The command line of one worker of ``stage`` (a subclass: another broker's)."""
-        return worker_command(
+        """The command line of one worker of ``stage``."""
+        return self.command_line(
             self.bootstrap,
             self.namespace,
             self.pipeline,

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -63,6 +64,29 @@ class WorkerUnderTest(WorkerProcess):
         if self.process.poll() is None:
             self.signal(signal.SIGTERM)
         return self.process.wait(timeout=timeout_s)
+
+
+@contextlib.contextmanager
+def worker_starter(
+    command_of: Callable[[str, Path, Sequence[str]], list[str]], folder: Path, name: str
+) -> Iterator[Callable[..., WorkerUnderTest]]:
+    """A fixture's ``start(triton_url, *extra)``: starts a stage worker of `PIPELINE` from
+    ``command_of(triton_url, stats_path, extra)``, its stats at ``folder/<name><n>.json``.
+    Every worker it started is killed (by pid) on exit: the test is over."""
+    started: list[WorkerUnderTest] = []
+
+    def start(triton_url: str, *extra: str) -> WorkerUnderTest:
+        stats_path = folder / f"{name}{len(started)}.json"
+        command = command_of(triton_url, stats_path, extra)
+        worker = WorkerUnderTest.start(PIPELINE, command, stats_path)
+        started.append(worker)
+        return worker
+
+    try:
+        yield start
+    finally:
+        for worker in started:
+            worker.managed.stop(timeout_s=0)
 
 
 def require_tool(name: str, install: str) -> str:

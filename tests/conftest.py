@@ -7,11 +7,17 @@ import dataclasses
 import os
 import tempfile
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
-from broker_testing import HEARTBEAT_INTERVAL_MS, PIPELINE, SESSION_TIMEOUT_MS, WorkerUnderTest
+from broker_testing import (
+    HEARTBEAT_INTERVAL_MS,
+    PIPELINE,
+    SESSION_TIMEOUT_MS,
+    WorkerUnderTest,
+    worker_starter,
+)
 from served_models import write_slow_model
 
 from cvserve.broker.worker_processes import worker_command
@@ -186,26 +192,20 @@ def start_worker(
     kafka: KafkaBroker, tmp_path: Path, namespace: str
 ) -> Iterator[Callable[..., WorkerUnderTest]]:
     """Start stage workers of ``classify`` in this test's namespace; killed (by pid) after it."""
-    started: list[WorkerUnderTest] = []
 
-    def start(triton_url: str, *extra: str) -> WorkerUnderTest:
-        stats_path = tmp_path / f"worker{len(started)}.json"
+    def command(triton_url: str, stats_path: Path, extra: Sequence[str]) -> list[str]:
         options = [
             "--session-timeout-ms", str(SESSION_TIMEOUT_MS),
             "--heartbeat-interval-ms", str(HEARTBEAT_INTERVAL_MS),
             "--batch-size", "4",
             *extra,
         ]  # fmt: skip
-        command = worker_command(
+        return worker_command(
             kafka.bootstrap, namespace, PIPELINE, None, triton_url, stats_path, options
         )
-        worker = WorkerUnderTest.start(PIPELINE, command, stats_path)
-        started.append(worker)
-        return worker
 
-    yield start
-    for worker in started:
-        worker.managed.stop(timeout_s=0)  # killed: the test is over
+    with worker_starter(command, tmp_path, "worker") as start:
+        yield start
 
 
 @pytest.fixture

@@ -24,14 +24,13 @@ from pathlib import Path
 from typing import Any
 
 from cvserve.broker.worker_config import WorkerConfig
-from cvserve.broker.worker_metrics import DEFAULT_ADDRESS as DEFAULT_METRICS_ADDRESS
 from cvserve.deploy.kafka import DEFAULT_HEAP_MB, DEFAULT_PARTITIONS
 from cvserve.deploy.kafka_client_config import ClientConfigError
 from cvserve.deploy.triton_grpc import TritonTlsError
-from cvserve.pipelines.app.triton_tls_args import add_triton_tls_options, apply_triton_tls
+from cvserve.pipelines.app.triton_tls_args import apply_triton_tls
+from cvserve.pipelines.app.worker_args import WORKER_DEFAULTS, add_worker_options
 
 BOOTSTRAP_ENV = "CVSERVE_KAFKA_BOOTSTRAP"
-WORKER_DEFAULTS = WorkerConfig()
 # Where `deploy.kafka.kafka_home` puts broker state and worker stats, in words.
 KAFKA_HOME_HELP = "$CVSERVE_KAFKA_HOME (else .venv/share/cvserve/kafka)"
 _GLOB_CHARS = set("*?[")
@@ -518,27 +517,12 @@ def register(commands: Any, benches: Any = None) -> None:
     )
     submit.set_defaults(func=_named(cmd_submit, "submit"))
 
-    from cvserve.broker.crops import CROP_BACKENDS
-
     worker = commands.add_parser("worker", help="run one stage worker of a pipeline")
     _add_broker_options(worker)
-    worker.add_argument("--stage", default=None, help="broker stage (default: the first)")
-    worker.add_argument("--triton-url", default="127.0.0.1:8001", help="Triton gRPC host:port")
-    worker.add_argument(
-        "--metrics-address",
-        default=DEFAULT_METRICS_ADDRESS,
-        metavar="HOST:PORT",
-        help="serve /metrics, /healthz, /livez here (default 127.0.0.1, a free port: see the "
-        "stats file or the log; 0.0.0.0:9464 in a pod; 'off': none)",
+    add_worker_options(
+        worker, "JSON counters (default: in the --stats-dir default of `cvserve kafka lag`)"
     )
-    add_triton_tls_options(worker)
     defaults = WORKER_DEFAULTS
-    worker.add_argument(
-        "--batch-size", type=int, default=defaults.batch_size, help="records per poll"
-    )
-    worker.add_argument(
-        "--max-in-flight", type=int, default=defaults.max_in_flight, help="Triton requests at once"
-    )
     worker.add_argument("--session-timeout-ms", type=int, default=defaults.session_timeout_ms)
     worker.add_argument("--heartbeat-interval-ms", type=int, default=defaults.heartbeat_interval_ms)
     worker.add_argument(
@@ -547,24 +531,6 @@ def register(commands: Any, benches: Any = None) -> None:
         default=defaults.max_poll_interval_ms,
         help="group liveness between polls (a worker keeps polling while a batch is in hand)",
     )
-    worker.add_argument(
-        "--call-timeout",
-        type=float,
-        default=defaults.call_timeout_s,
-        help="seconds one Triton call may take",
-    )
-    worker.add_argument(
-        "--stats-file",
-        default=None,
-        help="JSON counters (default: in the --stats-dir default of `cvserve kafka lag`)",
-    )
-    worker.add_argument(
-        "--crop-backend",
-        default=None,
-        choices=["auto", *CROP_BACKENDS],
-        help="a fan-out stage's crops (default $CVSERVE_CROP_BACKEND, else auto: nvjpeg on CUDA)",
-    )
-    worker.add_argument("--log-level", default="INFO")
     worker.set_defaults(func=_named(cmd_worker, "worker"))
 
     results = commands.add_parser("results", help="print a pipeline's results, each once")

@@ -302,6 +302,22 @@ def cmd_bench_kafka(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_soak(args: argparse.Namespace) -> int:
+    from cvserve.profiling.bench.soak import soak
+
+    report = soak(
+        pipeline=args.pipeline,
+        minutes=args.minutes,
+        rate=args.rate,
+        size=parse_size(args.size),
+        bootstrap=args.kafka,
+        triton_url=args.triton_url,
+        out=Path(args.out) if args.out else None,
+        console=_console(),
+    )
+    return 0 if report["lost"] == 0 else 1
+
+
 def register(commands: argparse._SubParsersAction, benches: argparse._SubParsersAction) -> None:
     """Add ``profile`` (with ``compare``) to ``cvserve`` and ``profiling`` to ``cvserve bench``."""
     profile = commands.add_parser(
@@ -432,6 +448,20 @@ def register(commands: argparse._SubParsersAction, benches: argparse._SubParsers
     bench.add_argument("--triton-url", default=None)
     add_triton_tls_options(bench)
     bench.set_defaults(func=cmd_bench_profiling)
+
+    soak = benches.add_parser(
+        "soak",
+        help="a multi-DNN pipeline at a fixed rate through Kafka and Triton for minutes: RSS slope "
+        "of every process, lag, nothing lost (exit 1 if anything was)",
+    )
+    soak.add_argument("--pipeline", default="detect_identify", choices=sorted(COMPOSITES))
+    soak.add_argument("--minutes", type=float, default=10.0)
+    soak.add_argument("--rate", type=float, default=3.0, help="images/s, open loop")
+    soak.add_argument("--size", default="640x480")
+    soak.add_argument("--kafka", default=None, help="a running broker (default: start one)")
+    soak.add_argument("--triton-url", default=None, help="a running Triton serving the pipeline")
+    soak.add_argument("--out", default=None, help="JSON path")
+    soak.set_defaults(func=cmd_bench_soak)
 
     for name in COMPOSITES:
         composite = benches.add_parser(

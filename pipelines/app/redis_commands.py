@@ -21,18 +21,17 @@ from typing import Any
 
 from cvserve.broker.redis_worker import DEFAULT_CLAIM_IDLE_MS
 from cvserve.broker.worker_config import WorkerConfig
-from cvserve.broker.worker_metrics import DEFAULT_ADDRESS as DEFAULT_METRICS_ADDRESS
 from cvserve.deploy.triton_grpc import TritonTlsError
 from cvserve.pipelines.app.kafka_commands import (
     _stop_event,
     expand_paths,
     result_json,
 )
-from cvserve.pipelines.app.triton_tls_args import add_triton_tls_options, apply_triton_tls
+from cvserve.pipelines.app.triton_tls_args import apply_triton_tls
+from cvserve.pipelines.app.worker_args import add_worker_options
 
 REDIS_URL_ENV = "CVSERVE_REDIS_URL"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379"
-WORKER_DEFAULTS = WorkerConfig()
 
 
 def redis_url(args: argparse.Namespace) -> str:
@@ -213,8 +212,6 @@ def _add_stream_options(parser: argparse.ArgumentParser) -> None:
 
 def add_subcommands(sub: Any) -> None:
     """``start``, ``worker``, ``submit``, ``results`` as subcommands of ``sub``."""
-    from cvserve.broker.crops import CROP_BACKENDS
-
     start = sub.add_parser("start", help="a local redis-server in the foreground (no persistence)")
     start.add_argument("--port", type=int, default=None, help="default: a free one")
     start.add_argument("--state-dir", default=None, help="its log (default: a temporary folder)")
@@ -223,28 +220,13 @@ def add_subcommands(sub: Any) -> None:
 
     worker = sub.add_parser("worker", help="one stage worker over Redis Streams")
     _add_stream_options(worker)
-    worker.add_argument("--stage", default=None, help="broker stage (default: the first)")
-    worker.add_argument("--triton-url", default="127.0.0.1:8001", help="Triton gRPC host:port")
-    worker.add_argument(
-        "--metrics-address",
-        default=DEFAULT_METRICS_ADDRESS,
-        metavar="HOST:PORT",
-        help="serve /metrics, /healthz, /livez here (default 127.0.0.1, a free port: see the "
-        "stats file or the log; 0.0.0.0:9464 in a pod; 'off': none)",
-    )
-    add_triton_tls_options(worker)
-    worker.add_argument("--batch-size", type=int, default=WORKER_DEFAULTS.batch_size)
-    worker.add_argument("--max-in-flight", type=int, default=WORKER_DEFAULTS.max_in_flight)
-    worker.add_argument("--call-timeout", type=float, default=WORKER_DEFAULTS.call_timeout_s)
+    add_worker_options(worker, "JSON counters")
     worker.add_argument(
         "--claim-idle-ms",
         type=int,
         default=DEFAULT_CLAIM_IDLE_MS,
         help="take over entries another worker held unacknowledged this long (it died)",
     )
-    worker.add_argument("--stats-file", default=None, help="JSON counters")
-    worker.add_argument("--crop-backend", default=None, choices=["auto", *CROP_BACKENDS])
-    worker.add_argument("--log-level", default="INFO")
     worker.set_defaults(func=_one_line(cmd_redis_worker))
 
     submit = sub.add_parser("submit", help="send images to a pipeline's first stream")

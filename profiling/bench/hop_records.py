@@ -1,15 +1,30 @@
-"""The records every broker hop benchmark sends (`bench.kafka`, `bench.redis_hop`): synthetic JPEGs
-of a chosen size, addressed to one bench stage, so Kafka and Redis Streams carry the same bytes."""
+"""What every broker hop benchmark shares (`bench.kafka`, `bench.redis_hop`): the records it
+sends — synthetic JPEGs of a chosen size, addressed to one bench stage, so Kafka and Redis
+Streams carry the same bytes — and the measurement itself, so both report the same figures.
+
+`measure_hop`: one message at a time, each received before the next is sent (``warmup_messages``
+first, then ``latency_messages``), timing the hop from the send stamp to the receive and the
+broker's acknowledgement alone; then ``throughput_messages`` back to back, from the first send to
+the last receive."""
 
 from __future__ import annotations
 
 import math
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
 
+import numpy as np
+
+from cvserve.broker.producer import image_message
+from cvserve.broker.schema import Message
 from cvserve.broker.topics import Topics
 from cvserve.preprocess.synthetic import synthetic_image
 
 BENCH_TOPICS = Topics("bench")
 BENCH_STAGE = "hop"
+SEND_HOP = "bench.send"
 
 
 def jpeg_near(target_bytes: int, seed: int) -> bytes:
@@ -20,3 +35,102 @@ def jpeg_near(target_bytes: int, seed: int) -> bytes:
         width = max(16, round(width * math.sqrt(target_bytes / len(image))))
         image = synthetic_image(width, width * 3 // 4, seed)
     return image
+
+
+def bench_images(size_kb: int) -> list[bytes]:
+    """The four JPEGs of about ``size_kb`` KB a hop benchmark sends in turn."""
+    return [jpeg_near(size_kb * 1000, seed) for seed in range(4)]
+
+
+def bench_message(images: list[bytes], n: int) -> Message:
+    """The ``n``-th message of a run (``images`` in turn), stamped `SEND_HOP` now."""
+    message = image_message(images[n % len(images)], BENCH_TOPICS.pipeline, BENCH_STAGE)
+    return message.with_hop(SEND_HOP)
+
+
+def send_ns(message: Message) -> int:
+    """When the bench stamped the message, just before sending it (wall clock)."""
+    return next(h.t_ns for h in reversed(message.trace.hops) if h.label == SEND_HOP)
+
+
+class HopReceiver(threading.Thread):
+    """Reads the bench stream or topic on a thread of its own (`run`, in each broker's
+    subclass, until `stop` is set) and keeps (receive ns, message) pairs in arrival order."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.received: list[tuple[int, Message]] = []
+        self.arrived = threading.Condition()
+        self.stop = threading.Event()
+
+    def add(self, now_ns: int, messages: list[Message]) -> None:
+        """Keep ``messages``, all received at ``now_ns``; wakes `wait_for`."""
+        with self.arrived:
+            self.received += [(now_ns, m) for m in messages]
+            self.arrived.notify_all()
+
+    def wait_for(self, count: int, timeout_s: float) -> None:
+        with self.arrived:
+            if not self.arrived.wait_for(lambda: len(self.received) >= count, timeout_s):
+                raise TimeoutError(f"{len(self.received)} of {count} messages after {timeout_s} s")
+
+
+def _one_at_a_time(
+    receiver: HopReceiver, send_and_wait_ack: Callable[[int], object], count: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(hop ms, ack ms) of ``count`` messages, each received before the next is sent."""
+    base = len(receiver.received)
+    acks_ms = []
+    for n in range(count):
+        start = time.perf_counter()
+        send_and_wait_ack(n)
+        acks_ms.append((time.perf_counter() - start) * 1e3)
+        receiver.wait_for(base + n + 1, 30)
+    hops = receiver.received[base : base + count]
+    return np.array([(t - send_ns(m)) / 1e6 for t, m in hops]), np.array(acks_ms)
+
+
+def measure_hop(
+    receiver: HopReceiver,
+    send_and_wait_ack: Callable[[int], object],
+    images: list[bytes],
+    latency_messages: int,
+    throughput_messages: int,
+    warmup_messages: int,
+    send_burst: Callable[[int], object] | None = None,
+) -> dict[str, Any]:
+    """One broker hop measured (see the module): the row of figures every hop benchmark reports.
+
+    ``send_and_wait_ack(n)`` sends `bench_message` ``n`` of ``images`` and returns once the broker
+    acknowledged it; ``send_burst(count)`` sends messages 0 to ``count - 1`` back to back and
+    returns once all are acknowledged (None: `send_and_wait_ack` each in turn). ``receiver``
+    (started) receives them."""
+    warmup_ms, _ = _one_at_a_time(receiver, send_and_wait_ack, warmup_messages)
+    latencies_ms, acks_ms = _one_at_a_time(receiver, send_and_wait_ack, latency_messages)
+
+    base = len(receiver.received)
+    start = time.time_ns()
+    if send_burst is None:
+        for n in range(throughput_messages):
+            send_and_wait_ack(n)
+    else:
+        send_burst(throughput_messages)
+    acked_s = (time.time_ns() - start) / 1e9
+    receiver.wait_for(base + throughput_messages, 120)
+    burst = receiver.received[base : base + throughput_messages]
+    elapsed_s = (max(t for t, _ in burst) - start) / 1e9
+    total_bytes = sum(len(m.value) for _, m in burst)
+    return {
+        "message_bytes_mean": int(np.mean([len(i) for i in images])),
+        "warmup_messages": warmup_messages,
+        "warmup_p50_ms": round(float(np.percentile(warmup_ms, 50)), 3) if warmup_messages else None,
+        "latency_messages": latency_messages,
+        "p50_ms": round(float(np.percentile(latencies_ms, 50)), 3),
+        "p99_ms": round(float(np.percentile(latencies_ms, 99)), 3),
+        "max_ms": round(float(latencies_ms.max()), 3),
+        "produce_ack_p50_ms": round(float(np.percentile(acks_ms, 50)), 3),
+        "throughput_messages": throughput_messages,
+        "msgs_per_s": round(throughput_messages / elapsed_s, 1),
+        "mb_per_s": round(total_bytes / elapsed_s / 1e6, 1),
+        "produce_acked_msgs_per_s": round(throughput_messages / acked_s, 1),
+    }

@@ -6,7 +6,8 @@ A hop is producer `produce` → broker (acks=all) → consumer `consume`, with c
 hundred records before its code is compiled: the warm-up's p50 is reported too); the producer's
 acknowledgement time alone is reported beside it.
 Throughput: ``throughput_messages`` sent back to back; msgs/s and MB/s from the first send to
-the last receive. Messages are synthetic JPEGs of about ``size_kb`` KB.
+the last receive. Messages are synthetic JPEGs of about ``size_kb`` KB. The measurement is
+`hop_records.measure_hop`, the Redis Streams hop's too (`bench.redis_hop`).
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ import contextlib
 import os
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -36,28 +36,32 @@ from cvserve.broker.clients import (
     produce,
     wait_delivered,
 )
-from cvserve.broker.producer import image_message
 from cvserve.broker.schema import Message, Record
 from cvserve.broker.topics import ensure_topics
 from cvserve.deploy.kafka import kafka_version
 from cvserve.deploy.kafka_client_config import CLIENT_CONFIG_ENV
 from cvserve.deploy.kafka_cluster import KafkaCluster
-from cvserve.profiling.bench.hop_records import BENCH_STAGE, BENCH_TOPICS, jpeg_near
+from cvserve.profiling.bench.hop_records import (
+    BENCH_STAGE,
+    BENCH_TOPICS,
+    HopReceiver,
+    bench_images,
+    bench_message,
+    measure_hop,
+)
+from cvserve.profiling.bench.hop_records import jpeg_near as jpeg_near  # where tests find it
 from cvserve.profiling.machine import machine_info, write_report
 
 
-class _Receiver(threading.Thread):
-    """Consumes the bench topic from its end; records (receive ns, message) pairs."""
+class _Receiver(HopReceiver):
+    """Consumes the bench topic from its end."""
 
     def __init__(self, bootstrap: str, topic: str) -> None:
-        super().__init__(daemon=True)
+        super().__init__()
         self.consumer = new_consumer(bootstrap)
         ends = end_offsets(self.consumer, topic, bootstrap)  # from the end as of now
         partitions = [TopicPartition(topic, p, end) for p, end in ends.items()]
         self.consumer.assign(partitions)
-        self.received: list[tuple[int, Message]] = []
-        self.arrived = threading.Condition()
-        self.stop = threading.Event()
 
     def run(self) -> None:
         while not self.stop.is_set():
@@ -65,20 +69,8 @@ class _Receiver(threading.Thread):
                 if r.error() is not None:
                     continue
                 now = time.time_ns()
-                message = Message.from_record(Record.consumed(r))
-                with self.arrived:
-                    self.received.append((now, message))
-                    self.arrived.notify_all()
+                self.add(now, [Message.from_record(Record.consumed(r))])
         self.consumer.close()
-
-    def wait_for(self, count: int, timeout_s: float) -> None:
-        with self.arrived:
-            if not self.arrived.wait_for(lambda: len(self.received) >= count, timeout_s):
-                raise TimeoutError(f"{len(self.received)} of {count} messages after {timeout_s} s")
-
-
-def _send_ns(message: Message) -> int:
-    return message.trace.hops[-1].t_ns
 
 
 def measure(
@@ -88,62 +80,38 @@ def measure(
     throughput_messages: int,
     warmup_messages: int = 500,
 ) -> dict[str, Any]:
+    """One Kafka hop on the cluster at ``bootstrap`` (acks=all): `hop_records.measure_hop`."""
     topic = BENCH_TOPICS.stage_in(BENCH_STAGE)
     ensure_topics(bootstrap, [topic])
-    images = [jpeg_near(size_kb * 1000, seed) for seed in range(4)]
+    images = bench_images(size_kb)
     receiver = _Receiver(bootstrap, topic)
     receiver.start()
     producer = new_producer(bootstrap)
 
     def send(n: int) -> Any:
-        message = image_message(images[n % len(images)], BENCH_TOPICS.pipeline, BENCH_STAGE)
-        message = message.with_hop("bench.send")
-        record = message.to_record()
+        record = bench_message(images, n).to_record()
         return produce(producer, topic, record.key, record.value, record.headers)
 
-    def one_at_a_time(count: int) -> tuple[np.ndarray, np.ndarray]:
-        """(hop ms, ack ms) of ``count`` messages, each received before the next is sent."""
-        base = len(receiver.received)
-        acks_ms = []
-        for n in range(count):
-            start = time.perf_counter()
-            wait_delivered(producer, [send(n)], timeout_s=30)
-            acks_ms.append((time.perf_counter() - start) * 1e3)
-            receiver.wait_for(base + n + 1, 30)
-        hops = receiver.received[base : base + count]
-        return np.array([(t - _send_ns(m)) / 1e6 for t, m in hops]), np.array(acks_ms)
+    def send_and_wait_ack(n: int) -> None:
+        wait_delivered(producer, [send(n)], timeout_s=30)
+
+    def send_burst(count: int) -> None:
+        wait_delivered(producer, [send(n) for n in range(count)], timeout_s=120)
 
     try:
-        warmup_ms, _ = one_at_a_time(warmup_messages)
-        latencies_ms, acks_ms = one_at_a_time(latency_messages)
-
-        base = len(receiver.received)
-        start = time.time_ns()
-        futures = [send(n) for n in range(throughput_messages)]
-        wait_delivered(producer, futures, timeout_s=120)
-        acked_s = (time.time_ns() - start) / 1e9
-        receiver.wait_for(base + throughput_messages, 120)
-        burst = receiver.received[base : base + throughput_messages]
-        elapsed_s = (max(t for t, _ in burst) - start) / 1e9
-        total_bytes = sum(len(m.value) for _, m in burst)
+        return measure_hop(
+            receiver,
+            send_and_wait_ack,
+            images,
+            latency_messages,
+            throughput_messages,
+            warmup_messages,
+            send_burst=send_burst,
+        )
     finally:
         producer.flush(10)
         receiver.stop.set()
         receiver.join(timeout=10)
-    return {
-        "message_bytes_mean": int(np.mean([len(i) for i in images])),
-        "warmup_messages": warmup_messages,
-        "warmup_p50_ms": round(float(np.percentile(warmup_ms, 50)), 3) if warmup_messages else None,
-        "latency_messages": latency_messages,
-        "p50_ms": round(float(np.percentile(latencies_ms, 50)), 3),
-        "p99_ms": round(float(np.percentile(latencies_ms, 99)), 3),
-        "max_ms": round(float(latencies_ms.max()), 3),
-        "produce_ack_p50_ms": round(float(np.percentile(acks_ms, 50)), 3),
-        "throughput_messages": throughput_messages,
-        "msgs_per_s": round(throughput_messages / elapsed_s, 1),
-        "mb_per_s": round(total_bytes / elapsed_s / 1e6, 1),
-        "produce_acked_msgs_per_s": round(throughput_messages / acked_s, 1),
-    }
 
 
 @dataclass(frozen=True)
@@ -275,11 +243,7 @@ def bench_kafka(
         for n in range(rounds):
             warmup = warmup_messages if n == 0 else 0
             for label, (address, settings) in targets.items():
-                with (
-                    client_config(settings)
-                    if settings or bootstrap is None
-                    else contextlib.nullcontext()
-                ):
+                with clients(settings):
                     measured[label].append(
                         measure(address, size_kb, latency_messages, throughput_messages, warmup)
                     )
@@ -306,11 +270,7 @@ def bench_kafka(
 
             first_label = next(iter(targets))
             address, settings = targets[first_label]
-            with (
-                client_config(settings)
-                if settings or bootstrap is None
-                else contextlib.nullcontext()
-            ):
+            with clients(settings):
                 report["pipeline"] = bench_broker_pipeline(
                     pipeline,
                     duration_s=pipeline_duration_s,
@@ -319,13 +279,10 @@ def bench_kafka(
                     write=False,
                 )
             if redis_url:
-                report["pipeline_redis"] = bench_broker_pipeline(
-                    pipeline,
-                    duration_s=pipeline_duration_s,
-                    bootstrap=redis_url,
-                    console=console,
-                    write=False,
-                    broker="redis",
+                from cvserve.profiling.bench.redis_hop import bench_redis_pipeline
+
+                report["pipeline_redis"] = bench_redis_pipeline(
+                    pipeline, redis_url, pipeline_duration_s, console
                 )
     out = write_report(report, "bench-kafka", out)
     console.print(f"wrote {out}")

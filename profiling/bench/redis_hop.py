@@ -8,66 +8,58 @@ received before the next is sent, after ``warmup_messages``; the XADD reply time
 "producer acknowledgement" (the server has the entry, in memory: the local server keeps no
 disk copy, where Kafka's acks=all means written by every in-sync replica). Throughput:
 ``throughput_messages`` sent back to back, from the first send to the last receive.
-`measure_redis` returns the keys `profiling.bench.kafka.measure` does, so both fit one table.
+`measure_redis` and `profiling.bench.kafka.measure` are both `hop_records.measure_hop`: one
+table holds both.
 """
 
 from __future__ import annotations
 
 import contextlib
 import tempfile
-import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import redis
 from rich.console import Console
 from rich.table import Table
 
-from cvserve.broker.producer import image_message
 from cvserve.broker.redis_streams import StreamReader, record_fields, redis_client
 from cvserve.broker.schema import Message
 from cvserve.deploy.redis import RedisServer
-from cvserve.profiling.bench.hop_records import BENCH_STAGE, BENCH_TOPICS, jpeg_near
+from cvserve.profiling.bench.hop_records import (
+    BENCH_STAGE,
+    BENCH_TOPICS,
+    HopReceiver,
+    bench_images,
+    bench_message,
+    measure_hop,
+)
 from cvserve.profiling.machine import machine_info, write_report
 
-SEND_HOP = "bench.send"
 # The receiver trims what it has read every this many entries: a 150 KB stream stays small.
 _TRIM_EVERY = 100
 
 
-class _StreamReceiver(threading.Thread):
-    """Reads the bench stream from its end on a connection of its own; records (receive ns,
-    message) pairs."""
+class _StreamReceiver(HopReceiver):
+    """Reads the bench stream from its end on a connection of its own."""
 
     def __init__(self, url: str, stream: str) -> None:
-        super().__init__(daemon=True)
+        super().__init__()
         self.client = redis_client(url)
         self.reader = StreamReader(self.client, stream, from_beginning=False)
-        self.received: list[tuple[int, Message]] = []
-        self.arrived = threading.Condition()
-        self.stop = threading.Event()
 
     def run(self) -> None:
         since_trim = 0
         while not self.stop.is_set():
             records = self.reader.poll(0.1)
             now = time.time_ns()
-            with self.arrived:
-                self.received += [(now, Message.from_record(r)) for r in records]
-                self.arrived.notify_all()
+            self.add(now, [Message.from_record(r) for r in records])
             since_trim += len(records)
             if since_trim >= _TRIM_EVERY:  # after the receive time: not part of a hop
                 self.client.xtrim(self.reader.stream, minid=self.reader.position)
                 since_trim = 0
         self.client.close()
-
-    def wait_for(self, count: int, timeout_s: float) -> None:
-        with self.arrived:
-            if not self.arrived.wait_for(lambda: len(self.received) >= count, timeout_s):
-                raise TimeoutError(f"{len(self.received)} of {count} messages after {timeout_s} s")
 
 
 def measure_redis(
@@ -79,66 +71,25 @@ def measure_redis(
 ) -> dict[str, Any]:
     """One Redis Streams hop on the server at ``url``: the keys of `bench.kafka.measure`."""
     stream = BENCH_TOPICS.stage_in(BENCH_STAGE)
-    images = [jpeg_near(size_kb * 1000, seed) for seed in range(4)]
+    images = bench_images(size_kb)
     client = redis_client(url)
     client.delete(stream)  # an earlier run's entries are not this run's
     receiver = _StreamReceiver(url, stream)
     receiver.start()
 
-    def send(n: int, add: Callable[[str, dict[bytes, bytes]], Any]) -> None:
-        message = image_message(images[n % len(images)], BENCH_TOPICS.pipeline, BENCH_STAGE)
-        add(stream, record_fields(message.with_hop(SEND_HOP).to_record()))
-
-    def one_at_a_time(count: int) -> tuple[np.ndarray, np.ndarray]:
-        """(hop ms, XADD reply ms) of ``count`` messages, each received before the next."""
-        base = len(receiver.received)
-        acks_ms = []
-        for n in range(count):
-            start = time.perf_counter()
-            send(n, client.xadd)
-            acks_ms.append((time.perf_counter() - start) * 1e3)
-            receiver.wait_for(base + n + 1, 30)
-        hops = receiver.received[base : base + count]
-        return np.array([(t - _send_ns(m)) / 1e6 for t, m in hops]), np.array(acks_ms)
+    def send(n: int) -> None:  # the XADD reply is the acknowledgement; a burst waits for each
+        client.xadd(stream, record_fields(bench_message(images, n).to_record()))
 
     try:
-        warmup_ms, _ = one_at_a_time(warmup_messages)
-        latencies_ms, acks_ms = one_at_a_time(latency_messages)
-
-        base = len(receiver.received)
-        start = time.time_ns()
-        for n in range(throughput_messages):  # each XADD answered before the next: as acked
-            send(n, client.xadd)
-        acked_s = (time.time_ns() - start) / 1e9
-        receiver.wait_for(base + throughput_messages, 120)
-        burst = receiver.received[base : base + throughput_messages]
-        elapsed_s = (max(t for t, _ in burst) - start) / 1e9
-        total_bytes = sum(len(m.value) for _, m in burst)
+        return measure_hop(
+            receiver, send, images, latency_messages, throughput_messages, warmup_messages
+        )
     finally:
         receiver.stop.set()
         receiver.join(timeout=10)
         with contextlib.suppress(redis.RedisError):
             client.delete(stream)
         client.close()
-    return {
-        "message_bytes_mean": int(np.mean([len(i) for i in images])),
-        "warmup_messages": warmup_messages,
-        "warmup_p50_ms": round(float(np.percentile(warmup_ms, 50)), 3) if warmup_messages else None,
-        "latency_messages": latency_messages,
-        "p50_ms": round(float(np.percentile(latencies_ms, 50)), 3),
-        "p99_ms": round(float(np.percentile(latencies_ms, 99)), 3),
-        "max_ms": round(float(latencies_ms.max()), 3),
-        "produce_ack_p50_ms": round(float(np.percentile(acks_ms, 50)), 3),
-        "throughput_messages": throughput_messages,
-        "msgs_per_s": round(throughput_messages / elapsed_s, 1),
-        "mb_per_s": round(total_bytes / elapsed_s / 1e6, 1),
-        "produce_acked_msgs_per_s": round(throughput_messages / acked_s, 1),
-    }
-
-
-def _send_ns(message: Message) -> int:
-    """When the bench stamped the message, just before sending it (wall clock)."""
-    return next(h.t_ns for h in reversed(message.trace.hops) if h.label == SEND_HOP)
 
 
 def hops_table(rows: dict[str, dict[str, Any]]) -> Table:
@@ -166,6 +117,24 @@ def redis_version(url: str) -> str:
     client = redis_client(url)
     with contextlib.closing(client):
         return str(client.info("server")["redis_version"])
+
+
+def bench_redis_pipeline(
+    pipeline: str, redis_url: str, duration_s: float, console: Console
+) -> dict[str, Any]:
+    """``pipeline`` across Redis Streams at ``redis_url`` with 1 vs 2 workers per stage
+    (`bench.broker.bench_broker_pipeline`), for the caller's report (`bench_redis`,
+    `bench.kafka.bench_kafka` with Redis)."""
+    from cvserve.profiling.bench.broker import bench_broker_pipeline
+
+    return bench_broker_pipeline(
+        pipeline,
+        duration_s=duration_s,
+        bootstrap=redis_url,
+        console=console,
+        write=False,
+        broker="redis",
+    )
 
 
 def bench_redis(
@@ -200,15 +169,8 @@ def bench_redis(
             "hops": hops,
         }
         if pipeline:
-            from cvserve.profiling.bench.broker import bench_broker_pipeline
-
-            report["pipeline"] = bench_broker_pipeline(
-                pipeline,
-                duration_s=pipeline_duration_s,
-                bootstrap=redis_url,
-                console=console,
-                write=False,
-                broker="redis",
+            report["pipeline"] = bench_redis_pipeline(
+                pipeline, redis_url, pipeline_duration_s, console
             )
     out = write_report(report, "bench-redis", out)
     console.print(f"wrote {out}")

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
-from broker_testing import PIPELINE, WorkerUnderTest
+from broker_testing import PIPELINE, WorkerUnderTest, worker_starter
 
 from cvserve.broker.redis_worker_processes import redis_worker_command
 from cvserve.deploy.redis import REDIS_INSTALL, REDIS_SERVER, RedisServer
@@ -38,17 +38,11 @@ def start_redis_worker(
 ) -> Iterator[Callable[..., WorkerUnderTest]]:
     """Start Redis stage workers of ``classify`` in this test's namespace; killed (by pid) after
     it."""
-    started: list[WorkerUnderTest] = []
 
-    def start(triton_url: str, *extra: str) -> WorkerUnderTest:
-        stats_path = tmp_path / f"redis-worker{len(started)}.json"
-        command = redis_worker_command(
+    def command(triton_url: str, stats_path: Path, extra: Sequence[str]) -> list[str]:
+        return redis_worker_command(
             redis_server.url, namespace, PIPELINE, None, triton_url, stats_path, extra
         )
-        worker = WorkerUnderTest.start(PIPELINE, command, stats_path)
-        started.append(worker)
-        return worker
 
-    yield start
-    for worker in started:
-        worker.managed.stop(timeout_s=0)  # killed: the test is over
+    with worker_starter(command, tmp_path, "redis-worker") as start:
+        yield start
