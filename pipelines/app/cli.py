@@ -156,8 +156,12 @@ def cmd_bench_efficiency(args: argparse.Namespace) -> int:
     spec = with_chosen_engine(one_spec(args, "bench efficiency"))
     baseline = None
     if args.baseline_engine:
-        baseline = chosen(
-            args, "bench efficiency", engine=args.baseline_engine, name=f"{spec.name}_baseline"
+        baseline = chosen(  # the old default: that engine at full precision
+            args,
+            "bench efficiency",
+            engine=args.baseline_engine,
+            precision="fp32",
+            name=f"{spec.name}_baseline",
         ).specs[0]
     bench_efficiency(
         spec,
