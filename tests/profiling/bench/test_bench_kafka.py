@@ -73,3 +73,15 @@ def test_bench_measures_every_setup_in_alternating_rounds(tmp_path: Path) -> Non
         json.loads(out.read_text())["results"]["sasl-tls"]["p50_ms"] == rows["sasl-tls"]["p50_ms"]
     )
     assert report["bootstrap"]["sasl-tls"] != report["bootstrap"]["plain"]
+
+
+def test_bench_without_redis_server_skips_the_comparison_with_a_line(
+    kafka: KafkaBroker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))  # no redis-server there (the broker runs already)
+    report = bench_kafka(
+        bootstrap=kafka.bootstrap, size_kb=20, latency_messages=5, throughput_messages=10,
+        warmup_messages=2, pipeline=None, out=tmp_path / "b.json", with_redis=True, rounds=1,
+    )  # fmt: skip
+    assert list(report["results"]) == [kafka.bootstrap]  # Kafka measured, Redis not
+    assert "Redis Streams skipped: redis-server not found" in capsys.readouterr().out
