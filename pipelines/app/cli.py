@@ -9,8 +9,6 @@ import sys
 import threading
 from pathlib import Path
 
-from cvserve.deploy.kafka_client_config import ClientConfigError
-from cvserve.deploy.triton_grpc import TritonTlsError
 from cvserve.models.params import ENGINES
 from cvserve.pipelines.app.pipeline_args import (
     add_file_option,
@@ -20,7 +18,8 @@ from cvserve.pipelines.app.pipeline_args import (
     one_spec,
     options_of,
 )
-from cvserve.pipelines.app.triton_tls_args import add_triton_tls_options, apply_triton_tls
+from cvserve.pipelines.app.run_command import run_command
+from cvserve.pipelines.app.triton_tls_args import add_triton_tls_options
 from cvserve.pipelines.catalog import PIPELINES, pipeline_specs
 
 
@@ -357,15 +356,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    apply_triton_tls(args)
-    try:
-        return int(args.func(args) or 0)
-    except (
-        ConnectionError,
-        ClientConfigError,
-        TritonTlsError,
-    ) as exc:  # a server not there, or refusing us
-        raise SystemExit(f"cvserve: {exc}") from exc
+    return run_command(args)
 
 
 if __name__ == "__main__":

@@ -25,9 +25,7 @@ from typing import Any
 
 from cvserve.broker.worker_config import WorkerConfig
 from cvserve.deploy.kafka import DEFAULT_HEAP_MB, DEFAULT_PARTITIONS
-from cvserve.deploy.kafka_client_config import ClientConfigError
-from cvserve.deploy.triton_grpc import TritonTlsError
-from cvserve.pipelines.app.triton_tls_args import apply_triton_tls
+from cvserve.pipelines.app.run_command import run_command
 from cvserve.pipelines.app.worker_args import WORKER_DEFAULTS, add_worker_options
 
 BOOTSTRAP_ENV = "CVSERVE_KAFKA_BOOTSTRAP"
@@ -552,15 +550,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="cvserve", description=__doc__)
     register(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)
-    apply_triton_tls(args)
-    try:
-        return int(args.func(args) or 0)
-    except (
-        ConnectionError,
-        ClientConfigError,
-        TritonTlsError,
-    ) as exc:  # the broker not there or refusing
-        raise SystemExit(f"cvserve: {exc}") from exc
+    return run_command(args)
 
 
 if __name__ == "__main__":

@@ -21,13 +21,12 @@ from typing import Any
 
 from cvserve.broker.redis_worker import DEFAULT_CLAIM_IDLE_MS
 from cvserve.broker.worker_config import WorkerConfig
-from cvserve.deploy.triton_grpc import TritonTlsError
 from cvserve.pipelines.app.kafka_commands import (
     _stop_event,
     expand_paths,
     result_json,
 )
-from cvserve.pipelines.app.triton_tls_args import apply_triton_tls
+from cvserve.pipelines.app.run_command import run_command
 from cvserve.pipelines.app.worker_args import add_worker_options
 
 REDIS_URL_ENV = "CVSERVE_REDIS_URL"
@@ -284,11 +283,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="cvserve redis", description=__doc__)
     add_subcommands(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)
-    apply_triton_tls(args)
-    try:
-        return int(args.func(args) or 0)
-    except (ConnectionError, TritonTlsError) as exc:  # no server there: one line
-        raise SystemExit(f"cvserve redis: {exc}") from exc
+    return run_command(args, "cvserve redis")
 
 
 if __name__ == "__main__":
