@@ -24,12 +24,19 @@ SESSION_TIMEOUT_MS = 6000
 HEARTBEAT_INTERVAL_MS = 1000
 
 
-def wait_until(predicate: Callable[[], object], timeout_s: float, what: str) -> object:
-    """Poll ``predicate`` until it returns something truthy; fail naming ``what`` at deadline."""
+def wait_until(
+    predicate: Callable[[], object],
+    timeout_s: float,
+    what: str,
+    diagnose: Callable[[], object] | None = None,
+) -> object:
+    """Poll ``predicate`` until it returns something truthy; fail naming ``what`` at deadline
+    (and what ``diagnose()`` says then, when given)."""
     try:
         return poll_until(predicate, timeout_s, what=what)
     except TimeoutError:
-        pytest.fail(f"timed out after {timeout_s:.0f} s waiting for {what}")
+        seen = f" ({diagnose()})" if diagnose is not None else ""
+        pytest.fail(f"timed out after {timeout_s:.0f} s waiting for {what}{seen}")
 
 
 def small_jpegs(count: int, first_seed: int = 0) -> list[bytes]:

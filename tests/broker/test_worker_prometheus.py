@@ -74,8 +74,14 @@ def test_prometheus_scrapes_a_worker_and_triton(
         p99 = prom.query(f"histogram_quantile(0.99, sum by (le) ({buckets}))")
         assert 0 < float(p99[0]["value"][1]) < 180
         # Triton's own series: the ensemble the worker called counted the same requests.
-        ensemble = prom.query(f'nv_inference_request_success{{model="{PIPELINE}"}}')
-        assert ensemble and float(ensemble[0]["value"][1]) >= IMAGES
+        # Each target is scraped on its own schedule: wait for Triton's, as for the worker's.
+        ensemble = f'nv_inference_request_success{{model="{PIPELINE}"}}'
+
+        def triton_counted() -> bool:
+            values = [float(r["value"][1]) for r in prom.query(ensemble)]
+            return bool(values) and values[0] >= IMAGES
+
+        wait_until(triton_counted, 60, f"{ensemble} >= {IMAGES} in Prometheus", prom.scrape_errors)
         assert prom.targets_up() == {"worker": "up", "triton": "up"}
 
         missing = dashboard_metric_names() - prom.metric_names()
