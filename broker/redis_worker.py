@@ -132,7 +132,9 @@ class RedisStageWorker(StageWorker):
                     if not entries:
                         entries = self._read(client)
                     if entries:
+                        started_ns = time.monotonic_ns()
                         self._handle_entries(entries, ready_ns, client, caller, pool, stop)
+                        self.stats.busy_ns += time.monotonic_ns() - started_ns
                     self._update_stream_lag(client)
                     delay = cfg.retry_initial_s
                 except redis.ConnectionError as exc:  # what was read stays pending: claimed later

@@ -15,7 +15,7 @@ redis_worker_command = WorkerCommand(REDIS_WORKER_MODULE, "--redis-url")
 
 @dataclass
 class RedisWorkerProcesses(StageWorkerProcesses):
-    """``per_stage`` Redis workers for every stage of ``pipeline``; ``bootstrap`` is the Redis
-    URL (``redis://host:port``)."""
+    """Redis workers for every stage of ``pipeline``, as many as `StageWorkerProcesses` starts;
+    ``bootstrap`` is the Redis URL (``redis://host:port``)."""
 
     command_line: ClassVar[WorkerCommand] = redis_worker_command

@@ -26,11 +26,14 @@ def emit_result(message: Message, outputs: Mapping[str, np.ndarray], stage: str)
 
 @dataclass(frozen=True)
 class BrokerStage:
-    """A stage between two topics: consumes ``name``'s topic, calls ``ensemble`` on Triton."""
+    """A stage between two topics: consumes ``name``'s topic, calls ``ensemble`` on Triton;
+    ``workers`` processes by default, each sustaining ``rate`` records/s when measured."""
 
     name: str
     ensemble: str
     emit: Emit = emit_result
+    workers: int = 1
+    rate: float | None = None
 
 
 @dataclass(frozen=True)
@@ -75,7 +78,7 @@ def composite_route(composite: CompositeSpec) -> Route:
                 score_threshold=stage.fan_out.score_threshold,
                 max_crops=stage.fan_out.max_crops or MAX_CROPS,
             )
-        stages.append(BrokerStage(stage.pipeline, stage.pipeline, emit))
+        stages.append(BrokerStage(stage.pipeline, stage.pipeline, emit, stage.workers, stage.rate))
     return Route(composite.name, tuple(stages))
 
 

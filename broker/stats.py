@@ -41,6 +41,9 @@ class WorkerStats:
     # Redis Streams: entries taken over (XAUTOCLAIM) from a worker that held them past the claim
     # idle time (it died).
     claimed: int = 0
+    # Monotonic ns spent handling polled batches (check, infer, send, commit): busy / wall is
+    # how loaded the worker is, consumed / busy what it sustains (`cvserve tune` reads both).
+    busy_ns: int = 0
     lag: dict[str, int] = field(default_factory=dict)  # "topic/partition" -> records behind
     metrics_address: str = ""  # host:port of its /metrics, /healthz, /livez ("" when off)
     last_error: str = ""

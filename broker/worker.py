@@ -200,7 +200,9 @@ class StageWorker:
                 )
                 work = [_Work((p.topic, p.partition), p.offset, p.record, ready_ns) for p in polled]
                 if work:
+                    started_ns = time.monotonic_ns()
                     producer = self._handle(work, consumer, producer, caller, pool, stop)
+                    self.stats.busy_ns += time.monotonic_ns() - started_ns
                 self._update_lag(consumer)
                 self._write_stats()
         except BatchAbandoned as exc:

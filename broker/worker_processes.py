@@ -10,12 +10,12 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
-from cvserve.broker.routes import route
+from cvserve.broker.routes import BrokerStage, route
 from cvserve.broker.stats import WorkerStats
 from cvserve.deploy.process import ManagedProcess, ProcessStartError, poll_until
 
@@ -97,7 +97,9 @@ class WorkerProcess:
 
 @dataclass
 class StageWorkerProcesses:
-    """``per_stage`` workers for every broker stage of ``pipeline``, logs and stats in ``folder``.
+    """Workers for every broker stage of ``pipeline``, logs and stats in ``folder``: ``per_stage``
+    of each (a number, or a number by stage name), or — None — each stage's own ``workers`` (the
+    composite file's, as `cvserve tune` chose them; 1 when never tuned).
 
     Use as a context manager: workers are started on entry, running (consuming) once `wait_running`
     returns, and stopped on exit.
@@ -108,7 +110,7 @@ class StageWorkerProcesses:
     triton_url: str
     namespace: str
     folder: Path
-    per_stage: int = 1
+    per_stage: int | Mapping[str, int] | None = None
     extra_args: Sequence[str] = ()
     workers: list[WorkerProcess] = field(default_factory=list, init=False)
     # How a worker starts, told ``bootstrap`` (a subclass: another broker's workers).
@@ -116,12 +118,20 @@ class StageWorkerProcesses:
 
     def start(self) -> StageWorkerProcesses:
         self.folder.mkdir(parents=True, exist_ok=True)
-        for stage in route(self.pipeline).stage_names:
-            for n in range(self.per_stage):
-                stats_path = self.folder / f"worker-{stage}-{n}.json"
-                command = self.command(stage, stats_path)
-                self.workers.append(WorkerProcess.start(stage, command, stats_path))
+        for stage in route(self.pipeline).stages:
+            for n in range(self.count(stage)):
+                stats_path = self.folder / f"worker-{stage.name}-{n}.json"
+                command = self.command(stage.name, stats_path)
+                self.workers.append(WorkerProcess.start(stage.name, command, stats_path))
         return self
+
+    def count(self, stage: BrokerStage) -> int:
+        """How many workers ``stage`` gets."""
+        if self.per_stage is None:
+            return stage.workers
+        if isinstance(self.per_stage, int):
+            return self.per_stage
+        return self.per_stage.get(stage.name, stage.workers)
 
     def command(self, stage: str, stats_path: Path) -> list[str]:
         """The command line of one worker of ``stage``."""

@@ -8,6 +8,7 @@ every command turns a name or a file into specs.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,12 @@ from cvserve.pipelines.pipeline_file import (
     shipped_files,
 )
 from cvserve.pipelines.spec import CompositeSpec, PipelineSpec
-from cvserve.pipelines.tuned import stored_settings, tuned_key
+from cvserve.pipelines.tuned import (
+    stage_settings_key,
+    stored_settings,
+    stored_stage_settings,
+    tuned_key,
+)
 
 __all__ = [
     "COMPOSITES",
@@ -70,9 +76,29 @@ PIPELINES: dict[str, Path] = {
 }
 
 
+def _shipped_composite(name: str, f: CompositeFile) -> CompositeSpec:
+    """A shipped composite, with the workers and rates `cvserve tune` stored for it on this
+    machine wherever its file sets none."""
+    stored = stored_stage_settings(stage_settings_key(name))
+    parts = tuple(
+        dataclasses.replace(
+            part,
+            **{
+                k: v
+                for k, v in stored.get(part.pipeline.name, {}).items()
+                if getattr(part, k) is None
+            },
+        )
+        for part in f.parts
+    )
+    return composite_of(dataclasses.replace(f, parts=parts))
+
+
 # Multi-DNN pipelines: several ensembles joined through Kafka (`broker.routes` reads them).
 COMPOSITES: dict[str, CompositeSpec] = {
-    name: composite_of(f) for name, f in _SHIPPED.items() if isinstance(f, CompositeFile)
+    name: _shipped_composite(name, f)
+    for name, f in _SHIPPED.items()
+    if isinstance(f, CompositeFile)
 }
 
 

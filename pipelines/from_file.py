@@ -667,6 +667,8 @@ def composite_of(f: CompositeFile) -> CompositeSpec:
                 None
                 if part.fan_out is None
                 else CropFanOut(part.fan_out.score_threshold, part.fan_out.max_crops),
+                workers=part.workers or 1,
+                rate=part.rate,
             )
             for part in f.parts
         ),

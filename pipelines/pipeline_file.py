@@ -120,10 +120,13 @@ class FanOutDecl:
 
 @dataclass(frozen=True)
 class CompositePart:
-    """One stage of a composite: its pipeline, and how its detections fan out (all but the last)."""
+    """One stage of a composite: its pipeline, how its detections fan out (all but the last),
+    and what `cvserve tune` chose and measured: worker processes, records/s one worker sustains."""
 
     pipeline: PipelineFile
     fan_out: FanOutDecl | None = None
+    workers: int | None = None
+    rate: float | None = None
 
 
 @dataclass(frozen=True)
@@ -186,6 +189,12 @@ def _positive_int(value: Any, where: _Where) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise where.error(f"expected a positive integer; got {value!r}")
     return value
+
+
+def _positive_number(value: Any, where: _Where) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        raise where.error(f"expected a number > 0; got {value!r}")
+    return float(value)
 
 
 def _non_negative_int(value: Any, where: _Where) -> int:
@@ -500,7 +509,7 @@ def _composite(data: dict[str, Any], source: Path, where: _Where) -> CompositeFi
         raise (where / "composite").error("a composite needs two stages or more")
     for i, stage in enumerate(stages):
         at = where / "composite" / i
-        stage_fields = _mapping(stage, at, ("pipeline", "fan_out"))
+        stage_fields = _mapping(stage, at, ("pipeline", "fan_out", "workers", "rate"))
         ref = stage_fields.get("pipeline")
         if isinstance(ref, Mapping):
             part = parse_pipeline(ref, source, source.parent, at / "pipeline")
@@ -520,7 +529,12 @@ def _composite(data: dict[str, Any], source: Path, where: _Where) -> CompositeFi
                 {"score_threshold": _number, "max_crops": _positive_int},
             )
             decl = FanOutDecl(**checked)
-        parts.append(CompositePart(part, decl))
+        tuned = _fields(
+            {k: v for k, v in stage_fields.items() if k in ("workers", "rate")},
+            at,
+            {"workers": _positive_int, "rate": _positive_number},
+        )
+        parts.append(CompositePart(part, decl, **tuned))
     return CompositeFile(
         name=name,
         parts=tuple(parts),

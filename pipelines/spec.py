@@ -196,10 +196,13 @@ class CropFanOut:
 
 @dataclass(frozen=True)
 class CompositeStage:
-    """One ensemble of a composite, served by its own group of Kafka stage workers."""
+    """One ensemble of a composite, served by its own group of Kafka stage workers: ``workers``
+    processes by default, each sustaining ``rate`` records/s when measured (`cvserve tune`)."""
 
     pipeline: str
     fan_out: CropFanOut | None = None
+    workers: int = 1
+    rate: float | None = None
 
 
 @dataclass(frozen=True)

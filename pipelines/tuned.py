@@ -6,6 +6,10 @@ shipped pipeline (`--pipeline NAME`) gets them stored for this machine (`deploy.
 kind ``tuned``, keyed by pipeline, network and device: `tuned_key`), and the catalog serves with
 them wherever neither the command line nor the file sets a value (`catalog.pipeline`).
 Settings are `SETTINGS`, the ``serving:`` fields a tuner chooses, with the file's names.
+
+A composite's tuning is its stages' worker processes and the records/s one worker sustains
+(`STAGE_SETTINGS`, fields of each ``composite:`` entry): written into a composite file
+(`write_stage_settings`) or stored for a shipped composite (`stage_settings_key`).
 """
 
 from __future__ import annotations
@@ -26,6 +30,9 @@ SETTINGS: tuple[str, ...] = (
     "dali_threads",
     "torch_threads",
 )
+
+
+STAGE_SETTINGS: tuple[str, ...] = ("workers", "rate")
 
 
 def tuned_key(pipeline: str, arch: str | None, num_classes: int | None, device: str) -> str:
@@ -74,5 +81,48 @@ def write_serving(path: Path, settings: dict[str, Any]) -> None:
             seq.fa.set_flow_style()
             value = seq
         serving[key] = value
+    with path.open("w") as f:
+        yaml.dump(data, f)
+
+
+def stage_settings_key(composite: str) -> str:
+    return f"{composite}|stages"
+
+
+def stored_stage_settings(key: str) -> dict[str, dict[str, Any]]:
+    """Stage → `STAGE_SETTINGS` that `cvserve tune` stored for composite ``key`` ({} if none)."""
+    value = measurements.get(KIND, key)
+    if not isinstance(value, dict):
+        return {}
+    return {
+        stage: {k: v for k, v in fields.items() if k in STAGE_SETTINGS and v is not None}
+        for stage, fields in value.items()
+        if isinstance(fields, dict)
+    }
+
+
+def store_stage_settings(key: str, stages: dict[str, dict[str, Any]]) -> Path:
+    """Store stage → `STAGE_SETTINGS` for composite ``key``; the store's path."""
+    clean = {s: {k: v for k, v in f.items() if k in STAGE_SETTINGS} for s, f in stages.items()}
+    return measurements.put(KIND, key, clean)
+
+
+def write_stage_settings(path: Path, stages: dict[str, dict[str, Any]]) -> None:
+    """Set each stage's `STAGE_SETTINGS` (stage: its ``pipeline:`` name) in the ``composite:``
+    entries of the composite file at ``path``; everything else, comments included, is kept."""
+    from ruamel.yaml import YAML
+
+    from cvserve.pipelines.pipeline_file import CompositeFile, load_file
+
+    loaded = load_file(path)
+    assert isinstance(loaded, CompositeFile), f"{path} is not a composite"
+    yaml = YAML()
+    yaml.preserve_quotes = True
+    data = yaml.load(path.read_text())
+    for entry, part in zip(data["composite"], loaded.parts, strict=True):
+        for key in STAGE_SETTINGS:
+            value = stages.get(part.pipeline.name, {}).get(key)
+            if value is not None:
+                entry[key] = value
     with path.open("w") as f:
         yaml.dump(data, f)

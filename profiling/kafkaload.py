@@ -1,5 +1,6 @@
-"""Closed-loop load over Kafka: ``concurrency`` requests in flight, each an image submitted to a
-pipeline's first stage and complete once all its results are read back.
+"""Load over Kafka: closed loop (``concurrency`` requests in flight) or open loop (``rate``
+images/s on schedule), each request an image submitted to a pipeline's first stage and complete
+once all its results are read back.
 
 One thread does it all, so nothing but the broker and the workers runs between a submit and the
 read of its results: it tops the requests in flight up to ``concurrency`` (reads the image file —
@@ -12,7 +13,7 @@ the hops every component stamped (wall clock), which `profiling.kafkatrace` turn
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -120,7 +121,54 @@ def closed_loop_over_broker(
     nothing completed for ``stall_timeout_s`` (what is left counts as incomplete)."""
     if duration_s is None and requests is None:
         raise ValueError("give duration_s or requests")
+    return _drive(
+        client,
+        images,
+        lambda _now_ns, _sent: len(client.pending) < concurrency,
+        duration_s,
+        requests,
+        stall_timeout_s,
+        poll_s,
+    )
+
+
+def open_loop_over_broker(
+    client: BrokerClient,
+    images: Sequence[Path],
+    rate: float,
+    duration_s: float,
+    stall_timeout_s: float = 120.0,
+    poll_s: float = 0.002,
+) -> BrokerLoad:
+    """Submit ``rate`` images/s on schedule (the i-th at ``i / rate`` s, whatever is in flight)
+    for ``duration_s``, then wait for those in flight as `closed_loop_over_broker` does."""
+    interval_ns = 1e9 / rate
     start_ns = time.monotonic_ns()
+    return _drive(
+        client,
+        images,
+        lambda now_ns, sent: now_ns - start_ns >= sent * interval_ns,
+        duration_s,
+        None,
+        stall_timeout_s,
+        min(poll_s, interval_ns / 4e9),
+        start_ns,
+    )
+
+
+def _drive(
+    client: BrokerClient,
+    images: Sequence[Path],
+    may_send: Callable[[int, int], bool],
+    duration_s: float | None,
+    requests: int | None,
+    stall_timeout_s: float,
+    poll_s: float,
+    start_ns: int | None = None,
+) -> BrokerLoad:
+    """Submit while ``may_send(now_ns, sent)`` and sending time (or requests) lasts, poll
+    results between; the load once nothing is pending or nothing completed for the stall time."""
+    start_ns = start_ns or time.monotonic_ns()
     deadline_ns = start_ns + int(duration_s * 1e9) if duration_s is not None else None
     stall_ns = int(stall_timeout_s * 1e9)
     progress_ns = start_ns
@@ -133,7 +181,7 @@ def closed_loop_over_broker(
 
     while True:
         now_ns = time.monotonic_ns()
-        while sending(now_ns) and len(client.pending) < concurrency:
+        while sending(now_ns) and may_send(now_ns, sent):
             try:
                 client.submit(images[sent % len(images)])
             except (MessageTooLarge, PreprocessError, OSError):

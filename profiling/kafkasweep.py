@@ -120,7 +120,7 @@ def run_broker_sweep(
     image_dir: Path,
     bootstrap: str | None = None,
     triton_url: str | None = None,
-    workers_per_stage: int = 1,
+    workers_per_stage: int | None = None,
     worker_args: Sequence[str] = (),
     on_point: Callable[[Point, PointResult | None], None] = lambda p, r: None,
     on_plan: Callable[[int, list[str]], None] = lambda n, skipped: None,
@@ -128,7 +128,8 @@ def run_broker_sweep(
 ) -> SweepRun:
     """Every size × concurrency of ``config`` for ``pipeline`` (served as ``specs``) across
     ``broker`` (`profiling.transports.TRANSPORTS`: ``kafka``, or ``redis`` with ``bootstrap`` a
-    Redis URL); ``worker_args`` go to every stage worker (a pipeline file's ``--file F``)."""
+    Redis URL); ``worker_args`` go to every stage worker (a pipeline file's ``--file F``);
+    ``workers_per_stage`` None: each stage's own count (`StageWorkerProcesses`)."""
     from cvserve.profiling.transports import TRANSPORTS
 
     transport = TRANSPORTS[broker]
@@ -179,7 +180,7 @@ def run_broker_sweep(
         "bootstrap": services.bootstrap,
         "namespace": services.namespace,
         "stages": pipeline_route.stage_names,
-        "workers_per_stage": workers_per_stage,
+        "workers_per_stage": {s.name: workers.count(s) for s in pipeline_route.stages},
         "started": list(services.started),
     }
     worst = max(run.results, key=lambda r: r.clock.skew_bound_ns if r.clock else 0, default=None)

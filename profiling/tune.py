@@ -20,7 +20,7 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from rich.console import Console
 from rich.table import Table
@@ -169,6 +169,27 @@ def _measure(
     return closed_loop(make_sender, goal.concurrency, duration_s=duration_s)
 
 
+@dataclass(frozen=True)
+class Verdict:
+    """How one measured run scores for a `Goal` (higher ``score`` is better)."""
+
+    feasible: bool
+    score: float
+    note: str = ""
+
+
+def verdict(
+    goal: Goal, images_per_s: float, p50_ms: float, p99_ms: float, achieved_rate: float
+) -> Verdict:
+    """``throughput``: images/s, feasible within the p99 bound; ``latency``: minus p50, feasible
+    when ``achieved_rate`` (completed/s over the sending time) holds 95 % of the goal's rate."""
+    if goal.kind == "latency":
+        held = achieved_rate >= 0.95 * float(goal.rate or 0)
+        return Verdict(held, -p50_ms, "" if held else f"rate not held ({achieved_rate:.1f} img/s)")
+    within = goal.p99_ms is None or p99_ms <= goal.p99_ms
+    return Verdict(within, images_per_s, "" if within else f"p99 over {goal.p99_ms:g} ms")
+
+
 def _judge(trial: Trial, result: LoadResult, goal: Goal, duration_s: float) -> None:
     trial.images_per_s = result.throughput
     trial.p50_ms, trial.p99_ms = result.percentile_ms(50), result.percentile_ms(99)
@@ -176,18 +197,19 @@ def _judge(trial: Trial, result: LoadResult, goal: Goal, duration_s: float) -> N
     if result.errors or not result.requests:
         trial.note = f"{result.errors} errors"
         return
-    if goal.kind == "latency":
-        achieved = result.requests / duration_s
-        trial.feasible = achieved >= 0.95 * float(goal.rate or 0)
-        trial.note = "" if trial.feasible else f"rate not held ({achieved:.1f} img/s)"
-        trial.score = -trial.p50_ms
-        return
-    trial.feasible = goal.p99_ms is None or trial.p99_ms <= goal.p99_ms
-    trial.note = "" if trial.feasible else f"p99 over {goal.p99_ms:g} ms"
-    trial.score = trial.images_per_s
+    judged = verdict(
+        goal, trial.images_per_s, trial.p50_ms, trial.p99_ms, result.requests / duration_s
+    )
+    trial.feasible, trial.score, trial.note = judged.feasible, judged.score, judged.note
 
 
-def _better(new: Trial, best: Trial | None) -> bool:
+class Scored(Protocol):
+    feasible: bool
+    score: float
+
+
+def better(new: Scored, best: Scored | None) -> bool:
+    """Whether ``new`` replaces ``best``: feasible, and more than `MARGIN` better."""
     if not new.feasible:
         return False
     if best is None or not best.feasible:
@@ -235,7 +257,7 @@ def tune(
                     f"    {_describe(settings)}: {trial.images_per_s:.1f} img/s, "
                     f"p50 {trial.p50_ms:.1f} ms, p99 {trial.p99_ms:.1f} ms {trial.note}"
                 )
-                if _better(trial, best):
+                if better(trial, best):
                     best, best_settings = trial, settings
     if best is None:
         raise RuntimeError(f"no setting met the goal ({goal.describe()}); see the table")

@@ -127,7 +127,7 @@ def register(commands: Any, benches: Any = None) -> None:
         action="append",
         metavar="STAGE=N",
         help="measured records/s (images or crops) of one worker of STAGE "
-        f"(default {DEFAULT_RATE_PER_WORKER:g})",
+        f"(default: the file's rate from cvserve tune, else {DEFAULT_RATE_PER_WORKER:g})",
     )
     k8s.add_argument(
         "--backlog-seconds",
@@ -145,6 +145,9 @@ def register(commands: Any, benches: Any = None) -> None:
     compose = targets.add_parser("compose", help="compose: Triton, Kafka, workers on one server")
     _common(compose)
     compose.add_argument(
-        "--replicas", action="append", metavar="STAGE=N", help="workers of STAGE (default 1)"
+        "--replicas",
+        action="append",
+        metavar="STAGE=N",
+        help="workers of STAGE (default: the file's workers from cvserve tune, else 1)",
     )
     compose.set_defaults(func=cmd_deploy_compose)

@@ -131,9 +131,16 @@ class _Generic(list):
         return f"class_{index}"
 
 
-def add_pipeline_options(parser: argparse.ArgumentParser, allow_all: bool = False) -> None:
-    """--pipeline or --file, and every pipeline option (`catalog.PIPELINE_OPTIONS`) by its name."""
-    choices = [*sorted(PIPELINES), *((*sorted(COMPOSITES), "all") if allow_all else ())]
+def add_pipeline_options(
+    parser: argparse.ArgumentParser, allow_all: bool = False, composites: bool = False
+) -> None:
+    """--pipeline or --file, and every pipeline option (`catalog.PIPELINE_OPTIONS`) by its name;
+    ``--pipeline`` may name a composite with ``composites`` (and ``all`` with ``allow_all``)."""
+    choices = [
+        *sorted(PIPELINES),
+        *(sorted(COMPOSITES) if composites or allow_all else ()),
+        *(("all",) if allow_all else ()),
+    ]
     parser.add_argument("--pipeline", default="classify", choices=choices)
     add_file_option(parser)
     parser.add_argument("--arch", default=None, help="DNN architecture (default: the pipeline's)")

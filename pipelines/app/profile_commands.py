@@ -382,7 +382,11 @@ def register(commands: argparse._SubParsersAction, benches: argparse._SubParsers
     )
     profile.add_argument("--redis-url", default=None, help="with --broker redis: a running one")
     profile.add_argument(
-        "--workers", type=int, default=1, help="with --kafka: worker processes per stage"
+        "--workers",
+        type=int,
+        default=None,
+        help="with --kafka: worker processes per stage (default: each stage's, as cvserve tune "
+        "chose them; 1)",
     )
     profile.add_argument(
         "--split-preprocess",

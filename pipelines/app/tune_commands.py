@@ -1,5 +1,6 @@
 """`cvserve tune`: choose a pipeline's serving settings by measurement and keep them — in the
-pipeline file (``--file``) or, for a shipped pipeline, in this machine's store."""
+pipeline file (``--file``) or, for a shipped pipeline, in this machine's store. A composite gets
+its workers per stage across Kafka (`profiling.tune_workers`)."""
 
 from __future__ import annotations
 
@@ -7,11 +8,24 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from cvserve.pipelines.app.pipeline_args import add_pipeline_options, chosen
+from cvserve.pipelines.app.pipeline_args import Chosen, add_pipeline_options, chosen
 from cvserve.pipelines.catalog import shipped_tuned_key
 from cvserve.pipelines.spec import PipelineSpec
-from cvserve.pipelines.tuned import store_settings, write_serving
+from cvserve.pipelines.tuned import (
+    stage_settings_key,
+    store_settings,
+    store_stage_settings,
+    write_serving,
+    write_stage_settings,
+)
 from cvserve.profiling.tune import Goal, Space, report_tuning, tune
+from cvserve.profiling.tune_workers import (
+    DEFAULT_MAX_TRIALS,
+    DEFAULT_MAX_WORKERS,
+    report_workers_tuning,
+    stage_settings,
+    tune_workers,
+)
 
 
 def _ints(text: str) -> tuple[int, ...]:
@@ -38,14 +52,12 @@ def cmd_tune(args: argparse.Namespace) -> int:
         raise SystemExit(f"cvserve tune: {exc}") from None
     first = chosen(args, "tune")
     if first.composite is not None:
-        raise SystemExit(
-            f"cvserve tune: {first.name} is a composite; tune each of its stages' files "
-            f"({', '.join(first.composite.parts)})"
-        )
+        return _tune_composite(args, goal, first)
 
     def build(**settings: Any) -> PipelineSpec:
         return chosen(args, "tune", **settings).specs[0]
 
+    duration = args.duration if args.duration is not None else 5.0
     space = Space(
         engines=tuple(args.engines.split(",")) if args.engines else None,
         thread_splits=_splits(args.splits) if args.splits else None,
@@ -54,7 +66,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
         instances=_ints(args.instances_to_try),
     )
     try:
-        settings, trials = tune(build, goal, space, args.size, args.duration)
+        settings, trials = tune(build, goal, space, args.size, duration)
     except RuntimeError as exc:
         raise SystemExit(f"cvserve tune: {exc}") from None
     if args.dry_run:
@@ -72,7 +84,49 @@ def cmd_tune(args: argparse.Namespace) -> int:
         settings,
         trials,
         args.size,
-        args.duration,
+        duration,
+        written,
+        Path(args.out) if args.out else None,
+    )
+    return 0
+
+
+def _tune_composite(args: argparse.Namespace, goal: Goal, first: Chosen) -> int:
+    """Workers per stage of a composite across Kafka (`profiling.tune_workers`), kept in its
+    file's ``composite:`` entries or, for a shipped one, in this machine's store."""
+    duration = args.duration if args.duration is not None else 10.0
+    try:
+        best, trials, services = tune_workers(
+            first.name,
+            first.specs,
+            goal,
+            args.size,
+            duration,
+            args.max_workers,
+            args.max_trials,
+            first.worker_args,
+            bootstrap=args.kafka,
+            triton_url=args.triton_url,
+        )
+    except RuntimeError as exc:
+        raise SystemExit(f"cvserve tune: {exc}") from None
+    settings = stage_settings(best)
+    if args.dry_run:
+        written = "not written (--dry-run)"
+    elif first.file:
+        write_stage_settings(first.file, settings)
+        written = f"{first.file} (composite: workers, rate)"
+    else:
+        path = store_stage_settings(stage_settings_key(first.name), settings)
+        written = f"{path} (used by --pipeline {first.name} on this machine)"
+    report_workers_tuning(
+        first.name,
+        goal,
+        best,
+        trials,
+        services,
+        args.size,
+        duration,
         written,
         Path(args.out) if args.out else None,
     )
@@ -85,7 +139,7 @@ def register(commands: argparse._SubParsersAction, benches: argparse._SubParsers
         "tune",
         help="choose engine, batching, instances and threads by short measured runs; write them",
     )
-    add_pipeline_options(tune_parser)
+    add_pipeline_options(tune_parser, composites=True)
     tune_parser.add_argument("--goal", default="throughput", choices=("throughput", "latency"))
     tune_parser.add_argument(
         "--concurrency", type=int, default=8, help="throughput goal: requests in flight"
@@ -95,7 +149,12 @@ def register(commands: argparse._SubParsersAction, benches: argparse._SubParsers
     )
     tune_parser.add_argument("--rate", type=float, default=None, help="latency goal: images/s")
     tune_parser.add_argument("--size", type=_size, default=(640, 480), help="WxH of the images")
-    tune_parser.add_argument("--duration", type=float, default=5.0, help="seconds per trial")
+    tune_parser.add_argument(
+        "--duration",
+        type=float,
+        default=None,
+        help="seconds per trial (default 5; 10 for a composite across Kafka)",
+    )
     tune_parser.add_argument(
         "--engines", default=None, help="engines to try (default: within bound, fastest first)"
     )
@@ -105,6 +164,23 @@ def register(commands: argparse._SubParsersAction, benches: argparse._SubParsers
     tune_parser.add_argument("--batches", default="1,4,8,16", help="max batch sizes to try")
     tune_parser.add_argument("--delays", default="0,1000,4000", help="queue delays (us) to try")
     tune_parser.add_argument("--instances-to-try", default="1,2", help="DNN instance counts to try")
+    tune_parser.add_argument(
+        "--max-workers",
+        type=int,
+        default=DEFAULT_MAX_WORKERS,
+        help="a composite: most workers per stage to try",
+    )
+    tune_parser.add_argument(
+        "--max-trials", type=int, default=DEFAULT_MAX_TRIALS, help="a composite: most trials"
+    )
+    tune_parser.add_argument(
+        "--kafka", default=None, help="a composite: a running broker (default: one started)"
+    )
+    tune_parser.add_argument(
+        "--triton-url",
+        default=None,
+        help="a composite: a Triton serving its stages (default: one started)",
+    )
     tune_parser.add_argument(
         "--dry-run", action="store_true", help="print and report, write nothing"
     )

@@ -7,11 +7,22 @@ from pathlib import Path
 
 import pytest
 
+from cvserve.broker.routes import register_composite, route
+from cvserve.broker.worker_processes import StageWorkerProcesses
 from cvserve.deploy import measurements
 from cvserve.models.params import DnnParams
-from cvserve.pipelines.catalog import pipeline, shipped_tuned_key
-from cvserve.pipelines.pipeline_file import PipelineFileError, load_file
-from cvserve.pipelines.tuned import store_settings, stored_settings, write_serving
+from cvserve.pipelines.app.manifests.compose import compose_document
+from cvserve.pipelines.app.manifests.plan import plan_deployment
+from cvserve.pipelines.catalog import composite_of, pipeline, shipped_tuned_key
+from cvserve.pipelines.pipeline_file import SHIPPED, PipelineFileError, load_file
+from cvserve.pipelines.tuned import (
+    stage_settings_key,
+    store_settings,
+    store_stage_settings,
+    stored_settings,
+    write_serving,
+    write_stage_settings,
+)
 from cvserve.preprocess.spec import PreprocessParams
 
 FILE = """\
@@ -89,3 +100,71 @@ def test_a_tuned_shipped_pipeline_serves_with_its_settings_unless_told_otherwise
     assert told.stage_by_role("inference").params_as(DnnParams).engine == "torch"
     other = pipeline("classify", arch="resnet18")
     assert other.stage_by_role("inference").params_as(DnnParams).engine is None
+
+
+COMPOSITE = """\
+# two stages: this comment stays
+name: pair
+composite:
+  - pipeline: detect   # the detector
+    fan_out: {score_threshold: 0.0}
+  - pipeline: identify
+"""
+
+
+def test_stage_workers_and_rates_written_into_a_composite_file_round_trip(tmp_path: Path) -> None:
+    path = tmp_path / "pair.yaml"
+    path.write_text(COMPOSITE)
+    chosen = {"detect": {"workers": 1, "rate": 9.5}, "identify": {"workers": 3, "rate": 21.0}}
+    write_stage_settings(path, chosen)
+    text = path.read_text()
+    assert "# two stages: this comment stays" in text and "# the detector" in text
+    parts = load_file(path).parts
+    assert [(p.workers, p.rate) for p in parts] == [(1, 9.5), (3, 21.0)]
+    # What every view then reads: the route (workers started per stage), the deploy plan.
+    composite = composite_of(load_file(path))
+    register_composite(composite)
+    assert [(s.name, s.workers, s.rate) for s in route("pair").stages] == [
+        ("detect", 1, 9.5),
+        ("identify", 3, 21.0),
+    ]
+    workers = StageWorkerProcesses("b", "pair", "t", "ns", tmp_path)
+    assert [workers.count(s) for s in route("pair").stages] == [1, 3]
+    told = StageWorkerProcesses("b", "pair", "t", "ns", tmp_path, per_stage={"detect": 2})
+    assert [told.count(s) for s in route("pair").stages] == [2, 3]
+    plan = plan_deployment(path)
+    assert [(s.rate, s.workers) for s in plan.stages] == [(9.5, 1), (21.0, 3)]
+    replicas = {
+        name: service["deploy"]["replicas"]
+        for name, service in compose_document(plan)["services"].items()
+        if name.startswith("worker-")
+    }
+    assert replicas == {"worker-detect": 1, "worker-identify": 3}
+
+
+@pytest.mark.parametrize(
+    ("entry", "error"),
+    [
+        ("workers: 0", "workers: expected a positive integer"),
+        ("rate: -1", "rate: expected a number > 0"),
+        ("rate: fast", "rate: expected a number > 0"),
+    ],
+)
+def test_stage_workers_and_rates_are_checked(tmp_path: Path, entry: str, error: str) -> None:
+    path = tmp_path / "pair.yaml"
+    path.write_text(COMPOSITE + f"    {entry}\n")
+    with pytest.raises(PipelineFileError, match=error):
+        load_file(path)
+
+
+def test_a_tuned_shipped_composite_starts_its_stored_workers() -> None:
+    from cvserve.pipelines import catalog
+
+    key = stage_settings_key("detect_identify")
+    store_stage_settings(key, {"identify": {"workers": 2, "rate": 12.0}})
+    try:
+        f = load_file(SHIPPED / "detect_identify.yaml")
+        stages = catalog._shipped_composite("detect_identify", f).stages
+        assert [(s.workers, s.rate) for s in stages] == [(1, None), (2, 12.0)]
+    finally:  # the store is the session's: later CLI processes must not start 2 workers
+        store_stage_settings(key, {})

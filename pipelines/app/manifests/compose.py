@@ -111,8 +111,9 @@ def _worker_service(plan: DeployPlan, stage: str, image: str, replicas: int) -> 
 def compose_document(
     plan: DeployPlan, image: str = DEFAULT_IMAGE, replicas: Mapping[str, int] | None = None
 ) -> dict[str, Any]:
-    """The compose file of ``plan``; ``replicas`` by stage (default: each stage's minimum, at
-    least 1). `ManifestError` for replicas of no stage or beyond the partitions (idle)."""
+    """The compose file of ``plan``; ``replicas`` by stage (default: the stage's ``workers``,
+    at least its minimum). `ManifestError` for replicas of no stage or beyond the partitions
+    (idle)."""
     replicas = dict(replicas or {})
     names = [s.name for s in plan.stages]
     unknown = sorted(set(replicas) - set(names))
@@ -126,7 +127,7 @@ def compose_document(
         "kafka": _kafka_service(base["services"]["kafka"]),
     }
     for stage in plan.stages:
-        count = replicas.get(stage.name, max(1, stage.min_replicas))
+        count = replicas.get(stage.name, max(stage.workers, stage.min_replicas))
         services[f"worker-{stage.name}"] = _worker_service(plan, stage.name, image, count)
     return {
         "name": plan.instance,

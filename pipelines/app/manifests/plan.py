@@ -5,7 +5,7 @@ Lag per replica (KEDA's ``lagThreshold``): KEDA's Kafka scaler asks for
 ``ceil(total lag of the stage's consumer group / lagThreshold)`` replicas (at most one per
 partition). With ``lagThreshold = rate × backlog_s`` — ``rate`` the records/s (images, or crops
 for a stage after a fan-out: what its topic carries) one worker of the stage sustains, measured
-(``cvserve bench detect_identify``, the Kafka benchmarks) and given with ``--rate STAGE=N``;
+by `cvserve tune` (the composite file's ``rate:`` per stage) or given with ``--rate STAGE=N``;
 ``backlog_s`` the seconds of work one worker may have queued — N replicas drain the stage's lag
 L in ``L / (N × rate) ≤ backlog_s`` seconds. The scaler so keeps every stage's backlog under
 ``backlog_s`` seconds of work whatever its rate: a slow DNN stage gets more workers than a fast
@@ -26,7 +26,8 @@ from cvserve.deploy.kafka import DEFAULT_PARTITIONS, replication_for
 from cvserve.pipelines.catalog import composite_of
 from cvserve.pipelines.pipeline_file import SHIPPED, CompositeFile, PipelineFile, load_file
 
-# Records/s one stage worker sustains when none was measured for the stage (``--rate``): an order
+# Records/s one stage worker sustains when none was measured for the stage (no ``rate:`` in the
+# file, no ``--rate``): an order
 # of magnitude for a worker in front of a GPU Triton (cvserve batches ≤ 16 records a call), not
 # a measurement — pass each stage's measured rate.
 DEFAULT_RATE_PER_WORKER = 100.0
@@ -61,6 +62,7 @@ class StagePlan:
     topic: str
     group: str
     rate: float
+    workers: int  # processes one server runs (the file's, as `cvserve tune` chose them)
     min_replicas: int
     max_replicas: int
     backlog_s: float
@@ -160,7 +162,8 @@ def plan_deployment(
     loaded = load_file(path)
     if isinstance(loaded, CompositeFile):
         register_composite(composite_of(loaded))
-    names = route(loaded.name).stage_names
+    stage_route = route(loaded.name)
+    names = stage_route.stage_names
     unknown = sorted(set(scaling.rates) - set(names))
     if unknown:
         raise ManifestError(f"--rate for {unknown}: {loaded.name} has stages {names}")
@@ -178,12 +181,13 @@ def plan_deployment(
             name=name,
             topic=topics.stage_in(name),
             group=topics.group(name),
-            rate=scaling.rates.get(name, DEFAULT_RATE_PER_WORKER),
+            rate=scaling.rates.get(name) or stage.rate or DEFAULT_RATE_PER_WORKER,
+            workers=stage.workers,
             min_replicas=scaling.min_replicas,
             max_replicas=max_replicas,
             backlog_s=scaling.backlog_s,
         )
-        for name in names
+        for name, stage in zip(names, stage_route.stages, strict=True)
     )
     return DeployPlan(
         pipeline=loaded.name,
