@@ -8,7 +8,7 @@ by its command — and its user + system CPU seconds so far. `cpu_by_part` subtr
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 _TICKS = os.sysconf("SC_CLK_TCK")
@@ -70,3 +70,30 @@ def reading(pid: int) -> dict[str, float]:
 def cpu_by_part(before: Mapping[str, float], after: Mapping[str, float]) -> dict[str, float]:
     """CPU seconds each part spent between two readings (parts present in ``after``)."""
     return {name: after[name] - before.get(name, 0.0) for name in after}
+
+
+def machine_reading() -> dict[int, tuple[str, float]]:
+    """Every process on this machine now: pid → (`part_name`, CPU seconds so far)."""
+    out = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            pid = int(entry.name)
+            out[pid] = (part_name(pid), cpu_seconds(pid))
+    return out
+
+
+def cpu_by_role(
+    before: Mapping[int, tuple[str, float]],
+    after: Mapping[int, tuple[str, float]],
+    role: Callable[[int, str], str],
+) -> dict[str, float]:
+    """CPU seconds each ``role(pid, part_name)`` spent between two `machine_reading`s (a process
+    started in between counts from 0; one that ended in between is missing: /proc forgot it)."""
+    roles: dict[str, float] = {}
+    for pid, (name, seconds) in after.items():
+        if name == "gone":
+            continue
+        spent = seconds - before.get(pid, (name, 0.0))[1]
+        key = role(pid, name)
+        roles[key] = roles.get(key, 0.0) + max(0.0, spent)
+    return roles

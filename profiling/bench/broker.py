@@ -10,8 +10,9 @@ back) from the first submit to the last completion; latency is submit → last r
 
 from __future__ import annotations
 
+import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from cvserve.profiling.broker_services import BrokerServices
 from cvserve.profiling.kafkaload import closed_loop_over_broker, warm_up
 from cvserve.profiling.kafkasweep import FAN_OUT
 from cvserve.profiling.machine import machine_info, write_report
+from cvserve.profiling.process_cpu import cpu_by_role, machine_reading
 from cvserve.profiling.sweep import write_images
 from cvserve.profiling.tables import field, results_table
 from cvserve.profiling.transports import TRANSPORTS
@@ -55,7 +57,12 @@ def measure_workers(
     with workers, transport.client(services.bootstrap, pipeline, namespace) as client:
         workers.wait_running()
         warm_up(client, images, requests=2 * per_stage, timeout_s=120)
+        before = machine_reading()
         load = closed_loop_over_broker(client, images, concurrency, duration_s)
+        after = machine_reading()
+        role = process_role({w.managed.pid for w in workers.workers})
+    cpu_s = cpu_by_role(before, after, role)
+    done = max(1, len(load.requests))
     latencies_ms = np.array([(r.completed_ns - r.trace.start_ns) / 1e6 for r in load.requests])
     return {
         "workers_per_stage": per_stage,
@@ -69,7 +76,38 @@ def measure_workers(
         "crops_per_s": round(load.crops_per_s, 2),
         "p50_ms": round(float(np.percentile(latencies_ms, 50)), 1) if len(latencies_ms) else None,
         "p99_ms": round(float(np.percentile(latencies_ms, 99)), 1) if len(latencies_ms) else None,
+        # Where the machine's CPU went per completed image, by process (`process_role`), and how
+        # many cores were busy in all: a broker's cost end to end is mostly its CPU here.
+        "cpu_ms_per_image": {r: round(1e3 * s / done, 1) for r, s in sorted(cpu_s.items())},
+        "cores_busy": round(sum(cpu_s.values()) / load.wall_s, 2) if load.wall_s else None,
     }
+
+
+def cpu_field(role: str) -> Callable[[dict[str, Any]], str]:
+    """The table cell of ``role``'s CPU ms per image."""
+    return lambda row: format(row["cpu_ms_per_image"].get(role, 0.0), ".1f")
+
+
+def process_role(worker_pids: set[int]) -> Callable[[int, str], str]:
+    """What a process on this machine is, for the CPU split: ``workers`` (the stage workers of
+    the run), ``client`` (this process: the load generator), ``kafka`` (a JVM: the brokers),
+    ``redis``, ``triton`` (the server and its python-backend stubs), else ``other``."""
+    me = os.getpid()
+
+    def role(pid: int, name: str) -> str:
+        if pid in worker_pids:
+            return "workers"
+        if pid == me:
+            return "client"
+        if name == "java":
+            return "kafka"
+        if name == "redis-server":
+            return "redis"
+        if name == "tritonserver" or name.startswith("stub:"):
+            return "triton"
+        return "other"
+
+    return role
 
 
 def bench_broker_pipeline(
@@ -141,6 +179,11 @@ def bench_broker_pipeline(
             "crops/s": field("crops_per_s", ".1f"),
             "p50 ms": field("p50_ms"),
             "p99 ms": field("p99_ms"),
+            **{
+                f"CPU ms/img {role}": cpu_field(role)
+                for role in (broker, "triton", "workers", "client")
+            },
+            "cores busy": field("cores_busy"),
         },
         rows,
     )

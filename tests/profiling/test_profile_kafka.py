@@ -152,6 +152,10 @@ def test_bench_compares_one_and_two_workers_per_stage(
     for row in report["results"]:
         assert row["images"] > 0 and row["incomplete"] == 0 and row["errors"] == 0
         assert row["crops"] >= row["images"] and row["crops_per_s"] > 0
+        # Every process of the pipeline spent CPU on it, each found by what it is.
+        cpu = row["cpu_ms_per_image"]
+        assert all(cpu.get(role, 0) > 0 for role in ("kafka", "triton", "workers", "client")), cpu
+        assert 0 < row["cores_busy"] <= report["machine"]["cores"] * 1.1
 
 
 @pytest.mark.redis
