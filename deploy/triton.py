@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from cvserve.deploy.ports import free_port, port_in_use
+from cvserve.deploy.ports import free_ports, port_in_use
 from cvserve.deploy.process import ManagedProcess, ProcessStartError
 from cvserve.deploy.triton_grpc import TritonTls, grpc_client
 from cvserve.deploy.triton_install import TritonInstall
@@ -176,10 +176,14 @@ class TritonServer:
             self.workdir = Path(self._own_workdir.name)
         self.workdir = Path(self.workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
-        for attr in ("http_port", "grpc_port", "metrics_port"):
+        attrs = ("http_port", "grpc_port", "metrics_port")
+        given = {getattr(self, attr) for attr in attrs}
+        # Distinct: one each, never shared, none a given one.
+        picked = iter(p for p in free_ports(2 * len(attrs), self.host) if p not in given)
+        for attr in attrs:
             port = getattr(self, attr)
             if port is None:
-                setattr(self, attr, free_port(self.host))
+                setattr(self, attr, next(picked))
             elif port_in_use(port, self.host):
                 raise TritonStartError(
                     f"{attr.replace('_', ' ')} {port} on {self.host} is already in use"
