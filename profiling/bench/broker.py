@@ -101,7 +101,7 @@ def process_role(worker_pids: set[int]) -> Callable[[int, str], str]:
             return "client"
         if name == "java":
             return "kafka"
-        if name == "redis-server":
+        if name.startswith("redis-server"):  # it retitles itself "redis-server host:port"
             return "redis"
         if name == "tritonserver" or name.startswith("stub:"):
             return "triton"
