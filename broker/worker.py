@@ -19,11 +19,12 @@ Delivery is at-least-once. Per polled batch (at most ``batch_size`` records):
    record is trimmed (`dead_letter_record`). The batch's offsets are committed only once the
    broker acknowledged every output.
 
-While a batch is in hand the consumer's partitions are paused and the worker keeps polling, so
-a batch may take longer than ``max.poll.interval.ms`` (a slow Triton, a long backoff) without the
-group evicting the worker and redelivering the batch. If the group moves a partition anyway
-(a rebalance), that partition's records are dropped from the batch unsent and uncommitted: its
-new owner answers them once.
+While a batch is in hand the worker keeps polling its consumer (a record that arrives is carried
+into the next batch and its partition paused until the batch ends), so a batch may take longer
+than ``max.poll.interval.ms`` (a slow Triton, a long backoff) without the group evicting the
+worker and redelivering the batch. If the group moves a partition anyway (a rebalance), that
+partition's records are dropped from the batch unsent and uncommitted: its new owner answers
+them once.
 
 So a slow stage grows its topic's lag, never its memory: one batch in hand (``batch_size``
 records, at most ``batch_max_bytes`` plus one record), per assigned partition at most
@@ -88,7 +89,7 @@ from cvserve.preprocess.sniff import sniff
 
 log = logging.getLogger(__name__)
 _MAX_REASON_CHARS = 2000
-# How often a worker with a batch in hand polls its (paused) consumer: well inside any
+# How often a worker with a batch in hand polls its consumer: well inside any
 # max.poll.interval.ms, so the group never takes it for dead.
 _KEEP_ALIVE_S = 0.5
 
@@ -254,11 +255,21 @@ class StageWorker:
         pool: ThreadPoolExecutor,
         stop: threading.Event,
     ) -> Producer:
-        """Handle one polled batch, its partitions paused; returns the producer to go on with
-        (a new one if this one failed fatally)."""
+        """Handle one polled batch; returns the producer to go on with (a new one if this one
+        failed fatally). A partition is paused only once a keep-alive poll returns one of its
+        records (`_keep_alive`): pausing them all up front would make librdkafka drop their
+        prefetched records, and after resume the next fetch waits for the broker thread's next
+        turn — up to fetch.wait.max.ms (0.5 s) or its 1-s idle tick. Measured with
+        `cvserve profile --kafka` (detect_identify): ~440 ms per batch of a worker polling with
+        a record already in the topic. A batch of more bytes than the prefetch bound pauses
+        them all up front, as before: its records dominate memory
+        (`WorkerConfig.record_memory_bytes` counts no prefetch beside a full batch), and its
+        handling time hides the refetch."""
         self._revoked.clear()
-        self._paused = consumer.assignment()
-        consumer.pause(self._paused)
+        self._paused = []
+        if sum(item.record.size for item in work) > self.config.prefetch_kbytes * 1024:
+            self._paused = consumer.assignment()
+            consumer.pause(self._paused)
         try:
             self.stats.consumed += len(work)
             for item in work:
@@ -285,9 +296,11 @@ class StageWorker:
             return producer
         finally:
             # librdkafka keeps a partition paused across a rebalance (revoked, then assigned
-            # again): resume every partition paused for this batch, assigned now or not.
-            paused = {(tp.topic, tp.partition) for tp in [*self._paused, *consumer.assignment()]}
-            consumer.resume([TopicPartition(topic, partition) for topic, partition in paused])
+            # again): resume every partition paused for this batch, assigned now or not — and
+            # only those (a resume is a new fetch version: it drops what was prefetched).
+            paused = {(tp.topic, tp.partition) for tp in self._paused}
+            if paused:
+                consumer.resume([TopicPartition(topic, partition) for topic, partition in paused])
             self._paused = []
 
     def _drop_revoked(self, work: list[_Work]) -> list[_Work]:
@@ -305,9 +318,10 @@ class StageWorker:
         return kept
 
     def _keep_alive(self, consumer: Consumer) -> None:
-        """Poll the paused consumer (the group's liveness and rebalances). A partition assigned
-        meanwhile is not paused: a record it returns is carried into the next batch and the
-        partition paused."""
+        """Poll the consumer (the group's liveness and rebalances) during a batch: a record it
+        returns is carried into the next batch and its partition paused until the batch ends
+        (librdkafka drops that partition's prefetch: one carried record per partition at most,
+        within `WorkerConfig.record_memory_bytes`)."""
         self._beat()
         message = consumer.poll(0)
         if message is None:
@@ -323,7 +337,7 @@ class StageWorker:
         )
 
     def _wait(self, seconds: float, stop: threading.Event, consumer: Consumer) -> bool:
-        """Wait ``seconds`` polling the paused consumer; True if ``stop`` was set meanwhile."""
+        """Wait ``seconds`` keeping the consumer alive; True if ``stop`` was set meanwhile."""
         deadline = time.monotonic() + seconds
         while (left := deadline - time.monotonic()) > 0:
             if stop.wait(min(left, _KEEP_ALIVE_S)):
