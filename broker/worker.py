@@ -191,6 +191,8 @@ class StageWorker:
             while not stop.is_set():
                 self._beat()
                 ready_ns = time.time_ns()
+                # Revocations from here on (this poll included) drop their records from the batch.
+                self._revoked.clear()
                 polled, self._carried = self._carried, []
                 polled += poll_records(
                     consumer,
@@ -244,7 +246,11 @@ class StageWorker:
             self.metrics.joined = True
 
     def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        self._revoked.update((tp.topic, tp.partition) for tp in partitions)
+        gone = {(tp.topic, tp.partition) for tp in partitions}
+        self._revoked.update(gone)
+        # A record carried from a partition the group moved was never committed here: its new
+        # owner reads it again, so answering it here too would answer it twice.
+        self._carried = [p for p in self._carried if (p.topic, p.partition) not in gone]
 
     def _handle(
         self,
@@ -265,7 +271,6 @@ class StageWorker:
         them all up front, as before: its records dominate memory
         (`WorkerConfig.record_memory_bytes` counts no prefetch beside a full batch), and its
         handling time hides the refetch."""
-        self._revoked.clear()
         self._paused = []
         if sum(item.record.size for item in work) > self.config.prefetch_kbytes * 1024:
             self._paused = consumer.assignment()
