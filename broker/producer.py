@@ -113,6 +113,14 @@ class ImageRequests:
         check_key(key, self.limits)
         return image_message(image, self.pipeline, self.stage, key, validate)
 
+    def record(self, message: Message) -> Record:
+        """``message`` as the record `send_record` takes, checked against the limits (raises
+        `MessageTooLarge`)."""
+        check_size(message.value, self.limits)
+        record = message.to_record(self.limits)
+        check_record(record, self.limits, what=f"request {message.request_id}")
+        return record
+
 
 class ImageProducer(ImageRequests):
     """Sends images to the first stage of ``pipeline`` on the broker at ``bootstrap``."""
@@ -138,9 +146,11 @@ class ImageProducer(ImageRequests):
 
     def send_message(self, message: Message, topic: str | None = None) -> Future[None]:
         """Queue a ready-made message (default topic: the first stage's)."""
-        check_size(message.value, self.limits)
-        record = message.to_record(self.limits)
-        check_record(record, self.limits, what=f"request {message.request_id}")
+        return self.send_record(self.record(message), topic)
+
+    def send_record(self, record: Record, topic: str | None = None) -> Future[None]:
+        """Hand a checked record (`record`) to the producer (default topic: the first
+        stage's)."""
         future = produce(
             self._producer, topic or self.topic, record.key, record.value, record.headers
         )

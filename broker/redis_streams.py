@@ -23,7 +23,7 @@ from typing import Any
 
 import redis
 
-from cvserve.broker.producer import ImageRequests, check_record, check_size
+from cvserve.broker.producer import ImageRequests
 from cvserve.broker.schema import Message, Record
 from cvserve.deploy.kafka_limits import LIMITS, MessageLimits
 
@@ -143,9 +143,11 @@ class RedisImageProducer(ImageRequests):
 
     def send_message(self, message: Message, stream: str | None = None) -> str:
         """Add a ready-made message (default stream: the first stage's); returns its entry id."""
-        check_size(message.value, self.limits)
-        record = message.to_record(self.limits)
-        check_record(record, self.limits, what=f"request {message.request_id}")
+        return self.send_record(self.record(message), stream)
+
+    def send_record(self, record: Record, stream: str | None = None) -> str:
+        """Add a checked record (`record`) (default stream: the first stage's); returns its
+        entry id."""
         return _text(self.client.xadd(stream or self.stream, record_fields(record)))
 
     def send(self, image: bytes, key: str = "", validate: bool = True) -> tuple[str, str]:
@@ -157,9 +159,7 @@ class RedisImageProducer(ImageRequests):
         """Check every image, add them all in one round trip; returns their request ids in
         order. If any image fails its checks, nothing is sent."""
         messages = [self.message(image, key, validate) for image in images]
-        records = [m.to_record(self.limits) for m in messages]
-        for message, record in zip(messages, records, strict=True):
-            check_record(record, self.limits, what=f"request {message.request_id}")
+        records = [self.record(m) for m in messages]
         add_records(self.client, [(self.stream, r) for r in records])
         return [m.request_id for m in messages]
 

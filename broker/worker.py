@@ -280,7 +280,7 @@ class StageWorker:
             for item in work:
                 self._check(item)
             self._infer([w for w in work if not w.error], caller, pool, stop, consumer)
-            work = self._drop_revoked(work)
+            work = self._drop_revoked(work, consumer)
             try:
                 self._send(work, producer, stop, consumer)
             except DeliveryFailed as exc:
@@ -295,7 +295,7 @@ class StageWorker:
                 if exc.fatal:
                     producer = new_producer(self.bootstrap, self.limits)
                 return producer
-            work = self._drop_revoked(work)
+            work = self._drop_revoked(work, consumer)
             if work:
                 self._commit(work, consumer)
             return producer
@@ -308,18 +308,41 @@ class StageWorker:
                 consumer.resume([TopicPartition(topic, partition) for topic, partition in paused])
             self._paused = []
 
-    def _drop_revoked(self, work: list[_Work]) -> list[_Work]:
-        """``work`` without the records of partitions the group moved away mid-batch."""
+    def _drop_revoked(self, work: list[_Work], consumer: Consumer) -> list[_Work]:
+        """``work`` without the records of partitions the group moved away mid-batch.
+
+        A moved partition the group gave back to this worker (an eager rebalance revokes all,
+        then assigns again) restarts at its committed offset, so this batch may also hold
+        records fetched after the return (dropped with the rest): such a partition is sought
+        back to its first dropped or carried record, or the next batch would skip what was
+        dropped here and its commit would lose it."""
         kept = [item for item in work if item.tp not in self._revoked]
-        if len(kept) < len(work):
-            self.stats.revoked += len(work) - len(kept)
-            log.warning(
-                "worker %s: %d record(s) of partition(s) %s moved to another member mid-batch: "
-                "left to it",
-                self.stats.pid,
-                len(work) - len(kept),
-                sorted(self._revoked),
-            )
+        if len(kept) == len(work):
+            return work
+        dropped = [item for item in work if item.tp in self._revoked]
+        self.stats.revoked += len(dropped)
+        log.warning(
+            "worker %s: %d record(s) of partition(s) %s moved to another member mid-batch: "
+            "left to it",
+            self.stats.pid,
+            len(dropped),
+            sorted(self._revoked),
+        )
+        first = _first_offsets(dropped)
+        for p in self._carried:
+            if (p.topic, p.partition) in first:
+                first[p.topic, p.partition] = min(first[p.topic, p.partition], p.offset)
+        self._carried = [p for p in self._carried if (p.topic, p.partition) not in first]
+        assigned = {(tp.topic, tp.partition) for tp in consumer.assignment()}
+        for (topic, partition), offset in first.items():
+            if (topic, partition) not in assigned:
+                continue  # moved: its new owner reads from the committed offset
+            try:
+                consumer.seek(TopicPartition(topic, partition, offset))
+            except KafkaException as exc:  # moved again meanwhile: its new owner reads it
+                log.warning(
+                    "worker %s: no rewind of %s[%d]: %s", self.stats.pid, topic, partition, exc
+                )
         return kept
 
     def _keep_alive(self, consumer: Consumer) -> None:

@@ -74,8 +74,11 @@ class BrokerClient:
             data = path.read_bytes()
         with trace.span("serialize"):
             message = self.producer.message(data)
-            self.producer.send_message(message)
+            record = self.producer.record(message)
+        # Before the send: a worker may fetch the record before `send_record` returns (the
+        # client thread can lose its core meanwhile), and no hop is taken as earlier than this.
         trace.marks[HANDED_OFF] = time.monotonic_ns()
+        self.producer.send_record(record)
         trace.request_id, trace.trace_id = message.request_id, message.trace.trace_id
         trace.attributes["request_bytes"] = len(data)
         request = BrokerRequest(trace)
