@@ -421,7 +421,7 @@ class StageWorker:
             self._write_stats()  # `cvserve kafka lag` shows what a long batch has in flight
             futures = {i: pool.submit(self._call, pending[i], caller) for i in todo}
             calls = list(futures.values())
-            self._until_done(calls, consumer, partial(wait, calls, _KEEP_ALIVE_S, FIRST_COMPLETED))
+            self._until_done(calls, consumer, partial(_next_done, calls))
             retry: list[int] = []
             for i, future in futures.items():
                 try:
@@ -644,6 +644,16 @@ _REBALANCED = {
     KafkaError.UNKNOWN_MEMBER_ID,
     KafkaError._ASSIGNMENT_LOST,
 }
+
+
+def _next_done(futures: Sequence[Future[Any]]) -> None:
+    """Block until one more of ``futures`` is done, at most `_KEEP_ALIVE_S`. Only the pending
+    ones are waited for: a done future ends a FIRST_COMPLETED wait at once, and the worker spun
+    through keep-alive polls for the rest of the batch (measured with py-spy on detect_identify:
+    ~60 % of a stage worker's CPU, taken from Triton on a 2-core host)."""
+    pending = [f for f in futures if not f.done()]
+    if pending:
+        wait(pending, _KEEP_ALIVE_S, FIRST_COMPLETED)
 
 
 def _first_offsets(work: list[_Work]) -> dict[tuple[str, int], int]:
