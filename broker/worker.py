@@ -19,8 +19,9 @@ Delivery is at-least-once. Per polled batch (at most ``batch_size`` records):
    record is trimmed (`dead_letter_record`). The batch's offsets are committed only once the
    broker acknowledged every output.
 
-While a batch is in hand the worker keeps polling its consumer (a record that arrives is carried
-into the next batch and its partition paused until the batch ends), so a batch may take longer
+While a batch is in hand the worker keeps polling its consumer (records that arrive are carried
+into the next batch; once they make one, its partitions are paused until the batch ends), so a
+batch may take longer
 than ``max.poll.interval.ms`` (a slow Triton, a long backoff) without the group evicting the
 worker and redelivering the batch. If the group moves a partition anyway (a rebalance), that
 partition's records are dropped from the batch unsent and uncommitted: its new owner answers
@@ -28,9 +29,9 @@ them once.
 
 So a slow stage grows its topic's lag, never its memory: one batch in hand (``batch_size``
 records, at most ``batch_max_bytes`` plus one record), per assigned partition at most
-``prefetch_kbytes`` fetched ahead plus one record, and a record's hops read one at a time into at
-most ``max_hops`` (`WorkerConfig.record_memory_bytes`; tested with 120 MB of lag and with 15 MB
-hops headers).
+``prefetch_kbytes`` fetched ahead plus one record, as much again carried, and a record's hops
+read one at a time into at most ``max_hops`` (`WorkerConfig.record_memory_bytes`; tested with
+120 MB of lag and with 15 MB hops headers).
 A stop request (SIGTERM) lets the batch in hand finish and commit; if Triton is down at that
 moment (or the broker does not acknowledge the outputs within ``stop_grace_s``), the batch is
 abandoned uncommitted and the group redelivers it. Per-key order holds: a key lives in one
@@ -262,15 +263,13 @@ class StageWorker:
         stop: threading.Event,
     ) -> Producer:
         """Handle one polled batch; returns the producer to go on with (a new one if this one
-        failed fatally). A partition is paused only once a keep-alive poll returns one of its
-        records (`_keep_alive`): pausing them all up front would make librdkafka drop their
-        prefetched records, and after resume the next fetch waits for the broker thread's next
-        turn — up to fetch.wait.max.ms (0.5 s) or its 1-s idle tick. Measured with
-        `cvserve profile --kafka` (detect_identify): ~440 ms per batch of a worker polling with
-        a record already in the topic. A batch of more bytes than the prefetch bound pauses
-        them all up front, as before: its records dominate memory
-        (`WorkerConfig.record_memory_bytes` counts no prefetch beside a full batch), and its
-        handling time hides the refetch."""
+        failed fatally). Partitions are paused only once keep-alive polls carried a next batch
+        (`_keep_alive`): pausing them all up front would make librdkafka drop their prefetched
+        records, and after resume the next fetch waits for the broker thread's next turn — up
+        to fetch.wait.max.ms (0.5 s) or its 1-s idle tick. Measured with `cvserve profile
+        --kafka` (detect_identify): ~440 ms per batch of a worker polling with a record already
+        in the topic. A batch of more bytes than the prefetch bound pauses them all up front:
+        its records dominate memory, and its handling time hides the refetch."""
         self._paused = []
         if sum(item.record.size for item in work) > self.config.prefetch_kbytes * 1024:
             self._paused = consumer.assignment()
@@ -347,9 +346,12 @@ class StageWorker:
 
     def _keep_alive(self, consumer: Consumer) -> None:
         """Poll the consumer (the group's liveness and rebalances) during a batch: a record it
-        returns is carried into the next batch and its partition paused until the batch ends
-        (librdkafka drops that partition's prefetch: one carried record per partition at most,
-        within `WorkerConfig.record_memory_bytes`)."""
+        returns is carried into the next batch. Once the carried records make a batch
+        (``batch_size`` records or ``prefetch_kbytes``), every partition is paused until this
+        batch ends (librdkafka drops their prefetch, `WorkerConfig.record_memory_bytes` counts
+        the carried records). Pausing a partition at its first carried record instead left the
+        rest of its backlog to a refetch after the resume: up to ``fetch.wait.max.ms`` of an
+        idle worker per batch."""
         self._beat()
         message = consumer.poll(0)
         if message is None:
@@ -357,12 +359,17 @@ class StageWorker:
         if message.error() is not None:
             self._consumer_error(message.error())
             return
-        arrived = TopicPartition(message.topic(), message.partition())
-        consumer.pause([arrived])
-        self._paused.append(arrived)
         self._carried.append(
             Polled(message.topic(), message.partition(), message.offset(), Record.consumed(message))
         )
+        carried_bytes = sum(p.record.size for p in self._carried)
+        if (
+            len(self._carried) >= self.config.batch_size
+            or carried_bytes >= self.config.prefetch_kbytes * 1024
+        ):
+            assigned = consumer.assignment()
+            consumer.pause(assigned)
+            self._paused.extend(assigned)
 
     def _wait(self, seconds: float, stop: threading.Event, consumer: Consumer) -> bool:
         """Wait ``seconds`` keeping the consumer alive; True if ``stop`` was set meanwhile."""

@@ -8,7 +8,9 @@ import shutil
 import signal
 import subprocess
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -167,3 +169,34 @@ def every_crop_came_back(reader: object, ids: list[str]) -> bool:
         if len(got) != 1 + crops:
             return False
     return True
+
+
+@dataclass
+class FakeMessage:
+    """A consumed record as confluent-kafka's ``Message`` shows it (no broker)."""
+
+    _topic: str
+    _partition: int
+    _offset: int
+    _value: bytes = b"v"
+
+    def error(self) -> None:
+        return None
+
+    def topic(self) -> str:
+        return self._topic
+
+    def partition(self) -> int:
+        return self._partition
+
+    def offset(self) -> int:
+        return self._offset
+
+    def key(self) -> bytes:
+        return b"k"
+
+    def value(self) -> bytes:
+        return self._value
+
+    def headers(self) -> list[Any]:
+        return []

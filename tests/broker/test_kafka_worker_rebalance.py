@@ -5,8 +5,8 @@ consumer with librdkafka's positions — a returned partition restarts at its co
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
+from broker_testing import FakeMessage
 from confluent_kafka import TopicPartition
 
 from cvserve.broker.polling import Polled, poll_records
@@ -15,33 +15,6 @@ from cvserve.broker.schema import Record
 from cvserve.broker.worker import StageWorker, _Work
 
 TOPIC = "in"
-
-
-@dataclass
-class FakeMessage:
-    _partition: int
-    _offset: int
-
-    def error(self) -> None:
-        return None
-
-    def topic(self) -> str:
-        return TOPIC
-
-    def partition(self) -> int:
-        return self._partition
-
-    def offset(self) -> int:
-        return self._offset
-
-    def key(self) -> bytes:
-        return b"k"
-
-    def value(self) -> bytes:
-        return b"v"
-
-    def headers(self) -> list[Any]:
-        return []
 
 
 @dataclass
@@ -73,7 +46,7 @@ class ScriptedConsumer:
         for p in sorted(self.assigned):
             if self.position[p] < self.partitions[p]:
                 self.position[p] += 1
-                return FakeMessage(p, self.position[p] - 1)
+                return FakeMessage(TOPIC, p, self.position[p] - 1)
         return None
 
     def assignment(self) -> list[TopicPartition]:
