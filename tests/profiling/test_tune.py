@@ -11,7 +11,7 @@ import pytest
 from cvserve.models.repository.config import read_config
 from cvserve.pipelines.app.cli import main
 from cvserve.pipelines.pipeline_file import load_file
-from cvserve.profiling.tune import MARGIN
+from cvserve.profiling.tune import MARGIN, thread_splits
 
 FILE = """\
 # tuned by the test
@@ -25,6 +25,13 @@ serving:
   max_batch_size: 4
   max_queue_delay_us: 2000
 """
+
+
+def test_thread_splits_try_each_stage_alone_on_every_core() -> None:
+    # (DALI, engine): a light DNN is served best with every core to DALI and one to the engine.
+    assert set(thread_splits(2)) == {(2, 2), (1, 1), (1, 2), (2, 1)}
+    assert {(16, 1), (1, 16), (8, 8), (16, 16)} == set(thread_splits(16))
+    assert thread_splits(1) == ((1, 1),)
 
 
 def test_a_goal_without_what_it_needs_is_one_line(tmp_path: Path) -> None:
