@@ -21,11 +21,10 @@ Delivery is at-least-once. Per polled batch (at most ``batch_size`` records):
 
 While a batch is in hand the worker keeps polling its consumer (records that arrive are carried
 into the next batch; once they make one, its partitions are paused until the batch ends), so a
-batch may take longer
-than ``max.poll.interval.ms`` (a slow Triton, a long backoff) without the group evicting the
-worker and redelivering the batch. If the group moves a partition anyway (a rebalance), that
-partition's records are dropped from the batch unsent and uncommitted: its new owner answers
-them once.
+batch may take longer than ``max.poll.interval.ms`` (a slow Triton, a long backoff) without the
+group evicting the worker and redelivering the batch. If the group moves a partition anyway (a
+rebalance), that partition's records are dropped from the batch unsent and uncommitted: its new
+owner answers them once.
 
 So a slow stage grows its topic's lag, never its memory: one batch in hand (``batch_size``
 records, at most ``batch_max_bytes`` plus one record), per assigned partition at most
@@ -271,7 +270,7 @@ class StageWorker:
         in the topic. A batch of more bytes than the prefetch bound pauses them all up front:
         its records dominate memory, and its handling time hides the refetch."""
         self._paused = []
-        if sum(item.record.size for item in work) > self.config.prefetch_kbytes * 1024:
+        if sum(item.record.size for item in work) > self.config.prefetch_bytes:
             self._paused = consumer.assignment()
             consumer.pause(self._paused)
         try:
@@ -365,7 +364,7 @@ class StageWorker:
         carried_bytes = sum(p.record.size for p in self._carried)
         if (
             len(self._carried) >= self.config.batch_size
-            or carried_bytes >= self.config.prefetch_kbytes * 1024
+            or carried_bytes >= self.config.prefetch_bytes
         ):
             assigned = consumer.assignment()
             consumer.pause(assigned)

@@ -31,12 +31,18 @@ class WorkerConfig:
     # After a stop request, how long to keep waiting for the broker to acknowledge outputs.
     stop_grace_s: float = 10.0
 
+    @property
+    def prefetch_bytes(self) -> int:
+        """``prefetch_kbytes`` in bytes: librdkafka's bound per partition, and the worker's for
+        records carried into its next batch."""
+        return self.prefetch_kbytes * 1024
+
     def record_memory_bytes(self, partitions: int, limits: MessageLimits = LIMITS) -> int:
         """The most memory records take in a worker assigned ``partitions``, whatever producers
         send: librdkafka's queue (per partition the prefetch, overshot by one record), the
         records carried into the next batch (the prefetch bound and the record that crossed it)
         and the batch in hand (``batch_max_bytes`` and the record that crossed it), held twice
         while it is converted (librdkafka's buffer and Python's copy)."""
-        prefetch = self.prefetch_kbytes * 1024 + limits.max_message_bytes
+        prefetch = self.prefetch_bytes + limits.max_message_bytes
         queued = partitions * prefetch
         return queued + prefetch + 2 * (self.batch_max_bytes + limits.max_message_bytes)

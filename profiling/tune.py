@@ -119,8 +119,8 @@ def engine_values(spec: PipelineSpec) -> tuple[str, ...]:
 def thread_splits(cores: int) -> tuple[tuple[int, int], ...]:
     """(DALI, engine) threads: every core to each stage, the cores shared between them, or one
     stage on one thread and the other on every core. With a light DNN the last helps most
-    (classify mobilenet_v3_small on 2 cores: DALI 2 + onnxruntime 1 served 321 img/s against
-    272 for 1 + 1 and ~280 for 2 + 2)."""
+    (classify mobilenet_v3_small on 2 cores, alternating: DALI 2 + onnxruntime 1 served 297-300
+    img/s against 272-293 for 1 + 1 and 257-262 for 2 + 2)."""
     half = max(1, cores // 2)
     shared = (half, max(1, cores - half))
     return tuple(dict.fromkeys([(cores, cores), shared, (1, cores), (cores, 1)]))
