@@ -60,10 +60,21 @@ def test_leaders_killed_mid_run_lose_and_duplicate_nothing(
     images = small_jpegs(IMAGES, first_seed=2000)
     try:
         with ImageProducer(cluster.bootstrap, PIPELINE, namespace) as producer:
-            # Every topic has three replicas and needs two in sync to acknowledge.
-            metadata = new_admin(cluster.bootstrap).list_topics(timeout=30).topics
-            for name in topics.all([PIPELINE]):
-                assert {len(p.replicas) for p in metadata[name].partitions.values()} == {3}
+            # Every topic has three replicas and needs two in sync to acknowledge. A broker other
+            # than the one that created the topics may not know them yet: ask until it does.
+            admin = new_admin(cluster.bootstrap)
+            names = topics.all([PIPELINE])
+
+            def replica_counts() -> dict[str, set[int]]:
+                metadata = admin.list_topics(timeout=30).topics
+                return {
+                    n: {len(p.replicas) for p in metadata[n].partitions.values()}
+                    for n in names
+                    if n in metadata
+                }
+
+            three = {n: {3} for n in names}
+            wait_until(lambda: replica_counts() == three, 30, "3 replicas each", replica_counts)
             first = producer.submit(images[: IMAGES // 2], key="")
             with ResultReader(cluster.bootstrap, PIPELINE, namespace) as reader:
                 wait_until(

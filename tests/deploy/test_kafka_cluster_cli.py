@@ -14,7 +14,7 @@ import pytest
 from cvserve.deploy.kafka import kafka_libs
 from cvserve.deploy.kafka_client_config import CLIENT_CONFIG_ENV, read_properties, write_properties
 from cvserve.deploy.kafka_cluster import node_pids, read_cluster
-from cvserve.deploy.process import pid_alive
+from cvserve.deploy.process import pid_alive, poll_until
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
@@ -66,8 +66,13 @@ def test_secure_three_broker_cluster_from_the_cli(tmp_path: Path) -> None:
         client = read_properties(Path(cluster["client_config"]))
         admin = AdminClient({"bootstrap.servers": cluster["bootstrap"], **client})
         topic = "cvserve.classify.classify.in"
-        partitions = admin.list_topics(topic, timeout=30).topics[topic].partitions.values()
-        assert {len(p.replicas) for p in partitions} == {3}
+
+        def replica_counts(asked: AdminClient) -> set[int]:
+            # A broker other than the creator may not know the topic yet: ask until it does.
+            partitions = asked.list_topics(topic, timeout=30).topics[topic].partitions.values()
+            return {len(p.replicas) for p in partitions}
+
+        poll_until(lambda c=admin: replica_counts(c) == {3}, 30, what=f"3 replicas of {topic}")
         (described,) = admin.describe_configs([ConfigResource("topic", topic)]).values()
         assert described.result(timeout=30)["min.insync.replicas"].value == "2"
         del admin  # closed: it would log the brokers' shutdown below
