@@ -12,6 +12,7 @@ from cvserve.models.engine_choice import load_chosen
 from cvserve.models.params import DnnParams, PostprocessParams
 from cvserve.models.postprocessor import Postprocessor
 from cvserve.pipelines.spec import PipelineSpec
+from cvserve.pipelines.variants import unfused
 from cvserve.preprocess.dali import DaliPreprocessor
 from cvserve.preprocess.spec import PreprocessParams
 
@@ -21,6 +22,7 @@ class LocalPipeline:
 
     def __init__(self, spec: PipelineSpec, threads: int = 1) -> None:
         self.spec = spec
+        spec = unfused(spec)  # in process, the same stages one after the other
         pre = spec.stage_by_role("preprocess")
         dnn = spec.stage_by_role("inference")
         self.preprocessor = DaliPreprocessor(

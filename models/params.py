@@ -6,7 +6,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from cvserve.pipelines.spec import StageParams
+from cvserve.pipelines.spec import Device, StageParams
+from cvserve.preprocess.spec import PreprocessParams
 
 ModelFormat = Literal["onnx", "torchscript"]
 # What runs a DNN stage's network on the CPU (`models.runners`): torch eager (NCHW or
@@ -113,3 +114,20 @@ class TritonModelParams(StageParams):
 
     repository: str
     model: str
+
+
+@dataclass(frozen=True)
+class FusedParams(StageParams):
+    """Preprocessing and a DNN served as one python-backend model (`models.fusion`): the
+    ``preprocess`` stage's output feeds ``dnn`` inside the same process, so no tensor crosses
+    Triton between them."""
+
+    preprocess: PreprocessParams
+    dnn: DnnParams
+
+    def on_device(self, device: Device) -> FusedParams:
+        return FusedParams(self.preprocess.on_device(device), self.dnn.on_device(device))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> FusedParams:
+        return cls(PreprocessParams.from_dict(data["preprocess"]), DnnParams(**data["dnn"]))

@@ -28,6 +28,7 @@ from cvserve.models.contract import (
     read_onnx,
     read_torchscript,
 )
+from cvserve.models.fusion import NotFusable, fuse_preprocess
 from cvserve.models.params import ENGINES_FOR, DnnParams, PostprocessParams, TritonModelParams
 from cvserve.models.repository.config import read_config
 from cvserve.pipelines.builders import (
@@ -103,6 +104,7 @@ def with_options(pf: PipelineFile, **options: Any) -> PipelineFile:
             model = dataclasses.replace(model, **{key: options[key]})
     serving_keys = ("device", "max_batch_size", "instances", "torch_threads", "dali_threads")
     serving_keys += ("max_queue_delay_us", "preferred_batch_sizes", "engine", "precision")
+    serving_keys += ("fuse_preprocess",)
     serving = dataclasses.replace(serving, **{k: options[k] for k in serving_keys if k in options})
     kind = pf.postprocess.kind
     if "top_k" in options and kind == "classification":
@@ -637,6 +639,16 @@ def _arch_pipeline(pf: PipelineFile, preprocess: PreprocessSpec | None) -> Pipel
     return dataclasses.replace(spec, description=pf.description or spec.description)
 
 
+def _fused(pf: PipelineFile, spec: PipelineSpec) -> PipelineSpec:
+    """``spec`` with its preprocessing and DNN served as one model when the file says so."""
+    if not pf.serving.fuse_preprocess:
+        return spec
+    try:
+        return fuse_preprocess(spec)
+    except NotFusable as exc:
+        raise _error(pf, "serving.fuse_preprocess", str(exc)) from None
+
+
 def build_spec(
     pf: PipelineFile, preprocess: PreprocessSpec | None = None, **options: Any
 ) -> PipelineSpec:
@@ -651,10 +663,10 @@ def build_spec(
     if pf.serving.precision == "bf16" and engine not in (None, "openvino"):
         raise _error(pf, "serving.precision", "bf16 (reduced precision) needs engine: openvino")
     if pf.model.kind == "arch":
-        return _arch_pipeline(pf, preprocess)
+        return _fused(pf, _arch_pipeline(pf, preprocess))
     if preprocess is not None:
         raise _error(pf, "input", "a model file's preprocessing is the file's, checked against it")
-    return _file_pipeline(pf)
+    return _fused(pf, _file_pipeline(pf))
 
 
 def composite_of(f: CompositeFile) -> CompositeSpec:

@@ -86,7 +86,9 @@ class PostprocessDecl:
 
 @dataclass(frozen=True)
 class ServingDecl:
-    """Batching, instances, device, threads, engine; None: cvserve's defaults for the machine."""
+    """Batching, instances, device, threads, engine, whether preprocessing and the DNN are
+    served as one model (``fuse_preprocess``, CPU only); None: cvserve's defaults for the
+    machine."""
 
     max_batch_size: int | None = None
     instances: int | None = None
@@ -97,6 +99,7 @@ class ServingDecl:
     dali_threads: int | None = None
     max_queue_delay_us: int | None = None
     preferred_batch_sizes: tuple[int, ...] | None = None
+    fuse_preprocess: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -467,6 +470,7 @@ def _serving(data: Any, where: _Where) -> ServingDecl:
                 "dali_threads": _positive_int,
                 "max_queue_delay_us": _non_negative_int,
                 "preferred_batch_sizes": _batch_sizes,
+                "fuse_preprocess": _bool,
             },
         )
     )

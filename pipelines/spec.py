@@ -110,7 +110,9 @@ class StageSpec:
     """One Triton model of a pipeline. Its ``name`` is the Triton model name and profiler label.
 
     ``adapter`` is the module holding its ``TritonPythonModel``; ``params`` (its role's
-    `StageParams`) reach that adapter through the model config.
+    `StageParams`) reach that adapter through the model config. ``fused``: the stages this one
+    model serves together (`models.fusion`), kept so a view that needs them apart
+    (`pipelines.variants.unfused`) gets them back as they were.
     """
 
     name: str
@@ -122,6 +124,7 @@ class StageSpec:
     batching: BatchingSpec = field(default_factory=BatchingSpec)
     instances: int = 1
     device: Device = "cpu"
+    fused: tuple[StageSpec, ...] = ()
 
     def params_as(self, kind: type[P]) -> P:
         """The stage's params, which must be a ``kind`` (a role's `StageParams`)."""

@@ -6,6 +6,8 @@
 - `with_devices`: the same pipeline with preprocessing and inference placed on given devices.
 - `with_preprocess_times`: the preprocess stage also returns ``PREPROCESS_TIMES`` (the
   profiler's decode / resize+crop / normalize split; the adapter must support it).
+- `unfused`: a pipeline whose preprocessing and DNN are served as one model
+  (`models.fusion`) with its stages apart again; every view above starts from it.
 """
 
 from __future__ import annotations
@@ -19,9 +21,24 @@ TENSOR_SUFFIX = "_tensor"
 PREPROCESS_TIMES = TensorSpec("PREPROCESS_TIMES", "int64", (3,))
 
 
+def is_fused(spec: PipelineSpec) -> bool:
+    """Whether one of ``spec``'s models serves several of its stages (`models.fusion`)."""
+    return any(s.fused for s in spec.stages)
+
+
+def unfused(spec: PipelineSpec) -> PipelineSpec:
+    """``spec`` with each fused model replaced by the stages it serves together (unchanged when
+    none is fused)."""
+    if not is_fused(spec):
+        return spec
+    stages = tuple(part for s in spec.stages for part in (s.fused or (s,)))
+    return dataclasses.replace(spec, stages=stages)
+
+
 def tensor_input(spec: PipelineSpec) -> PipelineSpec:
     """``spec`` minus its preprocess stage (and the outputs only it made), as ensemble
     ``<name>_tensor``."""
+    spec = unfused(spec)
     pre = spec.stage_by_role("preprocess")
     rest = tuple(s for s in spec.stages if s is not pre)
     consumed = {t.name for s in rest for t in s.inputs}
@@ -37,7 +54,9 @@ def tensor_input(spec: PipelineSpec) -> PipelineSpec:
 
 
 def with_devices(spec: PipelineSpec, devices: dict[Role, Device]) -> PipelineSpec:
-    """``spec`` with the stages of each role in ``devices`` placed on that device."""
+    """``spec`` (its stages apart) with the stages of each role in ``devices`` placed on that
+    device."""
+    spec = unfused(spec)
     stages = tuple(
         dataclasses.replace(s, device=devices[s.role], params=s.params.on_device(devices[s.role]))
         if s.role in devices
@@ -48,7 +67,9 @@ def with_devices(spec: PipelineSpec, devices: dict[Role, Device]) -> PipelineSpe
 
 
 def with_preprocess_times(spec: PipelineSpec) -> PipelineSpec:
-    """``spec`` whose preprocess stage also outputs `PREPROCESS_TIMES`, returned to the client."""
+    """``spec`` (its stages apart) whose preprocess stage also outputs `PREPROCESS_TIMES`,
+    returned to the client."""
+    spec = unfused(spec)
     pre = spec.stage_by_role("preprocess")
     timed = dataclasses.replace(pre, outputs=(*pre.outputs, PREPROCESS_TIMES))
     stages = tuple(timed if s is pre else s for s in spec.stages)

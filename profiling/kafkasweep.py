@@ -24,6 +24,7 @@ import numpy as np
 from cvserve.broker.routes import Route, route
 from cvserve.deploy.triton_grpc import grpc_client
 from cvserve.pipelines.spec import PipelineSpec
+from cvserve.pipelines.variants import unfused
 from cvserve.profiling import tritonstats
 from cvserve.profiling.kafkaload import BrokerClient, BrokerLoad, closed_loop_over_broker, warm_up
 from cvserve.profiling.kafkatrace import join_request
@@ -40,7 +41,7 @@ TRANSIT, WAIT = "broker_transit", "consumer_wait"  # hop span kinds (`profiling.
 
 def served_placement(specs: Sequence[PipelineSpec]) -> str:
     """Where the ensembles preprocess: ``server-cpu`` or ``server-gpu``."""
-    return f"server-{specs[0].stage_by_role('preprocess').device}"
+    return f"server-{unfused(specs[0]).stage_by_role('preprocess').device}"
 
 
 @dataclass

@@ -11,7 +11,12 @@ from dataclasses import dataclass
 
 from cvserve.deploy.triton_grpc import grpc_client
 from cvserve.pipelines.spec import PipelineSpec
-from cvserve.pipelines.variants import tensor_input, with_devices, with_preprocess_times
+from cvserve.pipelines.variants import (
+    tensor_input,
+    unfused,
+    with_devices,
+    with_preprocess_times,
+)
 from cvserve.preprocess.naive import NaivePreprocessor
 from cvserve.preprocess.spec import PreprocessParams
 
@@ -90,8 +95,10 @@ def plan_servers(
     """The servers a sweep needs, and a message per placement skipped.
 
     The DNN runs on the GPU when there is one, whatever the placement, so that placements
-    differ only in where preprocessing runs. Variants come from `pipelines.variants`.
+    differ only in where preprocessing runs. Variants come from `pipelines.variants`; a
+    pipeline served fused (`models.fusion`) is profiled with its stages apart, to split them.
     """
+    base = unfused(base)
     unknown = set(placements) - set(PLACEMENTS)
     if unknown:
         raise ValueError(f"unknown placement(s) {sorted(unknown)}; choose from {PLACEMENTS}")
@@ -132,7 +139,8 @@ def external_targets(
     """Targets on a running server: ``<task>`` for the server placement it actually serves
     (its preprocess model's instance kind tells CPU from GPU), ``<task>_tensor`` for
     client-cpu if served. With ``split_preprocess`` the server's ensemble must return
-    ``PREPROCESS_TIMES``."""
+    ``PREPROCESS_TIMES``. A fused pipeline is looked for with its stages apart."""
+    base = unfused(base)
     client = grpc_client(url)
     targets, skipped = [], []
     try:

@@ -1,7 +1,8 @@
 """`cvserve tune`: the serving settings of a whole pipeline, chosen by short measured runs.
 
-Coordinate descent over `AXES` in order — engine, the DALI/engine thread split, max batch, queue
-delay, preferred batch sizes, instances —: each round serves every untried value of one axis
+Coordinate descent over `AXES` in order — engine, preprocessing and DNN fused into one model
+or not (`models.fusion`), the DALI/engine thread split, max batch, queue delay, preferred batch
+sizes, instances —: each round serves every untried value of one axis
 (the others at the best so far) as variants of the ensemble in one Triton, measures each with
 the same images, and keeps the best for the goal:
 
@@ -27,9 +28,11 @@ from rich.table import Table
 
 from cvserve.deploy.host import usable_cores
 from cvserve.models.engine_choice import stage_choice
+from cvserve.models.fusion import fusable, fused_settings
 from cvserve.models.params import DnnParams
 from cvserve.models.serving import serve_locally
 from cvserve.pipelines.spec import PipelineSpec
+from cvserve.pipelines.variants import is_fused, unfused
 from cvserve.preprocess.spec import PreprocessParams
 from cvserve.preprocess.synthetic import synthetic_image
 from cvserve.profiling.load import LoadResult, closed_loop, image_senders, open_loop, warm_up
@@ -72,6 +75,7 @@ class Space:
     max_batch_sizes: tuple[int, ...] = (1, 4, 8, 16)
     queue_delays_us: tuple[int, ...] = (0, 1000, 4000)
     instances: tuple[int, ...] = (1, 2)
+    fuse: tuple[bool, ...] = (False, True)  # True: fused, from `models.fusion.fused_settings`
 
 
 @dataclass
@@ -91,6 +95,7 @@ class Trial:
 
 def settings_of(spec: PipelineSpec) -> Settings:
     """The `pipelines.tuned.SETTINGS` a built spec serves with."""
+    fused, spec = is_fused(spec), unfused(spec)
     dnn, pre = spec.stage_by_role("inference"), spec.stage_by_role("preprocess")
     params = dnn.params_as(DnnParams)
     return {
@@ -102,13 +107,14 @@ def settings_of(spec: PipelineSpec) -> Settings:
         "instances": dnn.instances,
         "dali_threads": pre.params_as(PreprocessParams).num_threads,
         "torch_threads": params.torch_threads,
+        "fuse_preprocess": fused,
     }
 
 
 def engine_values(spec: PipelineSpec) -> tuple[str, ...]:
     """Engines worth serving: within bound in this machine's measurement, fastest first (at most
     three: the slower ones lose served too)."""
-    choice = stage_choice(spec.stage_by_role("inference"))
+    choice = stage_choice(unfused(spec).stage_by_role("inference"))
     ranked = sorted(
         (m for m in choice.measured if m.within_bound and m.precision == "fp32"),
         key=lambda m: -m.images_per_s,
@@ -126,10 +132,16 @@ def thread_splits(cores: int) -> tuple[tuple[int, int], ...]:
     return tuple(dict.fromkeys([(cores, cores), shared, (1, cores), (cores, 1)]))
 
 
-def _candidates(axis: str, best: Settings, space: Space, spec: PipelineSpec) -> list[Settings]:
+def axis_candidates(axis: str, best: Settings, space: Space, spec: PipelineSpec) -> list[Settings]:
+    """The settings to try for ``axis``: ``best`` with that axis's values from ``space``."""
     if axis == "engine":
         values = space.engines or engine_values(spec)
         return [{**best, "engine": e, "precision": "fp32"} for e in values]
+    if axis == "fuse_preprocess":
+        if fusable(unfused(spec)):
+            return []  # why is in `models.fusion.fusable`; nothing to try
+        fused = {**best, **fused_settings(usable_cores())}
+        return [fused if f else {**best, "fuse_preprocess": False} for f in space.fuse]
     if axis == "threads":
         splits = space.thread_splits or thread_splits(usable_cores())
         return [{**best, "dali_threads": d, "torch_threads": t} for d, t in splits]
@@ -151,6 +163,7 @@ def _candidates(axis: str, best: Settings, space: Space, spec: PipelineSpec) -> 
 
 AXES: tuple[str, ...] = (
     "engine",
+    "fuse_preprocess",
     "threads",
     "max_batch_size",
     "max_queue_delay_us",
@@ -242,9 +255,10 @@ def tune(
     tried: dict[tuple, Trial] = {}
     best: Trial | None = None
     for axis in ("baseline", *AXES):
-        candidates = (
-            [best_settings] if axis == "baseline" else _candidates(axis, best_settings, space, base)
-        )
+        if axis == "baseline":
+            candidates = [best_settings]
+        else:
+            candidates = axis_candidates(axis, best_settings, space, base)
         fresh = [c for c in candidates if _key(c) not in tried]
         if not fresh:
             continue
@@ -272,7 +286,8 @@ def tune(
 def _describe(s: Settings) -> str:
     preferred = ",".join(str(b) for b in s["preferred_batch_sizes"]) or "-"
     return (
-        f"{s['engine']} threads {s['dali_threads']}+{s['torch_threads']} batch "
+        f"{s['engine']}{' fused' if s.get('fuse_preprocess') else ''} "
+        f"threads {s['dali_threads']}+{s['torch_threads']} batch "
         f"{s['max_batch_size']} delay {s['max_queue_delay_us']}us preferred {preferred} "
         f"x{s['instances']}"
     )
@@ -292,7 +307,7 @@ def report_tuning(
     """Print the table of trials and write the JSON report; its path."""
     console = console or Console(width=None if sys.stdout.isatty() else 140)
     table = Table(title=f"cvserve tune {pipeline}: {goal.describe()}, {size[0]}x{size[1]}")
-    for column in ("axis", "engine", "threads", "batch", "delay us", "preferred", "inst"):
+    for column in ("axis", "engine", "fused", "threads", "batch", "delay us", "preferred", "inst"):
         table.add_column(column, justify="right")
     for column in ("img/s", "p50 ms", "p99 ms", "", "note"):
         table.add_column(column, justify="right")
@@ -301,6 +316,7 @@ def report_tuning(
         table.add_row(
             t.axis,
             str(s["engine"]),
+            "yes" if s.get("fuse_preprocess") else "no",
             f"{s['dali_threads']}+{s['torch_threads']}",
             str(s["max_batch_size"]),
             str(s["max_queue_delay_us"]),

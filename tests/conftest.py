@@ -24,6 +24,7 @@ from cvserve.broker.worker_processes import worker_command
 from cvserve.deploy.kafka import KafkaBroker
 from cvserve.deploy.measurements import STORE_ENV
 from cvserve.deploy.triton import TritonServer
+from cvserve.models.fusion import fuse_preprocess
 from cvserve.models.repository.local import write_repository
 from cvserve.pipelines.catalog import classify, image_pipeline, preprocess_spec_for
 from cvserve.pipelines.spec import PipelineSpec
@@ -134,15 +135,31 @@ def task_specs() -> dict[str, PipelineSpec]:
 
 
 @pytest.fixture(scope="session")
+def fused_specs() -> dict[str, PipelineSpec]:
+    """Classify and the fixed-head detector (its postprocess reads META) with preprocessing and
+    the DNN fused into one model (`models.fusion`), under their own names."""
+    return {
+        "classify": fuse_preprocess(classify(TEST_ARCH, max_batch_size=8, name="fused_classify")),
+        "detect_bright": fuse_preprocess(
+            image_pipeline(
+                "detect", "bright_region", max_batch_size=4, score_threshold=0.5,
+                name="fused_detect_bright",
+            )
+        ),
+    }  # fmt: skip
+
+
+@pytest.fixture(scope="session")
 def triton(
     classify_spec: PipelineSpec,
     task_specs: dict[str, PipelineSpec],
+    fused_specs: dict[str, PipelineSpec],
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[TritonServer]:
     """One real tritonserver for the whole suite: every pipeline above and the echo model."""
     workdir = tmp_path_factory.mktemp("triton")
     repository = write_repository(classify_spec, workdir / "repository")
-    for spec in task_specs.values():
+    for spec in (*task_specs.values(), *fused_specs.values()):
         write_repository(spec, repository)
     write_echo_model(repository)
     write_slow_model(repository)

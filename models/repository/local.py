@@ -10,7 +10,7 @@ import dataclasses
 import shutil
 from pathlib import Path
 
-from cvserve.models.params import DnnParams, PostprocessParams, TritonModelParams
+from cvserve.models.params import DnnParams, FusedParams, PostprocessParams, TritonModelParams
 from cvserve.models.repository.config import ensemble_config, python_stage_config, write_config
 from cvserve.pipelines.spec import PipelineSpec, StageSpec
 
@@ -27,11 +27,10 @@ def bundle_files(stage: StageSpec, version: Path) -> StageSpec:
     params naming them relative to it: a DNN's model file, a user postprocess function's module
     (when it is one ``.py`` file)."""
     params = stage.params
-    if isinstance(params, DnnParams) and params.model_file:
-        source = Path(params.model_file)
-        if source.is_absolute():
-            shutil.copyfile(source, version / source.name)
-            params = dataclasses.replace(params, model_file=source.name)
+    if isinstance(params, DnnParams):
+        params = _bundled_model_file(params, version)
+    elif isinstance(params, FusedParams):
+        params = dataclasses.replace(params, dnn=_bundled_model_file(params.dnn, version))
     elif isinstance(params, PostprocessParams) and params.user_function and params.path:
         module = params.function.partition(":")[0]
         source = Path(params.path) / f"{module}.py"
@@ -39,6 +38,15 @@ def bundle_files(stage: StageSpec, version: Path) -> StageSpec:
             shutil.copyfile(source, version / source.name)
             params = dataclasses.replace(params, path=".")
     return dataclasses.replace(stage, params=params)
+
+
+def _bundled_model_file(params: DnnParams, version: Path) -> DnnParams:
+    """``params`` naming its model file inside ``version`` (copied there when absolute)."""
+    if not params.model_file or not Path(params.model_file).is_absolute():
+        return params
+    source = Path(params.model_file)
+    shutil.copyfile(source, version / source.name)
+    return dataclasses.replace(params, model_file=source.name)
 
 
 def copy_triton_model(stage: StageSpec, out: Path) -> Path:

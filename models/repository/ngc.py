@@ -30,6 +30,7 @@ from cvserve.models.repository.config import model_config, write_config
 from cvserve.models.repository.local import copy_triton_model, write_ensemble, write_python_stage
 from cvserve.models.zoo import build_dnn
 from cvserve.pipelines.spec import PipelineSpec, StageSpec
+from cvserve.pipelines.variants import unfused
 from cvserve.preprocess.dali_model import config_header, dali_version, serialize_dali_model
 from cvserve.preprocess.spec import PreprocessParams
 
@@ -141,7 +142,10 @@ def write_model_file(dnn: StageSpec, out: Path, backend: NgcBackend) -> None:
 def write_ngc_repository(
     spec: PipelineSpec, out: Path, fmt: ExportFormat = "torchscript", tensorrt: bool = False
 ) -> Path:
-    """Write ``spec`` for the NGC container under ``out``; returns ``out``."""
+    """Write ``spec`` for the NGC container under ``out``; returns ``out``. Fusion
+    (`models.fusion`) is the CPU python backend's: here the stages are apart, on Triton's
+    DALI and DNN backends."""
+    spec = unfused(spec)
     out = Path(out)
     write_dali_stage(spec.stage_by_role("preprocess"), out)
     dnn = spec.stage_by_role("inference")

@@ -17,6 +17,7 @@ from cvserve.pipelines.app.pipeline_args import (
     class_names,
     one_spec,
     options_of,
+    setting_overrides,
 )
 from cvserve.pipelines.app.run_command import run_command
 from cvserve.pipelines.app.triton_tls_args import add_triton_tls_options
@@ -154,13 +155,12 @@ def cmd_bench_efficiency(args: argparse.Namespace) -> int:
 
     spec = with_chosen_engine(one_spec(args, "bench efficiency"))
     baseline = None
-    if args.baseline_engine:
-        baseline = chosen(  # the old default: that engine at full precision
-            args,
-            "bench efficiency",
-            engine=args.baseline_engine,
-            precision="fp32",
-            name=f"{spec.name}_baseline",
+    overrides = setting_overrides(args.baseline or [], "bench efficiency --baseline")
+    if args.baseline_engine:  # the old default: that engine at full precision
+        overrides = {**overrides, "engine": args.baseline_engine, "precision": "fp32"}
+    if overrides:
+        baseline = chosen(
+            args, "bench efficiency", **overrides, name=f"{spec.name}_baseline"
         ).specs[0]
     bench_efficiency(
         spec,
@@ -330,6 +330,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         choices=ENGINES,
         help="also serve the pipeline on this engine in the same run: served_speedup per size",
+    )
+    efficiency.add_argument(
+        "--baseline",
+        action="append",
+        metavar="SETTING=VALUE",
+        help="also serve the pipeline with this serving setting changed (repeat for several; "
+        "e.g. fuse_preprocess=false dali_threads=2): served_speedup per size",
     )
     efficiency.add_argument("--out", default=None, help="JSON path")
     efficiency.set_defaults(func=cmd_bench_efficiency)

@@ -20,6 +20,8 @@ from cvserve.pipelines.catalog import (
 )
 from cvserve.pipelines.pipeline_file import CompositeFile, PipelineFileError, load_file
 from cvserve.pipelines.spec import CompositeSpec, PipelineSpec
+from cvserve.pipelines.tuned import SETTINGS
+from cvserve.pipelines.variants import unfused
 
 FILE_HELP = (
     "a pipeline file (YAML): your model, its input and its postprocessing "
@@ -56,6 +58,27 @@ def options_of(args: argparse.Namespace) -> dict[str, object]:
     """The pipeline options among the parsed arguments (the parsers name them as the catalog)."""
     wanted = PIPELINE_OPTIONS - NOT_FROM_THE_COMMAND_LINE
     return {k: v for k, v in vars(args).items() if k in wanted}
+
+
+def setting_overrides(items: list[str], command: str) -> dict[str, object]:
+    """``SETTING=VALUE`` items as serving settings (`pipelines.tuned.SETTINGS`): ``true`` /
+    ``false``, integers, ``4,8`` (preferred batch sizes) or words; one line naming a bad item."""
+    out: dict[str, object] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or key not in SETTINGS:
+            raise SystemExit(
+                f"cvserve {command}: {item!r}: give SETTING=VALUE, SETTING one of "
+                f"{', '.join(SETTINGS)}"
+            )
+        words = text.split(",")
+        if key == "preferred_batch_sizes" and all(w.isdigit() for w in words):
+            out[key] = tuple(int(w) for w in words)
+        elif text in ("true", "false"):
+            out[key] = text == "true"
+        else:
+            out[key] = int(text) if text.isdigit() else text
+    return out
 
 
 def _fail(command: str, exc: Exception) -> SystemExit:
@@ -116,7 +139,7 @@ def class_names(spec: PipelineSpec) -> list[str]:
     post = next((s for s in spec.stages if s.role == "postprocess"), None)
     if post is not None and isinstance(post.params, PostprocessParams) and post.params.labels:
         return list(post.params.labels)
-    dnn = spec.stage_by_role("inference")
+    dnn = unfused(spec).stage_by_role("inference")
     if isinstance(dnn.params, DnnParams) and dnn.params.arch:
         from cvserve.models.zoo import class_names as arch_class_names
 
@@ -170,6 +193,12 @@ def add_pipeline_options(
         default=None,
         choices=("fp32", "bf16"),
         help="bf16: allow reduced precision (openvino, where the CPU has it)",
+    )
+    parser.add_argument(
+        "--fuse-preprocess",
+        default=None,
+        action=argparse.BooleanOptionalAction,
+        help="serve preprocessing and the DNN as one model (CPU; `cvserve tune` measures it)",
     )
     parser.add_argument("--score-threshold", type=float, default=None, help="detect: min score")
     parser.add_argument(

@@ -64,6 +64,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
         max_batch_sizes=_ints(args.batches),
         queue_delays_us=_ints(args.delays),
         instances=_ints(args.instances_to_try),
+        fuse=tuple(v == "yes" for v in args.fuse_to_try.split(",")),
     )
     try:
         settings, trials = tune(build, goal, space, args.size, duration)
@@ -164,6 +165,13 @@ def register(commands: argparse._SubParsersAction, benches: argparse._SubParsers
     tune_parser.add_argument("--batches", default="1,4,8,16", help="max batch sizes to try")
     tune_parser.add_argument("--delays", default="0,1000,4000", help="queue delays (us) to try")
     tune_parser.add_argument("--instances-to-try", default="1,2", help="DNN instance counts to try")
+    tune_parser.add_argument(
+        "--fuse-to-try",
+        default="no,yes",
+        choices=("no,yes", "no", "yes", "yes,no"),
+        help="preprocessing and the DNN as one model (yes: one instance per core, one thread "
+        "per stage) or apart (no)",
+    )
     tune_parser.add_argument(
         "--max-workers",
         type=int,

@@ -29,6 +29,7 @@ from cvserve.models.engine_choice import load_chosen
 from cvserve.models.params import DnnParams
 from cvserve.models.serving import serve_locally
 from cvserve.pipelines.spec import PipelineSpec
+from cvserve.pipelines.variants import is_fused, unfused
 from cvserve.preprocess.dali import DaliPreprocessor
 from cvserve.preprocess.spec import PreprocessParams
 from cvserve.preprocess.synthetic import synthetic_image
@@ -65,7 +66,7 @@ def cpu_seconds_limit(cores: int, *cpu_s_per_image: float) -> float:
 
 def preprocess_rate(spec: PipelineSpec, images: list[bytes], batch: int, duration_s: float) -> Rate:
     """Preprocessing alone: the served stage's DALI backend and threads."""
-    params = spec.stage_by_role("preprocess").params_as(PreprocessParams)
+    params = unfused(spec).stage_by_role("preprocess").params_as(PreprocessParams)
     preprocessor = DaliPreprocessor(
         params.spec, max_batch_size=batch, num_threads=params.num_threads
     )
@@ -83,7 +84,7 @@ def dnn_rate(spec: PipelineSpec, batch: int, duration_s: float) -> Rate:
     """The DNN alone: the served network (`models.runners`: torch, TorchScript or
     onnxruntime) and threads on a preprocessed-shape batch (its speed does not depend on the
     source image size)."""
-    stage = spec.stage_by_role("inference")
+    stage = unfused(spec).stage_by_role("inference")
     params = stage.params_as(DnnParams)
     (pixels_spec,) = stage.inputs
     pixels = np.random.default_rng(0).standard_normal((batch, *pixels_spec.dims))
@@ -189,9 +190,10 @@ def bench_efficiency(
     measured in the same run and server, alternating with ``spec``'s, and each size gets
     ``served_speedup`` = served / baseline served."""
     console = Console(width=None if sys.stdout.isatty() else 140)
-    batch = spec.stage_by_role("inference").batching.max_batch_size
+    stages = unfused(spec)  # a fused pipeline's stages alone are its stages apart
+    batch = stages.stage_by_role("inference").batching.max_batch_size
     concurrency = concurrency or 2 * batch
-    gpu = spec.stage_by_role("inference").device == "gpu"
+    gpu = stages.stage_by_role("inference").device == "gpu"
     rows: list[dict[str, Any]] = []
     image_sets = {
         size: [synthetic_image(size[0], size[1], seed) for seed in range(2 * batch)]
@@ -249,20 +251,25 @@ def bench_efficiency(
                     f"  {row['size']}: baseline served {base_served.images_per_s:.1f} img/s; "
                     f"speedup {row['served_speedup']:.2f}x"
                 )
-    stage = spec.stage_by_role("inference")
+    stage = stages.stage_by_role("inference")
     report = {
         "benchmark": "efficiency",
         "pipeline": spec.name,
         "arch": stage.params_as(DnnParams).label,
         "engine": stage.params_as(DnnParams).chosen_engine,
-        "baseline_engine": baseline.stage_by_role("inference").params_as(DnnParams).chosen_engine
+        "fused": is_fused(spec),
+        "baseline_engine": unfused(baseline)
+        .stage_by_role("inference")
+        .params_as(DnnParams)
+        .chosen_engine
         if baseline
         else None,
+        "baseline_fused": bool(baseline and is_fused(baseline)),
         "batch": batch,
         "concurrency": concurrency,
         "instances": stage.instances,
         "torch_threads": stage.params_as(DnnParams).torch_threads,
-        "dali_threads": spec.stage_by_role("preprocess").params_as(PreprocessParams).num_threads,
+        "dali_threads": stages.stage_by_role("preprocess").params_as(PreprocessParams).num_threads,
         "cores": cores,
         "limit_rule": "min(a, b)"
         if gpu

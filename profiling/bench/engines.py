@@ -32,6 +32,7 @@ from cvserve.models.engine_choice import (
 from cvserve.models.params import ENGINES, DnnParams
 from cvserve.models.runners import load_engine
 from cvserve.pipelines.spec import PipelineSpec
+from cvserve.pipelines.variants import unfused
 from cvserve.profiling.machine import machine_info, write_report
 
 DEFAULT_BATCHES: tuple[int, ...] = (1, 8)
@@ -58,7 +59,7 @@ def _store(
     """Record each (network, batch) measured on all its candidate engines; the store paths."""
     paths = []
     for spec in specs:
-        stage = spec.stage_by_role("inference")
+        stage = unfused(spec).stage_by_role("inference")
         params = dataclasses.replace(stage.params_as(DnnParams), engine=None)
         wanted = set(candidates(params))
         for (name, batch), rows in measured.items():
@@ -94,7 +95,7 @@ def bench_engines(
     rows: list[dict[str, Any]] = []
     measured: dict[tuple[str, int], list[Measured]] = {}
     for spec in specs:
-        stage = spec.stage_by_role("inference")
+        stage = unfused(spec).stage_by_role("inference")
         params = stage.params_as(DnnParams)
         (pixels,) = stage.inputs
         shape = tuple(224 if d < 0 else d for d in pixels.dims)

@@ -23,6 +23,7 @@ from rich.table import Table
 from cvserve.deploy.triton_grpc import grpc_client
 from cvserve.models.params import DnnParams
 from cvserve.pipelines.catalog import pipeline
+from cvserve.pipelines.variants import unfused
 from cvserve.profiling.load import closed_loop
 from cvserve.profiling.machine import machine_info, write_report
 from cvserve.profiling.sweep import join_and_attribute, serve_traced, write_images
@@ -196,7 +197,7 @@ def bench_profiling(
     report = {
         "benchmark": "profiling overhead",
         "pipeline": pipeline_name,
-        "arch": spec.stage_by_role("inference").params_as(DnnParams).arch,
+        "arch": unfused(spec).stage_by_role("inference").params_as(DnnParams).arch,
         "size": f"{size[0]}x{size[1]}",
         "concurrency": concurrency,
         "duration_s": duration_s,

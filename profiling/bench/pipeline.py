@@ -10,6 +10,7 @@ from rich.console import Console
 from cvserve.models.params import DnnParams
 from cvserve.models.serving import serve_locally
 from cvserve.pipelines.catalog import pipeline
+from cvserve.pipelines.variants import unfused
 from cvserve.preprocess.synthetic import synthetic_image
 from cvserve.profiling.load import closed_loop, image_senders, warm_up
 from cvserve.profiling.machine import machine_info, write_report
@@ -40,7 +41,7 @@ def bench_pipeline(
     writes JSON (``out`` or ``runs/bench-<name>-<time>.json``)."""
     console = Console()
     spec = pipeline(name, arch=arch)
-    arch = spec.stage_by_role("inference").params_as(DnnParams).arch
+    arch = unfused(spec).stage_by_role("inference").params_as(DnnParams).arch
     rows: list[dict[str, object]] = []
 
     def measure(url: str) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from cvserve.pipelines.app.demo import run_demo
+from cvserve.pipelines.app.pipeline_args import setting_overrides
 from cvserve.pipelines.catalog import classify
 from cvserve.profiling.bench.efficiency import bench_efficiency
 
@@ -59,3 +60,31 @@ def test_efficiency_with_a_baseline_engine_serves_both_in_one_run(tmp_path: Path
     assert row["served_speedup"] == pytest.approx(row["served"] / row["baseline"]["served"])
     # The baseline's limit is computed with its own DNN cost.
     assert row["baseline"]["dnn_cpu_ms"] != row["dnn_cpu_ms"]
+
+
+def test_efficiency_of_a_fused_pipeline_beside_its_ensemble(tmp_path: Path) -> None:
+    spec = classify("mobilenet_v3_small", max_batch_size=2, fuse_preprocess=True)
+    baseline = classify("mobilenet_v3_small", max_batch_size=2, name="apart")
+    report = bench_efficiency(spec, sizes=[(320, 240)], duration_s=0.5, baseline=baseline)
+    (row,) = report["results"]
+    assert report["fused"] and not report["baseline_fused"]
+    # The stages alone are measured apart; served, the CPU is the fused model's.
+    assert row["preprocess_alone"] > 0 and row["dnn_alone"] > 0
+    assert row["served_cpu_ms"]["stub:classify_dnn_fused"] > 0
+    assert "stub:classify_preprocess" not in row["served_cpu_ms"]
+    assert row["served_speedup"] == pytest.approx(row["served"] / row["baseline"]["served"])
+
+
+def test_baseline_settings_are_parsed_and_a_bad_one_is_one_line() -> None:
+    overrides = setting_overrides(
+        ["fuse_preprocess=false", "dali_threads=2", "engine=torch", "preferred_batch_sizes=4,8"],
+        "bench efficiency --baseline",
+    )
+    assert overrides == {
+        "fuse_preprocess": False,
+        "dali_threads": 2,
+        "engine": "torch",
+        "preferred_batch_sizes": (4, 8),
+    }
+    with pytest.raises(SystemExit, match="'arch=resnet50': give SETTING=VALUE"):
+        setting_overrides(["arch=resnet50"], "bench efficiency --baseline")

@@ -1,0 +1,180 @@
+"""Preprocessing and the DNN fused into one model (`models.fusion`): the spec it makes, its
+config, what cannot be fused, and — served beside the ensembles by the suite's Triton — the same
+answers as the ensemble, a bad image failing only its own request."""
+
+from __future__ import annotations
+
+import dataclasses
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cvserve.deploy.host import usable_cores
+from cvserve.deploy.triton import TritonServer
+from cvserve.models.client import InferenceError, PipelineClient
+from cvserve.models.fusion import NotFusable, fuse_preprocess, fused_settings
+from cvserve.models.params import FusedParams
+from cvserve.models.repository.config import STAGE_PARAMETER, read_config
+from cvserve.models.repository.local import write_repository
+from cvserve.pipelines.catalog import classify, file_specs, image_pipeline
+from cvserve.pipelines.pipeline_file import PipelineFileError
+from cvserve.pipelines.spec import PipelineSpec
+from cvserve.pipelines.variants import is_fused, unfused
+from cvserve.preprocess.spec import PreprocessSpec
+from cvserve.preprocess.tensors import BOXES, LABELS, META, SCORES
+from cvserve.profiling.sweep_plan import plan_servers
+from cvserve.profiling.tune import Space, axis_candidates, settings_of
+
+FILE = """\
+name: mine
+model:
+  arch: mobilenet_v3_small
+postprocess:
+  kind: classification
+serving:
+  fuse_preprocess: true
+"""
+
+
+def test_classify_fuses_into_one_model_then_its_postprocess(tmp_path: Path) -> None:
+    spec = classify("mobilenet_v3_small", max_batch_size=4, instances=2, dali_threads=1)
+    fused = fuse_preprocess(spec)
+    assert [s.name for s in fused.stages] == ["classify_dnn_fused", "classify_postprocess"]
+    (stage, _) = fused.stages
+    assert stage.inputs == spec.stages[0].inputs and stage.outputs == spec.stages[1].outputs
+    assert (stage.batching, stage.instances) == (spec.stages[1].batching, 2)
+    assert (fused.inputs, fused.outputs) == (spec.inputs, spec.outputs)
+    write_repository(fused, tmp_path)
+    config = read_config(tmp_path / "classify_dnn_fused" / "config.pbtxt")
+    params = FusedParams.from_json(config.parameters[STAGE_PARAMETER].string_value)
+    assert params == stage.params and params.preprocess.num_threads == 1
+    assert not (tmp_path / "classify_preprocess").exists()
+
+
+def test_meta_passes_through_when_the_postprocess_reads_it() -> None:
+    spec = image_pipeline("detect", "bright_region", max_batch_size=4)
+    (stage, post) = fuse_preprocess(spec).stages
+    assert [t.name for t in stage.outputs][-1] == META and META in [t.name for t in post.inputs]
+
+
+@pytest.mark.parametrize(
+    ("spec", "reason"),
+    [
+        (classify("mobilenet_v3_small", device="gpu"), "on the GPU"),
+        (
+            classify(
+                "mobilenet_v3_small",
+                preprocess=PreprocessSpec(resize_mode="dynamic", crop=(64, 64)),
+            ),
+            "dynamic",
+        ),
+    ],
+)
+def test_what_cannot_be_fused_says_why(spec: PipelineSpec, reason: str) -> None:
+    with pytest.raises(NotFusable, match=reason):
+        fuse_preprocess(spec)
+
+
+def test_a_stage_between_preprocessing_and_the_dnn_is_refused() -> None:
+    spec = classify("mobilenet_v3_small")
+    pre, dnn, post = spec.stages
+    moved = dataclasses.replace(spec, stages=(pre, dataclasses.replace(post, inputs=()), dnn))
+    with pytest.raises(NotFusable, match="between"):
+        fuse_preprocess(moved)
+
+
+@pytest.mark.server
+def test_fused_classify_answers_as_the_ensemble(
+    triton: TritonServer,
+    classify_spec: PipelineSpec,
+    fused_specs: dict[str, PipelineSpec],
+    sample_images: dict[str, bytes],
+) -> None:
+    images = list(sample_images.values())
+    with (
+        PipelineClient(triton.grpc_url, classify_spec) as ensemble,
+        PipelineClient(triton.grpc_url, fused_specs["classify"]) as fused,
+    ):
+        want, got = ensemble.infer(images), fused.infer(images)
+    np.testing.assert_array_equal(got[LABELS][:, 0], want[LABELS][:, 0])
+    np.testing.assert_allclose(got[SCORES], want[SCORES], atol=1e-4)
+
+
+@pytest.mark.server
+def test_fused_detector_places_boxes_in_the_original_image(
+    triton: TritonServer,
+    task_specs: dict[str, PipelineSpec],
+    fused_specs: dict[str, PipelineSpec],
+    sample_images: dict[str, bytes],
+) -> None:
+    images = [sample_images["640x480.jpeg"], sample_images["1920x1080.jpeg"]]
+    with (
+        PipelineClient(triton.grpc_url, task_specs["detect_bright"]) as ensemble,
+        PipelineClient(triton.grpc_url, fused_specs["detect_bright"]) as fused,
+    ):
+        want, got = ensemble.infer(images), fused.infer(images)
+    assert want.keys() == got.keys()
+    np.testing.assert_allclose(got[BOXES], want[BOXES], atol=1e-3)
+
+
+@pytest.mark.server
+def test_a_bad_image_fails_only_its_own_request(
+    triton: TritonServer, fused_specs: dict[str, PipelineSpec], sample_images: dict[str, bytes]
+) -> None:
+    good = sample_images["300x200.jpeg"]
+    spec = fused_specs["classify"]
+
+    def send(n: int) -> np.ndarray | str:
+        with PipelineClient(triton.grpc_url, spec) as client:
+            try:
+                return client.infer([good if n % 4 else b"just text, not an image"])[LABELS]
+            except InferenceError as exc:
+                return str(exc)
+
+    with ThreadPoolExecutor(8) as pool:  # some of them share the model's batches
+        answers = list(pool.map(send, range(16)))
+    refused = [a for n, a in enumerate(answers) if n % 4 == 0]
+    assert all(
+        isinstance(a, str) and "PreprocessError: image 0: not a recognised image" in a
+        for a in refused
+    ), refused
+    labels = [a for n, a in enumerate(answers) if n % 4]
+    assert all(isinstance(a, np.ndarray) and (a == labels[0]).all() for a in labels)
+
+
+def test_unfused_gives_the_stages_back_as_they_were() -> None:
+    spec = classify("mobilenet_v3_small", max_batch_size=4)
+    assert unfused(fuse_preprocess(spec)) == spec and unfused(spec) is spec
+    assert is_fused(fuse_preprocess(spec)) and not is_fused(spec)
+
+
+def test_a_file_asks_for_fusion_and_the_command_line_overrides_it(tmp_path: Path) -> None:
+    path = tmp_path / "fused.yaml"
+    path.write_text(FILE)
+    (spec,) = file_specs(path)[1]
+    assert [s.name for s in spec.stages] == ["mine_dnn_fused", "mine_postprocess"]
+    (apart,) = file_specs(path, fuse_preprocess=False)[1]
+    assert not is_fused(apart)
+    path.write_text(FILE.replace("serving:", "serving:\n  device: gpu"))
+    with pytest.raises(PipelineFileError, match="serving.fuse_preprocess.*on the GPU"):
+        file_specs(path)
+
+
+def test_the_profiler_serves_a_fused_pipeline_with_its_stages_apart() -> None:
+    spec = fuse_preprocess(classify("mobilenet_v3_small", max_batch_size=4))
+    plans, _ = plan_servers(spec, ["server-cpu"], gpu=False, split_preprocess=True)
+    (served,) = plans[0].specs
+    assert [s.role for s in served.stages] == ["preprocess", "inference", "postprocess"]
+
+
+def test_tune_tries_fused_with_an_instance_per_core_and_not_on_a_gpu() -> None:
+    spec = classify("mobilenet_v3_small", max_batch_size=4)
+    best = settings_of(spec)
+    apart, fused = axis_candidates("fuse_preprocess", best, Space(), spec)
+    assert not apart["fuse_preprocess"] and apart == best
+    assert fused == {**best, **fused_settings(usable_cores())}
+    assert settings_of(classify("mobilenet_v3_small", **fused))["fuse_preprocess"]
+    gpu = classify("mobilenet_v3_small", device="gpu")
+    assert axis_candidates("fuse_preprocess", settings_of(gpu), Space(), gpu) == []
