@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from cvserve.deploy import measurements
-from cvserve.models.fusion import fuse_preprocess
+from cvserve.models.fusion import fuse_stages
 from cvserve.models.params import ENGINES, ENGINES_FOR, DnnParams
 from cvserve.models.runners import Loaded, load_engine
 from cvserve.pipelines.spec import PipelineSpec, StageSpec
@@ -256,7 +256,7 @@ def with_chosen_engine(spec: PipelineSpec) -> PipelineSpec:
     """``spec`` with its DNN stage's engine named: the one it names, else the measured choice
     (what the served stage would choose at load), so reports can say which engine ran."""
     if is_fused(spec):  # the fused model's DNN, fused again
-        return fuse_preprocess(with_chosen_engine(unfused(spec)))
+        return fuse_stages(with_chosen_engine(unfused(spec)))
     stage = spec.stage_by_role("inference")
     if not isinstance(stage.params, DnnParams) or stage.params.engine is not None:
         return spec

@@ -1,21 +1,19 @@
-"""`fuse_preprocess`: a pipeline whose preprocessing and DNN are served as one model.
+"""`fuse_stages`: a pipeline whose preprocessing, DNN and postprocessing are served as one model.
 
-In the ensemble each stage is its own python-backend stub, and the preprocessed batch crosses
-Triton twice (preprocess stub → tritonserver → DNN stub, through shared memory). Fused, one stub
-decodes and infers: each instance runs DALI then the engine on its batch, and instances overlap
-each other instead of the stages overlapping. Whether that is faster is measured
-(`cvserve tune`'s ``fuse_preprocess`` axis), never assumed: it trades the hop for the stages'
-separate batching and threads. Measured here (classify mobilenet_v3_small, onnxruntime, 640×480,
-2 cores): fused, one instance per core with one thread per stage, served 284–300 img/s against
-249–258 for the best ensemble (DALI 2 + engine 1 threads); for resnet50 on OpenVINO bf16 the
-ensemble stayed ahead (116–118 against 110 fused).
+In the ensemble each stage is its own python-backend stub: the preprocessed batch and the DNN's
+outputs cross Triton between stubs (shared memory, one scheduling step each). Fused, one stub
+decodes, infers and postprocesses: each instance runs DALI, then the engine, then the
+postprocess function on its batch, and instances overlap each other instead of the stages
+overlapping. The ensemble stays, one step, so clients call the same name with the same tensors.
+Whether fusing is faster is measured (`cvserve tune`'s ``fuse_stages`` axis), never assumed: it
+trades the hops for the stages' separate batching, threads and instances.
 """
 
 from __future__ import annotations
 
 import dataclasses
 
-from cvserve.models.params import DnnParams, FusedParams
+from cvserve.models.params import DnnParams, FusedParams, PostprocessParams
 from cvserve.pipelines.spec import PipelineSpec, StageSpec
 from cvserve.preprocess.spec import PreprocessParams
 
@@ -24,13 +22,13 @@ FUSED_SUFFIX = "_fused"
 
 
 class NotFusable(ValueError):
-    """A pipeline whose preprocessing and DNN cannot run in one python-backend model."""
+    """A pipeline whose stages cannot run in one python-backend model."""
 
 
 def fused_settings(cores: int) -> dict[str, object]:
     """The serving settings a fused pipeline starts from: one instance per core, each running
     its preprocessing and its DNN on one thread (the instances overlap, not the stages)."""
-    return {"fuse_preprocess": True, "instances": cores, "dali_threads": 1, "torch_threads": 1}
+    return {"fuse_stages": True, "instances": cores, "dali_threads": 1, "torch_threads": 1}
 
 
 def fusable(spec: PipelineSpec) -> str | None:
@@ -50,30 +48,51 @@ def fusable(spec: PipelineSpec) -> str | None:
     return None
 
 
-def fuse_preprocess(spec: PipelineSpec) -> PipelineSpec:
-    """``spec`` with its preprocess and DNN stages replaced by one model
-    ``<dnn stage>_fused``: input the preprocess stage's, outputs the DNN's then those of the
-    preprocess stage a later stage or the pipeline reads (META); the DNN stage's batching and
-    instances, each instance with both stages' threads. `NotFusable` says why when it cannot."""
+def _postprocess_after(spec: PipelineSpec, dnn: StageSpec) -> StageSpec | None:
+    """The postprocess stage right after ``dnn`` that can join it (a cvserve function, CPU)."""
+    after = spec.stages[spec.stages.index(dnn) + 1 :]
+    if after and after[0].role == "postprocess" and isinstance(after[0].params, PostprocessParams):
+        return after[0]
+    return None
+
+
+def fuse_stages(spec: PipelineSpec) -> PipelineSpec:
+    """``spec`` with its preprocess, DNN and (when right after) postprocess stages replaced by
+    one model ``<pipeline>_fused``: input the preprocess stage's, outputs the last fused
+    stage's (without a postprocess, also the META a later stage or the pipeline reads); the
+    DNN stage's batching and instances, each instance with the stages' threads. `NotFusable`
+    says why when it cannot be."""
     reason = fusable(spec)
     if reason:
         raise NotFusable(f"pipeline {spec.name} cannot be fused: {reason}")
     pre, dnn = spec.stage_by_role("preprocess"), spec.stage_by_role("inference")
-    rest = [s for s in spec.stages if s not in (pre, dnn)]
-    read = {t.name for s in rest for t in s.inputs} | {t.name for t in spec.outputs}
-    passed = tuple(t for t in pre.outputs if t.name in read)
+    post = _postprocess_after(spec, dnn)
+    parts = (pre, dnn, post) if post else (pre, dnn)
+    rest = [s for s in spec.stages if s not in parts]
+    if post:
+        outputs = post.outputs
+    else:
+        read = {t.name for s in rest for t in s.inputs} | {t.name for t in spec.outputs}
+        outputs = (*dnn.outputs, *(t for t in pre.outputs if t.name in read))
+    params = FusedParams(
+        pre.params_as(PreprocessParams),
+        dnn.params_as(DnnParams),
+        tuple(t.name for t in dnn.outputs),
+        post.params_as(PostprocessParams) if post else None,
+        tuple(t.name for t in post.inputs) if post else (),
+    )
     fused = StageSpec(
-        name=f"{dnn.name}{FUSED_SUFFIX}",
+        name=f"{spec.name}{FUSED_SUFFIX}",
         role="inference",
         adapter=FUSED_ADAPTER,
         inputs=pre.inputs,
-        outputs=(*dnn.outputs, *passed),
-        params=FusedParams(pre.params, dnn.params),
+        outputs=outputs,
+        params=params,
         batching=dnn.batching,
         instances=dnn.instances,
         device=dnn.device,
-        fused=(pre, dnn),
+        fused=parts,
     )
     at = spec.stages.index(pre)
-    stages = (*spec.stages[:at], fused, *spec.stages[at + 2 :])
+    stages = (*spec.stages[:at], fused, *spec.stages[at + len(parts) :])
     return dataclasses.replace(spec, stages=stages)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -118,16 +118,27 @@ class TritonModelParams(StageParams):
 
 @dataclass(frozen=True)
 class FusedParams(StageParams):
-    """Preprocessing and a DNN served as one python-backend model (`models.fusion`): the
-    ``preprocess`` stage's output feeds ``dnn`` inside the same process, so no tensor crosses
-    Triton between them."""
+    """A pipeline's stages served as one python-backend model (`models.fusion`): ``preprocess``
+    feeds ``dnn`` (outputs ``dnn_outputs``, in order) and, when there is one, ``postprocess``
+    (called with ``postprocess_inputs``: DNN outputs and META) inside the same process, so no
+    tensor crosses Triton between them."""
 
     preprocess: PreprocessParams
     dnn: DnnParams
+    dnn_outputs: tuple[str, ...]
+    postprocess: PostprocessParams | None = None
+    postprocess_inputs: tuple[str, ...] = ()
 
     def on_device(self, device: Device) -> FusedParams:
-        return FusedParams(self.preprocess.on_device(device), self.dnn.on_device(device))
+        return replace(self, preprocess=self.preprocess.on_device(device))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> FusedParams:
-        return cls(PreprocessParams.from_dict(data["preprocess"]), DnnParams(**data["dnn"]))
+        post = data.get("postprocess")
+        return cls(
+            PreprocessParams.from_dict(data["preprocess"]),
+            DnnParams(**data["dnn"]),
+            tuple(data["dnn_outputs"]),
+            None if post is None else PostprocessParams.from_dict(post),
+            tuple(data.get("postprocess_inputs", ())),
+        )

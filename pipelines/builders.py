@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cvserve.models.architectures import architecture
-from cvserve.models.fusion import fuse_preprocess as fuse
+from cvserve.models.fusion import fuse_stages as fuse
 from cvserve.models.params import DnnParams, PostprocessParams
 from cvserve.pipelines.defaults import serving_defaults
 from cvserve.pipelines.spec import (
@@ -237,12 +237,12 @@ def image_pipeline(
     score_threshold: float = 0.3,
     max_detections: int = 20,
     name: str | None = None,
-    fuse_preprocess: bool | None = None,
+    fuse_stages: bool | None = None,
 ) -> PipelineSpec:
     """The ``task`` pipeline (classify, segment, detect, depth, identify) around ``arch``.
 
     Options left None come from `serving_defaults` for ``device`` on this machine.
-    ``fuse_preprocess``: preprocessing and the DNN served as one model (`models.fusion`).
+    ``fuse_stages``: preprocessing and the DNN served as one model (`models.fusion`).
     """
     kind = TASKS[task]
     name = name or task
@@ -303,7 +303,7 @@ def image_pipeline(
         outputs=results,
         description=f"{task}: DALI preprocess → {arch} → {kind.postprocess}",
     )
-    return fuse(spec) if fuse_preprocess else spec
+    return fuse(spec) if fuse_stages else spec
 
 
 def classify(arch: str | None = None, **options: Any) -> PipelineSpec:

@@ -28,7 +28,7 @@ from cvserve.models.contract import (
     read_onnx,
     read_torchscript,
 )
-from cvserve.models.fusion import NotFusable, fuse_preprocess
+from cvserve.models.fusion import NotFusable, fuse_stages
 from cvserve.models.params import ENGINES_FOR, DnnParams, PostprocessParams, TritonModelParams
 from cvserve.models.repository.config import read_config
 from cvserve.pipelines.builders import (
@@ -104,7 +104,7 @@ def with_options(pf: PipelineFile, **options: Any) -> PipelineFile:
             model = dataclasses.replace(model, **{key: options[key]})
     serving_keys = ("device", "max_batch_size", "instances", "torch_threads", "dali_threads")
     serving_keys += ("max_queue_delay_us", "preferred_batch_sizes", "engine", "precision")
-    serving_keys += ("fuse_preprocess",)
+    serving_keys += ("fuse_stages",)
     serving = dataclasses.replace(serving, **{k: options[k] for k in serving_keys if k in options})
     kind = pf.postprocess.kind
     if "top_k" in options and kind == "classification":
@@ -641,12 +641,12 @@ def _arch_pipeline(pf: PipelineFile, preprocess: PreprocessSpec | None) -> Pipel
 
 def _fused(pf: PipelineFile, spec: PipelineSpec) -> PipelineSpec:
     """``spec`` with its preprocessing and DNN served as one model when the file says so."""
-    if not pf.serving.fuse_preprocess:
+    if not pf.serving.fuse_stages:
         return spec
     try:
-        return fuse_preprocess(spec)
+        return fuse_stages(spec)
     except NotFusable as exc:
-        raise _error(pf, "serving.fuse_preprocess", str(exc)) from None
+        raise _error(pf, "serving.fuse_stages", str(exc)) from None
 
 
 def build_spec(

@@ -87,7 +87,7 @@ class PostprocessDecl:
 @dataclass(frozen=True)
 class ServingDecl:
     """Batching, instances, device, threads, engine, whether preprocessing and the DNN are
-    served as one model (``fuse_preprocess``, CPU only); None: cvserve's defaults for the
+    served as one model (``fuse_stages``, CPU only); None: cvserve's defaults for the
     machine."""
 
     max_batch_size: int | None = None
@@ -99,7 +99,7 @@ class ServingDecl:
     dali_threads: int | None = None
     max_queue_delay_us: int | None = None
     preferred_batch_sizes: tuple[int, ...] | None = None
-    fuse_preprocess: bool | None = None
+    fuse_stages: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -470,7 +470,7 @@ def _serving(data: Any, where: _Where) -> ServingDecl:
                 "dali_threads": _positive_int,
                 "max_queue_delay_us": _non_negative_int,
                 "preferred_batch_sizes": _batch_sizes,
-                "fuse_preprocess": _bool,
+                "fuse_stages": _bool,
             },
         )
     )

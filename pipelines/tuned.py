@@ -29,7 +29,7 @@ SETTINGS: tuple[str, ...] = (
     "instances",
     "dali_threads",
     "torch_threads",
-    "fuse_preprocess",
+    "fuse_stages",
 )
 
 

@@ -107,7 +107,7 @@ def settings_of(spec: PipelineSpec) -> Settings:
         "instances": dnn.instances,
         "dali_threads": pre.params_as(PreprocessParams).num_threads,
         "torch_threads": params.torch_threads,
-        "fuse_preprocess": fused,
+        "fuse_stages": fused,
     }
 
 
@@ -137,11 +137,11 @@ def axis_candidates(axis: str, best: Settings, space: Space, spec: PipelineSpec)
     if axis == "engine":
         values = space.engines or engine_values(spec)
         return [{**best, "engine": e, "precision": "fp32"} for e in values]
-    if axis == "fuse_preprocess":
+    if axis == "fuse_stages":
         if fusable(unfused(spec)):
             return []  # why is in `models.fusion.fusable`; nothing to try
         fused = {**best, **fused_settings(usable_cores())}
-        return [fused if f else {**best, "fuse_preprocess": False} for f in space.fuse]
+        return [fused if f else {**best, "fuse_stages": False} for f in space.fuse]
     if axis == "threads":
         splits = space.thread_splits or thread_splits(usable_cores())
         return [{**best, "dali_threads": d, "torch_threads": t} for d, t in splits]
@@ -163,7 +163,7 @@ def axis_candidates(axis: str, best: Settings, space: Space, spec: PipelineSpec)
 
 AXES: tuple[str, ...] = (
     "engine",
-    "fuse_preprocess",
+    "fuse_stages",
     "threads",
     "max_batch_size",
     "max_queue_delay_us",
@@ -286,7 +286,7 @@ def tune(
 def _describe(s: Settings) -> str:
     preferred = ",".join(str(b) for b in s["preferred_batch_sizes"]) or "-"
     return (
-        f"{s['engine']}{' fused' if s.get('fuse_preprocess') else ''} "
+        f"{s['engine']}{' fused' if s.get('fuse_stages') else ''} "
         f"threads {s['dali_threads']}+{s['torch_threads']} batch "
         f"{s['max_batch_size']} delay {s['max_queue_delay_us']}us preferred {preferred} "
         f"x{s['instances']}"
@@ -316,7 +316,7 @@ def report_tuning(
         table.add_row(
             t.axis,
             str(s["engine"]),
-            "yes" if s.get("fuse_preprocess") else "no",
+            "yes" if s.get("fuse_stages") else "no",
             f"{s['dali_threads']}+{s['torch_threads']}",
             str(s["max_batch_size"]),
             str(s["max_queue_delay_us"]),

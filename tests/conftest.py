@@ -24,7 +24,7 @@ from cvserve.broker.worker_processes import worker_command
 from cvserve.deploy.kafka import KafkaBroker
 from cvserve.deploy.measurements import STORE_ENV
 from cvserve.deploy.triton import TritonServer
-from cvserve.models.fusion import fuse_preprocess
+from cvserve.models.fusion import fuse_stages
 from cvserve.models.repository.local import write_repository
 from cvserve.pipelines.catalog import classify, image_pipeline, preprocess_spec_for
 from cvserve.pipelines.spec import PipelineSpec
@@ -136,11 +136,11 @@ def task_specs() -> dict[str, PipelineSpec]:
 
 @pytest.fixture(scope="session")
 def fused_specs() -> dict[str, PipelineSpec]:
-    """Classify and the fixed-head detector (its postprocess reads META) with preprocessing and
-    the DNN fused into one model (`models.fusion`), under their own names."""
+    """Classify and the fixed-head detector (its postprocess reads META) with their stages
+    fused into one model (`models.fusion`), under their own names."""
     return {
-        "classify": fuse_preprocess(classify(TEST_ARCH, max_batch_size=8, name="fused_classify")),
-        "detect_bright": fuse_preprocess(
+        "classify": fuse_stages(classify(TEST_ARCH, max_batch_size=8, name="fused_classify")),
+        "detect_bright": fuse_stages(
             image_pipeline(
                 "detect", "bright_region", max_batch_size=4, score_threshold=0.5,
                 name="fused_detect_bright",

@@ -29,15 +29,28 @@ def bundle_files(stage: StageSpec, version: Path) -> StageSpec:
     params = stage.params
     if isinstance(params, DnnParams):
         params = _bundled_model_file(params, version)
+    elif isinstance(params, PostprocessParams):
+        params = _bundled_module(params, version)
     elif isinstance(params, FusedParams):
-        params = dataclasses.replace(params, dnn=_bundled_model_file(params.dnn, version))
-    elif isinstance(params, PostprocessParams) and params.user_function and params.path:
-        module = params.function.partition(":")[0]
-        source = Path(params.path) / f"{module}.py"
-        if Path(params.path).is_absolute() and source.is_file():
-            shutil.copyfile(source, version / source.name)
-            params = dataclasses.replace(params, path=".")
+        post = params.postprocess
+        params = dataclasses.replace(
+            params,
+            dnn=_bundled_model_file(params.dnn, version),
+            postprocess=None if post is None else _bundled_module(post, version),
+        )
     return dataclasses.replace(stage, params=params)
+
+
+def _bundled_module(params: PostprocessParams, version: Path) -> PostprocessParams:
+    """``params`` importing a user function's module from ``version`` (copied there when it is
+    one ``.py`` file of an absolute folder)."""
+    if not (params.user_function and params.path and Path(params.path).is_absolute()):
+        return params
+    source = Path(params.path) / f"{params.function.partition(':')[0]}.py"
+    if not source.is_file():
+        return params
+    shutil.copyfile(source, version / source.name)
+    return dataclasses.replace(params, path=".")
 
 
 def _bundled_model_file(params: DnnParams, version: Path) -> DnnParams:

@@ -336,7 +336,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         metavar="SETTING=VALUE",
         help="also serve the pipeline with this serving setting changed (repeat for several; "
-        "e.g. fuse_preprocess=false dali_threads=2): served_speedup per size",
+        "e.g. fuse_stages=false dali_threads=2): served_speedup per size",
     )
     efficiency.add_argument("--out", default=None, help="JSON path")
     efficiency.set_defaults(func=cmd_bench_efficiency)

@@ -195,7 +195,7 @@ def add_pipeline_options(
         help="bf16: allow reduced precision (openvino, where the CPU has it)",
     )
     parser.add_argument(
-        "--fuse-preprocess",
+        "--fuse-stages",
         default=None,
         action=argparse.BooleanOptionalAction,
         help="serve preprocessing and the DNN as one model (CPU; `cvserve tune` measures it)",

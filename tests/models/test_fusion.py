@@ -1,6 +1,6 @@
-"""Preprocessing and the DNN fused into one model (`models.fusion`): the spec it makes, its
-config, what cannot be fused, and — served beside the ensembles by the suite's Triton — the same
-answers as the ensemble, a bad image failing only its own request."""
+"""A pipeline's stages fused into one model (`models.fusion`): the spec it makes, its config,
+what cannot be fused, the views that take it apart, and — served beside the ensembles by the
+suite's Triton — the same answers as the ensemble, a bad image failing only its own request."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import pytest
 from cvserve.deploy.host import usable_cores
 from cvserve.deploy.triton import TritonServer
 from cvserve.models.client import InferenceError, PipelineClient
-from cvserve.models.fusion import NotFusable, fuse_preprocess, fused_settings
+from cvserve.models.fusion import NotFusable, fuse_stages, fused_settings
 from cvserve.models.params import FusedParams
 from cvserve.models.repository.config import STAGE_PARAMETER, read_config
 from cvserve.models.repository.local import write_repository
@@ -34,29 +34,50 @@ model:
 postprocess:
   kind: classification
 serving:
-  fuse_preprocess: true
+  fuse_stages: true
 """
 
 
-def test_classify_fuses_into_one_model_then_its_postprocess(tmp_path: Path) -> None:
+def test_classify_fuses_into_one_model(tmp_path: Path) -> None:
     spec = classify("mobilenet_v3_small", max_batch_size=4, instances=2, dali_threads=1)
-    fused = fuse_preprocess(spec)
-    assert [s.name for s in fused.stages] == ["classify_dnn_fused", "classify_postprocess"]
-    (stage, _) = fused.stages
-    assert stage.inputs == spec.stages[0].inputs and stage.outputs == spec.stages[1].outputs
+    fused = fuse_stages(spec)
+    (stage,) = fused.stages
+    assert stage.name == "classify_fused" and stage.fused == spec.stages
+    assert stage.inputs == spec.stages[0].inputs and stage.outputs == spec.outputs
     assert (stage.batching, stage.instances) == (spec.stages[1].batching, 2)
     assert (fused.inputs, fused.outputs) == (spec.inputs, spec.outputs)
     write_repository(fused, tmp_path)
-    config = read_config(tmp_path / "classify_dnn_fused" / "config.pbtxt")
+    config = read_config(tmp_path / "classify_fused" / "config.pbtxt")
     params = FusedParams.from_json(config.parameters[STAGE_PARAMETER].string_value)
     assert params == stage.params and params.preprocess.num_threads == 1
+    assert params.postprocess_inputs == tuple(t.name for t in spec.stages[2].inputs)
     assert not (tmp_path / "classify_preprocess").exists()
+    ensemble = read_config(tmp_path / "classify" / "config.pbtxt")
+    assert [s.model_name for s in ensemble.ensemble_scheduling.step] == ["classify_fused"]
 
 
-def test_meta_passes_through_when_the_postprocess_reads_it() -> None:
+def test_without_a_postprocess_meta_passes_through_when_read() -> None:
     spec = image_pipeline("detect", "bright_region", max_batch_size=4)
-    (stage, post) = fuse_preprocess(spec).stages
-    assert [t.name for t in stage.outputs][-1] == META and META in [t.name for t in post.inputs]
+    pre, dnn, _ = spec.stages
+    meta = pre.outputs[-1]
+    bare = dataclasses.replace(spec, stages=(pre, dnn), outputs=(*dnn.outputs, meta))
+    (stage,) = fuse_stages(bare).stages
+    assert [t.name for t in stage.outputs][-1] == META == meta.name
+    assert stage.params.postprocess is None  # type: ignore[attr-defined]
+
+
+def test_a_user_postprocess_module_is_bundled_with_the_fused_model(tmp_path: Path) -> None:
+    (tmp_path / "mine.py").write_text("def post(tensors):\n    return tensors\n")
+    spec = classify("mobilenet_v3_small", max_batch_size=4)
+    pre, dnn, post = spec.stages
+    user = dataclasses.replace(post.params, function="mine:post", path=str(tmp_path))
+    spec = dataclasses.replace(spec, stages=(pre, dnn, dataclasses.replace(post, params=user)))
+    write_repository(fuse_stages(spec), tmp_path / "repo")
+    version = tmp_path / "repo" / "classify_fused" / "1"
+    assert (version / "mine.py").is_file()
+    config = read_config(version.parent / "config.pbtxt")
+    params = FusedParams.from_json(config.parameters[STAGE_PARAMETER].string_value)
+    assert params.postprocess is not None and params.postprocess.path == "."
 
 
 @pytest.mark.parametrize(
@@ -74,7 +95,7 @@ def test_meta_passes_through_when_the_postprocess_reads_it() -> None:
 )
 def test_what_cannot_be_fused_says_why(spec: PipelineSpec, reason: str) -> None:
     with pytest.raises(NotFusable, match=reason):
-        fuse_preprocess(spec)
+        fuse_stages(spec)
 
 
 def test_a_stage_between_preprocessing_and_the_dnn_is_refused() -> None:
@@ -82,7 +103,7 @@ def test_a_stage_between_preprocessing_and_the_dnn_is_refused() -> None:
     pre, dnn, post = spec.stages
     moved = dataclasses.replace(spec, stages=(pre, dataclasses.replace(post, inputs=()), dnn))
     with pytest.raises(NotFusable, match="between"):
-        fuse_preprocess(moved)
+        fuse_stages(moved)
 
 
 @pytest.mark.server
@@ -146,35 +167,36 @@ def test_a_bad_image_fails_only_its_own_request(
 
 def test_unfused_gives_the_stages_back_as_they_were() -> None:
     spec = classify("mobilenet_v3_small", max_batch_size=4)
-    assert unfused(fuse_preprocess(spec)) == spec and unfused(spec) is spec
-    assert is_fused(fuse_preprocess(spec)) and not is_fused(spec)
+    assert unfused(fuse_stages(spec)) == spec and unfused(spec) is spec
+    assert is_fused(fuse_stages(spec)) and not is_fused(spec)
 
 
 def test_a_file_asks_for_fusion_and_the_command_line_overrides_it(tmp_path: Path) -> None:
     path = tmp_path / "fused.yaml"
     path.write_text(FILE)
     (spec,) = file_specs(path)[1]
-    assert [s.name for s in spec.stages] == ["mine_dnn_fused", "mine_postprocess"]
-    (apart,) = file_specs(path, fuse_preprocess=False)[1]
+    assert [s.name for s in spec.stages] == ["mine_fused"]
+    (apart,) = file_specs(path, fuse_stages=False)[1]
     assert not is_fused(apart)
     path.write_text(FILE.replace("serving:", "serving:\n  device: gpu"))
-    with pytest.raises(PipelineFileError, match="serving.fuse_preprocess.*on the GPU"):
+    with pytest.raises(PipelineFileError, match="serving.fuse_stages.*on the GPU"):
         file_specs(path)
 
 
 def test_the_profiler_serves_a_fused_pipeline_with_its_stages_apart() -> None:
-    spec = fuse_preprocess(classify("mobilenet_v3_small", max_batch_size=4))
+    spec = fuse_stages(classify("mobilenet_v3_small", max_batch_size=4))
     plans, _ = plan_servers(spec, ["server-cpu"], gpu=False, split_preprocess=True)
     (served,) = plans[0].specs
     assert [s.role for s in served.stages] == ["preprocess", "inference", "postprocess"]
+    assert not is_fused(served)
 
 
 def test_tune_tries_fused_with_an_instance_per_core_and_not_on_a_gpu() -> None:
     spec = classify("mobilenet_v3_small", max_batch_size=4)
     best = settings_of(spec)
-    apart, fused = axis_candidates("fuse_preprocess", best, Space(), spec)
-    assert not apart["fuse_preprocess"] and apart == best
+    apart, fused = axis_candidates("fuse_stages", best, Space(), spec)
+    assert not apart["fuse_stages"] and apart == best
     assert fused == {**best, **fused_settings(usable_cores())}
-    assert settings_of(classify("mobilenet_v3_small", **fused))["fuse_preprocess"]
+    assert settings_of(classify("mobilenet_v3_small", **fused))["fuse_stages"]
     gpu = classify("mobilenet_v3_small", device="gpu")
-    assert axis_candidates("fuse_preprocess", settings_of(gpu), Space(), gpu) == []
+    assert axis_candidates("fuse_stages", settings_of(gpu), Space(), gpu) == []

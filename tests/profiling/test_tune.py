@@ -54,9 +54,9 @@ def test_tune_writes_its_choice_into_the_file_and_repo_build_serves_it(tmp_path:
     report = json.loads(report_path.read_text())
     trials = report["trials"]
     axes = [t["axis"] for t in trials]
-    assert axes[0] == "baseline" and {"engine", "fuse_preprocess", "max_batch_size"} <= set(axes)
+    assert axes[0] == "baseline" and {"engine", "fuse_stages", "max_batch_size"} <= set(axes)
     # Fused (one model, an instance per core) was served and measured too.
-    assert any(t["settings"]["fuse_preprocess"] for t in trials if t["axis"] == "fuse_preprocess")
+    assert any(t["settings"]["fuse_stages"] for t in trials if t["axis"] == "fuse_stages")
     for t in trials:
         assert t["errors"] == 0 and t["images_per_s"] > 0, t
     (chosen,) = [t for t in trials if t["chosen"]]
@@ -74,11 +74,11 @@ def test_tune_writes_its_choice_into_the_file_and_repo_build_serves_it(tmp_path:
         want["dali_threads"],
         want["torch_threads"],
     )
-    assert serving.fuse_preprocess == want["fuse_preprocess"]
+    assert serving.fuse_stages == want["fuse_stages"]
     repo = tmp_path / "repo"
     assert main(["repo", "build", "--file", str(path), "--out", str(repo)]) == 0
-    if want["fuse_preprocess"]:  # one model, holding both stages' params
-        dnn = read_config(repo / "tuned_dnn_fused" / "config.pbtxt")
+    if want["fuse_stages"]:  # one model, holding both stages' params
+        dnn = read_config(repo / "tuned_fused" / "config.pbtxt")
         both = json.loads(dnn.parameters["cvserve_stage"].string_value)
         stage, pre_params = both["dnn"], both["preprocess"]
         assert not (repo / "tuned_preprocess").exists()

@@ -63,25 +63,25 @@ def test_efficiency_with_a_baseline_engine_serves_both_in_one_run(tmp_path: Path
 
 
 def test_efficiency_of_a_fused_pipeline_beside_its_ensemble(tmp_path: Path) -> None:
-    spec = classify("mobilenet_v3_small", max_batch_size=2, fuse_preprocess=True)
+    spec = classify("mobilenet_v3_small", max_batch_size=2, fuse_stages=True)
     baseline = classify("mobilenet_v3_small", max_batch_size=2, name="apart")
     report = bench_efficiency(spec, sizes=[(320, 240)], duration_s=0.5, baseline=baseline)
     (row,) = report["results"]
     assert report["fused"] and not report["baseline_fused"]
     # The stages alone are measured apart; served, the CPU is the fused model's.
     assert row["preprocess_alone"] > 0 and row["dnn_alone"] > 0
-    assert row["served_cpu_ms"]["stub:classify_dnn_fused"] > 0
+    assert row["served_cpu_ms"]["stub:classify_fused"] > 0
     assert "stub:classify_preprocess" not in row["served_cpu_ms"]
     assert row["served_speedup"] == pytest.approx(row["served"] / row["baseline"]["served"])
 
 
 def test_baseline_settings_are_parsed_and_a_bad_one_is_one_line() -> None:
     overrides = setting_overrides(
-        ["fuse_preprocess=false", "dali_threads=2", "engine=torch", "preferred_batch_sizes=4,8"],
+        ["fuse_stages=false", "dali_threads=2", "engine=torch", "preferred_batch_sizes=4,8"],
         "bench efficiency --baseline",
     )
     assert overrides == {
-        "fuse_preprocess": False,
+        "fuse_stages": False,
         "dali_threads": 2,
         "engine": "torch",
         "preferred_batch_sizes": (4, 8),
