@@ -159,9 +159,9 @@ def cmd_bench_efficiency(args: argparse.Namespace) -> int:
     if args.baseline_engine:  # the old default: that engine at full precision
         overrides = {**overrides, "engine": args.baseline_engine, "precision": "fp32"}
     if overrides:
-        baseline = chosen(
-            args, "bench efficiency", **overrides, name=f"{spec.name}_baseline"
-        ).specs[0]
+        baseline = with_chosen_engine(
+            chosen(args, "bench efficiency", **overrides, name=f"{spec.name}_baseline").specs[0]
+        )
     bench_efficiency(
         spec,
         duration_s=args.duration,
@@ -323,7 +323,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--concurrency",
         type=int,
         default=None,
-        help="requests in flight (default: 2 x max batch size)",
+        help="requests in flight (default: max batch size x (DNN instances + 1))",
     )
     efficiency.add_argument(
         "--baseline-engine",

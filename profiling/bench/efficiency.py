@@ -130,6 +130,13 @@ def served_rate(
     return Rate(result.throughput, cpu / images_done), parts
 
 
+def saturating_concurrency(spec: PipelineSpec) -> int:
+    """Requests in flight that keep the served DNN busy: a full batch executing on each instance
+    and one more waiting (``max batch x (instances + 1)``)."""
+    stage = spec.stage_by_role("inference")
+    return stage.batching.max_batch_size * (stage.instances + 1)
+
+
 def _limits(row: dict[str, Any], served: Rate, cores: int, gpu: bool) -> dict[str, float]:
     """The limit (CPU-seconds, or the slower stage on a GPU) and the serial one, for ``row``'s
     stages alone and ``served``."""
@@ -192,7 +199,7 @@ def bench_efficiency(
     console = Console(width=None if sys.stdout.isatty() else 140)
     stages = unfused(spec)  # a fused pipeline's stages alone are its stages apart
     batch = stages.stage_by_role("inference").batching.max_batch_size
-    concurrency = concurrency or 2 * batch
+    concurrency = concurrency or max(saturating_concurrency(s) for s in (spec, baseline) if s)
     gpu = stages.stage_by_role("inference").device == "gpu"
     rows: list[dict[str, Any]] = []
     image_sets = {
