@@ -242,7 +242,8 @@ def image_pipeline(
     """The ``task`` pipeline (classify, segment, detect, depth, identify) around ``arch``.
 
     Options left None come from `serving_defaults` for ``device`` on this machine.
-    ``fuse_stages``: preprocessing and the DNN served as one model (`models.fusion`).
+    ``fuse_stages``: preprocessing, the DNN and postprocessing served as one model
+    (`models.fusion`).
     """
     kind = TASKS[task]
     name = name or task

@@ -640,7 +640,7 @@ def _arch_pipeline(pf: PipelineFile, preprocess: PreprocessSpec | None) -> Pipel
 
 
 def _fused(pf: PipelineFile, spec: PipelineSpec) -> PipelineSpec:
-    """``spec`` with its preprocessing and DNN served as one model when the file says so."""
+    """``spec`` with its stages served as one model (`models.fusion`) when the file says so."""
     if not pf.serving.fuse_stages:
         return spec
     try:

@@ -86,9 +86,8 @@ class PostprocessDecl:
 
 @dataclass(frozen=True)
 class ServingDecl:
-    """Batching, instances, device, threads, engine, whether preprocessing and the DNN are
-    served as one model (``fuse_stages``, CPU only); None: cvserve's defaults for the
-    machine."""
+    """Batching, instances, device, threads, engine, whether the stages are served as one model
+    (``fuse_stages``, CPU only); None: cvserve's defaults for the machine."""
 
     max_batch_size: int | None = None
     instances: int | None = None

@@ -6,7 +6,7 @@
 - `with_devices`: the same pipeline with preprocessing and inference placed on given devices.
 - `with_preprocess_times`: the preprocess stage also returns ``PREPROCESS_TIMES`` (the
   profiler's decode / resize+crop / normalize split; the adapter must support it).
-- `unfused`: a pipeline whose preprocessing and DNN are served as one model
+- `unfused`: a pipeline whose stages are served as one model
   (`models.fusion`) with its stages apart again; every view above starts from it.
 """
 

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from cvserve.deploy.triton_grpc import grpc_client
+from cvserve.models.fusion import FUSED_SUFFIX
 from cvserve.pipelines.spec import PipelineSpec
 from cvserve.pipelines.variants import (
     tensor_input,
@@ -150,6 +151,12 @@ def external_targets(
             config = client.get_model_config(pre, as_json=True)["config"]
             groups = config.get("instance_group", [{}])
             kind = "server-gpu" if groups[0].get("kind") == "KIND_GPU" else "server-cpu"
+        served_as = kind or "nothing (preprocess model not ready)"
+        if kind is None and client.is_model_ready(f"{base.name}{FUSED_SUFFIX}"):
+            served_as = (
+                f"one fused model ({base.name}{FUSED_SUFFIX}), whose stages cannot be told "
+                "apart: serve it with --no-fuse-stages to profile it"
+            )
         for placement in placements:
             if placement == CLIENT_CPU:
                 tensor = tensor_input(base)
@@ -161,10 +168,7 @@ def external_targets(
                 served = with_preprocess_times(base) if split_preprocess else base
                 targets.append(Target.of(placement, served, base))
             else:
-                skipped.append(
-                    f"{placement} skipped: {url} serves {base.name} as "
-                    f"{kind or 'nothing (preprocess model not ready)'}"
-                )
+                skipped.append(f"{placement} skipped: {url} serves {base.name} as {served_as}")
     finally:
         client.close()
     return targets, skipped

@@ -1,8 +1,8 @@
 """`cvserve tune`: the serving settings of a whole pipeline, chosen by short measured runs.
 
-Coordinate descent over `AXES` in order — engine, preprocessing and DNN fused into one model
-or not (`models.fusion`), the DALI/engine thread split, max batch, queue delay, preferred batch
-sizes, instances —: each round serves every untried value of one axis
+Coordinate descent over `AXES` in order — engine, the stages fused into one model or not
+(`models.fusion`), the DALI/engine thread split, max batch, queue delay, preferred batch sizes,
+instances —: each round serves every untried value of one axis
 (the others at the best so far) as variants of the ensemble in one Triton, measures each with
 the same images, and keeps the best for the goal:
 

@@ -136,10 +136,11 @@ def pipeline_name(args: argparse.Namespace, command: str) -> str:
 def class_names(spec: PipelineSpec) -> list[str]:
     """Names of the classes a pipeline's answers index: the file's labels, an architecture's
     (torchvision's where known), else ``class_<i>``."""
+    spec = unfused(spec)
     post = next((s for s in spec.stages if s.role == "postprocess"), None)
     if post is not None and isinstance(post.params, PostprocessParams) and post.params.labels:
         return list(post.params.labels)
-    dnn = unfused(spec).stage_by_role("inference")
+    dnn = spec.stage_by_role("inference")
     if isinstance(dnn.params, DnnParams) and dnn.params.arch:
         from cvserve.models.zoo import class_names as arch_class_names
 
@@ -198,7 +199,8 @@ def add_pipeline_options(
         "--fuse-stages",
         default=None,
         action=argparse.BooleanOptionalAction,
-        help="serve preprocessing and the DNN as one model (CPU; `cvserve tune` measures it)",
+        help="serve preprocessing, the DNN and postprocessing as one model (CPU; `cvserve "
+        "tune` measures whether it pays)",
     )
     parser.add_argument("--score-threshold", type=float, default=None, help="detect: min score")
     parser.add_argument(

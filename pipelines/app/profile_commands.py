@@ -22,6 +22,7 @@ from rich.progress import (
 from cvserve.pipelines.app.pipeline_args import add_file_option, chosen
 from cvserve.pipelines.app.triton_tls_args import add_triton_tls_options
 from cvserve.pipelines.catalog import COMPOSITES, PIPELINES
+from cvserve.pipelines.variants import unfused
 from cvserve.profiling.sweep import run_sweep
 from cvserve.profiling.sweep_plan import (
     DEFAULT_CONCURRENCY,
@@ -82,7 +83,10 @@ def cmd_profile(args: argparse.Namespace) -> int:
         choices = ", ".join(PLACEMENTS)
         console.print(f"unknown --preprocess {sorted(unknown)}; choose from {choices}")
         return 2
-    specs = chosen(args, "profile", **options, **FAN_OUT).specs if over_kafka else []
+    # Profiled with their stages apart (a fused model's time could not be split).
+    specs = []
+    if over_kafka:
+        specs = [unfused(s) for s in chosen(args, "profile", **options, **FAN_OUT).specs]
     config = SweepConfig(
         placements=(served_placement(specs),) if over_kafka else tuple(placements),
         sizes=args.sizes,

@@ -169,7 +169,7 @@ def register(commands: argparse._SubParsersAction, benches: argparse._SubParsers
         "--fuse-to-try",
         default="no,yes",
         choices=("no,yes", "no", "yes", "yes,no"),
-        help="preprocessing and the DNN as one model (yes: one instance per core, one thread "
+        help="the stages as one model (yes: one instance per core, one thread "
         "per stage) or apart (no)",
     )
     tune_parser.add_argument(

@@ -102,7 +102,7 @@ def bench_engines(
         names = [t.name for t in stage.outputs]
         classifier = any(
             s.role == "postprocess" and getattr(s.params, "function", "") == "top_k"
-            for s in spec.stages
+            for s in unfused(spec).stages
         )
         reference_params = dataclasses.replace(params, engine=None, precision="fp32")
         if params.model_format == "onnx":

@@ -24,7 +24,7 @@ from cvserve.pipelines.spec import PipelineSpec
 from cvserve.pipelines.variants import is_fused, unfused
 from cvserve.preprocess.spec import PreprocessSpec
 from cvserve.preprocess.tensors import BOXES, LABELS, META, SCORES
-from cvserve.profiling.sweep_plan import plan_servers
+from cvserve.profiling.sweep_plan import external_targets, plan_servers
 from cvserve.profiling.tune import Space, axis_candidates, settings_of
 
 FILE = """\
@@ -200,3 +200,13 @@ def test_tune_tries_fused_with_an_instance_per_core_and_not_on_a_gpu() -> None:
     assert settings_of(classify("mobilenet_v3_small", **fused))["fuse_stages"]
     gpu = classify("mobilenet_v3_small", device="gpu")
     assert axis_candidates("fuse_stages", settings_of(gpu), Space(), gpu) == []
+
+
+@pytest.mark.server
+def test_profiling_a_running_fused_pipeline_says_why_it_cannot(
+    triton: TritonServer, fused_specs: dict[str, PipelineSpec]
+) -> None:
+    targets, skipped = external_targets(triton.grpc_url, fused_specs["classify"], ["server-cpu"])
+    assert targets == []
+    (line,) = skipped
+    assert "one fused model (fused_classify_fused)" in line and "--no-fuse-stages" in line
