@@ -128,6 +128,12 @@ def split_shares(split: dict[str, Any], models: Sequence[str]) -> dict[str, floa
     return {m: t / whole if whole else 0.0 for m, t in totals.items()}
 
 
+def compute_ms(split: dict[str, Any], models: Sequence[str]) -> float:
+    """Per request, the ms ``models`` spent computing (input, inference, output; no queue)."""
+    phases = ("compute_input", "compute_infer", "compute_output")
+    return sum(split[m]["mean_ms"][p] for m in models for p in phases)
+
+
 def split_difference(a: dict[str, Any], b: dict[str, Any], models: Sequence[str]) -> float:
     """Largest difference of any composing model's share of the time between two runs' splits
     (0.05: five percentage points)."""
@@ -225,6 +231,12 @@ def _summary(
                 "min": min(rates),
                 "max": max(rates),
                 "p50_ms": statistics.median(run["p50_ms"] for run in at if run["client"] == who),
+                # End to end over the server's compute: what serving adds to the work itself.
+                "p50_over_compute": statistics.median(
+                    run["p50_ms"] / compute_ms(run["models"], composing)
+                    for run in at
+                    if run["client"] == who
+                ),
             }
         if both:
             row["ratio"] = row["cvserve"]["median"] / row["perf_analyzer"]["median"]
@@ -243,7 +255,8 @@ def _summary(
 
 def _print_table(console: Console, model: str, summary: list[dict[str, Any]]) -> None:
     table = Table(title=f"cvserve bench loadgen {model}: images/s, median of rounds [min-max]")
-    for column in ("conc", "cvserve", "perf_analyzer", "cvserve / PA", "split diff (max)"):
+    columns = ("conc", "cvserve", "perf_analyzer", "cvserve / PA", "split diff (max)")
+    for column in (*columns, "p50 / compute"):
         table.add_column(column, justify="right")
 
     def cell(stats: dict[str, float] | None) -> str:
@@ -258,5 +271,10 @@ def _print_table(console: Console, model: str, summary: list[dict[str, Any]]) ->
             cell(row.get("perf_analyzer")),
             f"{row['ratio']:.2f}" if "ratio" in row else "-",
             f"{row['split_difference'] * 100:.1f} pp" if "split_difference" in row else "-",
+            " / ".join(
+                f"{row[who]['p50_over_compute']:.2f}"
+                for who in ("cvserve", "perf_analyzer")
+                if who in row
+            ),
         )
     console.print(table)

@@ -12,6 +12,7 @@ import pytest
 from cvserve.deploy.triton import TritonServer
 from cvserve.profiling.bench.loadgen import (
     bench_loadgen,
+    compute_ms,
     input_data,
     perf_analyzer_env,
     split_shares,
@@ -40,12 +41,13 @@ def test_input_data_sends_each_image_as_its_bytes() -> None:
     }
 
 
-def test_shares_of_a_split_sum_to_one() -> None:
+def test_shares_of_a_split_sum_to_one_and_compute_leaves_the_queue_out() -> None:
     split = {
         m: {"mean_ms": {"queue": q, "compute_input": 0, "compute_infer": c, "compute_output": 0}}
         for m, q, c in (("a", 1.0, 3.0), ("b", 0.0, 4.0))
     }
     assert split_shares(split, ["a", "b"]) == {"a": 0.5, "b": 0.5}
+    assert compute_ms(split, ["a", "b"]) == 7.0
 
 
 @pytest.mark.server
@@ -81,6 +83,8 @@ def test_both_clients_drive_the_ensemble_and_split_it_alike(
         assert row["ratio"] == pytest.approx(ours["median"] / pa["median"])
         assert pa["min"] <= pa["median"] <= pa["max"]
         assert 0.0 <= row["split_difference"] <= 1.0
+        # End to end includes the server's compute: p50 over it is at least 1 (a median of runs).
+        assert ours["p50_over_compute"] >= 1.0 and pa["p50_over_compute"] >= 1.0
 
 
 def test_no_server_there_is_one_line() -> None:
