@@ -191,12 +191,13 @@ def test_the_profiler_serves_a_fused_pipeline_with_its_stages_apart() -> None:
     assert not is_fused(served)
 
 
-def test_tune_tries_fused_with_an_instance_per_core_and_not_on_a_gpu() -> None:
+def test_tune_tries_fused_per_core_and_as_threaded_but_not_on_a_gpu() -> None:
     spec = classify("mobilenet_v3_small", max_batch_size=4)
     best = settings_of(spec)
-    apart, fused = axis_candidates("fuse_stages", best, Space(), spec)
+    apart, *both = axis_candidates("fuse_stages", best, Space(), spec)
     assert not apart["fuse_stages"] and apart == best
-    assert fused == {**best, **fused_settings(usable_cores())}
+    fused = {**best, **fused_settings(usable_cores())}  # an instance per core
+    assert fused in both and {**best, "fuse_stages": True} in both  # or as the best is threaded
     assert settings_of(classify("mobilenet_v3_small", **fused))["fuse_stages"]
     gpu = classify("mobilenet_v3_small", device="gpu")
     assert axis_candidates("fuse_stages", settings_of(gpu), Space(), gpu) == []
