@@ -21,6 +21,11 @@ FUSED_ADAPTER = "cvserve.models.triton.fused"
 FUSED_SUFFIX = "_fused"
 
 
+def fused_model_name(pipeline: str) -> str:
+    """The Triton model serving pipeline ``pipeline``'s stages fused."""
+    return f"{pipeline}{FUSED_SUFFIX}"
+
+
 class NotFusable(ValueError):
     """A pipeline whose stages cannot run in one python-backend model."""
 
@@ -84,7 +89,7 @@ def fuse_stages(spec: PipelineSpec) -> PipelineSpec:
         tuple(t.name for t in post.inputs) if post else (),
     )
     fused = StageSpec(
-        name=f"{spec.name}{FUSED_SUFFIX}",
+        name=fused_model_name(spec.name),
         role="inference",
         adapter=FUSED_ADAPTER,
         inputs=pre.inputs,

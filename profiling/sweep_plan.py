@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from cvserve.deploy.triton_grpc import grpc_client
-from cvserve.models.fusion import FUSED_SUFFIX
+from cvserve.models.fusion import fused_model_name
 from cvserve.pipelines.spec import PipelineSpec
 from cvserve.pipelines.variants import (
     tensor_input,
@@ -152,10 +152,11 @@ def external_targets(
             groups = config.get("instance_group", [{}])
             kind = "server-gpu" if groups[0].get("kind") == "KIND_GPU" else "server-cpu"
         served_as = kind or "nothing (preprocess model not ready)"
-        if kind is None and client.is_model_ready(f"{base.name}{FUSED_SUFFIX}"):
+        fused = fused_model_name(base.name)
+        if kind is None and client.is_model_ready(fused):
             served_as = (
-                f"one fused model ({base.name}{FUSED_SUFFIX}), whose stages cannot be told "
-                "apart: serve it with --no-fuse-stages to profile it"
+                f"one fused model ({fused}), whose stages cannot be told apart: serve it with "
+                "--no-fuse-stages to profile it"
             )
         for placement in placements:
             if placement == CLIENT_CPU:
