@@ -23,6 +23,7 @@ from cvserve.pipelines.app.pipeline_args import add_file_option, chosen
 from cvserve.pipelines.app.triton_tls_args import add_triton_tls_options
 from cvserve.pipelines.catalog import COMPOSITES, PIPELINES
 from cvserve.pipelines.variants import unfused
+from cvserve.profiling.bench.hop_records import WARMUP_MAX_MESSAGES
 from cvserve.profiling.sweep import run_sweep
 from cvserve.profiling.sweep_plan import (
     DEFAULT_CONCURRENCY,
@@ -296,6 +297,7 @@ def cmd_bench_kafka(args: argparse.Namespace) -> int:
         latency_messages=args.latency_messages,
         throughput_messages=args.messages,
         warmup_messages=args.warmup_messages,
+        warmup_max_messages=args.warmup_max_messages,
         pipeline=None if args.pipeline == "none" else args.pipeline,
         pipeline_duration_s=args.pipeline_duration,
         out=Path(args.out) if args.out else None,
@@ -433,7 +435,17 @@ def register(commands: argparse._SubParsersAction, benches: argparse._SubParsers
     bench.add_argument("--latency-messages", type=int, default=300)
     bench.add_argument("--messages", type=int, default=1000, help="for throughput")
     bench.add_argument(
-        "--warmup-messages", type=int, default=500, help="sent first, for the broker's JIT"
+        "--warmup-messages",
+        type=int,
+        default=500,
+        help="at least this many sent first (the broker's JIT), then windows until the hop p50 "
+        "is steady",
+    )
+    bench.add_argument(
+        "--warmup-max-messages",
+        type=int,
+        default=WARMUP_MAX_MESSAGES,
+        help="the warm-up's bound when the hop never settles (= --warmup-messages: a fixed count)",
     )
     bench.add_argument(
         "--pipeline",

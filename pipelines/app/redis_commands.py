@@ -270,7 +270,12 @@ def register(commands: Any, benches: Any) -> None:
     bench.add_argument("--size-kb", type=int, default=150)
     bench.add_argument("--messages", type=int, default=300, help="serial hops measured")
     bench.add_argument("--throughput-messages", type=int, default=1000)
-    bench.add_argument("--warmup", type=int, default=500, help="hops before measuring")
+    bench.add_argument(
+        "--warmup",
+        type=int,
+        default=500,
+        help="at least this many hops before measuring, then until the hop p50 is steady",
+    )
     bench.add_argument("--pipeline", default="detect_identify", help="'none': the hops only")
     bench.add_argument("--duration", type=float, default=15.0, help="seconds per worker count")
     bench.add_argument("--out", default=None)

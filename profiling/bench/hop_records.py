@@ -2,10 +2,15 @@
 sends — synthetic JPEGs of a chosen size, addressed to one bench stage, so Kafka and Redis
 Streams carry the same bytes — and the measurement itself, so both report the same figures.
 
-`measure_hop`: one message at a time, each received before the next is sent (``warmup_messages``
-first, then ``latency_messages``), timing the hop from the send stamp to the receive and the
-broker's acknowledgement alone; then ``throughput_messages`` back to back, from the first send to
-the last receive."""
+`measure_hop`: one message at a time, each received before the next is sent (the warm-up first,
+then ``latency_messages``), timing the hop from the send stamp to the receive and the broker's
+acknowledgement alone; then ``throughput_messages`` back to back, from the first send to the last
+receive.
+
+The warm-up (`warm_up`) runs until the hop is steady, not for a fixed count: a KRaft broker's JIT
+compiles its code paths over thousands of records, a follower's later than a leader's (a fresh
+3-broker cluster, 150 KB records, p50 per 200: 11.0, 7.9, 5.7, 4.4, 3.6 … 2.6 after 2,000 … 2.1
+ms after 5,000), so a count that suits one broker measures three half-compiled."""
 
 from __future__ import annotations
 
@@ -13,6 +18,8 @@ import math
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from statistics import median
 from typing import Any
 
 import numpy as np
@@ -25,6 +32,11 @@ from cvserve.preprocess.synthetic import synthetic_image
 BENCH_TOPICS = Topics("bench")
 BENCH_STAGE = "hop"
 SEND_HOP = "bench.send"
+WARMUP_WINDOW = 200  # messages per warm-up window: its p50 is what `steady` compares
+WARMUP_MAX_MESSAGES = 10_000  # the warm-up's bound when the hop never settles
+STEADY_WINDOWS = 5  # windows in a row that must not beat the best before them ...
+STEADY_TOLERANCE = 0.05  # ... by more than this fraction,
+STEADY_BAND = 0.25  # ... and whose median is within this fraction above the best of all
 
 
 def jpeg_near(target_bytes: int, seed: int) -> bytes:
@@ -53,20 +65,31 @@ def send_ns(message: Message) -> int:
     return next(h.t_ns for h in reversed(message.trace.hops) if h.label == SEND_HOP)
 
 
+@dataclass(frozen=True)
+class Received:
+    """One bench message as the receiver saw it: when it arrived and when it was sent (wall
+    clock ns), and its value's size. Not the message: a warm-up of thousands of 150 KB values
+    kept in memory was the bench's own growing cost."""
+
+    at_ns: int
+    sent_ns: int
+    value_bytes: int
+
+
 class HopReceiver(threading.Thread):
     """Reads the bench stream or topic on a thread of its own (`run`, in each broker's
-    subclass, until `stop` is set) and keeps (receive ns, message) pairs in arrival order."""
+    subclass, until `stop` is set) and keeps a `Received` per message in arrival order."""
 
     def __init__(self) -> None:
         super().__init__(daemon=True)
-        self.received: list[tuple[int, Message]] = []
+        self.received: list[Received] = []
         self.arrived = threading.Condition()
         self.stop = threading.Event()
 
     def add(self, now_ns: int, messages: list[Message]) -> None:
-        """Keep ``messages``, all received at ``now_ns``; wakes `wait_for`."""
+        """Note ``messages``, all received at ``now_ns``; wakes `wait_for`."""
         with self.arrived:
-            self.received += [(now_ns, m) for m in messages]
+            self.received += [Received(now_ns, send_ns(m), len(m.value)) for m in messages]
             self.arrived.notify_all()
 
     def wait_for(self, count: int, timeout_s: float) -> None:
@@ -87,7 +110,42 @@ def _one_at_a_time(
         acks_ms.append((time.perf_counter() - start) * 1e3)
         receiver.wait_for(base + n + 1, 30)
     hops = receiver.received[base : base + count]
-    return np.array([(t - send_ns(m)) / 1e6 for t, m in hops]), np.array(acks_ms)
+    return np.array([(r.at_ns - r.sent_ns) / 1e6 for r in hops]), np.array(acks_ms)
+
+
+def steady(window_p50s_ms: list[float]) -> bool:
+    """Whether the warm-up has settled: the last `STEADY_WINDOWS` windows all failed to beat the
+    best p50 before them by more than `STEADY_TOLERANCE` (no longer getting faster: a one-window
+    dip is noise, not compiled code), and their median is within `STEADY_BAND` of the best
+    window (not stuck slower than the broker has been: a hot method deoptimised and waiting for
+    a busy JIT to compile it again — seen on a TLS cluster, 3.7 then 7–9 ms a window)."""
+    if len(window_p50s_ms) <= STEADY_WINDOWS:
+        return False
+    recent = window_p50s_ms[-STEADY_WINDOWS:]
+    best_before = min(window_p50s_ms[:-STEADY_WINDOWS])
+    no_longer_faster = min(recent) >= (1 - STEADY_TOLERANCE) * best_before
+    return no_longer_faster and median(recent) <= (1 + STEADY_BAND) * min(window_p50s_ms)
+
+
+def warm_up(
+    receiver: HopReceiver,
+    send_and_wait_ack: Callable[[int], object],
+    min_messages: int,
+    max_messages: int,
+) -> tuple[np.ndarray, list[float]]:
+    """Hops one at a time, in windows of `WARMUP_WINDOW`: at least ``min_messages``, then until
+    `steady` or ``max(min_messages, max_messages)`` in all. Returns every warm-up hop (ms) and
+    each window's p50 (ms)."""
+    limit = max(min_messages, max_messages)
+    hops: list[np.ndarray] = []
+    window_p50s: list[float] = []
+    sent = 0
+    while sent < limit and not (sent >= min_messages and steady(window_p50s)):
+        window, _ = _one_at_a_time(receiver, send_and_wait_ack, min(WARMUP_WINDOW, limit - sent))
+        hops.append(window)
+        window_p50s.append(round(float(np.percentile(window, 50)), 3))
+        sent += len(window)
+    return (np.concatenate(hops) if hops else np.array([])), window_p50s
 
 
 def measure_hop(
@@ -98,14 +156,18 @@ def measure_hop(
     throughput_messages: int,
     warmup_messages: int,
     send_burst: Callable[[int], object] | None = None,
+    warmup_max_messages: int = WARMUP_MAX_MESSAGES,
 ) -> dict[str, Any]:
     """One broker hop measured (see the module): the row of figures every hop benchmark reports.
 
     ``send_and_wait_ack(n)`` sends `bench_message` ``n`` of ``images`` and returns once the broker
     acknowledged it; ``send_burst(count)`` sends messages 0 to ``count - 1`` back to back and
     returns once all are acknowledged (None: `send_and_wait_ack` each in turn). ``receiver``
-    (started) receives them."""
-    warmup_ms, _ = _one_at_a_time(receiver, send_and_wait_ack, warmup_messages)
+    (started) receives them. The warm-up: `warm_up` from ``warmup_messages`` to
+    ``warmup_max_messages`` (0 and 0: none)."""
+    warmup_ms, window_p50s = warm_up(
+        receiver, send_and_wait_ack, warmup_messages, warmup_max_messages
+    )
     latencies_ms, acks_ms = _one_at_a_time(receiver, send_and_wait_ack, latency_messages)
 
     base = len(receiver.received)
@@ -118,12 +180,14 @@ def measure_hop(
     acked_s = (time.time_ns() - start) / 1e9
     receiver.wait_for(base + throughput_messages, 120)
     burst = receiver.received[base : base + throughput_messages]
-    elapsed_s = (max(t for t, _ in burst) - start) / 1e9
-    total_bytes = sum(len(m.value) for _, m in burst)
+    elapsed_s = (max(r.at_ns for r in burst) - start) / 1e9
+    total_bytes = sum(r.value_bytes for r in burst)
     return {
         "message_bytes_mean": int(np.mean([len(i) for i in images])),
-        "warmup_messages": warmup_messages,
-        "warmup_p50_ms": round(float(np.percentile(warmup_ms, 50)), 3) if warmup_messages else None,
+        "warmup_messages": len(warmup_ms),
+        "warmup_p50_ms": round(float(np.percentile(warmup_ms, 50)), 3) if len(warmup_ms) else None,
+        "warmup_window_p50_ms": window_p50s,
+        "warmup_steady": steady(window_p50s),
         "latency_messages": latency_messages,
         "p50_ms": round(float(np.percentile(latencies_ms, 50)), 3),
         "p99_ms": round(float(np.percentile(latencies_ms, 99)), 3),

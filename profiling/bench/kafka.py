@@ -2,9 +2,9 @@
 
 A hop is producer `produce` → broker (acks=all) → consumer `consume`, with cvserve's clients
 (`broker.clients`) and schema on both ends. Latency: one message at a time, each waited for
-(p50/p99 over ``latency_messages``), after ``warmup_messages`` (a fresh broker's JVM needs a few
-hundred records before its code is compiled: the warm-up's p50 is reported too); the producer's
-acknowledgement time alone is reported beside it.
+(p50/p99 over ``latency_messages``), after a warm-up until the hop is steady (a fresh broker's JVM
+compiles its code over thousands of records: `hop_records.warm_up`; its p50 per window is
+reported too); the producer's acknowledgement time alone is reported beside it.
 Throughput: ``throughput_messages`` sent back to back; msgs/s and MB/s from the first send to
 the last receive. Messages are synthetic JPEGs of about ``size_kb`` KB. The measurement is
 `hop_records.measure_hop`, the Redis Streams hop's too (`bench.redis_hop`).
@@ -44,6 +44,7 @@ from cvserve.deploy.kafka_cluster import KafkaCluster
 from cvserve.profiling.bench.hop_records import (
     BENCH_STAGE,
     BENCH_TOPICS,
+    WARMUP_MAX_MESSAGES,
     HopReceiver,
     bench_images,
     bench_message,
@@ -51,6 +52,7 @@ from cvserve.profiling.bench.hop_records import (
 )
 from cvserve.profiling.bench.hop_records import jpeg_near as jpeg_near  # where tests find it
 from cvserve.profiling.machine import machine_info, write_report
+from cvserve.profiling.quiet import wait_until_quiet
 
 
 class _Receiver(HopReceiver):
@@ -79,6 +81,7 @@ def measure(
     latency_messages: int,
     throughput_messages: int,
     warmup_messages: int = 500,
+    warmup_max_messages: int = WARMUP_MAX_MESSAGES,
 ) -> dict[str, Any]:
     """One Kafka hop on the cluster at ``bootstrap`` (acks=all): `hop_records.measure_hop`."""
     topic = BENCH_TOPICS.stage_in(BENCH_STAGE)
@@ -107,6 +110,7 @@ def measure(
             throughput_messages,
             warmup_messages,
             send_burst=send_burst,
+            warmup_max_messages=warmup_max_messages,
         )
     finally:
         producer.flush(10)
@@ -148,6 +152,15 @@ def client_config(path: Path | None) -> Iterator[None]:
             os.environ[CLIENT_CONFIG_ENV] = before
 
 
+def settle() -> float:
+    """Before each setup's measurement: the log pages the setups before wrote are flushed now
+    (not in this one's hops) and the machine goes quiet (their JVMs compile what their burst made
+    hot for tens of seconds after it: a TLS cluster measured meanwhile read 8–9 ms a hop, 3 ms
+    later). The seconds it waited."""
+    os.sync()
+    return wait_until_quiet()
+
+
 def summarize_rounds(rounds: list[dict[str, Any]]) -> dict[str, Any]:
     """The median of each figure over ``rounds`` (one `measure` each), with its min and max."""
     summary: dict[str, Any] = {"rounds": len(rounds), "per_round": rounds}
@@ -160,11 +173,20 @@ def summarize_rounds(rounds: list[dict[str, Any]]) -> dict[str, Any]:
     return summary
 
 
+def _warm_up(first_round: dict[str, Any]) -> str:
+    """The warm-up of a setup's first round: messages sent, and whether the hop had settled."""
+    count = first_round["warmup_messages"]
+    return f"{count}" if first_round.get("warmup_steady") or not count else f"{count}, not steady"
+
+
 def hops_table(rows: dict[str, dict[str, Any]], size_kb: int) -> Table:
     """One row per broker setup: medians over rounds, min–max beside each latency."""
     rounds = max(row["rounds"] for row in rows.values())
     table = Table(title=f"One broker hop, {size_kb} KB JPEGs, loopback (median of {rounds} rounds)")
-    for column in ("broker", "p50 ms", "p99 ms", "ack p50 ms", "msgs/s", "MB/s", "vs 1st p50"):
+    for column in (
+        *("broker", "p50 ms", "p99 ms", "ack p50 ms", "msgs/s", "MB/s"),
+        *("vs 1st p50", "warm-up"),
+    ):
         table.add_column(column, justify="left" if column == "broker" else "right")
     first = next(iter(rows.values()))["p50_ms"]
 
@@ -181,6 +203,7 @@ def hops_table(rows: dict[str, dict[str, Any]], size_kb: int) -> Table:
             f"{row['msgs_per_s']:.0f}",
             f"{row['mb_per_s']:.0f}",
             f"{row['p50_ms'] / first:.2f}",
+            _warm_up(row["per_round"][0]),
         )
     return table
 
@@ -198,14 +221,16 @@ def bench_kafka(
     with_redis: bool = False,
     rounds: int = 3,
     heap_mb: int = 384,
+    warmup_max_messages: int = WARMUP_MAX_MESSAGES,
 ) -> dict[str, Any]:
     """Measure one hop on the cluster at ``bootstrap`` (with the configured client settings), or
-    on each of ``setups`` started here (and a Redis server with ``with_redis``), all running at
-    once and measured in turn, ``rounds`` times (the first round after ``warmup_messages``);
-    then (unless ``pipeline`` is None) that multi-DNN pipeline across the first broker with 1
-    vs 2 workers per stage (`bench_broker.bench_broker_pipeline`), and with ``with_redis`` the
-    same across Redis Streams. Print tables, write one JSON (``out`` or
-    ``runs/bench-kafka-<time>.json``)."""
+        on each of ``setups`` started here (and a Redis server with ``with_redis``), all running at
+        once and measured in turn, ``rounds`` times (the first round after a warm-up of
+    ``warmup_messages`` to ``warmup_max_messages``, until steady: `hop_records.warm_up`);
+        then (unless ``pipeline`` is None) that multi-DNN pipeline across the first broker with 1
+        vs 2 workers per stage (`bench_broker.bench_broker_pipeline`), and with ``with_redis`` the
+        same across Redis Streams. Print tables, write one JSON (``out`` or
+        ``runs/bench-kafka-<time>.json``)."""
     console = Console(width=None if sys.stdout.isatty() else 140)
     rows: dict[str, dict[str, Any]] = {}
     with contextlib.ExitStack() as stack:
@@ -248,18 +273,20 @@ def bench_kafka(
         if redis_url:
             measured[REDIS_LABEL] = []
         for n in range(rounds):
-            warmup = warmup_messages if n == 0 else 0
+            warmup = (warmup_messages, warmup_max_messages) if n == 0 else (0, 0)
             for label, (address, settings) in targets.items():
+                quiet_s = settle()
                 with clients(settings):
-                    measured[label].append(
-                        measure(address, size_kb, latency_messages, throughput_messages, warmup)
-                    )
+                    row = measure(address, size_kb, latency_messages, throughput_messages, *warmup)
+                measured[label].append({**row, "quiet_wait_s": quiet_s})
             if redis_url:
                 from cvserve.profiling.bench.redis_hop import measure_redis
 
-                measured[REDIS_LABEL].append(
-                    measure_redis(redis_url, size_kb, latency_messages, throughput_messages, warmup)
+                quiet_s = settle()
+                row = measure_redis(
+                    redis_url, size_kb, latency_messages, throughput_messages, *warmup
                 )
+                measured[REDIS_LABEL].append({**row, "quiet_wait_s": quiet_s})
             console.print(f"round {n + 1} of {rounds} measured")
         rows = {label: summarize_rounds(results) for label, results in measured.items()}
         console.print(hops_table(rows, size_kb))

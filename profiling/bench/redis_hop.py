@@ -4,10 +4,10 @@ compared brokers between two DNNs (`cvserve bench kafka --with redis` puts both 
 A Redis hop is XADD → server → XREAD (blocking, no group) of a schema-v1 record of a synthetic
 JPEG of about ``size_kb`` KB (`profiling.bench.hop_records.jpeg_near`, the Kafka hop's images), with
 cvserve's schema on both ends (`broker.redis_streams`). Latency: one message at a time, each
-received before the next is sent, after ``warmup_messages``; the XADD reply time is the
-"producer acknowledgement" (the server has the entry, in memory: the local server keeps no
-disk copy, where Kafka's acks=all means written by every in-sync replica). Throughput:
-``throughput_messages`` sent back to back, from the first send to the last receive.
+received before the next is sent, after a warm-up until steady (`hop_records.warm_up`); the
+XADD reply time is the "producer acknowledgement" (the server has the entry, in memory: the
+local server keeps no disk copy, where Kafka's acks=all means written by every in-sync replica).
+Throughput: ``throughput_messages`` sent back to back, from the first send to the last receive.
 `measure_redis` and `profiling.bench.kafka.measure` are both `hop_records.measure_hop`: one
 table holds both.
 """
@@ -30,6 +30,7 @@ from cvserve.deploy.redis import RedisServer
 from cvserve.profiling.bench.hop_records import (
     BENCH_STAGE,
     BENCH_TOPICS,
+    WARMUP_MAX_MESSAGES,
     HopReceiver,
     bench_images,
     bench_message,
@@ -68,6 +69,7 @@ def measure_redis(
     latency_messages: int,
     throughput_messages: int,
     warmup_messages: int = 500,
+    warmup_max_messages: int = WARMUP_MAX_MESSAGES,
 ) -> dict[str, Any]:
     """One Redis Streams hop on the server at ``url``: the keys of `bench.kafka.measure`."""
     stream = BENCH_TOPICS.stage_in(BENCH_STAGE)
@@ -82,7 +84,13 @@ def measure_redis(
 
     try:
         return measure_hop(
-            receiver, send, images, latency_messages, throughput_messages, warmup_messages
+            receiver,
+            send,
+            images,
+            latency_messages,
+            throughput_messages,
+            warmup_messages,
+            warmup_max_messages=warmup_max_messages,
         )
     finally:
         receiver.stop.set()

@@ -48,9 +48,10 @@ def test_no_redis_server_is_one_line_naming_the_package(monkeypatch) -> None:
 
 
 def test_redis_hop_measures_the_keys_of_the_kafka_hop(redis_server: RedisServer) -> None:
-    row = measure_redis(redis_server.url, 20, 20, 20, warmup_messages=5)
+    row = measure_redis(redis_server.url, 20, 20, 20, warmup_messages=5, warmup_max_messages=5)
     assert set(row) == {
-        "message_bytes_mean", "warmup_messages", "warmup_p50_ms", "latency_messages", "p50_ms",
+        "message_bytes_mean", "warmup_messages", "warmup_p50_ms", "warmup_window_p50_ms",
+        "warmup_steady", "latency_messages", "p50_ms",
         "p99_ms", "max_ms", "produce_ack_p50_ms", "throughput_messages", "msgs_per_s",
         "mb_per_s", "produce_acked_msgs_per_s",
     }  # fmt: skip

@@ -1,4 +1,5 @@
-"""onnxruntime sessions as the served DNN stage opens them (`models.runners.onnx_session`)."""
+"""The DNN engines as the served DNN stage opens them (`models.runners`): onnxruntime sessions,
+OpenVINO properties."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cvserve.models.runners import onnx_runner, onnx_session
+from cvserve.models import runners
+from cvserve.models.runners import onnx_runner, onnx_session, openvino_config, openvino_runner
 
 
 def tiny_onnx(path: Path) -> Path:
@@ -37,3 +39,19 @@ def test_runner_returns_every_output_for_a_batch(tmp_path: Path) -> None:
     run = onnx_runner(str(tiny_onnx(tmp_path / "tiny.onnx")), threads=2)
     (y,) = run(np.ones((3, 3, 8, 8), np.float32))
     assert y.shape == (3, 4, 6, 6) and y.dtype == np.float32
+
+
+def test_openvino_pins_its_threads_only_when_they_span_every_core(monkeypatch) -> None:
+    monkeypatch.setattr(runners, "usable_cores", lambda: 2)
+    assert openvino_config(2, "bf16") == {
+        "INFERENCE_PRECISION_HINT": "bf16", "INFERENCE_NUM_THREADS": 2, "ENABLE_CPU_PINNING": True,
+    }  # fmt: skip
+    one_of_two = openvino_config(1, "fp32")  # another instance shares the machine
+    assert one_of_two["ENABLE_CPU_PINNING"] is False
+    assert one_of_two["INFERENCE_PRECISION_HINT"] == "f32"
+
+
+def test_openvino_runner_compiles_with_those_properties(tmp_path: Path) -> None:
+    run, precision = openvino_runner(str(tiny_onnx(tmp_path / "tiny.onnx")), 1, "fp32")
+    (out,) = run(np.ones((2, 3, 8, 8), np.float32))
+    assert precision == "fp32" and out.shape == (2, 4, 6, 6)

@@ -28,10 +28,12 @@ def test_jpeg_near_hits_the_requested_size() -> None:
 
 def test_hop_measurement_is_consistent(kafka: KafkaBroker) -> None:
     row = measure(
-        kafka.bootstrap, size_kb=20, latency_messages=12, throughput_messages=30, warmup_messages=5
-    )
+        kafka.bootstrap, size_kb=20, latency_messages=12, throughput_messages=30,
+        warmup_messages=5, warmup_max_messages=5,
+    )  # fmt: skip
     assert row["latency_messages"] == 12 and row["throughput_messages"] == 30
     assert row["warmup_messages"] == 5 and row["warmup_p50_ms"] > 0
+    assert len(row["warmup_window_p50_ms"]) == 1 and row["warmup_steady"] is False
     assert row["produce_ack_p50_ms"] > 0 and 0 < row["p50_ms"] <= row["p99_ms"] <= row["max_ms"]
     assert row["message_bytes_mean"] == pytest.approx(20_000, rel=0.1)
     mb_per_s = row["msgs_per_s"] * row["message_bytes_mean"] / 1e6
@@ -59,7 +61,7 @@ def test_bench_measures_every_setup_in_alternating_rounds(tmp_path: Path) -> Non
     out = tmp_path / "bench.json"
     report = bench_kafka(
         size_kb=20, latency_messages=8, throughput_messages=16, warmup_messages=4,
-        pipeline=None, out=out, setups=setups, with_redis=True, rounds=2,
+        warmup_max_messages=4, pipeline=None, out=out, setups=setups, with_redis=True, rounds=2,
     )  # fmt: skip
     rows = report["results"]
     assert list(rows) == ["plain", "sasl-tls", REDIS_LABEL]
@@ -81,7 +83,8 @@ def test_bench_without_redis_server_skips_the_comparison_with_a_line(
     monkeypatch.setenv("PATH", str(tmp_path))  # no redis-server there (the broker runs already)
     report = bench_kafka(
         bootstrap=kafka.bootstrap, size_kb=20, latency_messages=5, throughput_messages=10,
-        warmup_messages=2, pipeline=None, out=tmp_path / "b.json", with_redis=True, rounds=1,
+        warmup_messages=2, warmup_max_messages=2, pipeline=None, out=tmp_path / "b.json",
+        with_redis=True, rounds=1,
     )  # fmt: skip
     assert list(report["results"]) == [kafka.bootstrap]  # Kafka measured, Redis not
     assert "Redis Streams skipped: redis-server not found" in capsys.readouterr().out
