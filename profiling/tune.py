@@ -140,9 +140,9 @@ def axis_candidates(axis: str, best: Settings, space: Space, spec: PipelineSpec)
     if axis == "fuse_stages":
         if fusable(unfused(spec)):
             return []  # why is in `models.fusion.fusable`; nothing to try
-        # Fused, an instance per core (a light DNN), and fused as the best is threaded (a heavy
-        # DNN's engine wants every core: resnet50 bf16 served 120-123 img/s fused 2 + 2 x 1,
-        # 83-84 fused 1 + 1 x 2, 115-116 apart).
+        # Fused, an instance per core (a light DNN, or one whose engine does not scale across
+        # cores: resnet50 bf16 served 141 img/s fused 1 + 1 x 2, 123 fused 2 + 2 x 1, 107
+        # apart), and fused as the best is threaded (a heavy DNN's engine wants every core).
         fused = [{**best, **fused_settings(usable_cores())}, {**best, "fuse_stages": True}]
         values = [c for f in space.fuse for c in (fused if f else [{**best, "fuse_stages": False}])]
         return [c for i, c in enumerate(values) if c not in values[:i]]
@@ -287,10 +287,16 @@ def tune(
     return best_settings, trials
 
 
+def _engine(s: Settings) -> str:
+    """The engine, and its precision where it is reduced (``openvino bf16``)."""
+    precision = s.get("precision")
+    return f"{s['engine']} {precision}" if precision and precision != "fp32" else str(s["engine"])
+
+
 def _describe(s: Settings) -> str:
     preferred = ",".join(str(b) for b in s["preferred_batch_sizes"]) or "-"
     return (
-        f"{s['engine']}{' fused' if s.get('fuse_stages') else ''} "
+        f"{_engine(s)}{' fused' if s.get('fuse_stages') else ''} "
         f"threads {s['dali_threads']}+{s['torch_threads']} batch "
         f"{s['max_batch_size']} delay {s['max_queue_delay_us']}us preferred {preferred} "
         f"x{s['instances']}"
@@ -319,7 +325,7 @@ def report_tuning(
         s = t.settings
         table.add_row(
             t.axis,
-            str(s["engine"]),
+            _engine(s),
             "yes" if s.get("fuse_stages") else "no",
             f"{s['dali_threads']}+{s['torch_threads']}",
             str(s["max_batch_size"]),

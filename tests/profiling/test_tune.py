@@ -11,7 +11,7 @@ import pytest
 from cvserve.models.repository.config import read_config
 from cvserve.pipelines.app.cli import main
 from cvserve.pipelines.pipeline_file import load_file
-from cvserve.profiling.tune import MARGIN, thread_splits
+from cvserve.profiling.tune import MARGIN, Goal, Trial, report_tuning, thread_splits
 
 FILE = """\
 # tuned by the test
@@ -32,6 +32,22 @@ def test_thread_splits_try_each_stage_alone_on_every_core() -> None:
     assert set(thread_splits(2)) == {(2, 2), (1, 1), (1, 2), (2, 1)}
     assert {(16, 1), (1, 16), (8, 8), (16, 16)} == set(thread_splits(16))
     assert thread_splits(1) == ((1, 1),)
+
+
+def test_the_table_names_a_reduced_precision_beside_its_engine(tmp_path: Path, capsys) -> None:
+    base = {
+        "engine": "openvino", "precision": "bf16", "max_batch_size": 8, "max_queue_delay_us": 0,
+        "preferred_batch_sizes": (), "instances": 1, "dali_threads": 2, "torch_threads": 2,
+        "fuse_stages": False,
+    }  # fmt: skip
+    trials = [
+        Trial(base, "baseline", 107.0, 214.7, 329.7, 0, True, 107.0),
+        Trial({**base, "precision": "fp32"}, "engine", 30.5, 762.4, 1026.5, 0, True, 30.5),
+    ]
+    report_tuning("classify", Goal(), base, trials, (640, 480), 4.0, "-", tmp_path / "t.json")
+    rows = [line for line in capsys.readouterr().out.splitlines() if "img" not in line]
+    assert any("openvino bf16" in r and "107.0" in r for r in rows)
+    assert any("openvino " in r and "bf16" not in r and "30.5" in r for r in rows)
 
 
 def test_a_goal_without_what_it_needs_is_one_line(tmp_path: Path) -> None:

@@ -26,9 +26,11 @@ def test_steady_needs_windows_that_no_longer_beat_the_best() -> None:
     assert steady(flat)
     assert not steady(flat[:-1] + [2.7])  # the last window beat the best by 10 %
     assert not steady([3.0] * STEADY_WINDOWS)  # nothing before them to compare with
-    regressed = [10.0, 5.0, 3.7, 8.2, 7.6, 7.3, 7.9, 8.0]  # slower than it has been: not yet
+    regressed = [10.0, 5.0, 3.8, 3.7, 3.9, 3.6, 3.8, 8.2, 7.6, 7.3, 7.9, 8.0]  # slower than it was
     assert not steady(regressed)
     assert steady([*regressed, 3.9, 3.8, 4.0, 3.7, 3.9])  # back within the band of the best
+    lucky = [0.8, 0.43, 0.43, 0.28, 0.39, 0.41, 0.42, 0.41, 0.43, 0.42]  # one window at 0.28
+    assert steady(lucky)
 
 
 class _Scripted(HopReceiver):
