@@ -1,6 +1,6 @@
-"""Wait for the machine to go quiet before a measurement: what the setup measured before left
-running (a JVM's JIT compiling the code a burst made hot, the kernel writing its log pages back)
-is not charged to the next one. Linux `/proc/stat`; elsewhere nothing is waited for."""
+"""Wait for the machine to go quiet before a measurement, so that whatever the setup measured
+before left running is not charged to the next one. Linux `/proc/stat`; elsewhere nothing is
+waited for."""
 
 from __future__ import annotations
 

@@ -68,8 +68,8 @@ def send_ns(message: Message) -> int:
 @dataclass(frozen=True)
 class Received:
     """One bench message as the receiver saw it: when it arrived and when it was sent (wall
-    clock ns), and its value's size. Not the message: a warm-up of thousands of 150 KB values
-    kept in memory was the bench's own growing cost."""
+    clock ns), and its value's size. Not the message: a warm-up of up to 10,000 150 KB values
+    would hold 1.5 GB."""
 
     at_ns: int
     sent_ns: int
@@ -118,8 +118,8 @@ def steady(window_p50s_ms: list[float]) -> bool:
     best p50 before them by more than `STEADY_TOLERANCE` (no longer getting faster: a one-window
     dip is noise, not compiled code), and their median is within `STEADY_BAND` of the lowest
     median of any `STEADY_WINDOWS` windows in a row (not stuck slower than the broker has been:
-    a hot method deoptimised and waiting for a busy JIT to compile it again — seen on a TLS
-    cluster, 3.7 then 7–9 ms a window; medians, so that one lucky window sets no bar)."""
+    a TLS cluster read 3.7 then 7–9 ms a window while the VM backed new page-cache memory;
+    medians, so that one lucky window sets no bar)."""
     k = STEADY_WINDOWS
     if len(window_p50s_ms) <= k:
         return False

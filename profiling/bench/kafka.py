@@ -153,10 +153,9 @@ def client_config(path: Path | None) -> Iterator[None]:
 
 
 def settle() -> float:
-    """Before each setup's measurement: the log pages the setups before wrote are flushed now
-    (not in this one's hops) and the machine goes quiet (their JVMs compile what their burst made
-    hot for tens of seconds after it: a TLS cluster measured meanwhile read 8–9 ms a hop, 3 ms
-    later). The seconds it waited."""
+    """Before each setup's measurement: the log pages the setups before wrote are written back
+    now, not during this one's hops (the disk wrote 0.3–1.7 GB bursts during later setups), and
+    the machine is waited for until quiet (`profiling.quiet`). The seconds it waited."""
     os.sync()
     return wait_until_quiet()
 
@@ -183,10 +182,8 @@ def hops_table(rows: dict[str, dict[str, Any]], size_kb: int) -> Table:
     """One row per broker setup: medians over rounds, min–max beside each latency."""
     rounds = max(row["rounds"] for row in rows.values())
     table = Table(title=f"One broker hop, {size_kb} KB JPEGs, loopback (median of {rounds} rounds)")
-    for column in (
-        *("broker", "p50 ms", "p99 ms", "ack p50 ms", "msgs/s", "MB/s"),
-        *("vs 1st p50", "warm-up"),
-    ):
+    columns = ["broker", "p50 ms", "p99 ms", "ack p50 ms", "msgs/s", "MB/s", "vs 1st p50"]
+    for column in [*columns, "warm-up"]:
         table.add_column(column, justify="left" if column == "broker" else "right")
     first = next(iter(rows.values()))["p50_ms"]
 
@@ -224,13 +221,13 @@ def bench_kafka(
     warmup_max_messages: int = WARMUP_MAX_MESSAGES,
 ) -> dict[str, Any]:
     """Measure one hop on the cluster at ``bootstrap`` (with the configured client settings), or
-        on each of ``setups`` started here (and a Redis server with ``with_redis``), all running at
-        once and measured in turn, ``rounds`` times (the first round after a warm-up of
-    ``warmup_messages`` to ``warmup_max_messages``, until steady: `hop_records.warm_up`);
-        then (unless ``pipeline`` is None) that multi-DNN pipeline across the first broker with 1
-        vs 2 workers per stage (`bench_broker.bench_broker_pipeline`), and with ``with_redis`` the
-        same across Redis Streams. Print tables, write one JSON (``out`` or
-        ``runs/bench-kafka-<time>.json``)."""
+    on each of ``setups`` started here (and a Redis server with ``with_redis``), all running at
+    once and measured in turn, ``rounds`` times (the first round after a warm-up of
+    ``warmup_messages`` to ``warmup_max_messages``, until steady: `hop_records.warm_up`); then
+    (unless ``pipeline`` is None) that multi-DNN pipeline across the first broker with 1 vs 2
+    workers per stage (`bench_broker.bench_broker_pipeline`), and with ``with_redis`` the same
+    across Redis Streams. Print tables, write one JSON (``out`` or
+    ``runs/bench-kafka-<time>.json``)."""
     console = Console(width=None if sys.stdout.isatty() else 140)
     rows: dict[str, dict[str, Any]] = {}
     with contextlib.ExitStack() as stack:
