@@ -12,7 +12,7 @@ producers an acknowledged record is on two brokers whenever the cluster has two.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,8 +65,10 @@ def ensure_topics(
     partitions: int = DEFAULT_PARTITIONS,
     limits: MessageLimits = LIMITS,
     timeout_s: float = 30.0,
+    config: Mapping[str, str] | None = None,
 ) -> list[str]:
-    """Create those of ``names`` that do not exist (sized for images); returns the created."""
+    """Create those of ``names`` that do not exist (sized for images, plus the topic configs in
+    ``config``); returns the created."""
     from confluent_kafka import KafkaError, KafkaException
     from confluent_kafka.admin import NewTopic
 
@@ -78,7 +80,7 @@ def ensure_topics(
     if not missing:
         return []
     replicas, min_isr = replication_for(len(admin.list_topics(timeout=timeout_s).brokers))
-    config = {**limits.topic_config(), "min.insync.replicas": str(min_isr)}
+    config = {**limits.topic_config(), "min.insync.replicas": str(min_isr), **(config or {})}
     futures = admin.create_topics(
         [NewTopic(n, partitions, replicas, config=config) for n in missing],
         operation_timeout=timeout_s,

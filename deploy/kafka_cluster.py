@@ -41,7 +41,8 @@ CLIENT_PROPERTIES = "client.properties"
 class KafkaCluster:
     """``brokers`` local Kafka nodes in ``state_dir`` (``secure``: SASL/SCRAM over TLS,
     ``mutual_tls``: clients also present a certificate). ``port``: the first node's client port
-    (default free). Use as a context manager or `start` / `stop`."""
+    (default free). ``extra_properties``: ``server.properties`` entries of every node. Use as a
+    context manager or `start` / `stop`."""
 
     state_dir: Path = field(default_factory=default_state_dir)
     brokers: int = 1
@@ -51,6 +52,7 @@ class KafkaCluster:
     secure: bool = False
     mutual_tls: bool = False
     port: int | None = None
+    extra_properties: dict[str, str] = field(default_factory=dict)
     nodes: list[KafkaBroker] = field(default_factory=list, init=False)
 
     def __post_init__(self) -> None:
@@ -80,6 +82,7 @@ class KafkaCluster:
                 node_id=n,
                 brokers=self.brokers,
                 security=security,
+                extra_properties=self.extra_properties,
             )
             for n in range(1, self.brokers + 1)
         ]

@@ -41,6 +41,7 @@ from cvserve.broker.topics import ensure_topics
 from cvserve.deploy.kafka import kafka_version
 from cvserve.deploy.kafka_client_config import CLIENT_CONFIG_ENV
 from cvserve.deploy.kafka_cluster import KafkaCluster
+from cvserve.deploy.kafka_limits import MIB
 from cvserve.profiling.bench.hop_records import (
     BENCH_STAGE,
     BENCH_TOPICS,
@@ -53,6 +54,24 @@ from cvserve.profiling.bench.hop_records import (
 from cvserve.profiling.bench.hop_records import jpeg_near as jpeg_near  # where tests find it
 from cvserve.profiling.machine import machine_info, write_report
 from cvserve.profiling.quiet import wait_until_quiet
+
+# The bench topic keeps a bounded log, as the Redis hop trims what it read. A run writes GBs (up
+# to 10,000 warm-up records of 150 KB per setup, three times over with RF 3); a page cache grown
+# by GBs made this VM slow at every later hop (runs went from 1.0 / 3.0 ms to 3.3 / 9 ms for one /
+# three brokers within a round: first touches of memory the host had not backed cost 24–60 µs a
+# 4 KB page). One partition: the hop is serial, and segments roll every ~440 records, not every
+# ~9 (8 MiB segments over 6 partitions doubled p99). The bench's own clusters look for segments
+# to delete every second from their first (Kafka's defaults: after 30 s, then every 5 minutes).
+BENCH_PARTITIONS = 1
+BENCH_TOPIC_CONFIG = {
+    "segment.bytes": str(64 * MIB),
+    "retention.bytes": str(64 * MIB),
+    "file.delete.delay.ms": "0",
+}
+BENCH_BROKER_PROPERTIES = {
+    "log.initial.task.delay.ms": "1000",
+    "log.retention.check.interval.ms": "1000",
+}
 
 
 class _Receiver(HopReceiver):
@@ -85,7 +104,7 @@ def measure(
 ) -> dict[str, Any]:
     """One Kafka hop on the cluster at ``bootstrap`` (acks=all): `hop_records.measure_hop`."""
     topic = BENCH_TOPICS.stage_in(BENCH_STAGE)
-    ensure_topics(bootstrap, [topic])
+    ensure_topics(bootstrap, [topic], partitions=BENCH_PARTITIONS, config=BENCH_TOPIC_CONFIG)
     images = bench_images(size_kb)
     receiver = _Receiver(bootstrap, topic)
     receiver.start()
@@ -172,6 +191,23 @@ def summarize_rounds(rounds: list[dict[str, Any]]) -> dict[str, Any]:
     return summary
 
 
+def add_security_cost(rows: dict[str, dict[str, Any]], setups: tuple[BrokerSetup, ...]) -> None:
+    """Give each secure setup's row ``vs_plain_p50``: its p50 over the plain setup's with as many
+    brokers, round by round (the two measured one after the other), the median with its range,
+    and ``vs_plain`` naming that setup. Rows without such a pair are left as they are."""
+    for setup in setups:
+        plain = next((s for s in setups if s.brokers == setup.brokers and not s.secure), None)
+        if not setup.secure or plain is None or not {setup.label, plain.label} <= rows.keys():
+            continue
+        pairs = zip(rows[setup.label]["per_round"], rows[plain.label]["per_round"], strict=True)
+        ratios = [secure["p50_ms"] / base["p50_ms"] for secure, base in pairs]
+        rows[setup.label].update(
+            vs_plain=plain.label,
+            vs_plain_p50=round(float(np.median(ratios)), 3),
+            vs_plain_p50_range=[round(min(ratios), 3), round(max(ratios), 3)],
+        )
+
+
 def _warm_up(first_round: dict[str, Any]) -> str:
     """The warm-up of a setup's first round: messages sent, and whether the hop had settled."""
     count = first_round["warmup_messages"]
@@ -183,7 +219,7 @@ def hops_table(rows: dict[str, dict[str, Any]], size_kb: int) -> Table:
     rounds = max(row["rounds"] for row in rows.values())
     table = Table(title=f"One broker hop, {size_kb} KB JPEGs, loopback (median of {rounds} rounds)")
     columns = ["broker", "p50 ms", "p99 ms", "ack p50 ms", "msgs/s", "MB/s", "vs 1st p50"]
-    for column in [*columns, "warm-up"]:
+    for column in [*columns, "vs plain p50", "warm-up"]:
         table.add_column(column, justify="left" if column == "broker" else "right")
     first = next(iter(rows.values()))["p50_ms"]
 
@@ -200,6 +236,7 @@ def hops_table(rows: dict[str, dict[str, Any]], size_kb: int) -> Table:
             f"{row['msgs_per_s']:.0f}",
             f"{row['mb_per_s']:.0f}",
             f"{row['p50_ms'] / first:.2f}",
+            spread(row, "vs_plain_p50") if "vs_plain_p50" in row else "",
             _warm_up(row["per_round"][0]),
         )
     return table
@@ -240,7 +277,11 @@ def bench_kafka(
                     stack.enter_context(tempfile.TemporaryDirectory(prefix="cvserve-kafka-"))
                 )
                 cluster = KafkaCluster(
-                    state, brokers=setup.brokers, secure=setup.secure, heap_mb=heap_mb
+                    state,
+                    brokers=setup.brokers,
+                    secure=setup.secure,
+                    heap_mb=heap_mb,
+                    extra_properties=BENCH_BROKER_PROPERTIES,
                 )
                 stack.enter_context(cluster)
                 targets[setup.label] = (cluster.bootstrap, cluster.client_config_path)
@@ -286,6 +327,8 @@ def bench_kafka(
                 measured[REDIS_LABEL].append({**row, "quiet_wait_s": quiet_s})
             console.print(f"round {n + 1} of {rounds} measured")
         rows = {label: summarize_rounds(results) for label, results in measured.items()}
+        if bootstrap is None:
+            add_security_cost(rows, setups)
         console.print(hops_table(rows, size_kb))
         report: dict[str, Any] = {
             "benchmark": "kafka-hop",

@@ -3,18 +3,25 @@
 from __future__ import annotations
 
 import json
+import os
 import uuid
 from pathlib import Path
 
+import numpy as np
 import pytest
 from broker_testing import require_tool
 
-from cvserve.broker.clients import end_offsets, new_consumer
+from cvserve.broker.clients import end_offsets, new_consumer, new_producer, produce, wait_delivered
 from cvserve.broker.topics import ensure_topics
 from cvserve.deploy.kafka import KafkaBroker
+from cvserve.deploy.kafka_cluster import KafkaCluster
+from cvserve.deploy.process import poll_until
 from cvserve.profiling.bench.kafka import (
+    BENCH_BROKER_PROPERTIES,
+    BENCH_TOPIC_CONFIG,
     REDIS_LABEL,
     BrokerSetup,
+    add_security_cost,
     bench_kafka,
     jpeg_near,
     measure,
@@ -51,6 +58,21 @@ def test_end_offsets_of_a_topic_just_created(kafka: KafkaBroker) -> None:
         consumer.close()
 
 
+def test_security_cost_pairs_each_round_with_the_plain_setup_of_as_many_brokers() -> None:
+    setups = (BrokerSetup("one", 1), BrokerSetup("three", 3), BrokerSetup("three tls", 3, True))
+    p50s = {"one": [1.0, 1.0, 1.0], "three": [2.0, 4.0, 3.0], "three tls": [3.0, 4.4, 3.3]}
+    rows = {label: {"per_round": [{"p50_ms": v} for v in values]} for label, values in p50s.items()}
+    add_security_cost(rows, setups)
+    assert rows["three tls"]["vs_plain"] == "three"
+    assert rows["three tls"]["vs_plain_p50"] == 1.1  # 1.5, 1.1, 1.1: paired, not 3.3 / 3.0
+    assert rows["three tls"]["vs_plain_p50_range"] == [1.1, 1.5]
+    assert "vs_plain_p50" not in rows["three"] and "vs_plain_p50" not in rows["one"]
+    del rows["three"]  # no plain cluster of three measured: nothing to compare with
+    rows["three tls"].pop("vs_plain_p50")
+    add_security_cost(rows, setups)
+    assert "vs_plain_p50" not in rows["three tls"]
+
+
 @pytest.mark.kafka
 @pytest.mark.redis
 def test_bench_measures_every_setup_in_alternating_rounds(tmp_path: Path) -> None:
@@ -75,6 +97,9 @@ def test_bench_measures_every_setup_in_alternating_rounds(tmp_path: Path) -> Non
         json.loads(out.read_text())["results"]["sasl-tls"]["p50_ms"] == rows["sasl-tls"]["p50_ms"]
     )
     assert report["bootstrap"]["sasl-tls"] != report["bootstrap"]["plain"]
+    pairs = zip(rows["sasl-tls"]["per_round"], rows["plain"]["per_round"], strict=True)
+    ratios = [tls["p50_ms"] / plain["p50_ms"] for tls, plain in pairs]
+    assert rows["sasl-tls"]["vs_plain_p50"] == pytest.approx(float(np.median(ratios)), abs=1e-3)
 
 
 def test_bench_without_redis_server_skips_the_comparison_with_a_line(
@@ -88,3 +113,26 @@ def test_bench_without_redis_server_skips_the_comparison_with_a_line(
     )  # fmt: skip
     assert list(report["results"]) == [kafka.bootstrap]  # Kafka measured, Redis not
     assert "Redis Streams skipped: redis-server not found" in capsys.readouterr().out
+
+
+@pytest.mark.kafka
+def test_the_bench_topic_keeps_a_bounded_log(tmp_path: Path) -> None:
+    """On the bench's own clusters the bench topic's segments past its retention are deleted
+    within seconds, so a warm-up of GBs does not grow the brokers' page cache by GBs."""
+    retained = int(BENCH_TOPIC_CONFIG["retention.bytes"])
+    segment = int(BENCH_TOPIC_CONFIG["segment.bytes"])
+    with KafkaCluster(tmp_path, heap_mb=256, extra_properties=BENCH_BROKER_PROPERTIES) as cluster:
+        topic = "bench-bounded"
+        ensure_topics(cluster.bootstrap, [topic], partitions=1, config=BENCH_TOPIC_CONFIG)
+        producer = new_producer(cluster.bootstrap)
+        value = os.urandom(1024 * 1024)
+        count = 2 * (retained + segment) // len(value)  # acknowledged: twice the bound written
+        sends = [produce(producer, topic, None, value, []) for _ in range(count)]
+        wait_delivered(producer, sends, timeout_s=120)
+        partition = cluster.nodes[0].data_dir / f"{topic}-0"
+
+        def log_bytes() -> int:  # ``.log.deleted`` too: gone from disk, not only renamed
+            return sum(f.stat().st_size for f in partition.glob("*.log*"))
+
+        # Kafka's defaults would look first after 30 s: the bench's clusters within seconds.
+        poll_until(lambda: log_bytes() <= retained + segment, 15, what="old segments deleted")
