@@ -6,7 +6,8 @@ A hop is producer `produce` → broker (acks=all) → consumer `consume`, with c
 compiles its code over thousands of records: `hop_records.warm_up`; its p50 per window is
 reported too); the producer's acknowledgement time alone is reported beside it.
 Throughput: ``throughput_messages`` sent back to back; msgs/s and MB/s from the first send to
-the last receive. Messages are synthetic JPEGs of about ``size_kb`` KB. The measurement is
+the last receive. Messages are synthetic JPEGs of about ``size_kb`` KB, on a bench topic of one
+partition that keeps a bounded log (`BENCH_TOPIC_CONFIG`). The measurement is
 `hop_records.measure_hop`, the Redis Streams hop's too (`bench.redis_hop`).
 """
 
