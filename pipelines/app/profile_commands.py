@@ -19,11 +19,11 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
+from cvserve.pipelines.app.hop_bench_args import add_warmup_bound
 from cvserve.pipelines.app.pipeline_args import add_file_option, chosen
 from cvserve.pipelines.app.triton_tls_args import add_triton_tls_options
 from cvserve.pipelines.catalog import COMPOSITES, PIPELINES
 from cvserve.pipelines.variants import unfused
-from cvserve.profiling.bench.hop_records import WARMUP_MAX_MESSAGES
 from cvserve.profiling.sweep import run_sweep
 from cvserve.profiling.sweep_plan import (
     DEFAULT_CONCURRENCY,
@@ -441,12 +441,7 @@ def register(commands: argparse._SubParsersAction, benches: argparse._SubParsers
         help="at least this many sent first (the broker's JIT), then windows until the hop p50 "
         "is steady",
     )
-    bench.add_argument(
-        "--warmup-max-messages",
-        type=int,
-        default=WARMUP_MAX_MESSAGES,
-        help="the warm-up's bound when the hop never settles (= --warmup-messages: a fixed count)",
-    )
+    add_warmup_bound(bench, "--warmup-messages")
     bench.add_argument(
         "--pipeline",
         default="detect_identify",

@@ -21,6 +21,7 @@ from typing import Any
 
 from cvserve.broker.redis_worker import DEFAULT_CLAIM_IDLE_MS
 from cvserve.broker.worker_config import WorkerConfig
+from cvserve.pipelines.app.hop_bench_args import add_warmup_bound
 from cvserve.pipelines.app.kafka_commands import (
     _stop_event,
     expand_paths,
@@ -182,6 +183,7 @@ def cmd_bench_redis(args: argparse.Namespace) -> int:
             latency_messages=args.messages,
             throughput_messages=args.throughput_messages,
             warmup_messages=args.warmup,
+            warmup_max_messages=args.warmup_max_messages,
             pipeline=None if args.pipeline == "none" else args.pipeline,
             pipeline_duration_s=args.duration,
             out=Path(args.out) if args.out else None,
@@ -276,6 +278,7 @@ def register(commands: Any, benches: Any) -> None:
         default=500,
         help="at least this many hops before measuring, then until the hop p50 is steady",
     )
+    add_warmup_bound(bench, "--warmup")
     bench.add_argument("--pipeline", default="detect_identify", help="'none': the hops only")
     bench.add_argument("--duration", type=float, default=15.0, help="seconds per worker count")
     bench.add_argument("--out", default=None)

@@ -154,6 +154,7 @@ def bench_redis(
     pipeline: str | None = "detect_identify",
     pipeline_duration_s: float = 15.0,
     out: Path | None = None,
+    warmup_max_messages: int = WARMUP_MAX_MESSAGES,
 ) -> dict[str, Any]:
     """Measure one hop on the Redis server at ``redis_url`` (or a temporary local one), then
     (unless ``pipeline`` is None) that pipeline over Redis Streams with 1 vs 2 workers per stage.
@@ -167,7 +168,12 @@ def bench_redis(
             console.print(f"started a local redis-server at {redis_url}")
         version = redis_version(redis_url)
         hops[f"Redis Streams {version} (redis-py {redis.__version__})"] = measure_redis(
-            redis_url, size_kb, latency_messages, throughput_messages, warmup_messages
+            redis_url,
+            size_kb,
+            latency_messages,
+            throughput_messages,
+            warmup_messages,
+            warmup_max_messages,
         )
         console.print(hops_table(hops))
         report: dict[str, Any] = {

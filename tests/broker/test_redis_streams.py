@@ -7,7 +7,9 @@ SIGKILL is real; each test has its own stream namespace.
 
 from __future__ import annotations
 
+import json
 import signal
+from pathlib import Path
 
 import pytest
 from broker_testing import PIPELINE, small_jpegs, wait_until
@@ -22,6 +24,7 @@ from cvserve.broker.redis_streams import (
 from cvserve.broker.schema import Header, Message, Record, decode_headers, decode_outputs
 from cvserve.broker.topics import Topics
 from cvserve.deploy.redis import RedisServer, RedisStartError, redis_server_binary
+from cvserve.pipelines.app.cli import main as cli_main
 from cvserve.profiling.bench.redis_hop import measure_redis
 
 pytestmark = [pytest.mark.redis]
@@ -56,6 +59,17 @@ def test_redis_hop_measures_the_keys_of_the_kafka_hop(redis_server: RedisServer)
         "mb_per_s", "produce_acked_msgs_per_s",
     }  # fmt: skip
     assert 0 < row["p50_ms"] <= row["p99_ms"] and row["msgs_per_s"] > 0
+
+
+def test_bench_redis_cli_bounds_the_warm_up(redis_server: RedisServer, tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    assert cli_main([
+        "bench", "redis", "--redis-url", redis_server.url, "--size-kb", "20", "--messages", "8",
+        "--throughput-messages", "8", "--warmup", "3", "--warmup-max-messages", "7",
+        "--pipeline", "none", "--out", str(out),
+    ]) == 0  # fmt: skip
+    (row,) = json.loads(out.read_text())["hops"].values()
+    assert row["warmup_messages"] == 7  # one window, cut at the bound: never six to be steady
 
 
 @pytest.mark.server
