@@ -59,10 +59,11 @@ from cvserve.profiling.quiet import wait_until_quiet
 # The bench topic keeps a bounded log, as the Redis hop trims what it read. A run writes GBs (up
 # to 10,000 warm-up records of 150 KB per setup, three times over with RF 3); a page cache grown
 # by GBs made this VM slow at every later hop (runs went from 1.0 / 3.0 ms to 3.3 / 9 ms for one /
-# three brokers within a round: first touches of memory the host had not backed cost 24–60 µs a
-# 4 KB page). One partition: the hop is serial, and segments roll every ~440 records, not every
-# ~9 (8 MiB segments over 6 partitions doubled p99). The bench's own clusters look for segments
-# to delete every second from their first (Kafka's defaults: after 30 s, then every 5 minutes).
+# three brokers within a round: here touching memory beyond ~7 GB in use costs 24–60 µs a 4 KB
+# page, in the brokers' appends to the page cache). One partition: the hop is serial, and
+# segments roll every ~440 records, not every ~9 (8 MiB segments over 6 partitions doubled p99).
+# The bench's own clusters look for segments to delete every second from their first (Kafka's
+# defaults: after 30 s, then every 5 minutes).
 BENCH_PARTITIONS = 1
 BENCH_TOPIC_CONFIG = {
     "segment.bytes": str(64 * MIB),
