@@ -37,7 +37,9 @@ DEFAULT_HEAP_MB = 512
 # Topics cvserve creates (and the broker's num.partitions): a few workers per stage share the
 # load; a consumer group uses at most this many.
 DEFAULT_PARTITIONS = 6
-# The log cleaner's dedupe map (Kafka's default 128 MiB; at least 1 MiB per cleaner thread).
+# The log cleaner's dedupe map, one heap array from start: Kafka's default 128 MiB was a third of
+# a 384 MiB node, always live, so G1 marked concurrently at each humongous allocation (remark
+# pauses of 25-100 ms). Only Kafka's own small topics compact; at least 1 MiB per cleaner thread.
 DEDUPE_BUFFER_BYTES = 16 * 1024 * 1024
 _LOG4J_CONFIG = Path(__file__).resolve().parent / "kafka" / "log4j2.properties"
 _MAIN_CLASS = "kafka.Kafka"
@@ -232,9 +234,6 @@ class KafkaBroker:
             # Consumers join a group at once instead of after the default 3 s.
             "group.initial.rebalance.delay.ms": "0",
             "auto.create.topics.enable": "false",
-            # The log cleaner's dedupe map is one heap array from start (128 MiB by default: a
-            # third of a 384 MiB node, always live, so G1 marked concurrently at each humongous
-            # allocation, with remark pauses of 25-100 ms). Only Kafka's own small topics compact.
             "log.cleaner.dedupe.buffer.size": str(DEDUPE_BUFFER_BYTES),
             **self.limits.broker_properties(),
             **(self.security.broker_properties() if self.security else {}),

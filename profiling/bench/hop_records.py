@@ -118,7 +118,7 @@ def steady(window_p50s_ms: list[float]) -> bool:
     best p50 before them by more than `STEADY_TOLERANCE` (no longer getting faster: a one-window
     dip is noise, not compiled code), and their median is within `STEADY_BAND` of the lowest
     median of any `STEADY_WINDOWS` windows in a row (not stuck slower than the broker has been:
-    a TLS cluster read 3.7 then 7–9 ms a window while the VM backed new page-cache memory;
+    a TLS cluster read 3.7 then 7–9 ms a window as the bench's page cache grew by GBs;
     medians, so that one lucky window sets no bar)."""
     k = STEADY_WINDOWS
     if len(window_p50s_ms) <= k:
