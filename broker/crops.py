@@ -18,7 +18,6 @@ import numpy as np
 
 from cvserve.broker.schema import IMAGE_CONTENT_TYPES, Crop, Emit, Message, result_message
 from cvserve.deploy.host import cuda_available
-from cvserve.models.postprocess import ranked_above
 from cvserve.preprocess.preprocessor import Encoded
 from cvserve.preprocess.sniff import sniff
 from cvserve.preprocess.spec import PreprocessError
@@ -53,6 +52,15 @@ class CropImage:
     jpeg: bytes
 
 
+def _ranked_above(scores: np.ndarray, threshold: float) -> np.ndarray:
+    """`models.postprocess.ranked_above` on the host: indices of ``scores`` at least
+    ``threshold``, best first (ties keep their order). NumPy, so that a broker worker does not
+    load torch for the answers it already has on the host."""
+    s = np.asarray(scores, np.float64).reshape(-1)
+    order = np.argsort(-s, kind="stable")
+    return order[s[order] >= threshold]
+
+
 def select_boxes(
     boxes: np.ndarray,
     scores: np.ndarray,
@@ -68,7 +76,7 @@ def select_boxes(
     """
     boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
     selected: list[tuple[int, int, int, int]] = []
-    for i in ranked_above(scores, score_threshold):
+    for i in _ranked_above(scores, score_threshold):
         x1, y1, x2, y2 = boxes[i]
         # Outward rounding keeps every pixel the box touches.
         box = (

@@ -1,4 +1,5 @@
-"""Post-install checks: every component cvserve needs imports; the tritonserver binary exists."""
+"""Post-install checks: every component cvserve needs imports; the tritonserver binary exists;
+the python-backend stub of the running Python is there and finds its libraries."""
 
 from __future__ import annotations
 
@@ -30,6 +31,19 @@ def main() -> int:
     except Exception as exc:
         failures.append("tritonserver")
         print(f"FAIL tritonserver: {exc}")
+    else:
+        # Triton runs the stub built for the Python that launches it (see triton_install).
+        version = "{}.{}".format(*sys.version_info[:2])
+        problems = install.stub_problems()
+        if problems:
+            failures.append("python-backend stub")
+            for problem in problems:
+                print(f"FAIL python-backend stub for Python {version}: {problem}")
+        else:
+            print(
+                f"ok   python-backend stub for Python {version} {install.stub_for()} "
+                f"(libraries: {install.library_path()})"
+            )
     return 1 if failures else 0
 
 

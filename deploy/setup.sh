@@ -1,19 +1,54 @@
 #!/usr/bin/env bash
-# One-step setup: creates .venv, installs cvserve (editable) with its pins and the dev tools.
+# One-step setup: creates .venv (or $CVSERVE_VENV) with Python 3.12, else 3.11, and installs
+# cvserve (editable) with its pins and the dev tools.
 # Idempotent: re-running skips what is already installed. Fails loudly naming the broken step.
 set -Eeuo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${CVSERVE_VENV:-$ROOT/.venv}"
-PYTHON="${PYTHON:-python3.11}"
-command -v "$PYTHON" >/dev/null 2>&1 || PYTHON=python3
 STEP="start"
 trap 'echo "cvserve setup FAILED at step: $STEP (see the output above)" >&2' ERR
 
 step() { STEP="$1"; echo "==> $1"; }
 
-step "check Python 3.11"
-"$PYTHON" -c 'import sys; assert sys.version_info[:2] == (3, 11), sys.version' \
-  || { echo "cvserve needs Python 3.11 (the Triton python-backend stub is built per version)" >&2; false; }
+# cvserve runs on Python 3.11 and 3.12: the pytriton wheel ships a python-backend stub for each,
+# and Triton is given the stub of the Python that launches it (cvserve.deploy.triton_install).
+# "3.X" of an interpreter that runs (a pyenv shim of a version not selected exits non-zero).
+py_version() { "$1" -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null; }
+supported() { [ "$1" = 3.11 ] || [ "$1" = 3.12 ]; }
+
+step "choose Python 3.12 or 3.11 (PYTHON=... overrides)"
+if [ -n "${PYTHON:-}" ]; then
+  PYTHON_GIVEN=1
+  PY_VERSION="$(py_version "$PYTHON")" \
+    || { echo "cvserve needs Python 3.11 or 3.12: PYTHON=$PYTHON does not run" >&2; false; }
+else
+  PYTHON_GIVEN=0
+  PY_VERSION=""
+  for candidate in python3.12 python3.11 python3; do
+    version="$(py_version "$candidate")" || continue
+    if supported "$version"; then PYTHON="$candidate" PY_VERSION="$version"; break; fi
+  done
+  [ -n "$PY_VERSION" ] \
+    || { echo "cvserve needs Python 3.11 or 3.12: none of python3.12, python3.11, python3 runs one (set PYTHON=...)" >&2; false; }
+fi
+supported "$PY_VERSION" \
+  || { echo "cvserve needs Python 3.11 or 3.12: $PYTHON is Python $PY_VERSION (the Triton python-backend stub is built per version)" >&2; false; }
+# Re-running setup keeps an existing environment's Python, if it is a supported one; an explicit
+# PYTHON of another version is refused rather than silently ignored.
+if [ -x "$VENV/bin/python" ]; then
+  VENV_VERSION="$(py_version "$VENV/bin/python")" \
+    || { echo "cvserve setup: $VENV/bin/python does not run: remove $VENV and re-run" >&2; false; }
+  supported "$VENV_VERSION" \
+    || { echo "cvserve needs Python 3.11 or 3.12: $VENV has Python $VENV_VERSION (remove it and re-run)" >&2; false; }
+  if [ "$VENV_VERSION" != "$PY_VERSION" ]; then
+    [ "$PYTHON_GIVEN" = 0 ] \
+      || { echo "cvserve setup: $VENV has Python $VENV_VERSION but PYTHON=$PYTHON is $PY_VERSION: remove $VENV or set CVSERVE_VENV" >&2; false; }
+    echo "    $VENV has Python $VENV_VERSION: keeping it (remove it to switch to $PY_VERSION)"
+  fi
+  echo "    Python $VENV_VERSION ($VENV/bin/python)"
+else
+  echo "    Python $PY_VERSION ($PYTHON)"
+fi
 
 step "create virtualenv $VENV"
 [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"

@@ -7,11 +7,18 @@ pytriton is used only as a carrier of the real binary; cvserve launches it itsel
 from __future__ import annotations
 
 import importlib.util
+import os
 import shutil
+import subprocess
 import sys
 import sysconfig
 from dataclasses import dataclass
 from pathlib import Path
+
+
+def python_libdir() -> str:
+    """LIBDIR of the running Python (the base installation's, also inside a venv)."""
+    return sysconfig.get_config_var("LIBDIR") or ""
 
 
 class TritonInstallError(RuntimeError):
@@ -47,20 +54,49 @@ class TritonInstall:
     def python_backend(self) -> Path:
         return self.root / "backends" / "python"
 
-    def stub_for(self, version: tuple[int, int] = sys.version_info[:2]) -> Path:
-        """The python-backend stub built for this Python version."""
-        return (
-            self.root
-            / "python_backend_stubs"
-            / f"{version[0]}.{version[1]}"
-            / ("triton_python_backend_stub")
-        )
+    def stub_for(self, version: tuple[int, int] | None = None) -> Path:
+        """The python-backend stub built for Python ``version`` (default: the running Python).
+
+        The stub embeds that Python (it links ``libpython3.X.so``) and runs the models with the
+        packages of the environment whose ``python3`` is first on PATH, so it must be the stub of
+        the interpreter that launches Triton."""
+        major, minor = version or sys.version_info[:2]
+        stubs = self.root / "python_backend_stubs"
+        return stubs / f"{major}.{minor}" / "triton_python_backend_stub"
 
     def library_path(self) -> str:
         """LD_LIBRARY_PATH the server and its stubs need (without it a stub dies on libcudart
-        and the server waits for it forever)."""
-        parts = [str(self.libs), sysconfig.get_config_var("LIBDIR") or ""]
+        and the server waits for it forever): the bundled libraries, then the running Python's
+        LIBDIR (where its ``libpython3.X.so.1.0`` lives)."""
+        parts = [str(self.libs), python_libdir()]
         return ":".join(p for p in parts if p)
+
+    def stub_problems(self, version: tuple[int, int] | None = None) -> list[str]:
+        """What keeps the stub for ``version`` (default: the running Python) from starting with
+        `library_path`: a missing stub, or shared libraries it needs that are not found (for the
+        running Python, ``libpython3.X.so.1.0`` must be in its LIBDIR: a Python built without
+        ``--enable-shared`` has none). Empty when it can start."""
+        stub = self.stub_for(version)
+        if not stub.exists():
+            return [f"no python-backend stub at {stub}"]
+        if shutil.which("ldd") is None:
+            return []
+        result = subprocess.run(
+            ["ldd", str(stub)],
+            env={**os.environ, "LD_LIBRARY_PATH": self.library_path()},
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        missing = [
+            line.split("=>")[0].strip()
+            for line in result.stdout.splitlines()
+            if "not found" in line
+        ]
+        return [
+            f"{stub} needs {name}, not found in LD_LIBRARY_PATH={self.library_path()}"
+            for name in missing
+        ]
 
     def prepare_backends(
         self, directory: Path, python_version: tuple[int, int] | None = None

@@ -100,7 +100,7 @@ def read_torchscript(path: Path, example: np.ndarray, input_name: str) -> ModelC
     as given, each output's dtype and shape as returned (every dimension fixed)."""
     import torch
 
-    from cvserve.models.runners import _numpy
+    from cvserve.models.runners import output_tensors
 
     try:
         module = torch.jit.load(str(path), map_location="cpu").eval()
@@ -118,6 +118,6 @@ def read_torchscript(path: Path, example: np.ndarray, input_name: str) -> ModelC
     names = torchscript_output_names(raw)
     outputs = tuple(
         ModelTensor(name, str(a.dtype), tuple(a.shape))
-        for name, a in zip(names, _numpy(raw), strict=True)
+        for name, a in zip(names, (o.numpy() for o in output_tensors(raw)), strict=True)
     )
     return ModelContract((ModelTensor(input_name, str(example.dtype), example.shape),), outputs)

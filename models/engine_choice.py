@@ -1,17 +1,20 @@
 """The engine a DNN stage runs on when its pipeline names none: the fastest on this machine
 within the accuracy bound, chosen from a measurement stored per machine (measured when absent).
 
-A measurement runs every engine the model can run on (`candidates`) on a seeded batch of the
-stage's input shape and batch size, with the stage's threads: images/s (the better of two short
-passes) and the largest absolute difference from the model's own engine in fp32, relative to the
-largest reference value. An engine is *within bound* when that relative difference is at most
-`FP32_BOUND` (`BF16_BOUND` for bf16, offered only where the pipeline allows it). The choice is
-the fastest within bound; another engine than the model's own only when it is more than
-`MARGIN` faster (this machine's noise between two passes is about that).
+A measurement runs every engine the model can run on the stage's device (`candidates`: on the
+CPU torch, channels-last, onnxruntime, OpenVINO; on a GPU torch and channels-last, and
+onnxruntime where its CUDA provider is installed) on a seeded batch of the stage's input shape
+and batch size, with the stage's threads: images/s (the better of two short passes) and the
+largest absolute difference from the model's own engine in fp32 on the same device, relative to
+the largest reference value. An engine is *within bound* when that relative difference is at
+most `FP32_BOUND` (`BOUNDS` for reduced precision, offered only where the pipeline allows it).
+The choice is the fastest within bound; another engine than the model's own only when it is
+more than `MARGIN` faster (this machine's noise between two passes is about that).
 
 Stored per machine (`deploy.measurements`, kind ``engines``), keyed by network, input shape,
-batch, threads and allowed precision; `cvserve bench engines` writes the same entries. Processes
-loading the same network at once measure it once (the store's lock).
+batch, threads, allowed precision and, on a GPU, the GPU's name; `cvserve bench engines` writes
+the same entries. Processes loading the same network at once measure it once (the store's
+lock).
 """
 
 from __future__ import annotations
@@ -28,15 +31,20 @@ from typing import Any
 import numpy as np
 
 from cvserve.deploy import measurements
+from cvserve.deploy.host import cuda_available
 from cvserve.models.fusion import fuse_stages
 from cvserve.models.params import ENGINES, ENGINES_FOR, DnnParams
-from cvserve.models.runners import Loaded, load_engine
+from cvserve.models.runners import Loaded, load_engine, onnx_runs_on_gpu
 from cvserve.pipelines.spec import PipelineSpec, StageSpec
 from cvserve.pipelines.variants import is_fused, unfused
 
 KIND = "engines"  # the `deploy.measurements` store
 FP32_BOUND = 1e-3  # max |diff| / max |reference|: fp32 kernels reorder sums, nothing more
 BF16_BOUND = 5e-2  # bf16 keeps 8 mantissa bits
+FP16_BOUND = 1e-2  # fp16 keeps 11
+BOUNDS = {"fp32": FP32_BOUND, "fp16": FP16_BOUND, "bf16": BF16_BOUND}
+# What runs on a CUDA device: torch, and onnxruntime where its CUDA provider is installed.
+GPU_ENGINES = ("torch", "torch_channels_last", "onnxruntime")
 MARGIN = 0.05  # an engine replaces the model's own only when this much faster
 PASS_S = 0.4  # seconds per timed pass (two passes, after a warm-up call)
 
@@ -65,28 +73,49 @@ class Choice:
     measured: tuple[Measured, ...]
 
 
-def candidates(params: DnnParams) -> list[tuple[str, str]]:
-    """(engine, precision) pairs the model can run on; bf16 only when ``params`` allows it."""
+def candidates(params: DnnParams, device: str = "cpu") -> list[tuple[str, str]]:
+    """(engine, precision) pairs the model can run on ``device``; reduced precision only when
+    ``params`` allows it (bf16 through OpenVINO on the CPU; fp16 / bf16 through torch on a
+    GPU)."""
     engines = [e for e in ENGINES_FOR[params.model_format or "arch"] if e in ENGINES]
+    if device.startswith("cuda"):
+        gpu_engines = GPU_ENGINES if onnx_runs_on_gpu() else GPU_ENGINES[:2]
+        engines = [e for e in engines if e in gpu_engines]
+        pairs = [(e, "fp32") for e in engines]
+        if params.precision != "fp32":
+            pairs += [(e, params.precision) for e in engines if e.startswith("torch")]
+        return pairs
     pairs = [(e, "fp32") for e in engines]
     if params.precision == "bf16":
         pairs.append(("openvino", "bf16"))
     return pairs
 
 
-def network_key(params: DnnParams, shape: Sequence[int], batch: int) -> str:
+def device_name(device: str) -> str:
+    """What a measurement on ``device`` is keyed by: the GPU's name (``cuda:0`` of one machine is
+    another GPU elsewhere); ``cpu`` as is."""
+    if not device.startswith("cuda"):
+        return device
+    import torch
+
+    return torch.cuda.get_device_name(torch.device(device))
+
+
+def network_key(params: DnnParams, shape: Sequence[int], batch: int, device: str = "cpu") -> str:
     """The stored entry's key. Weights and seed do not change an engine's speed; a model file is
-    named by its content."""
+    named by its content; a GPU by its name (a CPU entry names no device: the store is this
+    machine's)."""
     network = (
         f"file:{_file_digest(str(params.model_file))}"
         if params.model_file
         else f"arch:{params.arch}:classes={params.num_classes}"
     )
     dims = "x".join(str(d) for d in shape)
-    return (
+    key = (
         f"{network}|input={dims}|batch={batch}|threads={params.torch_threads}"
         f"|allowed={params.precision}"
     )
+    return key if device == "cpu" else f"{key}|device={device_name(device)}"
 
 
 def _file_digest(path: str) -> str:
@@ -107,15 +136,40 @@ def _as_value(measured: Sequence[Measured]) -> list[dict[str, Any]]:
 
 
 def record(
-    params: DnnParams, shape: Sequence[int], batch: int, measured: Sequence[Measured]
+    params: DnnParams,
+    shape: Sequence[int],
+    batch: int,
+    measured: Sequence[Measured],
+    device: str = "cpu",
 ) -> Path:
     """Store ``measured`` for this network on this machine (replacing what was there)."""
-    return measurements.put(KIND, network_key(params, shape, batch), _as_value(measured))
+    return measurements.put(KIND, network_key(params, shape, batch, device), _as_value(measured))
 
 
-def images_per_s(run: Any, x: np.ndarray, pass_s: float = PASS_S, min_calls: int = 2) -> float:
+def host(outputs: Sequence[Any]) -> list[np.ndarray]:
+    """A runner's outputs (torch on any device, or NumPy) as NumPy arrays on the host."""
+    return [o.numpy(force=True) if hasattr(o, "numpy") else np.asarray(o) for o in outputs]
+
+
+def synchronized(run: Any, device: str) -> Any:
+    """``run`` that returns when its work on ``device`` is done (a GPU runs asynchronously:
+    timing the launch is not timing the work); ``run`` itself on the CPU."""
+    if not device.startswith("cuda"):
+        return run
+    import torch
+
+    def done(x: Any) -> Any:
+        out = run(x)
+        torch.cuda.synchronize(device)
+        return out
+
+    return done
+
+
+def images_per_s(run: Any, x: Any, pass_s: float = PASS_S, min_calls: int = 2) -> float:
     """``run(x)``'s images/s: the better of two passes of at least ``pass_s`` seconds and
-    ``min_calls`` calls each, after one warm-up call (noise only ever slows a pass down)."""
+    ``min_calls`` calls each, after one warm-up call (noise only ever slows a pass down).
+    ``run`` must return when its work is done (`synchronized`)."""
     run(x)
     rates = []
     for _ in range(2):
@@ -127,8 +181,10 @@ def images_per_s(run: Any, x: np.ndarray, pass_s: float = PASS_S, min_calls: int
     return max(rates)
 
 
-def rel_diff(got: Sequence[np.ndarray], reference: Sequence[np.ndarray]) -> float:
-    """Largest |got - reference| over every output, relative to the largest |reference|."""
+def rel_diff(got: Sequence[Any], reference: Sequence[np.ndarray]) -> float:
+    """Largest |got - reference| over every output (torch or NumPy), relative to the largest
+    |reference|."""
+    got = host(got)
     if any(g.shape != r.shape for g, r in zip(got, reference, strict=True)):
         return float("inf")  # a different number of detections: not the same answer
     scale = max((float(np.max(np.abs(r))) for r in reference if r.size), default=0.0)
@@ -149,22 +205,24 @@ def measure(
     batch: int,
     output_names: Sequence[str] | None = None,
     dtype: str = "float32",
+    device: str = "cpu",
 ) -> tuple[Measured, ...]:
-    """Every candidate engine on a seeded (``batch``, *``shape``) batch of ``dtype`` (the stage's
-    input), with the stage's threads."""
+    """Every candidate engine on ``device`` on a seeded (``batch``, *``shape``) batch of
+    ``dtype`` (the stage's input, on that device), with the stage's threads."""
     import torch
 
-    x = np.random.default_rng(0).standard_normal((batch, *shape)).astype(dtype)
+    x = torch.from_numpy(np.random.default_rng(0).standard_normal((batch, *shape)).astype(dtype))
+    x = x.to(device)
     threads_before = torch.get_num_threads()
     try:
         reference_params = dataclasses.replace(params, engine=params.own_engine, precision="fp32")
-        reference = [
-            r.astype(np.float64) for r in load_engine(reference_params, output_names).run(x)
-        ]
+        reference_run = load_engine(reference_params, output_names, device=device).run
+        reference = [r.astype(np.float64) for r in host(reference_run(x))]
         out = []
-        for engine, precision in candidates(params):
+        for engine, precision in candidates(params, device):
             try:
-                out.append(_measure_one(params, engine, precision, output_names, x, reference))
+                one = _measure_one(params, engine, precision, output_names, x, reference, device)
+                out.append(one)
             except Exception as exc:  # it loads but cannot run this input: not a candidate
                 why = f"{engine} failed on this input: {type(exc).__name__}: {exc}"
                 out.append(Measured(engine, precision, 0.0, float("inf"), False, why[:300]))
@@ -178,17 +236,20 @@ def _measure_one(
     engine: str,
     precision: str,
     output_names: Sequence[str] | None,
-    x: np.ndarray,
+    x: Any,
     reference: list[np.ndarray],
+    device: str = "cpu",
 ) -> Measured:
     loaded = load_engine(
-        dataclasses.replace(params, engine=engine, precision=precision), output_names
+        dataclasses.replace(params, engine=engine, precision=precision),
+        output_names,
+        device=device,
     )
     if loaded.fallback:  # it cannot load this model: not a candidate, and why
         return Measured(engine, precision, 0.0, float("inf"), False, loaded.fallback)
-    rate = images_per_s(loaded.run, x)
+    rate = images_per_s(synchronized(loaded.run, device), x)
     diff = rel_diff(loaded.run(x), reference)
-    bound = BF16_BOUND if loaded.precision == "bf16" else FP32_BOUND
+    bound = BOUNDS[loaded.precision]
     return Measured(
         engine,
         precision,
@@ -219,17 +280,19 @@ def choose_engine(
     batch: int,
     output_names: Sequence[str] | None = None,
     dtype: str = "float32",
+    device: str = "cpu",
 ) -> Choice:
-    """The engine for ``params`` at (``batch``, *``shape``) of ``dtype`` on this machine: from
-    the store, or measured now and stored (once, under the store's lock). -1 dims read 224."""
+    """The engine for ``params`` at (``batch``, *``shape``) of ``dtype`` on ``device`` of this
+    machine: from the store, or measured now and stored (once, under the store's lock). -1 dims
+    read 224."""
     shape = tuple(224 if d < 0 else int(d) for d in shape)
-    key = network_key(params, shape, batch)
+    key = network_key(params, shape, batch, device)
     value, source = measurements.get(KIND, key), "stored"
     if value is None:
         with measurements.locked(KIND) as path:  # another process may be measuring it: wait
             value = measurements.get(KIND, key)
             if value is None:
-                value = _as_value(measure(params, shape, batch, output_names, dtype))
+                value = _as_value(measure(params, shape, batch, output_names, dtype, device))
                 measurements.put_locked(path, key, value)
                 source = "measured now"
     measured = _as_measured(value)
@@ -239,8 +302,14 @@ def choose_engine(
     return Choice(best.engine, best.precision, reason, tuple(measured))
 
 
+def stage_device(stage: StageSpec) -> str:
+    """The torch device a stage's first instance runs on: ``cuda:0`` for a GPU stage."""
+    return "cuda:0" if stage.device == "gpu" else "cpu"
+
+
 def stage_choice(stage: StageSpec) -> Choice:
-    """`choose_engine` for a DNN stage of a spec, at its input and max batch size."""
+    """`choose_engine` for a DNN stage of a spec, at its input and max batch size, on its
+    device."""
     params = stage.params_as(DnnParams)
     (pixels,) = stage.inputs
     return choose_engine(
@@ -249,6 +318,7 @@ def stage_choice(stage: StageSpec) -> Choice:
         stage.batching.max_batch_size,
         [t.name for t in stage.outputs],
         str(pixels.numpy_dtype),
+        stage_device(stage),
     )
 
 
@@ -260,6 +330,8 @@ def with_chosen_engine(spec: PipelineSpec) -> PipelineSpec:
     stage = spec.stage_by_role("inference")
     if not isinstance(stage.params, DnnParams) or stage.params.engine is not None:
         return spec
+    if stage.device == "gpu" and not cuda_available():
+        return spec  # measured where it is served: a GPU machine
     params = stage.params
     choice = stage_choice(stage)
     named = dataclasses.replace(params, engine=choice.engine, precision=choice.precision)
@@ -274,15 +346,16 @@ def load_chosen(
     batch: int,
     dtype: str = "float32",
     set_threads: bool = True,
+    device: str = "cpu",
 ) -> Loaded:
-    """`models.runners.load_engine` of ``params``, its engine chosen here when it names none
-    (the choice's reason logged); an engine named is loaded as it is."""
+    """`models.runners.load_engine` of ``params`` on ``device``, its engine chosen here when it
+    names none (the choice's reason logged); an engine named is loaded as it is."""
     if params.engine is None:
         try:
-            choice = choose_engine(params, shape, batch, output_names, dtype)
+            choice = choose_engine(params, shape, batch, output_names, dtype, device)
         except Exception as exc:  # no measurement (a read-only store, ...): the model's own
             log.warning("%s: no engine measured (%s); running on %s", params.label, exc,
                         params.own_engine)  # fmt: skip
-            return load_engine(params, output_names, set_threads)
+            return load_engine(params, output_names, set_threads, device)
         params = dataclasses.replace(params, engine=choice.engine, precision=choice.precision)
-    return load_engine(params, output_names, set_threads)
+    return load_engine(params, output_names, set_threads, device)

@@ -1,10 +1,12 @@
 """`fuse_stages`: a pipeline whose preprocessing, DNN and postprocessing are served as one model.
 
 In the ensemble each stage is its own python-backend stub: the preprocessed batch and the DNN's
-outputs cross Triton between stubs (shared memory, one scheduling step each). Fused, one stub
-decodes, infers and postprocesses: each instance runs DALI, then the engine, then the
-postprocess function on its batch, and instances overlap each other instead of the stages
-overlapping. The ensemble stays, one step, so clients call the same name with the same tensors.
+outputs cross Triton between stubs (shared memory, or GPU memory handles, one scheduling step
+each). Fused, one stub decodes, infers and postprocesses, on the CPU or on one GPU (DALI
+``mixed`` → the DNN → postprocessing, the tensors never leaving the device): each instance runs
+DALI, then the engine, then the postprocess function on its batch, and instances overlap each
+other instead of the stages overlapping. The ensemble stays, one step, so clients call the same
+name with the same tensors.
 Whether fusing is faster is measured (`cvserve tune`'s ``fuse_stages`` axis), never assumed: it
 trades the hops for the stages' separate batching, threads and instances.
 """
@@ -50,13 +52,14 @@ def fusable(spec: PipelineSpec) -> str | None:
         return "a stage runs between its preprocessing and its DNN"
     if pre.params.spec.dynamic:
         return "its images keep their own sizes (resize_mode dynamic): no fixed batch to fuse"
-    if "gpu" in (pre.device, dnn.device):
-        return "a stage is on the GPU (Triton's DALI and TensorRT backends serve it there)"
+    if pre.device != dnn.device:
+        return f"its preprocessing runs on the {pre.device}, its DNN on the {dnn.device}"
     return None
 
 
 def _postprocess_after(spec: PipelineSpec, dnn: StageSpec) -> StageSpec | None:
-    """The postprocess stage right after ``dnn`` that can join it (a cvserve function, CPU)."""
+    """The postprocess stage right after ``dnn`` that can join it (a postprocess function; it
+    runs on the DNN's device)."""
     after = spec.stages[spec.stages.index(dnn) + 1 :]
     if after and after[0].role == "postprocess" and isinstance(after[0].params, PostprocessParams):
         return after[0]

@@ -1,14 +1,15 @@
 """Run a `PipelineSpec` in this process, without Triton: the same preprocessing backend, the same
-network (`models.runners`) and the same postprocessor the served ensemble uses. The reference
-every served answer is compared with."""
+network (`models.runners`) and the same postprocessor the served ensemble uses, on the stages'
+devices (a GPU stage on ``cuda:0``). The reference every served answer is compared with."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 import numpy as np
+import torch
 
-from cvserve.models.engine_choice import load_chosen
+from cvserve.models.engine_choice import load_chosen, stage_device
 from cvserve.models.params import DnnParams, PostprocessParams
 from cvserve.models.postprocessor import Postprocessor
 from cvserve.pipelines.spec import PipelineSpec
@@ -18,7 +19,8 @@ from cvserve.preprocess.spec import PreprocessParams
 
 
 class LocalPipeline:
-    """``LocalPipeline(spec)(images)`` → the ensemble's outputs by name, batch first."""
+    """``LocalPipeline(spec)(images)`` → the ensemble's outputs by name, batch first, as NumPy
+    arrays on the host."""
 
     def __init__(self, spec: PipelineSpec, threads: int = 1) -> None:
         self.spec = spec
@@ -33,6 +35,7 @@ class LocalPipeline:
         self.pixels_name, *rest = (t.name for t in pre.outputs)
         self.meta_name = rest[0] if rest else None
         self.dnn_outputs = [t.name for t in dnn.outputs]
+        self.device = stage_device(dnn)
         (pixels,) = dnn.inputs
         self.run = load_chosen(
             dnn.params_as(DnnParams),
@@ -41,6 +44,7 @@ class LocalPipeline:
             dnn.batching.max_batch_size,
             str(pixels.numpy_dtype),
             set_threads=False,
+            device=self.device,
         ).run
         post = next((s for s in spec.stages if s.role == "postprocess"), None)
         self.postprocess = (
@@ -53,9 +57,10 @@ class LocalPipeline:
 
     def __call__(self, images: Sequence[bytes]) -> dict[str, np.ndarray]:
         pixels, meta = self.preprocessor.run_batch_with_meta(images)
-        tensors = dict(zip(self.dnn_outputs, self.run(np.asarray(pixels)), strict=True))
-        if self.postprocess is None:  # raw: the network's outputs are the pipeline's
-            return {t.name: tensors[t.name] for t in self.spec.outputs}
-        if self.meta_name:
-            tensors[self.meta_name] = meta.astype(np.float32)
-        return self.postprocess(tensors)
+        tensors = dict(zip(self.dnn_outputs, self.run(pixels), strict=True))
+        if self.postprocess is not None:
+            if self.meta_name:
+                tensors[self.meta_name] = torch.from_numpy(meta.astype(np.float32))
+            tensors = self.postprocess(tensors)
+        # Raw (no postprocessing): the network's outputs are the pipeline's.
+        return {t.name: tensors[t.name].numpy(force=True) for t in self.spec.outputs}

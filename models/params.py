@@ -23,8 +23,32 @@ ENGINES_FOR: dict[str, tuple[str, ...]] = {
     "onnx": ("onnxruntime", "openvino", "tensorrt"),
     "torchscript": ("torch", "torch_channels_last"),
 }
-# bf16 only where the pipeline allows reduced precision and the engine and CPU support it.
-Precision = Literal["fp32", "bf16"]
+# Reduced precision only where the pipeline allows it: bf16 on the CPU through OpenVINO (where
+# the CPU has it), fp16 or bf16 on a GPU through torch; fp32 elsewhere (`models.runners`).
+Precision = Literal["fp32", "fp16", "bf16"]
+PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "bf16")
+# The engines that run each reduced precision (None: chosen by measurement).
+PRECISION_ENGINES: dict[str, tuple[str | None, ...]] = {
+    "fp16": (None, "torch", "torch_channels_last"),
+    "bf16": (None, "openvino", "torch", "torch_channels_last"),
+}
+
+
+def precision_refused(precision: str | None, engine: str | None, device: str) -> str | None:
+    """Why ``precision`` cannot run with ``engine`` (None: chosen) on ``device`` (None: it can):
+    fp16 runs on a GPU only, bf16 on the CPU through OpenVINO, reduced precision on a GPU
+    through torch."""
+    if precision in (None, "fp32"):
+        return None
+    if device == "gpu":
+        if engine not in (None, "torch", "torch_channels_last"):
+            return f"{precision} on a GPU runs on torch (engine torch or torch_channels_last)"
+        return None
+    if precision == "fp16":
+        return "fp16 runs on a GPU (serving.device: gpu); on the CPU allow bf16 (openvino)"
+    if engine not in (None, "openvino"):
+        return f"{precision} (reduced precision) on the CPU needs engine: openvino"
+    return None
 
 
 @dataclass(frozen=True)
@@ -52,16 +76,20 @@ class DnnParams(StageParams):
             raise ValueError(f"{self.model_file}: model_format (onnx, torchscript) is needed")
         if self.engine not in (None, *TARGET_ENGINES):
             raise ValueError(f"engine {self.engine!r}: choose from {', '.join(TARGET_ENGINES)}")
-        if self.precision not in ("fp32", "bf16"):
-            raise ValueError(f"precision {self.precision!r}: fp32 or bf16")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision {self.precision!r}: choose from {', '.join(PRECISIONS)}")
         allowed = ENGINES_FOR[self.model_format or "arch"]
         if self.engine is not None and self.engine not in allowed:
             what = {"torchscript": "a TorchScript model", "onnx": "an ONNX model"}
             raise ValueError(
                 f"{what[str(self.model_format)]} runs on {', '.join(allowed)}, not {self.engine}"
             )
-        if self.precision == "bf16" and self.engine not in (None, "openvino"):
-            raise ValueError("bf16 needs the openvino engine (or none: chosen by measurement)")
+        engines = PRECISION_ENGINES.get(self.precision)
+        if engines is not None and self.engine not in engines:
+            named = ", ".join(e for e in engines if e)
+            raise ValueError(
+                f"{self.precision} needs engine {named} (or none: chosen by measurement)"
+            )
 
     @property
     def own_engine(self) -> str:
@@ -80,17 +108,30 @@ class DnnParams(StageParams):
         return self.arch or Path(str(self.model_file)).name
 
 
+# What a user postprocess function is given: NumPy arrays on the host, or torch tensors where
+# they are (on the GPU of a GPU server).
+PostprocessTensors = Literal["numpy", "torch"]
+POSTPROCESS_TENSORS: tuple[str, ...] = ("numpy", "torch")
+
+
 @dataclass(frozen=True)
 class PostprocessParams(StageParams):
     """A postprocess function and its keyword options: a `models.postprocess.FUNCTIONS` name
-    (called with the stage's inputs in order), or a user function ``"module:function"`` (called
-    with a dict of the inputs, returning a dict of the outputs), imported with ``path`` (a
-    folder) first on ``sys.path``. ``labels``: class names, for clients to print."""
+    (called with the stage's inputs in order, torch tensors), or a user function
+    ``"module:function"`` (called with a dict of the inputs, returning a dict of the outputs;
+    the inputs as ``tensors``: NumPy arrays or torch tensors), imported with ``path`` (a folder)
+    first on ``sys.path``. ``labels``: class names, for clients to print."""
 
     function: str
     keywords: dict[str, Any] = field(default_factory=dict)
     path: str | None = None
     labels: tuple[str, ...] | None = None
+    tensors: PostprocessTensors = "numpy"
+
+    def __post_init__(self) -> None:
+        if self.tensors not in POSTPROCESS_TENSORS:
+            choices = ", ".join(POSTPROCESS_TENSORS)
+            raise ValueError(f"postprocess tensors {self.tensors!r}: choose from {choices}")
 
     @property
     def user_function(self) -> bool:

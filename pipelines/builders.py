@@ -16,7 +16,7 @@ from typing import Any
 
 from cvserve.models.architectures import architecture
 from cvserve.models.fusion import fuse_stages as fuse
-from cvserve.models.params import DnnParams, PostprocessParams
+from cvserve.models.params import DnnParams, PostprocessParams, precision_refused
 from cvserve.pipelines.defaults import serving_defaults
 from cvserve.pipelines.spec import (
     BatchingSpec,
@@ -245,6 +245,9 @@ def image_pipeline(
     ``fuse_stages``: preprocessing, the DNN and postprocessing served as one model
     (`models.fusion`).
     """
+    refused = precision_refused(precision, engine, device)
+    if refused:
+        raise ValueError(refused)
     kind = TASKS[task]
     name = name or task
     arch = arch or kind.default_arch
@@ -294,7 +297,7 @@ def image_pipeline(
             params=PostprocessParams(kind.postprocess, keywords=options),
             batching=batching,
             instances=1,
-            device="cpu",
+            device=device,  # on the GPU: only the answers cross to the host
         ),
     )
     spec = PipelineSpec(

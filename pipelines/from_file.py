@@ -29,7 +29,13 @@ from cvserve.models.contract import (
     read_torchscript,
 )
 from cvserve.models.fusion import NotFusable, fuse_stages
-from cvserve.models.params import ENGINES_FOR, DnnParams, PostprocessParams, TritonModelParams
+from cvserve.models.params import (
+    ENGINES_FOR,
+    DnnParams,
+    PostprocessParams,
+    TritonModelParams,
+    precision_refused,
+)
 from cvserve.models.repository.config import read_config
 from cvserve.pipelines.builders import (
     ADAPTERS,
@@ -493,7 +499,12 @@ def postprocess_plan(
     # python: the user's function gets every model output (and META), returns the declared.
     outputs = tuple(TensorSpec(d["name"], d["dtype"], tuple(d["dims"])) for d in o["outputs"])
     inputs = (*spec.values(), meta) if o.get("with_meta", True) else tuple(spec.values())
-    params = PostprocessParams(o["function"], keywords=dict(o.get("options", {})), path=o["path"])
+    params = PostprocessParams(
+        o["function"],
+        keywords=dict(o.get("options", {})),
+        path=o["path"],
+        tensors=o.get("tensors", "numpy"),
+    )
     return inputs, params, outputs
 
 
@@ -583,7 +594,7 @@ def _file_pipeline(pf: PipelineFile) -> PipelineSpec:
                 params=params,
                 batching=plan.batching,
                 instances=1,
-                device="cpu",
+                device=device,  # type: ignore[arg-type]  # answers cross to the host, not logits
             )
         )
     label = pf.model.name or Path(str(pf.model.path)).name
@@ -660,8 +671,9 @@ def build_spec(
         raise _error(
             pf, "serving.engine", f"{engine}: a {pf.model.kind} model runs on {', '.join(allowed)}"
         )
-    if pf.serving.precision == "bf16" and engine not in (None, "openvino"):
-        raise _error(pf, "serving.precision", "bf16 (reduced precision) needs engine: openvino")
+    reason = precision_refused(pf.serving.precision, engine, pf.serving.device or "cpu")
+    if reason:
+        raise _error(pf, "serving.precision", reason)
     if pf.model.kind == "arch":
         return _fused(pf, _arch_pipeline(pf, preprocess))
     if preprocess is not None:

@@ -20,7 +20,7 @@ from typing import Any, get_args
 import yaml
 
 from cvserve.models.detection_heads import BOX_FORMATS
-from cvserve.models.params import TARGET_ENGINES
+from cvserve.models.params import POSTPROCESS_TENSORS, PRECISIONS, TARGET_ENGINES
 from cvserve.pipelines.spec import Device
 from cvserve.preprocess.spec import Channels, DType, Layout, ResizeMode
 
@@ -403,6 +403,7 @@ _POSTPROCESS_OPTIONS: dict[str, dict[str, Callable[[Any, _Where], Any]]] = {
         "outputs": lambda v, w: [_tensor_decl(x, w / i) for i, x in enumerate(_list(v, w))],
         "with_meta": _bool,
         "options": lambda v, w: dict(_mapping(v, w, tuple(v) if isinstance(v, Mapping) else ())),
+        "tensors": _choice(POSTPROCESS_TENSORS),
     },
 }
 
@@ -464,7 +465,7 @@ def _serving(data: Any, where: _Where) -> ServingDecl:
                 "instances": _positive_int,
                 "device": _choice(get_args(Device)),
                 "engine": _choice(ENGINES),
-                "precision": _choice(("fp32", "bf16")),
+                "precision": _choice(PRECISIONS),
                 "torch_threads": _positive_int,
                 "dali_threads": _positive_int,
                 "max_queue_delay_us": _non_negative_int,

@@ -44,6 +44,7 @@ class DaliPreprocessor(Preprocessor):
     ) -> None:
         super().__init__(spec, max_batch_size)
         self.device = device or spec.device
+        self.device_id = device_id
         if self.device == "gpu" and gpu_count() == 0:
             raise RuntimeError("DALI GPU preprocessing needs a CUDA GPU; DALI sees none")
         self.steps: StepPipelines | None = None
@@ -83,7 +84,7 @@ class DaliPreprocessor(Preprocessor):
         metas = meta.as_array()
         # Copies either way: DALI reuses its own buffers on the next run.
         if self.device == "gpu":
-            batch = _to_torch(pixels)
+            batch = _to_torch(pixels, self.device_id)
         elif pixels.is_dense_tensor():
             batch = pixels.as_array()
         else:  # a dynamic spec: each image has its own size
@@ -91,17 +92,17 @@ class DaliPreprocessor(Preprocessor):
         return [Preprocessed(batch[i], metas[i]) for i in range(len(chunk))]
 
 
-def _to_torch(pixels: Any) -> Any:
-    """A DALI GPU batch → a new CUDA torch tensor (N, ...) for equal shapes, else a list of
-    one tensor per image (a dynamic spec)."""
+def _to_torch(pixels: Any, device_id: int) -> Any:
+    """A DALI GPU batch → a new torch tensor (N, ...) on ``cuda:<device_id>`` (DALI's device)
+    for equal shapes, else a list of one tensor per image (a dynamic spec)."""
     import torch
     from nvidia.dali.plugin.pytorch import feed_ndarray, to_torch_type
 
     def copy(tensor: Any) -> Any:
         out = torch.empty(
-            tensor.shape(), dtype=to_torch_type[tensor.dtype], device=torch.device("cuda")
+            tensor.shape(), dtype=to_torch_type[tensor.dtype], device=f"cuda:{device_id}"
         )
-        feed_ndarray(tensor, out, cuda_stream=torch.cuda.current_stream())
+        feed_ndarray(tensor, out, cuda_stream=torch.cuda.current_stream(out.device))
         return out
 
     if pixels.is_dense_tensor():

@@ -143,7 +143,10 @@ def axis_candidates(axis: str, best: Settings, space: Space, spec: PipelineSpec)
         # Fused, an instance per core (a light DNN, or one whose engine does not scale across
         # cores: resnet50 bf16 served 141 img/s fused 1 + 1 x 2, 123 fused 2 + 2 x 1, 107
         # apart), and fused as the best is threaded (a heavy DNN's engine wants every core).
-        fused = [{**best, **fused_settings(usable_cores())}, {**best, "fuse_stages": True}]
+        # On a GPU the instances share the device, not cores: fused as the best is served only.
+        fused = [{**best, "fuse_stages": True}]
+        if spec.stage_by_role("inference").device == "cpu":
+            fused.insert(0, {**best, **fused_settings(usable_cores())})
         values = [c for f in space.fuse for c in (fused if f else [{**best, "fuse_stages": False}])]
         return [c for i, c in enumerate(values) if c not in values[:i]]
     if axis == "threads":

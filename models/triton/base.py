@@ -3,6 +3,9 @@
 Only importable inside a Triton python-backend stub (it imports ``triton_python_backend_utils``).
 Adapters stay thin: they gather a batch from Triton requests, call a package function tested
 without Triton, and answer each request exactly once — errors as that request's error response.
+Tensors cross in and out through DLPack as torch tensors (`input_tensor`, `output_tensor`), on
+the host or the GPU alike: the stage code is the same with its device a parameter
+(`instance_device`).
 """
 
 from __future__ import annotations
@@ -13,8 +16,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
+import torch
 import triton_python_backend_utils as pb_utils
 
+from cvserve.models.devices import on_device, settled
 from cvserve.models.repository.config import STAGE_PARAMETER
 from cvserve.pipelines.spec import StageParams, dtype_from_triton
 
@@ -61,28 +66,41 @@ def error_response(message: str) -> Any:
     return pb_utils.InferenceResponse(output_tensors=[], error=pb_utils.TritonError(message))
 
 
+def input_tensor(request: Any, name: str) -> Any:
+    """Input ``name`` of ``request`` as a torch tensor where Triton put it (the host, or the GPU
+    for a KIND_GPU model fed by another GPU stage), through DLPack: no copy, and none of the
+    stub's NumPy conversions (they misread tensors under NumPy 2: ../shared/FINDINGS.md)."""
+    return torch.from_dlpack(pb_utils.get_input_tensor_by_name(request, name).to_dlpack())
+
+
+def output_tensor(name: str, value: Any) -> Any:
+    """``value`` (torch on any device, or NumPy) as output ``name``, through DLPack."""
+    tensor = value if isinstance(value, torch.Tensor) else torch.from_numpy(np.asarray(value))
+    return pb_utils.Tensor.from_dlpack(name, tensor.contiguous())
+
+
 def run_batched(
     requests: list[Any],
     input_name: str,
-    compute: Callable[[np.ndarray], dict[str, np.ndarray]],
+    compute: Callable[[Any], dict[str, Any]],
+    device: str = "cpu",
 ) -> list[Any]:
-    """Concatenate ``input_name`` over ``requests``, run ``compute`` once, split the outputs back.
+    """Concatenate ``input_name`` over ``requests`` (torch, on ``device``), run ``compute`` once,
+    split its outputs (torch or NumPy, batch first) back per request.
 
     If ``compute`` raises, every request of the batch gets the error (none is dropped).
     """
-    arrays = [pb_utils.get_input_tensor_by_name(r, input_name).as_numpy() for r in requests]
-    counts = [len(a) for a in arrays]
     try:
-        outputs = compute(np.concatenate(arrays) if len(arrays) > 1 else arrays[0])
+        tensors = [on_device(input_tensor(r, input_name), device, input_name) for r in requests]
+        counts = [len(t) for t in tensors]
+        outputs = compute(torch.cat(tensors) if len(tensors) > 1 else tensors[0])
+        settled(device)
     except Exception as exc:
         return [error_response(f"{type(exc).__name__}: {exc}") for _ in requests]
     responses = []
     start = 0
     for count in counts:
-        tensors = [
-            pb_utils.Tensor(name, np.ascontiguousarray(value[start : start + count]))
-            for name, value in outputs.items()
-        ]
-        responses.append(pb_utils.InferenceResponse(output_tensors=tensors))
+        out = [output_tensor(name, value[start : start + count]) for name, value in outputs.items()]
+        responses.append(pb_utils.InferenceResponse(output_tensors=out))
         start += count
     return responses

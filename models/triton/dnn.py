@@ -1,13 +1,12 @@
 """Triton adapter of a DNN stage: any `models.runners` network on its engine (named, or chosen
-by `models.engine_choice`), batch in, its tensors out."""
+by `models.engine_choice`) on this instance's device, batch in, its tensors out."""
 
 from __future__ import annotations
 
 from dataclasses import replace
 from typing import Any
 
-import numpy as np
-
+from cvserve.models.devices import instance_device, release
 from cvserve.models.engine_choice import load_chosen
 from cvserve.models.params import DnnParams
 from cvserve.models.triton.base import (
@@ -22,8 +21,8 @@ from cvserve.models.triton.base import (
 
 
 class TritonPythonModel:
-    """Input: the preprocessed batch (N, *dims); outputs: the network's, in config order (the
-    model's own order and names)."""
+    """Input: the preprocessed batch (N, *dims), on the host or this instance's GPU; outputs:
+    the network's, in config order (the model's own order and names), on the same device."""
 
     def initialize(self, args: dict[str, str]) -> None:
         params = stage_params(args, DnnParams)
@@ -31,13 +30,20 @@ class TritonPythonModel:
             params = replace(params, model_file=in_version_folder(args, params.model_file))
         self.input_name = input_names(args)[0]
         self.output_names = output_names(args)
+        self.device = instance_device(args)
         dims, dtype = first_input(args)
-        # No engine named: the fastest measured on this machine (`models.engine_choice`).
-        self.run = load_chosen(params, self.output_names, dims, max_batch_size(args), dtype).run
+        # No engine named: the fastest measured on this device (`models.engine_choice`).
+        self.run = load_chosen(
+            params, self.output_names, dims, max_batch_size(args), dtype, device=self.device
+        ).run
 
-    def _infer(self, pixels: np.ndarray) -> dict[str, np.ndarray]:
+    def _infer(self, pixels: Any) -> dict[str, Any]:
         outputs = self.run(pixels)
         return dict(zip(self.output_names, outputs, strict=True))
 
     def execute(self, requests: list[Any]) -> list[Any]:
-        return run_batched(requests, self.input_name, self._infer)
+        return run_batched(requests, self.input_name, self._infer, self.device)
+
+    def finalize(self) -> None:
+        self.run = None  # the network and its CUDA graphs go with it
+        release(self.device)

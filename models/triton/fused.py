@@ -1,7 +1,9 @@
 """Triton adapter of a fused stage (`models.fusion`): encoded images → preprocessing → the DNN
-→ postprocessing, in one stub. Per request the same as the stages' adapters chained: a request
-whose image cannot be preprocessed, or whose postprocessing raises, gets that error; the rest of
-the batch is answered, the DNN running once on every preprocessed request together."""
+→ postprocessing, in one stub, on this instance's device (on a GPU: DALI ``mixed`` decodes
+there and nothing but the answers crosses to the host). Per request the same as the stages'
+adapters chained: a request whose image cannot be preprocessed, or whose postprocessing raises,
+gets that error; the rest of the batch is answered, the DNN running once on every preprocessed
+request together."""
 
 from __future__ import annotations
 
@@ -9,19 +11,23 @@ import json
 from dataclasses import replace
 from typing import Any
 
-import numpy as np
+import torch
 import triton_python_backend_utils as pb_utils
 
+from cvserve.models.devices import instance_device, release, settled
 from cvserve.models.engine_choice import load_chosen
 from cvserve.models.params import FusedParams
 from cvserve.models.postprocessor import Postprocessor
 from cvserve.models.repository.config import config_tensors
+from cvserve.models.runners import as_batch
 from cvserve.models.triton.base import (
     error_response,
     in_version_folder,
     input_names,
+    input_tensor,
     max_batch_size,
     output_names,
+    output_tensor,
     stage_params,
 )
 from cvserve.preprocess.backends import make_preprocessor
@@ -29,7 +35,7 @@ from cvserve.preprocess.preprocessor import stack_results
 from cvserve.preprocess.spec import PreprocessError
 from cvserve.preprocess.tensors import META
 
-Ready = tuple[int, np.ndarray, np.ndarray]  # request index, its pixels, its META
+Ready = tuple[int, Any, Any]  # request index, its pixels, its META (torch)
 
 
 class TritonPythonModel:
@@ -43,14 +49,20 @@ class TritonPythonModel:
             dnn = replace(dnn, model_file=in_version_folder(args, dnn.model_file))
         spec = params.preprocess.spec
         batch = max(1, max_batch_size(args))
+        self.device = instance_device(args) if spec.device == "gpu" else "cpu"
+        options: dict[str, Any] = {}
+        if self.device != "cpu" and params.preprocess.backend == "dali":
+            options["device_id"] = int(self.device.partition(":")[2])
         self.input_name = input_names(args)[0]
         self.output_names = output_names(args)
         self.dnn_outputs = list(params.dnn_outputs)
         self.preprocessor = make_preprocessor(
             spec, params.preprocess.backend, max_batch_size=batch,
-            threads=params.preprocess.num_threads,
+            threads=params.preprocess.num_threads, **options,
         )  # fmt: skip
-        self.run = load_chosen(dnn, self.dnn_outputs, spec.output_shape, batch, spec.dtype).run
+        self.run = load_chosen(
+            dnn, self.dnn_outputs, spec.output_shape, batch, spec.dtype, device=self.device
+        ).run
         self.postprocess = None
         if post is not None:
             if post.path:
@@ -59,9 +71,8 @@ class TritonPythonModel:
             self.postprocess = Postprocessor(post, list(params.postprocess_inputs), outputs)
 
     def execute(self, requests: list[Any]) -> list[Any]:
-        per_request = [
-            pb_utils.get_input_tensor_by_name(r, self.input_name).as_numpy() for r in requests
-        ]
+        # Encoded bytes stay on the host (DALI's `mixed` decoder takes them there).
+        per_request = [input_tensor(r, self.input_name).cpu().numpy() for r in requests]
         results = self.preprocessor([image for images in per_request for image in images])
         responses: list[Any] = [None] * len(requests)
         ready: list[Ready] = []
@@ -74,9 +85,10 @@ class TritonPythonModel:
             except PreprocessError as exc:
                 responses[index] = error_response(exc.wire())
                 continue
-            ready.append((index, pixels, meta))
+            ready.append((index, as_batch(pixels, self.device), torch.from_numpy(meta)))
         if ready:
             self._infer(ready, responses)
+        settled(self.device)
         return responses
 
     def _infer(self, ready: list[Ready], responses: list[Any]) -> None:
@@ -84,7 +96,7 @@ class TritonPythonModel:
         fill their ``responses``."""
         pixels = [p for _, p, _ in ready]
         try:
-            outputs = self.run(np.concatenate(pixels) if len(pixels) > 1 else pixels[0])
+            outputs = self.run(torch.cat(pixels) if len(pixels) > 1 else pixels[0])
         except Exception as exc:
             for index, _, _ in ready:
                 responses[index] = error_response(f"{type(exc).__name__}: {exc}")
@@ -94,18 +106,18 @@ class TritonPythonModel:
         for index, batch, meta in ready:
             rows = slice(first, first + len(batch))
             first += len(batch)
-            values = {n: np.ascontiguousarray(v[rows]) for n, v in by_name.items()}
+            values = {n: v[rows] for n, v in by_name.items()}
             values[META] = meta
             try:
                 if self.postprocess is not None:
-                    values = self.postprocess(values)
+                    values = {n: v.cpu() for n, v in self.postprocess(values).items()}
+                tensors = [output_tensor(n, values[n]) for n in self.output_names]
             except Exception as exc:
                 responses[index] = error_response(f"{type(exc).__name__}: {exc}")
                 continue
-            tensors = [
-                pb_utils.Tensor(n, np.ascontiguousarray(values[n])) for n in self.output_names
-            ]
             responses[index] = pb_utils.InferenceResponse(output_tensors=tensors)
 
     def finalize(self) -> None:
         self.preprocessor.close()
+        self.run = None  # the network and its CUDA graphs go with it
+        release(self.device)

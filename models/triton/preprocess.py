@@ -15,23 +15,20 @@ from typing import Any
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
+from cvserve.models.devices import instance_device, settled
 from cvserve.models.triton.base import (
     error_response,
     input_names,
+    input_tensor,
     max_batch_size,
     output_names,
+    output_tensor,
     stage_params,
 )
 from cvserve.pipelines.variants import PREPROCESS_TIMES
 from cvserve.preprocess.backends import make_preprocessor
 from cvserve.preprocess.preprocessor import stack_results
 from cvserve.preprocess.spec import PreprocessError, PreprocessParams
-
-
-def _tensor(name: str, value: Any) -> Any:
-    if isinstance(value, np.ndarray):
-        return pb_utils.Tensor(name, value)
-    return pb_utils.Tensor.from_dlpack(name, value)  # a CUDA torch tensor stays on the GPU
 
 
 class TritonPythonModel:
@@ -47,8 +44,9 @@ class TritonPythonModel:
         self.output_names = [n for n in names if n != PREPROCESS_TIMES.name][:2]  # PIXELS[, META]
         backend = params.backend
         options: dict[str, Any] = {}
-        if spec.device == "gpu" and backend == "dali":
-            options["device_id"] = int(args.get("model_instance_device_id", 0))
+        self.device = instance_device(args) if spec.device == "gpu" else "cpu"
+        if self.device != "cpu" and backend == "dali":
+            options["device_id"] = int(self.device.partition(":")[2])
         if self.times:
             if backend != "dali":
                 raise ValueError(
@@ -65,9 +63,8 @@ class TritonPythonModel:
         )
 
     def execute(self, requests: list[Any]) -> list[Any]:
-        per_request = [
-            pb_utils.get_input_tensor_by_name(r, self.input_name).as_numpy() for r in requests
-        ]
+        # Encoded bytes stay on the host (DALI's `mixed` decoder takes them there).
+        per_request = [input_tensor(r, self.input_name).cpu().numpy() for r in requests]
         batch = [image for images in per_request for image in images]
         if self.times:
             results, step_ns = self.preprocessor.timed(batch)
@@ -83,11 +80,14 @@ class TritonPythonModel:
             except PreprocessError as exc:
                 responses.append(error_response(exc.wire()))
                 continue
-            tensors = [_tensor(n, v) for n, v in zip(self.output_names, outputs, strict=False)]
+            tensors = [
+                output_tensor(n, v) for n, v in zip(self.output_names, outputs, strict=False)
+            ]
             if self.times:
                 times = np.tile(step_ns, (len(images), 1))
-                tensors.append(pb_utils.Tensor(PREPROCESS_TIMES.name, times))
+                tensors.append(output_tensor(PREPROCESS_TIMES.name, times))
             responses.append(pb_utils.InferenceResponse(output_tensors=tensors))
+        settled(self.device)
         return responses
 
     def finalize(self) -> None:

@@ -112,7 +112,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         from cvserve.pipelines.app.demo_file import run_file_demo
 
         return run_file_demo(one_spec(args, "demo"), workdir=workdir)
-    return run_demo(arch=args.arch or "resnet50", workdir=workdir)
+    return run_demo(arch=args.arch or "resnet50", workdir=workdir, device=args.device)
 
 
 def cmd_bench_pipeline(args: argparse.Namespace) -> int:
@@ -135,7 +135,7 @@ def cmd_bench_engines(args: argparse.Namespace) -> int:
         specs = chosen(args, "bench engines").specs
     else:
         specs = [
-            pipeline_specs(name, arch=arch)[0]
+            pipeline_specs(name, arch=arch, device=args.device)[0]
             for name, arch in (item.split(":") for item in args.networks.split(","))
         ]
     bench_engines(
@@ -280,6 +280,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="serve this pipeline file instead and answer generated images of several sizes",
     )
     demo.add_argument("--workdir", default=None)
+    demo.add_argument(
+        "--device",
+        default="cpu",
+        choices=("cpu", "gpu"),
+        help="where preprocessing, the DNNs and postprocessing run (gpu: DALI mixed, torch)",
+    )
     demo.set_defaults(func=cmd_demo)
 
     bench = sub.add_parser("bench", help="benchmarks (tables + JSON)")
@@ -294,7 +300,9 @@ def build_parser() -> argparse.ArgumentParser:
         task.set_defaults(func=cmd_bench_pipeline)
 
     engines = benches.add_parser(
-        "engines", help="every network x engine x batch on this CPU: images/s and agreement"
+        "engines",
+        help="every network x engine x precision x batch on this CPU or GPU: images/s and "
+        "agreement",
     )
     engines.add_argument(
         "--networks",
@@ -303,6 +311,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_file_option(engines)
     engines.add_argument("--engines", default=",".join(ENGINES))
+    engines.add_argument(
+        "--device",
+        default="cpu",
+        choices=("cpu", "gpu"),
+        help="where the networks run (gpu: cuda:0; the engines that run there)",
+    )
     engines.add_argument("--batches", default="1,8")
     engines.add_argument("--duration", type=float, default=3.0, help="seconds per pass (2 each)")
     engines.add_argument(

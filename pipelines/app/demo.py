@@ -23,7 +23,7 @@ from cvserve.models.serving import serve_locally
 from cvserve.models.zoo import class_names
 from cvserve.pipelines.app.demo_kafka import run_kafka_demo
 from cvserve.pipelines.catalog import classify, pipeline_specs
-from cvserve.pipelines.spec import PipelineSpec
+from cvserve.pipelines.spec import Device, PipelineSpec
 from cvserve.preprocess.synthetic import synthetic_image
 from cvserve.preprocess.tensors import LABELS, SCORES
 from cvserve.profiling import tritonstats
@@ -52,11 +52,14 @@ def split_table(
     return split
 
 
-def run_demo(arch: str = "resnet50", repeats: int = 3, workdir: Path | None = None) -> int:
+def run_demo(
+    arch: str = "resnet50", repeats: int = 3, workdir: Path | None = None, device: Device = "cpu"
+) -> int:
     console = Console(width=max(Console().width, 110))
-    spec = classify(arch)
+    spec = classify(arch, device=device)
     # Random weights score every box low: keep the top 3 of each image to show the fan-out.
-    stages = [spec, *pipeline_specs("detect_identify", score_threshold=0.0, max_detections=3)]
+    fan_out = {"score_threshold": 0.0, "max_detections": 3, "device": device}
+    stages = [spec, *pipeline_specs("detect_identify", **fan_out)]
     names = class_names(arch)
     console.print(f"[bold]cvserve demo[/bold]: {spec.description} (random weights, seed 0)")
     with contextlib.ExitStack() as stack:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cvserve.broker.routes import register_composite
-from cvserve.models.params import TARGET_ENGINES, DnnParams, PostprocessParams
+from cvserve.models.params import PRECISIONS, TARGET_ENGINES, DnnParams, PostprocessParams
 from cvserve.pipelines.catalog import (
     COMPOSITES,
     PIPELINE_OPTIONS,
@@ -192,8 +192,9 @@ def add_pipeline_options(
     parser.add_argument(
         "--precision",
         default=None,
-        choices=("fp32", "bf16"),
-        help="bf16: allow reduced precision (openvino, where the CPU has it)",
+        choices=PRECISIONS,
+        help="allow reduced precision: bf16 on the CPU (openvino, where the CPU has it); fp16 "
+        "or bf16 on a GPU (torch)",
     )
     parser.add_argument(
         "--fuse-stages",

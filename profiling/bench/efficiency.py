@@ -25,7 +25,7 @@ from rich.console import Console
 from rich.table import Table
 
 from cvserve.deploy.host import usable_cores
-from cvserve.models.engine_choice import load_chosen
+from cvserve.models.engine_choice import load_chosen, stage_device, synchronized
 from cvserve.models.params import DnnParams
 from cvserve.models.serving import serve_locally
 from cvserve.pipelines.spec import PipelineSpec
@@ -65,8 +65,10 @@ def cpu_seconds_limit(cores: int, *cpu_s_per_image: float) -> float:
 
 
 def preprocess_rate(spec: PipelineSpec, images: list[bytes], batch: int, duration_s: float) -> Rate:
-    """Preprocessing alone: the served stage's DALI backend and threads."""
-    params = unfused(spec).stage_by_role("preprocess").params_as(PreprocessParams)
+    """Preprocessing alone: the served stage's DALI backend and threads, on its device (each
+    batch waited for to its end on a GPU)."""
+    stage = unfused(spec).stage_by_role("preprocess")
+    params = stage.params_as(PreprocessParams)
     preprocessor = DaliPreprocessor(
         params.spec, max_batch_size=batch, num_threads=params.num_threads
     )
@@ -77,24 +79,26 @@ def preprocess_rate(spec: PipelineSpec, images: list[bytes], batch: int, duratio
         state["i"] += 1
         return preprocessor.run_batch(chunks[state["i"] % len(chunks)])
 
-    return _rate(step, batch, duration_s)
+    return _rate(synchronized(step, stage_device(stage)), batch, duration_s)
 
 
 def dnn_rate(spec: PipelineSpec, batch: int, duration_s: float) -> Rate:
     """The DNN alone: the served network (`models.runners`: torch, TorchScript or
-    onnxruntime) and threads on a preprocessed-shape batch (its speed does not depend on the
-    source image size)."""
+    onnxruntime), threads and device on a preprocessed-shape batch already on that device (its
+    speed does not depend on the source image size)."""
     stage = unfused(spec).stage_by_role("inference")
     params = stage.params_as(DnnParams)
+    device = stage_device(stage)
     (pixels_spec,) = stage.inputs
     pixels = np.random.default_rng(0).standard_normal((batch, *pixels_spec.dims))
-    pixels = pixels.astype(pixels_spec.numpy_dtype)
+    on_device = torch.from_numpy(pixels.astype(pixels_spec.numpy_dtype)).to(device)
     threads_before = torch.get_num_threads()
     names = [t.name for t in stage.outputs]
     dims, dtype = pixels_spec.dims, str(pixels_spec.numpy_dtype)
-    run = load_chosen(params, names, dims, stage.batching.max_batch_size, dtype).run
+    run = load_chosen(params, names, dims, stage.batching.max_batch_size, dtype, device=device).run
+    done = synchronized(run, device)
     try:
-        return _rate(lambda: run(pixels), batch, duration_s)
+        return _rate(lambda: done(on_device), batch, duration_s)
     finally:
         torch.set_num_threads(threads_before)
 

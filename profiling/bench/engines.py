@@ -1,8 +1,10 @@
-"""`cvserve bench engines`: every network × engine × batch on this CPU, one run, one JSON.
+"""`cvserve bench engines`: every network × engine × precision × batch on this CPU or GPU (the
+stage's device: ``--device gpu`` measures on ``cuda:0``), one run, one JSON.
 
 Each engine (`models.runners`) runs the DNN stage's network alone on the same seeded batch of
-the preprocessed shape; images/s is the better of two timed passes (noise on a shared machine
-only slows a run down). Agreement is against torch fp32 eager on the same batch: the largest
+the preprocessed shape, on the stage's device; images/s is the better of two timed passes, each
+call waited for to its end on a GPU (noise on a shared machine only slows a run down).
+Agreement is against torch fp32 eager on the same batch and device: the largest
 absolute difference of every output, and for a classifier the share of images whose top-1 class
 is the same. An engine that cannot run a network falls back (`models.runners.load_engine`); the
 row says which engine ran and why.
@@ -21,13 +23,15 @@ from rich.console import Console
 from rich.table import Table
 
 from cvserve.models.engine_choice import (
-    BF16_BOUND,
-    FP32_BOUND,
+    BOUNDS,
     Measured,
     candidates,
+    host,
     images_per_s,
     record,
     rel_diff,
+    stage_device,
+    synchronized,
 )
 from cvserve.models.params import ENGINES, DnnParams
 from cvserve.models.runners import load_engine
@@ -38,8 +42,10 @@ from cvserve.profiling.machine import machine_info, write_report
 DEFAULT_BATCHES: tuple[int, ...] = (1, 8)
 
 
-def agreement(got: list[np.ndarray], reference: list[np.ndarray], classes: bool) -> dict:
-    """Max abs difference over every output; top-1 agreement of the first (a classifier's)."""
+def agreement(got: list[Any], reference: list[np.ndarray], classes: bool) -> dict:
+    """Max abs difference over every output (torch or NumPy); top-1 agreement of the first (a
+    classifier's)."""
+    got = host(got)
     diff = max(
         float(np.max(np.abs(g.astype(np.float64) - r))) if g.size else 0.0
         for g, r in zip(got, reference, strict=True)
@@ -61,22 +67,30 @@ def _store(
     for spec in specs:
         stage = unfused(spec).stage_by_role("inference")
         params = dataclasses.replace(stage.params_as(DnnParams), engine=None)
-        wanted = set(candidates(params))
+        device = stage_device(stage)
+        wanted = set(candidates(params, device))
         for (name, batch), rows in measured.items():
             if name == spec.name and {(m.engine, m.precision) for m in rows} >= wanted:
                 # Within bound by the rule `engine_choice` measures with.
                 kept = [
                     dataclasses.replace(
                         m,
-                        within_bound=m.within_bound
-                        and m.rel_diff <= (BF16_BOUND if m.precision == "bf16" else FP32_BOUND),
+                        within_bound=m.within_bound and m.rel_diff <= BOUNDS[m.precision],
                     )
                     for m in rows
                     if (m.engine, m.precision) in wanted
                 ]
                 shape = tuple(224 if d < 0 else d for d in stage.inputs[0].dims)
-                paths.append(record(params, shape, batch, kept))
+                paths.append(record(params, shape, batch, kept, device))
     return paths
+
+
+def _precisions(engine: str, device: str) -> tuple[str, ...]:
+    """The precisions ``engine`` is measured at on ``device``: reduced ones where it runs them
+    (OpenVINO bf16 on the CPU; torch fp16 and bf16 on a GPU)."""
+    if device.startswith("cuda"):
+        return ("fp32", "fp16", "bf16") if engine.startswith("torch") else ("fp32",)
+    return ("fp32", "bf16") if engine == "openvino" else ("fp32",)
 
 
 def bench_engines(
@@ -107,19 +121,20 @@ def bench_engines(
         reference_params = dataclasses.replace(params, engine=None, precision="fp32")
         if params.model_format == "onnx":
             reference_params = dataclasses.replace(reference_params, engine="onnxruntime")
-        reference_run = load_engine(reference_params, names).run
+        device = stage_device(stage)
+        reference_run = load_engine(reference_params, names, device=device).run
         for batch in batches:
             x = np.random.default_rng(0).standard_normal((batch, *shape)).astype(pixels.numpy_dtype)
-            reference = [r.astype(np.float64) for r in reference_run(x)]
+            reference = [r.astype(np.float64) for r in host(reference_run(x))]
             for engine in engines:
-                for precision in ("fp32", "bf16") if engine == "openvino" else ("fp32",):
+                for precision in _precisions(engine, device):
                     try:
                         asked = dataclasses.replace(params, engine=engine, precision=precision)
                     except ValueError as exc:  # an engine this kind of model cannot run on
                         console.print(f"  {params.label} {engine}: skipped ({exc})")
                         continue
-                    loaded = load_engine(asked, names)
-                    rate = images_per_s(loaded.run, x, duration_s, min_calls=0)
+                    loaded = load_engine(asked, names, device=device)
+                    rate = images_per_s(synchronized(loaded.run, device), x, duration_s, 0)
                     row = {
                         "network": params.label,
                         "pipeline": spec.name,
@@ -128,6 +143,7 @@ def bench_engines(
                         "ran_on": f"{loaded.engine}/{loaded.precision}",
                         "fallback": loaded.fallback,
                         "batch": batch,
+                        "device": device,
                         "threads": params.torch_threads,
                         "images_per_s": round(rate, 2),
                         **agreement(loaded.run(x), reference, classifier),

@@ -9,6 +9,12 @@ one go.
    cores at 1920x1080.
 3. The detect stage's crops (`broker.crops`): nvJPEG decode + crop + encode on the GPU vs OpenCV
    — same boxes, same pixels within JPEG noise, and images/s for 8 crops of a 1920x1080 JPEG.
+4. The served path: every shipped pipeline built for the GPU and for the CPU, each served on a
+   local Triton, the same images sent to both, the GPU's answers compared with the CPU's
+   (`profiling.bench.served_parity`: classify same top-1, identical at fp32 and ≥ 95 % at fp16;
+   detect boxes at IoU ≥ 0.9; segment mask pixels ≥ 99 %; identify cosine ≥ 0.999). Served /
+   limit on the GPU is ``cvserve bench efficiency --device gpu`` (its own step in
+   ../shared/gpu/run.sh).
 
 Prints tables, writes one JSON (``--out``). Exit status: 0 all parity checks passed, 1 some failed,
 `EXIT_NO_GPU` (2) when no CUDA GPU is visible (nothing was checked).
@@ -20,6 +26,7 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -60,12 +67,13 @@ def parity_checks(console: Console, threads: int) -> list[dict[str, Any]]:
         dali_cpu = make_preprocessor(spec, "dali", 8, threads)(data)
         dali_gpu = make_preprocessor(gpu_spec, "dali", 8, threads)(data)
         tv_cuda = make_preprocessor(gpu_spec, "torchvision", 8)(data)
-        for label, got, expected in (
-            ("dali-gpu vs reference", dali_gpu, reference),
-            ("dali-gpu vs dali-cpu", dali_gpu, dali_cpu),
-            ("torchvision-cuda vs reference", tv_cuda, reference),
+        for label, got, expected, chroma in (
+            ("dali-gpu vs reference", dali_gpu, reference, False),
+            ("dali-gpu vs dali-cpu", dali_gpu, dali_cpu, False),
+            # Its nvJPEG decode upsamples chroma otherwise: JPEGs keep their own bound.
+            ("torchvision-cuda vs reference", tv_cuda, reference, True),
         ):
-            bad = failures(got, expected, names)
+            bad = failures(got, expected, names, gpu_jpeg_chroma=chroma)
             measured = [
                 parity(g, e)
                 for g, e in zip(got, expected, strict=True)
@@ -144,6 +152,40 @@ def crop_check(min_time_s: float) -> dict[str, Any]:
     return row
 
 
+SERVED_PIPELINES: tuple[str, ...] = ("classify", "detect", "segment", "depth", "identify")
+SERVED_IMAGES = 8
+
+
+def served_checks(console: Console, pipelines: Sequence[str]) -> list[dict[str, Any]]:
+    """The pipelines served by one Triton on the CPU (torch fp32: the reference), one on the GPU
+    (torch fp32) and one on the GPU at fp16 (classify): one row per pipeline and comparison
+    with the CPU's answers. Engines are named, so no stage measures engines while loading."""
+    from cvserve.pipelines.catalog import pipeline_specs
+    from cvserve.preprocess.synthetic import synthetic_image
+    from cvserve.profiling.bench.served_parity import served_parity
+
+    images = [synthetic_image(640, 480, seed) for seed in range(SERVED_IMAGES)]
+
+    def built(device: str, precision: str = "fp32") -> list[Any]:
+        names = pipelines if precision == "fp32" else [p for p in pipelines if p == "classify"]
+        options = {"device": device, "engine": "torch", "precision": precision}
+        return [pipeline_specs(name, **options)[0] for name in names]
+
+    servers = {"cpu": built("cpu"), "gpu fp32": built("gpu"), "gpu fp16": built("gpu", "fp16")}
+    try:
+        compared = served_parity({k: v for k, v in servers.items() if v}, images)
+    except Exception as exc:  # a pipeline that does not serve is this check's finding
+        console.print(f"  served: FAILED: {exc}")
+        failed = {"pipeline": ",".join(pipelines), "check": "served", "ok": False}
+        return [{**failed, "error": str(exc)}]
+    rows = []
+    for name, results in compared.items():
+        for label, result in results.items():
+            rows.append({"pipeline": name, "check": label, **result})
+            console.print(f"  {name} {label}: {result}")
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m cvserve.profiling.bench.gpu_check", description=__doc__
@@ -151,6 +193,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batches", nargs="+", type=int, default=list(GPU_BATCHES))
     parser.add_argument("--min-time", type=float, default=0.5, help="seconds per measurement")
     parser.add_argument("--skip-bench", action="store_true", help="parity checks only")
+    parser.add_argument(
+        "--served",
+        default=",".join(SERVED_PIPELINES),
+        help="pipelines to serve on the GPU and compare with the CPU ('' for none)",
+    )
     parser.add_argument("--out", default=None, help="JSON path (default runs/gpu-check-*.json)")
     args = parser.parse_args(argv)
     ok, seen = gpu_status()
@@ -180,6 +227,8 @@ def main(argv: list[str] | None = None) -> int:
     console.print(
         f"crops, {CROP_BOXES} of a {CROP_IMAGE_SIZE[0]}x{CROP_IMAGE_SIZE[1]} JPEG: {crops}"
     )
+    served = served_checks(console, [p for p in args.served.split(",") if p])
+    report["served"] = served
     if not args.skip_bench:
         configs = [
             BackendConfig("dali-gpu", "dali", n, "gpu"),
@@ -205,7 +254,8 @@ def main(argv: list[str] | None = None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2, default=str))
     console.print(f"wrote {out}")
-    return 0 if all(row["ok"] for row in rows) and crops["ok"] else 1
+    checks = [*rows, *served, crops]
+    return 0 if all(row["ok"] for row in checks) else 1
 
 
 if __name__ == "__main__":

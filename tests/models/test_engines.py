@@ -58,8 +58,10 @@ def test_an_engine_that_cannot_run_a_network_falls_back_with_the_reason() -> Non
 def test_engines_a_model_cannot_run_on_are_refused() -> None:
     with pytest.raises(ValueError, match="TorchScript model runs on torch"):
         DnnParams(model_file="/m.pt", model_format="torchscript", engine="openvino")
-    with pytest.raises(ValueError, match="bf16 needs the openvino engine"):
-        DnnParams(arch="resnet18", engine="torch", precision="bf16")
+    with pytest.raises(ValueError, match="bf16 needs engine openvino, torch, torch_channels_last"):
+        DnnParams(arch="resnet18", engine="onnxruntime", precision="bf16")
+    with pytest.raises(ValueError, match="fp16 needs engine torch, torch_channels_last"):
+        DnnParams(arch="resnet18", engine="openvino", precision="fp16")
     # No engine named: bf16 is allowed, and the measured choice may use it.
     assert DnnParams(arch="resnet18", precision="bf16").engine is None
 
@@ -76,6 +78,18 @@ def test_a_file_names_the_engines_its_model_can_run_on(tmp_path) -> None:
     load_file(path)  # valid as written; the combination is refused when built
     with pytest.raises(ValueError, match=r"serving.precision: bf16 .* needs engine: openvino"):
         file_specs(path)
+    path.write_text(path.read_text().replace("bf16}", "fp16}"))
+    with pytest.raises(ValueError, match=r"serving.precision: fp16 runs on a GPU"):
+        file_specs(path)
+    (spec,) = file_specs(path, device="gpu")[1]  # torch fp16 on a GPU
+    dnn = spec.stage_by_role("inference")
+    assert (dnn.device, dnn.params.engine, dnn.params.precision) == ("gpu", "torch", "fp16")
+
+
+def test_reduced_precision_on_the_cpu_runs_fp32_through_torch_with_the_reason() -> None:
+    loaded = load_engine(DnnParams(arch="resnet18", num_classes=10, precision="fp16"))
+    assert (loaded.engine, loaded.precision, loaded.device) == ("torch", "fp32", "cpu")
+    assert "fp16 asked for on the CPU" in str(loaded.fallback)
 
 
 # Every task's network as the served pipeline runs it (the test suite's smaller inputs), end to

@@ -14,14 +14,13 @@ import pytest
 from cvserve.deploy.host import usable_cores
 from cvserve.deploy.triton import TritonServer
 from cvserve.models.client import InferenceError, PipelineClient
-from cvserve.models.fusion import NotFusable, fuse_stages, fused_settings
+from cvserve.models.fusion import NotFusable, fusable, fuse_stages, fused_settings
 from cvserve.models.params import FusedParams
 from cvserve.models.repository.config import STAGE_PARAMETER, read_config
 from cvserve.models.repository.local import write_repository
 from cvserve.pipelines.catalog import classify, file_specs, image_pipeline
-from cvserve.pipelines.pipeline_file import PipelineFileError
 from cvserve.pipelines.spec import PipelineSpec
-from cvserve.pipelines.variants import is_fused, unfused
+from cvserve.pipelines.variants import is_fused, unfused, with_devices
 from cvserve.preprocess.spec import PreprocessSpec
 from cvserve.preprocess.tensors import BOXES, LABELS, META, SCORES
 from cvserve.profiling.sweep_plan import external_targets, plan_servers
@@ -83,7 +82,10 @@ def test_a_user_postprocess_module_is_bundled_with_the_fused_model(tmp_path: Pat
 @pytest.mark.parametrize(
     ("spec", "reason"),
     [
-        (classify("mobilenet_v3_small", device="gpu"), "on the GPU"),
+        (
+            with_devices(classify("mobilenet_v3_small"), {"inference": "gpu"}),
+            "preprocessing runs on the cpu, its DNN on the gpu",
+        ),
         (
             classify(
                 "mobilenet_v3_small",
@@ -179,8 +181,16 @@ def test_a_file_asks_for_fusion_and_the_command_line_overrides_it(tmp_path: Path
     (apart,) = file_specs(path, fuse_stages=False)[1]
     assert not is_fused(apart)
     path.write_text(FILE.replace("serving:", "serving:\n  device: gpu"))
-    with pytest.raises(PipelineFileError, match="serving.fuse_stages.*on the GPU"):
-        file_specs(path)
+    (on_gpu,) = file_specs(path)[1]  # DALI mixed → the DNN → postprocessing in one GPU model
+    assert [(s.name, s.device) for s in on_gpu.stages] == [("mine_fused", "gpu")]
+    assert all(part.device == "gpu" for part in on_gpu.stages[0].fused)
+
+
+def test_stages_on_two_devices_are_not_fused_and_say_so() -> None:
+    spec = with_devices(classify("mobilenet_v3_small"), {"preprocess": "gpu"})
+    assert fusable(spec) == "its preprocessing runs on the gpu, its DNN on the cpu"
+    with pytest.raises(NotFusable, match="preprocessing runs on the gpu"):
+        fuse_stages(spec)
 
 
 def test_the_profiler_serves_a_fused_pipeline_with_its_stages_apart() -> None:
@@ -191,7 +201,7 @@ def test_the_profiler_serves_a_fused_pipeline_with_its_stages_apart() -> None:
     assert not is_fused(served)
 
 
-def test_tune_tries_fused_per_core_and_as_threaded_but_not_on_a_gpu() -> None:
+def test_tune_tries_fused_per_core_and_as_threaded_and_on_a_gpu_as_served() -> None:
     spec = classify("mobilenet_v3_small", max_batch_size=4)
     best = settings_of(spec)
     apart, *both = axis_candidates("fuse_stages", best, Space(), spec)
@@ -200,7 +210,8 @@ def test_tune_tries_fused_per_core_and_as_threaded_but_not_on_a_gpu() -> None:
     assert fused in both and {**best, "fuse_stages": True} in both  # or as the best is threaded
     assert settings_of(classify("mobilenet_v3_small", **fused))["fuse_stages"]
     gpu = classify("mobilenet_v3_small", device="gpu")
-    assert axis_candidates("fuse_stages", settings_of(gpu), Space(), gpu) == []
+    apart, fused_gpu = axis_candidates("fuse_stages", settings_of(gpu), Space(), gpu)
+    assert fused_gpu == {**settings_of(gpu), "fuse_stages": True}  # no instance per core
 
 
 @pytest.mark.server

@@ -37,8 +37,10 @@ def test_intra_op_threads_stop_spinning_when_a_run_returns(tmp_path: Path) -> No
 
 def test_runner_returns_every_output_for_a_batch(tmp_path: Path) -> None:
     run = onnx_runner(str(tiny_onnx(tmp_path / "tiny.onnx")), threads=2)
-    (y,) = run(np.ones((3, 3, 8, 8), np.float32))
-    assert y.shape == (3, 4, 6, 6) and y.dtype == np.float32
+    (y,) = run(np.ones((3, 3, 8, 8), np.float32))  # NumPy in, torch out
+    assert y.shape == (3, 4, 6, 6) and y.dtype == torch.float32
+    (same,) = run(torch.ones((3, 3, 8, 8)))
+    assert torch.equal(same, y)
 
 
 def test_openvino_pins_its_threads_only_when_they_span_every_core(monkeypatch) -> None:

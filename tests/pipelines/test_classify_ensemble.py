@@ -36,9 +36,8 @@ class InProcess:
 
     def probabilities(self, images: list[bytes]) -> np.ndarray:
         with torch.inference_mode():
-            logits = self.model(torch.from_numpy(self.preprocess.run_batch(images))).numpy()
-        _, probs = top_k(logits, logits.shape[1])
-        labels, _ = top_k(logits, logits.shape[1])
+            logits = self.model(torch.from_numpy(self.preprocess.run_batch(images)))
+        labels, probs = (t.numpy() for t in top_k(logits, logits.shape[1]))
         full = np.empty_like(probs)
         np.put_along_axis(full, labels, probs, axis=1)
         return full

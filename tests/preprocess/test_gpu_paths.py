@@ -33,9 +33,10 @@ def test_dali_mixed_matches_reference_and_dali_cpu(spec_name, corpus, references
 
 @pytest.mark.parametrize("spec_name", list(PARITY_SPECS))
 def test_torchvision_cuda_matches_reference(spec_name, corpus, references) -> None:
+    # Its JPEG decode upsamples chroma otherwise: those images keep their own, stated bound.
     spec = dataclasses.replace(PARITY_SPECS[spec_name], device="gpu")
     got = make_preprocessor(spec, "torchvision", 8)(list(corpus.values()))
-    assert failures(got, references[spec_name], list(corpus)) == []
+    assert failures(got, references[spec_name], list(corpus), gpu_jpeg_chroma=True) == []
 
 
 def test_dali_mixed_timed_steps_give_the_fused_output(corpus) -> None:

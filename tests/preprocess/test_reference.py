@@ -79,3 +79,25 @@ def test_16_bit_samples_round_half_up_to_8_bits() -> None:
     v = np.arange(65536, dtype=np.uint16)
     expected = np.floor(v / 257 + 0.5)
     np.testing.assert_array_equal(to_8bit(v), expected)
+
+
+def test_the_gpu_jpeg_chroma_bound_applies_to_jpegs_only() -> None:
+    # torchvision's CUDA JPEG decode upsamples chroma otherwise (mean up to 0.034 measured on an
+    # H200): its JPEGs keep their own bound, every other image the contract.
+    from cvserve.preprocess.parity import PARITY_MAX, failures
+    from cvserve.preprocess.preprocessor import Preprocessed
+
+    meta = np.zeros(6, np.float32)
+    expected = Preprocessed(np.zeros((3, 4, 4), np.float32), meta)
+    off = Preprocessed(np.full((3, 4, 4), 0.03, np.float32), meta)  # over the contract's mean
+    names = ["rgb_jpeg@8x8", "rgb_png@8x8"]
+    both = [off, off], [expected, expected]
+    assert failures(*both, names) == [
+        "rgb_jpeg@8x8: mean 0.0300 max 0.030 meta equal True",
+        "rgb_png@8x8: mean 0.0300 max 0.030 meta equal True",
+    ]
+    assert failures(*both, names, gpu_jpeg_chroma=True) == [
+        "rgb_png@8x8: mean 0.0300 max 0.030 meta equal True"
+    ]
+    far = Preprocessed(np.full((3, 4, 4), 2 * PARITY_MAX, np.float32), meta)
+    assert failures([far], [expected], names[:1], gpu_jpeg_chroma=True)  # still bounded
