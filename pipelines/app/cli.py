@@ -145,6 +145,7 @@ def cmd_bench_engines(args: argparse.Namespace) -> int:
         duration_s=args.duration,
         out=Path(args.out) if args.out else None,
         store=args.store,
+        rounds=args.rounds,
     )
     return 0
 
@@ -168,6 +169,8 @@ def cmd_bench_efficiency(args: argparse.Namespace) -> int:
         concurrency=args.concurrency,
         out=Path(args.out) if args.out else None,
         baseline=baseline,
+        rounds=args.rounds,
+        target=args.ratio_target or None,
     )
     return 0
 
@@ -201,6 +204,14 @@ def cmd_bench_loadgen(args: argparse.Namespace) -> int:
         except (ModelNotServed, ValueError, RuntimeError) as exc:  # one line, no traceback
             raise SystemExit(f"cvserve bench loadgen: {exc}") from None
     return 0
+
+
+def _rounds(text: str) -> int:
+    """``--rounds``: a whole number of at least 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"at least 1 round, not {value}")
+    return value
 
 
 # Folders add their own subcommands: each module listed has `register(commands, benches)`, where
@@ -318,7 +329,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="where the networks run (gpu: cuda:0; the engines that run there)",
     )
     engines.add_argument("--batches", default="1,8")
-    engines.add_argument("--duration", type=float, default=3.0, help="seconds per pass (2 each)")
+    engines.add_argument(
+        "--rounds",
+        type=_rounds,
+        default=3,
+        help="alternating rounds, one pass of every engine each: medians and min-max (default 3)",
+    )
+    engines.add_argument(
+        "--duration", type=float, default=2.0, help="seconds per pass (one per round; default 2)"
+    )
     engines.add_argument(
         "--store",
         action="store_true",
@@ -332,7 +351,27 @@ def build_parser() -> argparse.ArgumentParser:
         "efficiency", help="served ensemble vs its stages alone (the served/limit ratio)"
     )
     add_pipeline_options(efficiency)
-    efficiency.add_argument("--duration", type=float, default=10.0, help="seconds per measurement")
+    efficiency.add_argument(
+        "--rounds",
+        type=_rounds,
+        default=5,
+        help="rounds of stages alone + served back to back, the order alternating: served / "
+        "limit per round, their median and min-max per size (default 5)",
+    )
+    efficiency.add_argument(
+        "--duration",
+        type=float,
+        default=3.0,
+        help="seconds per measurement, each round (default 3)",
+    )
+    efficiency.add_argument(
+        "--target",
+        dest="ratio_target",  # `target` is the bench subcommand's name
+        type=float,
+        default=0.9,
+        help="served / limit to hold each size to (0: none); a size whose rounds spread wider "
+        "than its distance to the target is reported as undecided (default 0.9)",
+    )
     efficiency.add_argument(
         "--concurrency",
         type=int,
@@ -363,7 +402,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_triton_tls_options(loadgen)
     loadgen.add_argument("--model", default=None, help="with --triton-url: the model to drive")
     loadgen.add_argument("--concurrency", default="1,4,8")
-    loadgen.add_argument("--rounds", type=int, default=2, help="alternating rounds")
+    loadgen.add_argument(
+        "--rounds",
+        type=_rounds,
+        default=3,
+        help="alternating rounds: the ratio per round, its median and min-max (default 3)",
+    )
     loadgen.add_argument("--duration", type=float, default=5.0, help="seconds per run")
     loadgen.add_argument("--size", default="640x480", help="WxH of the generated JPEGs")
     loadgen.add_argument("--images", type=int, default=8, help="how many distinct images")

@@ -20,6 +20,7 @@ def cmd_bench_preprocess(args: argparse.Namespace) -> int:
         BENCH_BATCHES,
         BENCH_SIZES,
         CPU_TARGET,
+        TARGET_ROUNDS,
         bench_preprocess,
         cpu_configs,
     )
@@ -34,7 +35,7 @@ def cmd_bench_preprocess(args: argparse.Namespace) -> int:
         spec=PreprocessSpec(resize_mode=args.resize_mode),
         min_time_s=0.15 if args.quick else args.min_time,
         target=CPU_TARGET,
-        target_rounds=2 if args.quick else 3,
+        target_rounds=2 if args.quick else args.rounds or TARGET_ROUNDS,
         out=Path(args.out) if args.out else None,
     )
     return 0
@@ -56,6 +57,12 @@ def register(commands: Any, benches: Any) -> None:
     bench.add_argument("--resize-mode", default="shorter_crop", choices=get_args(ResizeMode))
     bench.add_argument("--min-time", type=float, default=0.5, help="seconds per measurement")
     bench.add_argument("--quick", action="store_true", help="shorter measurements (noisier)")
+    bench.add_argument(
+        "--rounds",
+        type=int,
+        default=None,
+        help="alternating rounds of the target pair, their median and spread reported",
+    )
     bench.add_argument(
         "--out", default=None, help="JSON path (default runs/bench-preprocess-*.json)"
     )

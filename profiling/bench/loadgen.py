@@ -4,8 +4,9 @@ One served model or ensemble, the same images, the same concurrency: cvserve's c
 (`profiling.load`, the client every cvserve benchmark uses) and Triton's perf_analyzer (from the
 tritonclient wheel) in alternating rounds, each run bracketed by settled readings of the
 statistics API, so both report the server-side queue and compute per composing model the same
-way. The ratio cvserve / perf_analyzer per concurrency (median of the rounds, with the spread)
-shows a regression of cvserve's client; the split of each model, compared between the two
+way. The ratio cvserve / perf_analyzer is taken per round and concurrency (the two runs back to
+back); its median over the rounds, with their min–max (`profiling.bench.rounds`), shows a
+regression of cvserve's client; the split of each model, compared between the two
 clients' runs, shows whether they load the server alike.
 
 perf_analyzer here needs Debian's ``libb64-0d`` and a ``libcudart.so.12`` (the pytriton wheel
@@ -32,11 +33,13 @@ from rich.table import Table
 
 from cvserve.deploy.triton_grpc import grpc_client
 from cvserve.profiling import tritonstats
+from cvserve.profiling.bench.rounds import ORDER_RULE, Spread, per_round_ratios, round_order
 from cvserve.profiling.load import closed_loop, warm_up
 from cvserve.profiling.machine import machine_info, write_report
 from cvserve.profiling.model_profile import model_senders, plan_model, split_of
 
 DEFAULT_CONCURRENCY: tuple[int, ...] = (1, 4, 8)
+DEFAULT_ROUNDS = 3  # odd: the median is a round's own ratio
 SPLIT_TOLERANCE = 0.10  # a model's share of the time may differ this much between the clients
 
 
@@ -146,7 +149,7 @@ def bench_loadgen(
     model: str,
     images: Sequence[bytes],
     concurrency: Sequence[int] = DEFAULT_CONCURRENCY,
-    rounds: int = 2,
+    rounds: int = DEFAULT_ROUNDS,
     duration_s: float = 5.0,
     out: Path | None = None,
     console: Console | None = None,
@@ -171,7 +174,7 @@ def bench_loadgen(
         warm_up(make_sender, 2 * max(concurrency))
         clients = ["cvserve"] + ([] if unavailable else ["perf_analyzer"])
         for r in range(rounds):
-            order = clients if r % 2 == 0 else clients[::-1]
+            order = round_order(r, clients)
             for c in concurrency:
                 for who in order:
                     before = tritonstats.fetch_settled(client, list(plan.models))
@@ -194,7 +197,7 @@ def bench_loadgen(
     finally:
         client.close()
     composing = list(plan.composing) or list(plan.models)
-    summary = _summary(runs, concurrency, unavailable is None, composing)
+    summary = summarize_runs(runs, concurrency, unavailable is None, composing)
     report = {
         "benchmark": "loadgen",
         "model": model,
@@ -202,6 +205,9 @@ def bench_loadgen(
         "images": len(images),
         "rounds": rounds,
         "duration_s": duration_s,
+        "order": f"cvserve, perf_analyzer at each concurrency: {ORDER_RULE}",
+        "ratio_rule": "cvserve / perf_analyzer per round (the two runs back to back); ratio: "
+        "their median; ratio_spread: median, min, max",
         "perf_analyzer": unavailable or "used",
         "split_tolerance": SPLIT_TOLERANCE,
         "split_rule": "max over composing models of |share of queue+compute, cvserve run - "
@@ -211,15 +217,19 @@ def bench_loadgen(
         "summary": summary,
         "runs": runs,
     }
-    _print_table(console, model, summary)
+    _print_table(console, model, summary, rounds)
     path = write_report(report, f"bench-loadgen-{model}", out)
     console.print(f"wrote {path}")
     return report
 
 
-def _summary(
+def summarize_runs(
     runs: list[dict[str, Any]], concurrency: Sequence[int], both: bool, composing: list[str]
 ) -> list[dict[str, Any]]:
+    """Per concurrency: each client's images/s (median, min, max of the rounds), p50 and p50
+    over the server's compute (medians); with both clients, ``ratio`` = the median of the
+    per-round cvserve / perf_analyzer ratios with ``ratio_spread``, and the largest split
+    difference of any round."""
     rows = []
     for c in concurrency:
         at = [run for run in runs if run["concurrency"] == c]
@@ -239,12 +249,17 @@ def _summary(
                 ),
             }
         if both:
-            row["ratio"] = row["cvserve"]["median"] / row["perf_analyzer"]["median"]
-            pairs = zip(
-                (run for run in at if run["client"] == "cvserve"),
-                (run for run in at if run["client"] == "perf_analyzer"),
-                strict=True,
+            ours = [run for run in at if run["client"] == "cvserve"]
+            theirs = [run for run in at if run["client"] == "perf_analyzer"]
+            if [run["round"] for run in ours] != [run["round"] for run in theirs]:
+                raise ValueError(f"concurrency {c}: the two clients ran different rounds")
+            ratios = per_round_ratios(
+                [run["images_per_s"] for run in ours], [run["images_per_s"] for run in theirs]
             )
+            spread = Spread.of(ratios)
+            row["ratio"] = spread.median
+            row["ratio_spread"] = spread.to_dict()
+            pairs = zip(ours, theirs, strict=True)
             row["split_difference"] = max(
                 split_difference(a["models"], b["models"], composing) for a, b in pairs
             )
@@ -253,11 +268,14 @@ def _summary(
     return rows
 
 
-def _print_table(console: Console, model: str, summary: list[dict[str, Any]]) -> None:
-    table = Table(title=f"cvserve bench loadgen {model}: images/s, median of rounds [min-max]")
+def _print_table(console: Console, model: str, summary: list[dict[str, Any]], rounds: int) -> None:
+    table = Table(
+        title=f"cvserve bench loadgen {model}: images/s, medians of {rounds} alternating rounds "
+        "\\[min-max]; cvserve / PA: median of the per-round ratios \\[min-max]"
+    )
     columns = ("conc", "cvserve", "perf_analyzer", "cvserve / PA", "split diff (max)")
     for column in (*columns, "p50 / compute"):
-        table.add_column(column, justify="right")
+        table.add_column(column, justify="right", no_wrap=column in columns[1:4])
 
     def cell(stats: dict[str, float] | None) -> str:
         if not stats:
@@ -269,7 +287,7 @@ def _print_table(console: Console, model: str, summary: list[dict[str, Any]]) ->
             str(row["concurrency"]),
             cell(row.get("cvserve")),
             cell(row.get("perf_analyzer")),
-            f"{row['ratio']:.2f}" if "ratio" in row else "-",
+            Spread.from_dict(row["ratio_spread"]).cell() if "ratio_spread" in row else "-",
             f"{row['split_difference'] * 100:.1f} pp" if "split_difference" in row else "-",
             " / ".join(
                 f"{row[who]['p50_over_compute']:.2f}"

@@ -2,9 +2,12 @@
 
 All backends run the same `PreprocessSpec` on the same generated JPEGs, one after the other in
 this process. The issue's target pair (DALI CPU vs the OpenCV single-thread loop, batch 32,
-1920x1080) is measured again side by side, alternating, for the ratio. ``dali-cpu-steps`` is DALI
-timed step by step (what ``PREPROCESS_TIMES`` costs); ``opencv-reduced-*`` decode JPEGs at a
-reduced scale where the contract allows (the factor per size is in the report).
+1920x1080) is measured again side by side in alternating rounds (`profiling.bench.rounds`): the
+ratio is taken per round, reported as the median of the rounds with their min–max, and a ratio
+whose rounds spread wider than its distance to the target says so in a line of its own.
+``dali-cpu-steps`` is DALI timed step by step (what ``PREPROCESS_TIMES`` costs);
+``opencv-reduced-*`` decode JPEGs at a reduced scale where the contract allows (the factor per
+size is in the report).
 """
 
 from __future__ import annotations
@@ -30,11 +33,19 @@ from cvserve.preprocess.reduced_decode import jpeg_reduction
 from cvserve.preprocess.sniff import sniff
 from cvserve.preprocess.spec import PreprocessError, PreprocessSpec
 from cvserve.preprocess.synthetic import synthetic_image
+from cvserve.profiling.bench.rounds import (
+    ORDER_RULE,
+    Spread,
+    Verdict,
+    alternating_rounds,
+    per_round_ratios,
+)
 from cvserve.profiling.machine import machine_info, write_report
 
 BENCH_SIZES: tuple[tuple[int, int], ...] = ((640, 480), (1920, 1080), (3840, 2160))
 BENCH_BATCHES: tuple[int, ...] = (1, 8, 32)
 DISTINCT_IMAGES = 4  # different JPEGs per size, cycled to fill a batch
+TARGET_ROUNDS = 5  # rounds of the target pair: two noisy ones do not move the median
 
 
 @dataclass(frozen=True)
@@ -126,20 +137,62 @@ def throughput(
 
 
 def side_by_side(
-    a: Preprocessor, b: Preprocessor, batch: Sequence[bytes], rounds: int, gpu: bool
-) -> tuple[Rate, Rate]:
-    """`Rate` of ``a`` and ``b`` on ``batch``, alternating ``rounds`` times (load on a shared
-    machine then hits both alike)."""
-    spent = [0.0, 0.0]
-    cpu = [0.0, 0.0]
-    for _ in range(rounds):
-        for i, pre in enumerate((a, b)):
-            start, cpu_start = time.perf_counter(), time.process_time()
-            run_checked(pre, batch, gpu)
-            spent[i] += time.perf_counter() - start
-            cpu[i] += time.process_time() - cpu_start
-    n = rounds * len(batch)
-    return Rate(n / spent[0], cpu[0] * 1000 / n), Rate(n / spent[1], cpu[1] * 1000 / n)
+    a: Preprocessor,
+    b: Preprocessor,
+    batch: Sequence[bytes],
+    rounds: int,
+    gpu: bool,
+    min_time_s: float = 0.0,
+) -> list[tuple[Rate, Rate]]:
+    """Per round, the `Rate` of ``a`` and of ``b`` on ``batch`` (each `throughput` over
+    ``min_time_s``, at least one batch), back to back, ``a`` first in the first round and the
+    order reversed each round after (load on a shared machine then hits both alike)."""
+    measured = alternating_rounds(
+        rounds,
+        {
+            "a": lambda _r: throughput(a, batch, min_time_s, gpu),
+            "b": lambda _r: throughput(b, batch, min_time_s, gpu),
+        },
+    )
+    return [(r["a"], r["b"]) for r in measured]
+
+
+def target_result(target: Target, rounds: list[tuple[Rate, Rate]]) -> dict[str, Any]:
+    """The target pair's result from its ``rounds`` (`side_by_side`): the median rates and CPU
+    ms per image, ``measured_ratio`` = the median of the per-round ratios with its spread,
+    ``met`` (the median at or above the target) and the `Verdict`'s outcome (``undecided`` when
+    the rounds spread wider than the median's distance to the target); every round kept."""
+    ratios = per_round_ratios(
+        [fast.images_per_s for fast, _ in rounds], [base.images_per_s for _, base in rounds]
+    )
+    spread = Spread.of(ratios)
+    verdict = Verdict(f"{target.faster} / {target.baseline}", spread, target.ratio)
+
+    def median(values: Any) -> float:
+        return Spread.of(values).median
+
+    return {
+        **asdict(target),
+        "faster_images_per_s": round(median(f.images_per_s for f, _ in rounds), 1),
+        "baseline_images_per_s": round(median(b.images_per_s for _, b in rounds), 1),
+        "faster_cpu_ms_per_image": round(median(f.cpu_ms_per_image for f, _ in rounds), 2),
+        "baseline_cpu_ms_per_image": round(median(b.cpu_ms_per_image for _, b in rounds), 2),
+        "measured_ratio": round(spread.median, 2),
+        "ratio_spread": spread.to_dict(),
+        "met": spread.median >= target.ratio,
+        "verdict": verdict.to_dict(),
+        "order": f"{target.faster}, {target.baseline}: {ORDER_RULE}",
+        "rounds": [
+            {
+                "round": i + 1,
+                "faster_images_per_s": round(fast.images_per_s, 1),
+                "baseline_images_per_s": round(base.images_per_s, 1),
+                "ratio": ratio,
+            }
+            for i, ((fast, base), ratio) in enumerate(zip(rounds, ratios, strict=True))
+        ],
+        "load_average": os.getloadavg(),
+    }
 
 
 def bench_preprocess(
@@ -149,7 +202,7 @@ def bench_preprocess(
     spec: PreprocessSpec | None = None,
     min_time_s: float = 0.5,
     target: Target | None = CPU_TARGET,
-    target_rounds: int = 3,
+    target_rounds: int = TARGET_ROUNDS,
     out: Path | None = None,
     title: str = "cvserve bench preprocess",
     console: Console | None = None,
@@ -162,7 +215,7 @@ def bench_preprocess(
     torch.set_num_threads(1)  # one intra-op thread per worker: erratic otherwise on few cores
     rows: list[dict[str, Any]] = []
     reductions: dict[str, int] = {}
-    target_result: dict[str, Any] | None = None
+    target_summary: dict[str, Any] | None = None
     for width, height in sizes:
         images = [synthetic_image(width, height, seed) for seed in range(DISTINCT_IMAGES)]
         kb = sum(map(len, images)) / len(images) / 1024
@@ -199,20 +252,10 @@ def bench_preprocess(
         ):
             batch = [images[i % len(images)] for i in range(target.batch)]
             gpu = any(c.device == "gpu" for c in configs if c.label == target.faster)
-            fast, base = side_by_side(
-                built[target.faster], built[target.baseline], batch, target_rounds, gpu
+            measured = side_by_side(
+                built[target.faster], built[target.baseline], batch, target_rounds, gpu, min_time_s
             )
-            ratio = fast.images_per_s / base.images_per_s
-            target_result = {
-                **asdict(target),
-                "faster_images_per_s": round(fast.images_per_s, 1),
-                "baseline_images_per_s": round(base.images_per_s, 1),
-                "faster_cpu_ms_per_image": round(fast.cpu_ms_per_image, 2),
-                "baseline_cpu_ms_per_image": round(base.cpu_ms_per_image, 2),
-                "measured_ratio": round(ratio, 2),
-                "met": ratio >= target.ratio,
-                "load_average": os.getloadavg(),
-            }
+            target_summary = target_result(target, measured)
         for pre in built.values():
             pre.close()
     report = {
@@ -231,11 +274,11 @@ def bench_preprocess(
         "min_time_s": min_time_s,
         "jpeg_reduction": reductions,
         "results": rows,
-        "target": target_result,
+        "target": target_summary,
     }
     console.print(table(report, title))
-    if target_result:
-        t = target_result
+    if target_summary:
+        t = target_summary
         alone = {
             r["backend"]: r["images_per_s"]
             for r in rows
@@ -247,14 +290,19 @@ def bench_preprocess(
                 f"target pair measured apart (the table): {alone[t['faster']]} / "
                 f"{alone[t['baseline']]} img/s = {t['table_ratio']}x"
             )
+        spread = Spread.from_dict(t["ratio_spread"])
         console.print(
             f"target: {t['faster']} / {t['baseline']} at {t['size'][0]}x{t['size'][1]}, batch "
-            f"{t['batch']} (side by side, {target_rounds} rounds): {t['faster_images_per_s']} / "
-            f"{t['baseline_images_per_s']} img/s = {t['measured_ratio']}x "
-            f"(target >= {t['ratio']}x: {'met' if t['met'] else 'NOT met'}); CPU ms/img "
+            f"{t['batch']} (side by side, medians of {spread.rounds} alternating rounds): "
+            f"{t['faster_images_per_s']} / {t['baseline_images_per_s']} img/s, ratio "
+            f"{spread.cell()}x (target >= {t['ratio']}x: {t['verdict']['outcome']}); CPU ms/img "
             f"{t['faster_cpu_ms_per_image']} / {t['baseline_cpu_ms_per_image']}; load average "
-            f"{', '.join(f'{v:.2f}' for v in t['load_average'])}"
+            f"{', '.join(f'{v:.2f}' for v in t['load_average'])}",
+            markup=False,
         )
+        verdict = Verdict(f"target {t['faster']} / {t['baseline']}", spread, t["ratio"])
+        if not verdict.decided:  # a line of its own, not a quiet pass or fail
+            console.print(verdict.line(), markup=False, soft_wrap=True)
     out = write_report(report, "bench-preprocess", out)
     console.print(f"wrote {out}")
     return report
