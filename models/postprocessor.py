@@ -125,6 +125,13 @@ class Postprocessor:
         else:
             self.function = FUNCTIONS[params.function]
 
+    @property
+    def batchable(self) -> bool:
+        """Whether several requests can be postprocessed in one call and their answers cut apart
+        by row: a built-in function (each row on its own) whose outputs have fixed shapes (masks
+        at the original size are padded to a batch's largest image: not these)."""
+        return not self.params.user_function and all(-1 not in t.dims for t in self.outputs)
+
     def __call__(self, tensors: Mapping[str, Any]) -> dict[str, torch.Tensor]:
         inputs = [as_tensor(tensors[name]) for name in self.input_names]
         device = inputs[0].device if inputs else torch.device("cpu")

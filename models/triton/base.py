@@ -20,6 +20,7 @@ import torch
 import triton_python_backend_utils as pb_utils
 
 from cvserve.models.devices import on_device, settled
+from cvserve.models.postprocessor import Postprocessor
 from cvserve.models.repository.config import STAGE_PARAMETER
 from cvserve.pipelines.spec import StageParams, dtype_from_triton
 
@@ -103,4 +104,38 @@ def run_batched(
         out = [output_tensor(name, value[start : start + count]) for name, value in outputs.items()]
         responses.append(pb_utils.InferenceResponse(output_tensors=out))
         start += count
+    return responses
+
+
+def postprocessed_responses(
+    postprocess: Postprocessor, per_request: list[dict[str, Any]], names: list[str]
+) -> list[Any]:
+    """One response per request of ``postprocess`` on its inputs (``per_request``: torch tensors
+    by name, batch first), answers on the host in ``names`` order. Where the function allows it
+    (`Postprocessor.batchable`) every request goes through one call, the answers cut apart by
+    row (each torch op costs microseconds: one call per Triton batch, not per request); else,
+    or when that call raises, request by request, each failure that request's error."""
+    if postprocess.batchable and len(per_request) > 1:
+        try:
+            joined = {n: torch.cat([r[n] for r in per_request]) for n in per_request[0]}
+            answers = {n: v.cpu() for n, v in postprocess(joined).items()}
+        except Exception:  # one request's inputs break it: find which, request by request
+            pass
+        else:
+            responses, first = [], 0
+            for request in per_request:
+                rows = slice(first, first + len(next(iter(request.values()))))
+                first = rows.stop
+                out = [output_tensor(n, answers[n][rows]) for n in names]
+                responses.append(pb_utils.InferenceResponse(output_tensors=out))
+            return responses
+    responses = []
+    for request in per_request:
+        try:
+            answers = {n: v.cpu() for n, v in postprocess(request).items()}
+            out = [output_tensor(n, answers[n]) for n in names]
+        except Exception as exc:
+            responses.append(error_response(f"{type(exc).__name__}: {exc}"))
+            continue
+        responses.append(pb_utils.InferenceResponse(output_tensors=out))
     return responses

@@ -28,6 +28,7 @@ from cvserve.models.triton.base import (
     max_batch_size,
     output_names,
     output_tensor,
+    postprocessed_responses,
     stage_params,
 )
 from cvserve.preprocess.backends import make_preprocessor
@@ -92,8 +93,8 @@ class TritonPythonModel:
         return responses
 
     def _infer(self, ready: list[Ready], responses: list[Any]) -> None:
-        """Run the DNN once on every preprocessed request, then each request's postprocessing;
-        fill their ``responses``."""
+        """Run the DNN once on every preprocessed request, then their postprocessing (one call
+        for all where the function allows it); fill their ``responses``."""
         pixels = [p for _, p, _ in ready]
         try:
             outputs = self.run(torch.cat(pixels) if len(pixels) > 1 else pixels[0])
@@ -102,20 +103,20 @@ class TritonPythonModel:
                 responses[index] = error_response(f"{type(exc).__name__}: {exc}")
             return
         by_name = dict(zip(self.dnn_outputs, outputs, strict=True))
-        first = 0
-        for index, batch, meta in ready:
+        per_request, first = [], 0
+        for _, batch, meta in ready:
             rows = slice(first, first + len(batch))
-            first += len(batch)
-            values = {n: v[rows] for n, v in by_name.items()}
-            values[META] = meta
-            try:
-                if self.postprocess is not None:
-                    values = {n: v.cpu() for n, v in self.postprocess(values).items()}
-                tensors = [output_tensor(n, values[n]) for n in self.output_names]
-            except Exception as exc:
-                responses[index] = error_response(f"{type(exc).__name__}: {exc}")
-                continue
-            responses[index] = pb_utils.InferenceResponse(output_tensors=tensors)
+            first = rows.stop
+            per_request.append({**{n: v[rows] for n, v in by_name.items()}, META: meta})
+        if self.postprocess is not None:
+            answered = postprocessed_responses(self.postprocess, per_request, self.output_names)
+        else:  # the network's outputs and META are the answers
+            answered = [
+                pb_utils.InferenceResponse([output_tensor(n, v[n]) for n in self.output_names])
+                for v in per_request
+            ]
+        for (index, _, _), response in zip(ready, answered, strict=True):
+            responses[index] = response
 
     def finalize(self) -> None:
         self.preprocessor.close()

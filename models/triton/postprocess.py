@@ -1,9 +1,10 @@
 """Triton adapter of a postprocess stage: a `models.postprocessor.Postprocessor` per stage.
 
-Runs request by request (outputs such as masks at original size differ between requests), on
-this instance's device: on a GPU the DNN's outputs stay there and only the answers cross to the
-host. An exception (a user function's too) becomes that request's error response; the model
-keeps serving.
+A Triton batch is postprocessed in one call where the function allows it, else request by
+request (outputs such as masks at original size differ between requests):
+`models.triton.base.postprocessed_responses`. It runs on this instance's device: on a GPU the
+DNN's outputs stay there and only the answers cross to the host. An exception (a user
+function's too) becomes that request's error response; the model keeps serving.
 """
 
 from __future__ import annotations
@@ -11,8 +12,6 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 from typing import Any
-
-import triton_python_backend_utils as pb_utils
 
 from cvserve.models.devices import instance_device, on_device
 from cvserve.models.params import PostprocessParams
@@ -23,7 +22,7 @@ from cvserve.models.triton.base import (
     in_version_folder,
     input_names,
     input_tensor,
-    output_tensor,
+    postprocessed_responses,
     stage_params,
 )
 
@@ -38,19 +37,19 @@ class TritonPythonModel:
         self.input_names = input_names(args)
         self.device = instance_device(args)
         outputs = config_tensors(json.loads(args["model_config"])["output"])
+        self.output_names = [t.name for t in outputs]
         self.postprocess = Postprocessor(params, self.input_names, outputs)
 
     def execute(self, requests: list[Any]) -> list[Any]:
-        responses = []
-        for request in requests:
+        inputs: list[dict[str, Any]] = []
+        refused: dict[int, Any] = {}  # request index -> its error response
+        for index, request in enumerate(requests):
             try:
-                tensors = {
-                    n: on_device(input_tensor(request, n), self.device, n) for n in self.input_names
-                }
-                results = self.postprocess(tensors)
-                out = [output_tensor(n, v.cpu()) for n, v in results.items()]
-            except Exception as exc:
-                responses.append(error_response(f"{type(exc).__name__}: {exc}"))
-                continue
-            responses.append(pb_utils.InferenceResponse(output_tensors=out))
-        return responses
+                inputs.append({n: self._input(request, n) for n in self.input_names})
+            except ValueError as exc:  # a tensor on another GPU: this request's error
+                refused[index] = error_response(f"{type(exc).__name__}: {exc}")
+        answered = iter(postprocessed_responses(self.postprocess, inputs, self.output_names))
+        return [refused[i] if i in refused else next(answered) for i in range(len(requests))]
+
+    def _input(self, request: Any, name: str) -> Any:
+        return on_device(input_tensor(request, name), self.device, name)
