@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from cvserve.preprocess.dali_graph import build_pipeline, gpu_count
+from cvserve.preprocess.dali_graph import HW_DECODER_LOAD, build_pipeline, gpu_count
 from cvserve.preprocess.dali_steps import StepPipelines
 from cvserve.preprocess.preprocessor import (
     Encoded,
@@ -27,7 +27,9 @@ class DaliPreprocessor(Preprocessor):
     ``device`` defaults to ``spec.device``. On ``gpu`` the pixels are ``torch.Tensor`` on CUDA
     (copied out of DALI's buffers, which the next run reuses). With ``step_times`` the graph
     runs as three chained pipelines (`preprocess.dali_steps`, same output) and `timed` says how
-    long each step of `preprocess.preprocessor.STEPS` took.
+    long each step of `preprocess.preprocessor.STEPS` took. ``hw_decoder_load``: the share of
+    JPEGs a GPU with a hardware JPEG decoder (A100/H100/H200) sends to it (0: nvJPEG on the SMs
+    only; ignored on the CPU).
     """
 
     name = "dali"
@@ -41,6 +43,7 @@ class DaliPreprocessor(Preprocessor):
         device: Literal["cpu", "gpu"] | None = None,
         device_id: int = 0,
         step_times: bool = False,
+        hw_decoder_load: float = HW_DECODER_LOAD,
     ) -> None:
         super().__init__(spec, max_batch_size)
         self.device = device or spec.device
@@ -49,10 +52,12 @@ class DaliPreprocessor(Preprocessor):
             raise RuntimeError("DALI GPU preprocessing needs a CUDA GPU; DALI sees none")
         self.steps: StepPipelines | None = None
         if step_times:
-            self.steps = StepPipelines(spec, max_batch_size, num_threads, self.device, device_id)
+            self.steps = StepPipelines(
+                spec, max_batch_size, num_threads, self.device, device_id, hw_decoder_load
+            )
         else:
             self.pipeline = build_pipeline(
-                spec, max_batch_size, num_threads, self.device, device_id
+                spec, max_batch_size, num_threads, self.device, device_id, hw_decoder_load
             )
 
     def timed(self, images: Sequence[bytes | np.ndarray]) -> tuple[list[Result], np.ndarray]:

@@ -202,8 +202,11 @@ def build_pipeline(
     num_threads: int | None = None,
     device: Literal["cpu", "gpu"] | None = None,
     device_id: int | None = 0,
+    hw_decoder_load: float = HW_DECODER_LOAD,
 ) -> Pipeline:
     """`define_pipeline`, built and ready to run."""
-    pipe = define_pipeline(spec, max_batch_size, num_threads, device, device_id)
+    pipe = define_pipeline(
+        spec, max_batch_size, num_threads, device, device_id, hw_decoder_load=hw_decoder_load
+    )
     pipe.build()
     return pipe

@@ -94,9 +94,12 @@ class StepPipelines:
         num_threads: int | None = None,
         device: Literal["cpu", "gpu"] = "cpu",
         device_id: int | None = 0,
+        hw_decoder_load: float = HW_DECODER_LOAD,
     ) -> None:
         self.device = device
-        self.pipelines = define_step_pipelines(spec, max_batch_size, num_threads, device, device_id)
+        self.pipelines = define_step_pipelines(
+            spec, max_batch_size, num_threads, device, device_id, hw_decoder_load
+        )
         for pipe in self.pipelines:
             pipe.build()
         # What each pipeline reads: DALI prunes an input nothing uses (the normalize step reads

@@ -6,7 +6,8 @@ one go.
    reference — mean < 0.02, max < 0.5 normalised units, META equal.
 2. The GPU half of ``cvserve bench preprocess``: DALI GPU, torchvision CUDA, and DALI CPU /
    OpenCV on all cores as baselines, by size x batch; the target DALI GPU >= 8x OpenCV on all
-   cores at 1920x1080.
+   cores at 1920x1080. Then cvserve's DALI GPU stage against the same graph bare, with the
+   hardware JPEG decoder on (its default share) and off (`profiling.bench.bare_dali`).
 3. The detect stage's crops (`broker.crops`): nvJPEG decode + crop + encode on the GPU vs OpenCV
    — same boxes, same pixels within JPEG noise, and images/s for 8 crops of a 1920x1080 JPEG.
 4. The served path: every shipped pipeline built for the GPU and for the CPU, each served on a
@@ -186,6 +187,28 @@ def served_checks(console: Console, pipelines: Sequence[str]) -> list[dict[str, 
     return rows
 
 
+STAGE_BATCHES: tuple[int, ...] = (32, 128)
+
+
+def gpu_stage_vs_bare(console: Console, threads: int, min_time_s: float) -> list[dict[str, Any]]:
+    """cvserve's DALI GPU stage against the same graph bare (`profiling.bench.bare_dali`), with
+    the hardware JPEG decoder taking its default share and off."""
+    from cvserve.preprocess.dali_graph import HW_DECODER_LOAD
+    from cvserve.preprocess.spec import PreprocessSpec
+    from cvserve.preprocess.synthetic import synthetic_image
+    from cvserve.profiling.bench.bare_dali import stage_vs_bare_section
+    from cvserve.profiling.bench.preprocess import DISTINCT_IMAGES, STAGE_SIZES
+
+    images = {
+        f"{w}x{h}": [synthetic_image(w, h, i) for i in range(DISTINCT_IMAGES)]
+        for w, h in STAGE_SIZES
+    }
+    return stage_vs_bare_section(
+        console, PreprocessSpec(), images, STAGE_BATCHES, threads, 3, min_time_s, "gpu",
+        hw_decoder_loads=(HW_DECODER_LOAD, 0.0),
+    )  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m cvserve.profiling.bench.gpu_check", description=__doc__
@@ -245,7 +268,9 @@ def main(argv: list[str] | None = None) -> int:
             out=Path(args.out).with_suffix(".bench.json") if args.out else None,
             title="cvserve gpu_check bench",
             console=console,
+            stage_vs_bare=False,
         )
+        report["stage_vs_bare"] = gpu_stage_vs_bare(console, n, args.min_time)
     out = (
         Path(args.out)
         if args.out

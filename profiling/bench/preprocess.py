@@ -5,7 +5,9 @@ this process. The issue's target pair (DALI CPU vs the OpenCV single-thread loop
 1920x1080) is measured again side by side in alternating rounds (`profiling.bench.rounds`): the
 ratio is taken per round, reported as the median of the rounds with their min–max, and a ratio
 whose rounds spread wider than its distance to the target says so in a line of its own.
-``dali-cpu-steps`` is DALI timed step by step (what ``PREPROCESS_TIMES`` costs);
+Then cvserve's DALI stage against the same graph run bare, stage / bare per round
+(`profiling.bench.bare_dali`). ``dali-cpu-steps`` is DALI timed step by step (what
+``PREPROCESS_TIMES`` costs);
 ``opencv-reduced-*`` decode JPEGs at a reduced scale where the contract allows (the factor per
 size is in the report).
 """
@@ -33,6 +35,7 @@ from cvserve.preprocess.reduced_decode import jpeg_reduction
 from cvserve.preprocess.sniff import sniff
 from cvserve.preprocess.spec import PreprocessError, PreprocessSpec
 from cvserve.preprocess.synthetic import synthetic_image
+from cvserve.profiling.bench.bare_dali import stage_vs_bare_section
 from cvserve.profiling.bench.rounds import (
     ORDER_RULE,
     Spread,
@@ -46,6 +49,9 @@ BENCH_SIZES: tuple[tuple[int, int], ...] = ((640, 480), (1920, 1080), (3840, 216
 BENCH_BATCHES: tuple[int, ...] = (1, 8, 32)
 DISTINCT_IMAGES = 4  # different JPEGs per size, cycled to fill a batch
 TARGET_ROUNDS = 5  # rounds of the target pair: two noisy ones do not move the median
+# Where cvserve's DALI stage is read against the same graph bare (`profiling.bench.bare_dali`).
+STAGE_SIZES: tuple[tuple[int, int], ...] = ((640, 480), (1920, 1080))
+STAGE_BATCHES: tuple[int, ...] = (8, 32)
 
 
 @dataclass(frozen=True)
@@ -206,9 +212,12 @@ def bench_preprocess(
     out: Path | None = None,
     title: str = "cvserve bench preprocess",
     console: Console | None = None,
+    stage_vs_bare: bool = True,
 ) -> dict[str, Any]:
     """Measure, print the table and the target ratio, write JSON (``out`` or
-    ``runs/bench-preprocess-<time>.json``); returns the report."""
+    ``runs/bench-preprocess-<time>.json``); returns the report. ``stage_vs_bare``: also cvserve's
+    DALI CPU stage beside the same graph run bare (`profiling.bench.bare_dali`) at the sizes and
+    batches of `STAGE_SIZES` and `STAGE_BATCHES` measured here."""
     console = console or wide_console()
     configs = list(configs or cpu_configs())
     spec = spec or PreprocessSpec()
@@ -258,6 +267,20 @@ def bench_preprocess(
             target_summary = target_result(target, measured)
         for pre in built.values():
             pre.close()
+    stage_rows = []
+    stage_sizes = [s for s in sizes if s in STAGE_SIZES]
+    stage_batches = [b for b in batches if b in STAGE_BATCHES]
+    if stage_vs_bare and stage_sizes and stage_batches:
+        stage_rows = stage_vs_bare_section(
+            console,
+            spec,
+            {f"{w}x{h}": [synthetic_image(w, h, i) for i in range(DISTINCT_IMAGES)]
+             for w, h in stage_sizes},
+            stage_batches,
+            cores(),
+            target_rounds,
+            min_time_s,
+        )  # fmt: skip
     report = {
         "benchmark": "preprocess",
         "spec": spec.to_dict(),
@@ -275,6 +298,7 @@ def bench_preprocess(
         "jpeg_reduction": reductions,
         "results": rows,
         "target": target_summary,
+        "stage_vs_bare": stage_rows,
     }
     console.print(table(report, title))
     if target_summary:
