@@ -59,6 +59,8 @@ class DaliPreprocessor(Preprocessor):
             self.pipeline = build_pipeline(
                 spec, max_batch_size, num_threads, self.device, device_id, hw_decoder_load
             )
+        last = self.steps.pipelines[-1] if self.steps else self.pipeline
+        self.owned = bool(last.exec_dynamic)  # outputs stay valid after the next run
 
     def timed(self, images: Sequence[bytes | np.ndarray]) -> tuple[list[Result], np.ndarray]:
         """The results of ``images`` and the wall-clock ns spent in each step of `STEPS` on all
@@ -87,14 +89,18 @@ class DaliPreprocessor(Preprocessor):
             self.pipeline.feed_input(IMAGE, encoded)
             pixels, meta = self.pipeline.run()
         metas = meta.as_array()
-        # Copies either way: DALI reuses its own buffers on the next run.
+        # DALI's dynamic executor (the default) leaves a batch's buffers to whoever holds them,
+        # so the CPU pixels are taken without a copy; the legacy one reuses them on the next run.
+        # GPU pixels are copied into torch's allocator (a device copy, microseconds).
         if self.device == "gpu":
             batch = _to_torch(pixels, self.device_id)
         elif pixels.is_dense_tensor():
-            batch = pixels.as_array()
+            batch = np.asarray(pixels.as_tensor()) if self.owned else pixels.as_array()
         else:  # a dynamic spec: each image has its own size
-            batch = [np.array(pixels.at(i)) for i in range(len(chunk))]
-        return [Preprocessed(batch[i], metas[i]) for i in range(len(chunk))]
+            return [Preprocessed(np.array(pixels.at(i)), metas[i]) for i in range(len(chunk))]
+        if isinstance(batch, list):
+            return [Preprocessed(batch[i], metas[i]) for i in range(len(chunk))]
+        return [Preprocessed(batch[i], metas[i], batch, i) for i in range(len(chunk))]
 
 
 def _to_torch(pixels: Any, device_id: int) -> Any:

@@ -12,14 +12,14 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, ClassVar
 
 import numpy as np
 
 from cvserve.preprocess.geometry import Placement, visible_window
-from cvserve.preprocess.sniff import ImageHeader, sniff, strip_padding
+from cvserve.preprocess.sniff import ImageHeader, sniff, unpadded
 from cvserve.preprocess.spec import PreprocessError, PreprocessSpec
 
 # The steps a backend may time, in order (the order of the profiler's PREPROCESS_TIMES).
@@ -30,10 +30,16 @@ STEPS: tuple[str, ...] = ("decode", "resize_crop", "normalize")
 class Preprocessed:
     """One image's output: ``pixels`` of ``spec.output_shape`` and ``spec.dtype`` (a NumPy array
     on the CPU; a ``torch.Tensor`` on ``cuda`` for GPU backends) and ``meta``, float32 [6]
-    ``(orig_h, orig_w, scale_y, scale_x, pad_top, pad_left)`` (see `preprocess.geometry`)."""
+    ``(orig_h, orig_w, scale_y, scale_x, pad_top, pad_left)`` (see `preprocess.geometry`).
+
+    A batch backend sets ``batch`` to the (N, ...) array its pixels are row ``row`` of, so that
+    a request of consecutive images is handed on as a view of it (`stack_results`), not a copy.
+    """
 
     pixels: Any
     meta: np.ndarray
+    batch: Any = field(default=None, repr=False, compare=False)
+    row: int = 0
 
 
 Result = Preprocessed | PreprocessError
@@ -68,7 +74,7 @@ class Preprocessor(ABC):
         results: list[Result | None] = [None] * len(images)
         valid: list[Encoded] = []
         for index, image in enumerate(images):
-            data = strip_padding(image if isinstance(image, bytes) else bytes(image))
+            data = unpadded(image)
             try:
                 header = sniff(data, self.spec.max_pixels, self.spec.formats)
             except PreprocessError as exc:
@@ -124,14 +130,21 @@ class Preprocessor(ABC):
 def stack_results(results: Sequence[Result]) -> tuple[Any, np.ndarray]:
     """Pixels ``(N, ...)`` (NumPy, or torch on GPU) and META ``(N, 6)`` of one request's results;
     if any failed, raises one `PreprocessError` reading ``image i: reason; image j: reason`` with
-    ``i``, ``j`` positions in ``results``."""
+    ``i``, ``j`` positions in ``results``. Consecutive rows of one backend batch come back as a
+    view of it (no copy: a copy of a fresh array costs more than the rest of the hand-off)."""
     bad = [(i, r) for i, r in enumerate(results) if isinstance(r, PreprocessError)]
     if bad:
         raise PreprocessError("; ".join(f"image {i}: {r.reason}" for i, r in bad))
     if not results:
         raise PreprocessError("no images")
-    pixels = [r.pixels for r in results]  # type: ignore[union-attr]
-    metas = np.stack([r.meta for r in results])  # type: ignore[union-attr]
+    done: list[Preprocessed] = list(results)  # type: ignore[arg-type]
+    metas = np.stack([r.meta for r in done])
+    first = done[0]
+    if first.batch is not None and all(
+        r.batch is first.batch and r.row == first.row + i for i, r in enumerate(done)
+    ):
+        return first.batch[first.row : first.row + len(done)], metas
+    pixels = [r.pixels for r in done]
     if len({tuple(p.shape) for p in pixels}) > 1:
         pixels = _padded(pixels)
     if isinstance(pixels[0], np.ndarray):

@@ -17,6 +17,8 @@ import struct
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 
+import numpy as np
+
 from cvserve.preprocess.spec import DEFAULT_MAX_PIXELS, SUPPORTED_FORMATS, PreprocessError
 
 # Formats recognised but not decoded by cvserve.
@@ -79,6 +81,31 @@ def strip_padding(data: bytes) -> bytes:
         if end >= _BMP_MIN_HEADER and len(data) >= end:
             return data[:end]
     return data.rstrip(b"\x00")
+
+
+def unpadded(image: bytes | np.ndarray) -> bytes:
+    """`strip_padding` of an image given as bytes or as a uint8 row of a padded batch, with
+    one copy of the image at most (the padding found by scanning back from the row's end)."""
+    if isinstance(image, bytes):
+        return strip_padding(image)
+    row = np.asarray(image, np.uint8).reshape(-1)
+    head = row[:12].tobytes()
+    if head[:4] == b"RIFF" or head[:2] == b"BM":  # their length comes from their header
+        return strip_padding(row.tobytes())
+    return row[: _data_end(row)].tobytes()
+
+
+def _data_end(row: np.ndarray) -> int:
+    """One past the last non-zero byte of ``row`` (0 if none), scanning back from its end in
+    doubling blocks: the padding is read, the image bytes before it mostly not."""
+    end, block = len(row), 4096
+    while end > 0:
+        start = max(0, end - block)
+        kept = row[start:end].tobytes().rstrip(b"\x00")  # a block's copy: faster than nonzero
+        if kept:
+            return start + len(kept)
+        end, block = start, block * 2
+    return 0
 
 
 def sniff(

@@ -188,3 +188,24 @@ def test_batched_gpu_decode_path_keeps_the_contract_on_the_cpu(corpus, reference
     got = pre([*corpus.values(), bad])
     assert isinstance(got[-1], PreprocessError) and "corrupt JPEG" in got[-1].reason
     assert failures(got[:-1], references["letterbox"], names[:-1]) == []
+
+
+def test_dali_hands_on_its_batch_without_a_copy_and_it_outlives_later_runs(corpus) -> None:
+    """The DALI CPU pixels are views of DALI's output (no copy); the next runs leave them as
+    they were (the dynamic executor does not reuse a batch someone holds), and a request of
+    consecutive images is a view of the batch, of a reordered one a stacked copy."""
+    data = list(corpus.values())[:6]
+    with make_preprocessor(PreprocessSpec(), "dali", max_batch_size=8, threads=2) as pre:
+        first = pre(data)
+        kept = [r.pixels.copy() for r in first]
+        for _ in range(3):
+            pre(data[::-1])
+        for result, copy in zip(first, kept, strict=True):
+            np.testing.assert_array_equal(result.pixels, copy)
+        pixels, meta = stack_results(first[1:4])
+        assert np.shares_memory(pixels, first[0].batch) and pixels.shape[0] == 3
+        np.testing.assert_array_equal(pixels, np.stack(kept[1:4]))
+        reordered, _ = stack_results([first[3], first[1]])
+        assert not np.shares_memory(reordered, first[0].batch)
+        np.testing.assert_array_equal(reordered, np.stack([kept[3], kept[1]]))
+        np.testing.assert_array_equal(meta, np.stack([r.meta for r in first[1:4]]))

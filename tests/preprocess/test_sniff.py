@@ -3,11 +3,12 @@ from __future__ import annotations
 import io
 import struct
 
+import numpy as np
 import pytest
 from PIL import Image
 from preprocess_cases import black_top_bmp, bomb
 
-from cvserve.preprocess.sniff import exif_orientation, sniff, strip_padding
+from cvserve.preprocess.sniff import exif_orientation, sniff, strip_padding, unpadded
 from cvserve.preprocess.spec import PreprocessError
 from cvserve.preprocess.synthetic import COLOUR_CASES, colour_case, synthetic_image
 
@@ -88,3 +89,22 @@ def test_padding_strip_keeps_bmp_and_webp_that_end_in_zero_bytes() -> None:
     webp = b"RIFF" + struct.pack("<I", len(webp) - 8 + len(extra)) + webp[8:] + extra
     assert strip_padding(webp + b"\x00" * 21) == webp
     assert sniff(strip_padding(webp + b"\x00" * 21)).width == 16
+
+
+def _row(image: bytes, padding: int) -> np.ndarray:
+    return np.frombuffer(image + b"\x00" * padding, np.uint8)
+
+
+@pytest.mark.parametrize("padding", [0, 1, 4095, 4096, 4097, 70_000])
+@pytest.mark.parametrize("fmt", ["jpeg", "png", "webp", "bmp"])
+def test_a_padded_row_is_unpadded_as_its_bytes_are(fmt: str, padding: int) -> None:
+    image = black_top_bmp() if fmt == "bmp" else synthetic_image(40, 30, fmt=fmt)
+    got = unpadded(_row(image, padding))
+    assert got == strip_padding(image + b"\x00" * padding) and isinstance(got, bytes)
+    assert unpadded(image + b"\x00" * padding) == got
+
+
+def test_an_all_zero_row_is_empty() -> None:
+    assert unpadded(np.zeros(10_000, np.uint8)) == b""
+    with pytest.raises(PreprocessError, match="empty input"):
+        sniff(unpadded(np.zeros(10_000, np.uint8)))

@@ -12,7 +12,7 @@ import torch
 from cvserve.preprocess.dali_graph import gpu_count
 from cvserve.preprocess.parity import PARITY_SPECS, parity_images
 from cvserve.preprocess.synthetic import synthetic_image
-from cvserve.profiling.bench.bare_dali import bare_step, stage_step, stage_vs_bare
+from cvserve.profiling.bench.bare_dali import BarePipeline, stage_step, stage_vs_bare
 
 DENSE = [name for name, spec in PARITY_SPECS.items() if not spec.dynamic]
 
@@ -26,7 +26,7 @@ def as_numpy(batch: object) -> np.ndarray:
 def same_output(spec_name: str, device: str) -> None:
     spec = dataclasses.replace(PARITY_SPECS[spec_name], device=device)
     images = list(parity_images().values())
-    pixels, meta = bare_step(spec, images, len(images), 2, device)()
+    pixels, meta = BarePipeline(spec, images, len(images), 2, device).first()
     answers = stage_step(spec, images, len(images), 2, device)()
     stage_pixels = np.stack([np.asarray(torch.as_tensor(p).cpu()[0]) for p, _ in answers])
     np.testing.assert_array_equal(stage_pixels, as_numpy(pixels))
