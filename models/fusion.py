@@ -6,7 +6,8 @@ each). Fused, one stub decodes, infers and postprocesses, on the CPU or on one G
 ``mixed`` → the DNN → postprocessing, the tensors never leaving the device): each instance runs
 DALI, then the engine, then the postprocess function on its batch, and instances overlap each
 other instead of the stages overlapping. The ensemble stays, one step, so clients call the same
-name with the same tensors.
+name with the same tensors. The fused model also declares ``STAGE_TIMES`` (its parts' times,
+for the profiler), computed only for a request that asks for it.
 Whether fusing is faster is measured (`cvserve tune`'s ``fuse_stages`` axis), never assumed: it
 trades the hops for the stages' separate batching, threads and instances.
 """
@@ -17,6 +18,7 @@ import dataclasses
 
 from cvserve.models.params import DnnParams, FusedParams, PostprocessParams
 from cvserve.pipelines.spec import PipelineSpec, StageSpec
+from cvserve.pipelines.variants import STAGE_TIMES
 from cvserve.preprocess.spec import PreprocessParams
 
 FUSED_ADAPTER = "cvserve.models.triton.fused"
@@ -84,6 +86,9 @@ def fuse_stages(spec: PipelineSpec) -> PipelineSpec:
     else:
         read = {t.name for s in rest for t in s.inputs} | {t.name for t in spec.outputs}
         outputs = (*dnn.outputs, *(t for t in pre.outputs if t.name in read))
+    # Timed only when a request asks for it: the ensemble never does (nothing reads it there)
+    # unless profiling serves `pipelines.variants.with_stage_times`, or calls this model itself.
+    outputs = (*outputs, STAGE_TIMES)
     params = FusedParams(
         pre.params_as(PreprocessParams),
         dnn.params_as(DnnParams),

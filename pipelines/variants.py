@@ -4,8 +4,12 @@
   preprocessing would have produced (``PIXELS``, and ``META`` where a later stage reads it):
   what a client that preprocesses itself calls.
 - `with_devices`: the same pipeline with preprocessing and inference placed on given devices.
-- `with_preprocess_times`: the preprocess stage also returns ``PREPROCESS_TIMES`` (the
-  profiler's decode / resize+crop / normalize split; the adapter must support it).
+- `with_preprocess_times`: the preprocess stage (or the fused model serving it) also returns
+  ``PREPROCESS_TIMES`` (the profiler's decode / resize+crop / normalize split; the adapter must
+  support it).
+- `with_stage_times`: the ensemble also returns the fused model's ``STAGE_TIMES`` (its
+  preprocessing, DNN and postprocessing apart: what the profiler splits a fused model's
+  compute with).
 - `unfused`: a pipeline whose stages are served as one model
   (`models.fusion`) with its stages apart again; every view above starts from it.
 """
@@ -14,11 +18,16 @@ from __future__ import annotations
 
 import dataclasses
 
-from cvserve.pipelines.spec import Device, PipelineSpec, Role, TensorSpec
+from cvserve.pipelines.spec import Device, PipelineSpec, Role, StageSpec, TensorSpec
 
 TENSOR_SUFFIX = "_tensor"
 # int64 [3] per image: ns spent decoding, resizing + cropping, normalizing its batch.
 PREPROCESS_TIMES = TensorSpec("PREPROCESS_TIMES", "int64", (3,))
+# The parts of a fused model, in the order of STAGE_TIMES (`models.fusion`).
+FUSED_PARTS: tuple[Role, ...] = ("preprocess", "inference", "postprocess")
+# int64 [3] per image: ns its batch spent in each of `FUSED_PARTS` inside the fused model (0 for
+# a part it does not run); on a GPU, until the part's device work had finished.
+STAGE_TIMES = TensorSpec("STAGE_TIMES", "int64", (len(FUSED_PARTS),))
 
 
 def is_fused(spec: PipelineSpec) -> bool:
@@ -66,11 +75,35 @@ def with_devices(spec: PipelineSpec, devices: dict[Role, Device]) -> PipelineSpe
     return dataclasses.replace(spec, stages=stages)
 
 
+def _with_output(spec: PipelineSpec, stage: StageSpec, tensor: TensorSpec) -> PipelineSpec:
+    """``spec`` whose ``stage`` also outputs ``tensor``, returned to the client."""
+    extended = dataclasses.replace(stage, outputs=(*stage.outputs, tensor))
+    stages = tuple(extended if s is stage else s for s in spec.stages)
+    return dataclasses.replace(spec, stages=stages, outputs=(*spec.outputs, tensor))
+
+
+def fused_stage(spec: PipelineSpec) -> StageSpec | None:
+    """The model serving ``spec``'s preprocessing fused with its DNN (None: not fused)."""
+    return next((s for s in spec.stages if s.fused), None)
+
+
 def with_preprocess_times(spec: PipelineSpec) -> PipelineSpec:
-    """``spec`` (its stages apart) whose preprocess stage also outputs `PREPROCESS_TIMES`,
-    returned to the client."""
-    spec = unfused(spec)
-    pre = spec.stage_by_role("preprocess")
-    timed = dataclasses.replace(pre, outputs=(*pre.outputs, PREPROCESS_TIMES))
-    stages = tuple(timed if s is pre else s for s in spec.stages)
-    return dataclasses.replace(spec, stages=stages, outputs=(*spec.outputs, PREPROCESS_TIMES))
+    """``spec`` whose preprocess stage — or the fused model serving it — also outputs
+    `PREPROCESS_TIMES`, returned to the client."""
+    fused = fused_stage(spec)
+    stage = fused if fused is not None else spec.stage_by_role("preprocess")
+    return _with_output(spec, stage, PREPROCESS_TIMES)
+
+
+def with_stage_times(spec: PipelineSpec) -> PipelineSpec:
+    """Fused ``spec`` returning its fused model's `STAGE_TIMES` (which the model declares
+    always) to the client; ``ValueError`` for a pipeline served as separate stages (Triton
+    times each of them)."""
+    fused = fused_stage(spec)
+    if fused is None:
+        raise ValueError(f"{spec.name} is not fused: Triton times each of its stages")
+    if STAGE_TIMES in spec.outputs:
+        return spec
+    if STAGE_TIMES not in fused.outputs:
+        return _with_output(spec, fused, STAGE_TIMES)
+    return dataclasses.replace(spec, outputs=(*spec.outputs, STAGE_TIMES))

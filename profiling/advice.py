@@ -1,6 +1,8 @@
-"""Advice from a sweep, quoting the measured numbers: per image size, where preprocessing should
-run and what it buys (`placement_advice`), or, for a run across Kafka, what the broker costs
-beside the stages and what to change (`broker_advice`)."""
+"""Advice from a sweep, quoting the measured numbers: the share of end-to-end time spent outside
+the DNN per placement and size and what to change first (`outside_dnn`: the paper's question);
+per image size, where preprocessing should run and what it buys (`placement_advice`), or, for a
+run across Kafka, what the broker costs beside the stages and what to change
+(`broker_advice`)."""
 
 from __future__ import annotations
 
@@ -16,6 +18,46 @@ CLEAR_GAIN = 0.05
 # Inference per request growing this much with concurrency while throughput falls: more work per
 # image, not just larger batches (which grow it without lowering throughput).
 COMPUTE_GROWTH = 2.0
+
+
+# What to change first when a category other than inference takes the most time, in words.
+REMEDY: dict[str, str] = {
+    "preprocessing": "decode on the GPU (server-gpu: DALI mixed), decode JPEGs reduced "
+    "(opencv-reduced) or send smaller images",
+    "data_movement": "send encoded images instead of tensors, keep tensors on one device "
+    "(fuse_stages) or shorten the hops",
+    "queueing": "add instances or batch more (cvserve tune), or keep fewer requests in flight",
+    "postprocessing": "run postprocessing on the DNN's device, batched (fuse_stages)",
+    "other": "fuse the stages (one model, no hand-offs) and look at the server's spare CPU",
+}
+INFERENCE = "inference"
+
+
+def outside_dnn(summary: dict[str, Any]) -> list[str]:
+    """One line per placement and size: the share of end-to-end time spent outside the DNN at
+    the lowest concurrency measured (and at the highest), the category that takes most of it
+    and what to change first (`REMEDY`)."""
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for p in summary["points"]:
+        if p["categories"]:
+            groups.setdefault((p["placement"], p["size"]), []).append(p)
+    lines = []
+    for (placement, size), points in groups.items():
+        low = min(points, key=lambda p: p["concurrency"])
+        high = max(points, key=lambda p: p["concurrency"])
+        share = 1 - low["categories"][INFERENCE]["share"]
+        others = [c for c in CATEGORIES if c != INFERENCE]
+        top = max(others, key=lambda c: low["categories"][c]["share"])
+        line = (
+            f"{placement} {size}: {share:.0%} of end-to-end outside the DNN at concurrency "
+            f"{low['concurrency']}"
+        )
+        if high is not low:
+            line += f" ({1 - high['categories'][INFERENCE]['share']:.0%} at {high['concurrency']})"
+        top_share = low["categories"][top]["share"]
+        line += f"; most in {top.replace('_', ' ')} ({top_share:.0%})"
+        lines.append(line + (f": {REMEDY[top]}" if share >= 0.5 else ": the DNN leads"))
+    return lines
 
 
 def _where(placement: str) -> str:

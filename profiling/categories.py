@@ -49,4 +49,6 @@ SPAN_CATEGORY: dict[str, str] = {
     "consumer_wait": "queueing",  # consumed → handed to the worker's Triton call
     "worker": "data_movement",  # a stage worker's own time around its Triton call
     "overhead": "other",  # request handling, ensemble hand-offs, unmeasured gaps
+    # A fused model's parts (its STAGE_TIMES), nested in its compute: the category of their role.
+    **ROLE_CATEGORY,
 }

@@ -18,7 +18,7 @@ from typing import Any
 
 from rich.table import Table
 
-from cvserve.profiling.advice import broker_advice, placement_advice
+from cvserve.profiling.advice import broker_advice, outside_dnn, placement_advice
 from cvserve.profiling.attribution import END_TO_END
 from cvserve.profiling.categories import CATEGORIES, HEADERS
 from cvserve.profiling.machine import machine_info
@@ -108,6 +108,7 @@ def summary_of(run: SweepRun) -> dict[str, Any]:
     }
     advise = broker_advice if summary["transport"]["kind"] == "kafka" else placement_advice
     summary["advice"] = advise(summary)
+    summary["outside_dnn"] = outside_dnn(summary)
     return summary
 
 

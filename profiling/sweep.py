@@ -86,6 +86,7 @@ def join_and_attribute(
             trace.marks[CALL_START],
             trace.marks[CALL_END],
             preprocess_ns=trace.attributes.get("preprocess_ns"),  # type: ignore[arg-type]
+            stage_ns=trace.attributes.get("stage_ns"),  # type: ignore[arg-type]
         )
         records.append(RequestRecord(trace, attribute(trace), request is not None, skew))
     return records

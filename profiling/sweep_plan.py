@@ -10,13 +10,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from cvserve.deploy.triton_grpc import grpc_client
-from cvserve.models.fusion import fused_model_name
+from cvserve.models.fusion import NotFusable, fuse_stages, fused_model_name
 from cvserve.pipelines.spec import PipelineSpec
 from cvserve.pipelines.variants import (
+    fused_stage,
+    is_fused,
     tensor_input,
     unfused,
     with_devices,
     with_preprocess_times,
+    with_stage_times,
 )
 from cvserve.preprocess.naive import NaivePreprocessor
 from cvserve.preprocess.spec import PreprocessParams
@@ -90,35 +93,51 @@ class ServerPlan:
     targets: tuple[Target, ...]
 
 
+def as_served(
+    spec: PipelineSpec, fused: bool, split_preprocess: bool, notes: list[str]
+) -> PipelineSpec:
+    """``spec`` (stages apart, devices placed) as it is served and profiled: fused again when
+    the pipeline is served fused (`models.fusion`), returning its parts' `STAGE_TIMES`, or
+    apart when its placement cannot be fused (said in ``notes``); with ``split_preprocess``
+    also returning `PREPROCESS_TIMES`."""
+    if fused:
+        try:
+            spec = with_stage_times(fuse_stages(spec))
+        except NotFusable as exc:
+            notes.append(f"{exc}: profiled with its stages apart")
+    return with_preprocess_times(spec) if split_preprocess else spec
+
+
 def plan_servers(
     base: PipelineSpec, placements: Sequence[str], gpu: bool, split_preprocess: bool = False
 ) -> tuple[list[ServerPlan], list[str]]:
-    """The servers a sweep needs, and a message per placement skipped.
+    """The servers a sweep needs, and a message per placement skipped (or served otherwise).
 
     The DNN runs on the GPU when there is one, whatever the placement, so that placements
     differ only in where preprocessing runs. Variants come from `pipelines.variants`; a
-    pipeline served fused (`models.fusion`) is profiled with its stages apart, to split them.
+    pipeline served fused is profiled fused, as it runs: its model reports its parts
+    (`STAGE_TIMES`) and the profiler splits its compute with them.
     """
-    base = unfused(base)
+    fused, base = is_fused(base), unfused(base)
     unknown = set(placements) - set(PLACEMENTS)
     if unknown:
         raise ValueError(f"unknown placement(s) {sorted(unknown)}; choose from {PLACEMENTS}")
-    skipped = []
+    skipped: list[str] = []
     dnn = "gpu" if gpu else "cpu"
     cpu = with_devices(base, {"preprocess": "cpu", "inference": dnn})
-    served = with_preprocess_times(cpu) if split_preprocess else cpu
     plans = []
     cpu_targets = []
     if CLIENT_CPU in placements:
         cpu_targets.append(Target.of(CLIENT_CPU, tensor_input(cpu), base))
     if SERVER_CPU in placements:
+        served = as_served(cpu, fused, split_preprocess, skipped)
         cpu_targets.append(Target.of(SERVER_CPU, served, base))
     if cpu_targets:
         plans.append(ServerPlan(tuple(t.ensemble for t in cpu_targets), tuple(cpu_targets)))
     if SERVER_GPU in placements:
         if gpu:
             spec = with_devices(base, {"preprocess": "gpu", "inference": "gpu"})
-            spec = with_preprocess_times(spec) if split_preprocess else spec
+            spec = as_served(spec, fused, split_preprocess, skipped)
             plans.append(ServerPlan((spec,), (Target.of(SERVER_GPU, spec, base),)))
         else:
             skipped.append("server-gpu skipped: no CUDA GPU on this machine")
@@ -140,24 +159,26 @@ def external_targets(
     """Targets on a running server: ``<task>`` for the server placement it actually serves
     (its preprocess model's instance kind tells CPU from GPU), ``<task>_tensor`` for
     client-cpu if served. With ``split_preprocess`` the server's ensemble must return
-    ``PREPROCESS_TIMES``. A fused pipeline is looked for with its stages apart."""
+    ``PREPROCESS_TIMES``. A pipeline served fused is called at its fused model, asking it for
+    its parts' `STAGE_TIMES` (the ensemble does not return them)."""
     base = unfused(base)
     client = grpc_client(url)
     targets, skipped = [], []
     try:
-        pre = base.stage_by_role("preprocess").name
-        kind = None
-        if client.is_model_ready(pre):
-            config = client.get_model_config(pre, as_json=True)["config"]
-            groups = config.get("instance_group", [{}])
-            kind = "server-gpu" if groups[0].get("kind") == "KIND_GPU" else "server-cpu"
+        kind, served = None, base
+        for model in (base.stage_by_role("preprocess").name, fused_model_name(base.name)):
+            if client.is_model_ready(model):
+                config = client.get_model_config(model, as_json=True)["config"]
+                groups = config.get("instance_group", [{}])
+                kind = SERVER_GPU if groups[0].get("kind") == "KIND_GPU" else SERVER_CPU
+                if model != base.stage_by_role("preprocess").name:
+                    served = _fused_alone(base, kind, skipped)
+                break
+        if split_preprocess and served is base:
+            served = with_preprocess_times(base)
+        elif split_preprocess:
+            skipped.append(f"{served.name} runs DALI unsplit: no PREPROCESS_TIMES from it")
         served_as = kind or "nothing (preprocess model not ready)"
-        fused = fused_model_name(base.name)
-        if kind is None and client.is_model_ready(fused):
-            served_as = (
-                f"one fused model ({fused}), whose stages cannot be told apart: serve it with "
-                "--no-fuse-stages to profile it"
-            )
         for placement in placements:
             if placement == CLIENT_CPU:
                 tensor = tensor_input(base)
@@ -166,10 +187,23 @@ def external_targets(
                 else:
                     skipped.append(f"client-cpu skipped: {url} does not serve {tensor.name}")
             elif placement == kind:
-                served = with_preprocess_times(base) if split_preprocess else base
                 targets.append(Target.of(placement, served, base))
             else:
                 skipped.append(f"{placement} skipped: {url} serves {base.name} as {served_as}")
     finally:
         client.close()
     return targets, skipped
+
+
+def _fused_alone(base: PipelineSpec, placement: str, notes: list[str]) -> PipelineSpec:
+    """What a client calls to profile ``base`` served fused at ``placement``: its fused model
+    alone (every output, `STAGE_TIMES` among them), or the ensemble when stages follow the
+    fused model (said in ``notes``)."""
+    device = "gpu" if placement == SERVER_GPU else "cpu"
+    spec = fuse_stages(with_devices(base, {"preprocess": device, "inference": device}))
+    fused = fused_stage(spec)
+    assert fused is not None
+    if len(spec.stages) > 1:
+        notes.append(f"{spec.name}: stages follow {fused.name}; its parts are not split")
+        return spec
+    return PipelineSpec(fused.name, (fused,), fused.inputs, fused.outputs, spec.description)

@@ -18,7 +18,7 @@ import tritonclient.grpc as grpcclient
 
 from cvserve.deploy.triton_grpc import grpc_client
 from cvserve.pipelines.spec import PipelineSpec
-from cvserve.pipelines.variants import PREPROCESS_TIMES
+from cvserve.pipelines.variants import PREPROCESS_TIMES, STAGE_TIMES
 from cvserve.preprocess.naive import NaivePreprocessor
 from cvserve.preprocess.tensors import IMAGE, META, PIXELS, pad_images
 from cvserve.profiling.trace import Trace
@@ -111,8 +111,9 @@ class TracedSender:
             trace.attributes["request_bytes"] = int(
                 sum(arrays[s.name].nbytes for s in self.ensemble.inputs)
             )
-            if PREPROCESS_TIMES.name in out:
-                trace.attributes["preprocess_ns"] = [int(v) for v in out[PREPROCESS_TIMES.name][0]]
+            for tensor, key in ((PREPROCESS_TIMES, "preprocess_ns"), (STAGE_TIMES, "stage_ns")):
+                if tensor.name in out:
+                    trace.attributes[key] = [int(v) for v in out[tensor.name][0]]
             self.traces.append(trace)
         return out
 

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cvserve.pipelines.variants import FUSED_PARTS
 from cvserve.preprocess.preprocessor import STEPS
 from cvserve.profiling.trace import COMPUTE_INFER, Span, Trace
 from cvserve.profiling.tritonstats import PHASES
@@ -236,6 +237,7 @@ def attach_triton(
     preprocess_ns: Sequence[int] | None = None,
     transfers: bool = True,
     caller: str = "client",
+    stage_ns: Sequence[int] | None = None,
 ) -> int:
     """Add the spans of a Triton call made in ``[call_start_ns, call_end_ns]`` by process
     ``caller`` (the client, or a stage worker).
@@ -244,7 +246,9 @@ def attach_triton(
     with their phases (``roles``: model name → stage role), receive (response complete → the
     call returns). ``transfers=False`` leaves out send and receive (when the window is wider
     than the call, e.g. a stage worker's consumed → produced hops). Without a trace: a single
-    untraced ``overhead`` span. Returns how far Triton's timestamps fell outside the window
+    untraced ``overhead`` span. ``preprocess_ns`` (PREPROCESS_TIMES) and ``stage_ns``
+    (STAGE_TIMES, a fused model's parts) split the compute of the model that reported them.
+    Returns how far Triton's timestamps fell outside the window
     (ns, 0 when the clocks agree): the measured skew.
     """
     if request is None:
@@ -277,8 +281,9 @@ def attach_triton(
         process="triton",
         stage=request.model,
     )
-    for child in request.children:
-        _model_spans(trace, child, server, roles, preprocess_ns)
+    # An ensemble's composing models; a model called by itself is its own only one.
+    for child in request.children or [request]:
+        _model_spans(trace, child, server, roles, preprocess_ns, stage_ns)
     if transfers:
         trace.add("receive", end, call_end_ns, parent=parent, process=caller)
     return skew
@@ -290,6 +295,7 @@ def _model_spans(
     parent: Span,
     roles: Mapping[str, str],
     preprocess_ns: Sequence[int] | None,
+    stage_ns: Sequence[int] | None = None,
 ) -> None:
     ts = node.timestamps
     start = _clamp(ts.get("REQUEST_START", parent.start_ns), parent.start_ns, parent.end_ns)
@@ -313,28 +319,56 @@ def _model_spans(
             )
             if phase == COMPUTE_INFER and role == "preprocess" and preprocess_ns:
                 split_preprocess(trace, phase_span, preprocess_ns)
+            elif phase == COMPUTE_INFER and role == "inference" and stage_ns:
+                split_fused(trace, phase_span, stage_ns, preprocess_ns)
     for child in node.children:
-        _model_spans(trace, child, span, roles, preprocess_ns)
+        _model_spans(trace, child, span, roles, preprocess_ns, stage_ns)
+
+
+def _back_to_back(
+    trace: Trace, compute: Span, kinds: Sequence[str], durations: Sequence[int]
+) -> list[Span]:
+    """Spans of ``kinds`` lasting ``durations`` (ns) nested under ``compute``, back to back from
+    its start, scaled down together if they exceed it."""
+    total = sum(max(0, int(ns)) for ns in durations)
+    if total <= 0:
+        return []
+    scale = min(1.0, compute.duration_ns / total)
+    spans, t = [], compute.start_ns
+    for kind, ns in zip(kinds, durations, strict=False):
+        length = int(max(0, int(ns)) * scale)
+        spans.append(
+            trace.add(
+                kind,
+                t,
+                t + length,
+                name=f"{compute.stage}.{kind}",
+                parent=compute,
+                process="triton",
+                stage=compute.stage,
+            )
+        )
+        t += length
+    return spans
 
 
 def split_preprocess(trace: Trace, compute: Span, step_ns: Sequence[int]) -> None:
     """Nest the preprocess model's reported (decode, resize_crop, normalize) durations under its
     compute span, back to back from its start; scaled down if they exceed it. What they leave of
     the compute stays preprocessing (the compute span's own category)."""
-    total = sum(max(0, int(ns)) for ns in step_ns)
-    if total <= 0:
-        return
-    scale = min(1.0, compute.duration_ns / total)
-    t = compute.start_ns
-    for step, ns in zip(PREPROCESS_STEPS, step_ns, strict=False):
-        length = int(max(0, int(ns)) * scale)
-        trace.add(
-            step,
-            t,
-            t + length,
-            name=f"{compute.stage}.{step}",
-            parent=compute,
-            process="triton",
-            stage=compute.stage,
-        )
-        t += length
+    _back_to_back(trace, compute, PREPROCESS_STEPS, step_ns)
+
+
+def split_fused(
+    trace: Trace,
+    compute: Span,
+    part_ns: Sequence[int],
+    step_ns: Sequence[int] | None = None,
+) -> None:
+    """Nest a fused model's reported parts (STAGE_TIMES: preprocess, inference, postprocess)
+    under its compute span as spans of those kinds, back to back; ``step_ns``
+    (PREPROCESS_TIMES) splits the preprocess part in turn. What they leave of the compute (the
+    adapter's own work) stays with the compute span."""
+    parts = _back_to_back(trace, compute, FUSED_PARTS, part_ns)
+    if parts and step_ns:
+        split_preprocess(trace, parts[0], step_ns)

@@ -3,7 +3,15 @@
 there and nothing but the answers crosses to the host). Per request the same as the stages'
 adapters chained: a request whose image cannot be preprocessed, or whose postprocessing raises,
 gets that error; the rest of the batch is answered, the DNN running once on every preprocessed
-request together."""
+request together.
+
+Profiling (`pipelines.variants`): when a request of the batch asks for ``STAGE_TIMES`` (the
+config declares it, `models.fusion`), each answer also carries int64 [3], the ns its Triton
+batch spent preprocessing, in the DNN and postprocessing (`models.part_times`: CUDA events on a
+GPU); nothing is timed otherwise. When the config declares ``PREPROCESS_TIMES``
+(`with_preprocess_times`), DALI runs its steps apart and each answer carries their ns, as the
+preprocess stage's adapter does.
+"""
 
 from __future__ import annotations
 
@@ -11,12 +19,14 @@ import json
 from dataclasses import replace
 from typing import Any
 
+import numpy as np
 import torch
 import triton_python_backend_utils as pb_utils
 
 from cvserve.models.devices import instance_device, release, settled
 from cvserve.models.engine_choice import load_chosen
 from cvserve.models.params import FusedParams
+from cvserve.models.part_times import PartTimes
 from cvserve.models.postprocessor import Postprocessor
 from cvserve.models.repository.config import config_tensors
 from cvserve.models.runners import as_batch
@@ -31,6 +41,7 @@ from cvserve.models.triton.base import (
     postprocessed_responses,
     stage_params,
 )
+from cvserve.pipelines.variants import FUSED_PARTS, PREPROCESS_TIMES, STAGE_TIMES
 from cvserve.preprocess.backends import make_preprocessor
 from cvserve.preprocess.preprocessor import stack_results
 from cvserve.preprocess.spec import PreprocessError
@@ -55,7 +66,12 @@ class TritonPythonModel:
         if self.device != "cpu" and params.preprocess.backend == "dali":
             options["device_id"] = int(self.device.partition(":")[2])
         self.input_name = input_names(args)[0]
-        self.output_names = output_names(args)
+        names = output_names(args)
+        self.stage_times = STAGE_TIMES.name in names
+        self.step_times = PREPROCESS_TIMES.name in names
+        self.output_names = [n for n in names if n not in (STAGE_TIMES.name, PREPROCESS_TIMES.name)]
+        if self.step_times:
+            options["step_times"] = True  # DALI's steps apart (`preprocess.dali_steps`)
         self.dnn_outputs = list(params.dnn_outputs)
         self.preprocessor = make_preprocessor(
             spec, params.preprocess.backend, max_batch_size=batch,
@@ -68,13 +84,23 @@ class TritonPythonModel:
         if post is not None:
             if post.path:
                 post = replace(post, path=in_version_folder(args, post.path))
-            outputs = config_tensors(json.loads(args["model_config"])["output"])
+            declared = config_tensors(json.loads(args["model_config"])["output"])
+            outputs = [t for t in declared if t.name in self.output_names]  # not the times
             self.postprocess = Postprocessor(post, list(params.postprocess_inputs), outputs)
 
     def execute(self, requests: list[Any]) -> list[Any]:
+        asked = self.stage_times and any(
+            STAGE_TIMES.name in r.requested_output_names() for r in requests
+        )
+        times = PartTimes(self.device) if asked else None
         # Encoded bytes stay on the host (DALI's `mixed` decoder takes them there).
         per_request = [input_tensor(r, self.input_name).cpu().numpy() for r in requests]
-        results = self.preprocessor([image for images in per_request for image in images])
+        batch = [image for images in per_request for image in images]
+        step_ns = None
+        if self.step_times:
+            results, step_ns = self.preprocessor.timed(batch)
+        else:
+            results = self.preprocessor(batch)
         responses: list[Any] = [None] * len(requests)
         ready: list[Ready] = []
         start = 0
@@ -88,16 +114,29 @@ class TritonPythonModel:
                 continue
             ready.append((index, as_batch(pixels, self.device), torch.from_numpy(meta)))
         if ready:
-            self._infer(ready, responses)
+            self._infer(ready, responses, times)
         settled(self.device)
+        if times is not None or step_ns is not None:
+            extra = {PREPROCESS_TIMES.name: step_ns}
+            if times is not None:
+                extra[STAGE_TIMES.name] = _parts(times)
+            responses = [
+                _with_times(r, extra, len(images))
+                for r, images in zip(responses, per_request, strict=True)
+            ]
         return responses
 
-    def _infer(self, ready: list[Ready], responses: list[Any]) -> None:
+    def _infer(self, ready: list[Ready], responses: list[Any], times: PartTimes | None) -> None:
         """Run the DNN once on every preprocessed request, then their postprocessing (one call
-        for all where the function allows it); fill their ``responses``."""
+        for all where the function allows it); fill their ``responses``; mark ``times`` as
+        preprocessing, the DNN and postprocessing end."""
         pixels = [p for _, p, _ in ready]
+        if times is not None:
+            times.mark()
         try:
             outputs = self.run(torch.cat(pixels) if len(pixels) > 1 else pixels[0])
+            if times is not None:
+                times.mark()
         except Exception as exc:
             for index, _, _ in ready:
                 responses[index] = error_response(f"{type(exc).__name__}: {exc}")
@@ -117,8 +156,29 @@ class TritonPythonModel:
             ]
         for (index, _, _), response in zip(ready, answered, strict=True):
             responses[index] = response
+        if times is not None:
+            times.mark()
 
     def finalize(self) -> None:
         self.preprocessor.close()
         self.run = None  # the network and its CUDA graphs go with it
         release(self.device)
+
+
+def _parts(times: PartTimes) -> Any:
+    """int64 [3] (preprocess, DNN, postprocess) ns from ``times``' marks; a part the batch did
+    not reach (every request refused, the DNN failed) is 0."""
+    ns = times.ns()
+    return np.pad(ns, (0, len(FUSED_PARTS) - len(ns)))
+
+
+def _with_times(response: Any, extra: dict[str, Any], images: int) -> Any:
+    """``response`` with each of ``extra``'s per-batch int64 vectors (None: not asked for)
+    repeated for its ``images``; an error response is left as it is."""
+    if response.has_error():
+        return response
+    tensors = list(response.output_tensors())
+    for name, values in extra.items():
+        if values is not None:
+            tensors.append(output_tensor(name, np.tile(values, (images, 1))))
+    return pb_utils.InferenceResponse(output_tensors=tensors)

@@ -163,6 +163,9 @@ def cmd_profile(args: argparse.Namespace) -> int:
     console.print(summary_table(summary))
     for line in run.skipped:
         console.print(line)
+    console.print("[bold]outside the DNN[/bold] (share of end-to-end; what to change first)")
+    for line in summary["outside_dnn"]:
+        console.print(f"  {line}")
     console.print(f"[bold]{'broker' if over_kafka else 'placement'} advice[/bold]")
     for line in summary["advice"]:
         console.print(f"  {line}")
@@ -266,6 +269,7 @@ def cmd_bench_profiling(args: argparse.Namespace) -> int:
         out=Path(args.out) if args.out else None,
         triton_url=args.triton_url,
         console=_console(),
+        fuse_stages=args.fuse_stages,
     )
     return 0
 
@@ -459,6 +463,13 @@ def register(commands: argparse._SubParsersAction, benches: argparse._SubParsers
     bench.add_argument("--concurrency", type=int, default=4)
     bench.add_argument("--duration", type=float, default=5.0, help="seconds per run")
     bench.add_argument("--pairs", type=int, default=6, help="back-to-back off/on pairs")
+    bench.add_argument(
+        "--fuse-stages",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="serve it fused (default: as tuned); fused, also compare its split with the "
+        "stages apart",
+    )
     bench.add_argument("--out", default=None, help="JSON path")
     bench.add_argument("--triton-url", default=None)
     add_triton_tls_options(bench)

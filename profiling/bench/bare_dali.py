@@ -2,13 +2,13 @@
 
 *Bare*: `preprocess.dali_graph.preprocess_graph` in a pipeline fed by an ``external_source``
 iterator, with DALI's own prefetching (``prefetch_queue_depth`` 2) and its outputs left where
-DALI puts them — what DALI alone does with the graph; a round ends with nothing in flight. *Stage*: what the served preprocessing
-stage does with a Triton batch of one-image requests (`models.triton.preprocess`, without
-Triton): the zero-padded byte rows each sniffed and unpadded, the graph run once on the batch,
-the pixels copied out of DALI's buffers, each request's pixels and META stacked. Both run the
-same images at the same batch and threads, in alternating rounds (`profiling.bench.rounds`);
-stage / bare is taken per round. The bare pipeline is a benchmark row, not a second
-preprocessing implementation: it runs the product's graph.
+DALI puts them — what DALI alone does with the graph; a round ends with nothing in flight.
+*Stage*: what the served preprocessing stage does with a Triton batch of one-image requests
+(`models.triton.preprocess`, without Triton): the zero-padded byte rows each unpadded and
+sniffed, the graph run once on the batch, each request's pixels (a view of the batch) and META
+handed on. Both run the same images at the same batch and threads, in alternating rounds
+(`profiling.bench.rounds`); stage / bare is taken per round. The bare pipeline is a benchmark
+row, not a second preprocessing implementation: it runs the product's graph.
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ on, off, …) so that drift of a shared machine hits both alike; the median pair
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import statistics
 import tempfile
@@ -23,7 +24,8 @@ from rich.table import Table
 from cvserve.deploy.triton_grpc import grpc_client
 from cvserve.models.params import DnnParams
 from cvserve.pipelines.catalog import pipeline
-from cvserve.pipelines.variants import unfused
+from cvserve.pipelines.variants import FUSED_PARTS, is_fused, unfused, with_stage_times
+from cvserve.profiling.categories import ROLE_CATEGORY
 from cvserve.profiling.load import closed_loop
 from cvserve.profiling.machine import machine_info, write_report
 from cvserve.profiling.sweep import join_and_attribute, serve_traced, write_images
@@ -33,6 +35,8 @@ from cvserve.profiling.tracedclient import TracedSender
 from cvserve.profiling.tritontrace import TritonTracer
 
 BUDGET = 0.03  # the profiler may cost at most this share of throughput
+SPLIT_AGREEMENT = 0.10  # a fused model's split may differ from the ensemble's by this, per stage
+SPLIT: tuple[str, ...] = tuple(ROLE_CATEGORY[role] for role in FUSED_PARTS)
 _PAIR_ORDERS = (("off", "on"), ("on", "off"))
 
 
@@ -67,14 +71,14 @@ def group_cpu_s(pgid: int | None) -> float:
 
 
 @contextlib.contextmanager
-def _server(spec: Any, triton_url: str | None) -> Iterator[tuple[str, int | None]]:
+def _server(specs: list[Any], triton_url: str | None) -> Iterator[tuple[str, int | None]]:
     """(gRPC url, process group of the server when it is ours)."""
     if triton_url:
         yield triton_url, None
         return
     with (
         tempfile.TemporaryDirectory(prefix="cvserve-bench-profiling-") as tmp,
-        serve_traced([spec], Path(tmp)) as server,
+        serve_traced(specs, Path(tmp)) as server,
     ):
         assert server.process is not None
         yield server.grpc_url, server.process.pid
@@ -101,6 +105,7 @@ def _measure(
         return sender
 
     traced = 0
+    split: dict[str, float] = {}
     cpu = (time.process_time(), group_cpu_s(pgid))
     if record:
         with tracer.tracing():
@@ -108,7 +113,13 @@ def _measure(
         cpu = (time.process_time() - cpu[0], group_cpu_s(pgid) - cpu[1])
         traces = [t for s in senders for t in s.traces]
         found = tracer.collect([t.request_id for t in traces])
-        traced = sum(r.triton_traced for r in join_and_attribute(traces, found, target.roles))
+        records = join_and_attribute(traces, found, target.roles)
+        traced = sum(r.triton_traced for r in records)
+        split = {
+            c: round(statistics.median(r.attribution.by_category[c] for r in records) / 1e6, 4)
+            for c in SPLIT
+            if records
+        }
     else:
         load = closed_loop(make_sender, concurrency, duration_s=duration_s)
         cpu = (time.process_time() - cpu[0], group_cpu_s(pgid) - cpu[1])
@@ -119,6 +130,7 @@ def _measure(
         "requests": load.requests,
         "errors": load.errors,
         "traced": traced,
+        "median_ms": split,  # per request, of the stages' categories (profiling on)
         "client_cpu_ms_per_request": round(cpu[0] / requests * 1e3, 4),
         "server_cpu_ms_per_request": round(cpu[1] / requests * 1e3, 4) if pgid else None,
     }
@@ -134,40 +146,58 @@ def bench_profiling(
     out: Path | None = None,
     triton_url: str | None = None,
     console: Console | None = None,
+    fuse_stages: bool | None = None,
 ) -> dict[str, Any]:
     """Measure ``pairs`` back-to-back off/on pairs, print a table, write JSON (``out`` or
     ``runs/bench-profiling-<time>.json``). The verdict uses the median of the pairs' on/off
-    ratios: pairing cancels the slow drift of a shared machine."""
+    ratios: pairing cancels the slow drift of a shared machine.
+
+    A fused pipeline (``fuse_stages``, or as tuned) is served three ways on one server: as
+    clients call it (off), as the profiler calls it (on: its parts' `STAGE_TIMES` returned)
+    and with its stages apart; each pair then also profiles the stages apart, and the fused
+    split (ms per request in preprocessing, inference, postprocessing) is compared with theirs
+    per pair (`SPLIT_AGREEMENT`)."""
     console = console or Console()
-    spec = pipeline(pipeline_name, arch=arch)
-    target = Target.of(SERVER_CPU, spec, spec)
+    spec = pipeline(pipeline_name, arch=arch, fuse_stages=fuse_stages)
+    targets = {"off": Target.of(SERVER_CPU, spec, spec), "on": Target.of(SERVER_CPU, spec, spec)}
+    fused = is_fused(spec) and triton_url is None
+    if fused:
+        profiled = dataclasses.replace(with_stage_times(spec), name=f"{spec.name}_profiled")
+        apart = dataclasses.replace(unfused(spec), name=f"{spec.name}_apart")
+        targets["on"] = Target.of(SERVER_CPU, profiled, spec)
+        targets["apart"] = Target.of(SERVER_CPU, apart, apart)
     runs: list[dict[str, Any]] = []
     with (
         tempfile.TemporaryDirectory(prefix="cvserve-bench-images-") as tmp,
-        _server(spec, triton_url) as (url, pgid),
+        _server(
+            list({t.ensemble.name: t.ensemble for t in targets.values()}.values()), triton_url
+        ) as (url, pgid),
     ):
         images = write_images([size], Path(tmp), 4)[size]
         client = grpc_client(url)
         try:
             tracer = TritonTracer.attach(client)
-            warm = TracedSender(url, spec, images, record=False)
-            for i in range(5):
-                warm(i)
-            warm.close()
+            for target in targets.values():
+                warm = TracedSender(url, target.ensemble, images, record=False)
+                for i in range(5):
+                    warm(i)
+                warm.close()
             for pair in range(pairs):
-                for mode in _PAIR_ORDERS[pair % 2]:
+                for mode in (*_PAIR_ORDERS[pair % 2], *(["apart"] if fused else [])):
+                    target = targets[mode]
                     run = _measure(
                         url,
-                        spec,
+                        target.ensemble,
                         target,
                         tracer,
                         images,
-                        mode,
+                        "off" if mode == "off" else "on",
                         concurrency,
                         duration_s,
                         tag=f"b{len(runs)}",
                         pgid=pgid,
                     )
+                    run["mode"] = mode
                     runs.append({"pair": pair, **run})
                     traced = f", {run['traced']} traced" if mode == "on" else ""
                     console.print(
@@ -176,6 +206,7 @@ def bench_profiling(
                     )
         finally:
             client.close()
+    agreement = _split_agreement(runs, pairs) if fused else None
     ratios = []
     for pair in range(pairs):
         rate = {r["mode"]: r["images_per_s"] for r in runs if r["pair"] == pair}
@@ -210,6 +241,8 @@ def bench_profiling(
         "median_cpu_ms_per_request": cpu,
         "within_budget": ratio >= 1 - BUDGET,
         "budget": BUDGET,
+        "fused": is_fused(spec),
+        "fused_split_vs_apart": agreement,
     }
     table = Table(
         title=f"cvserve bench profiling — {pipeline_name} {report['arch']} {report['size']}, "
@@ -235,6 +268,51 @@ def bench_profiling(
             if values["off"]
             else f"{side} CPU per request: off {values['off']:.2f} ms, on {values['on']:.2f} ms"
         )
+    if agreement is not None:
+        _print_agreement(console, agreement)
     out = write_report(report, "bench-profiling", out)
     console.print(f"wrote {out}")
     return report
+
+
+def _split_agreement(runs: list[dict[str, Any]], pairs: int) -> dict[str, Any]:
+    """Per category of `SPLIT`: the fused model's median ms per request (profiling on) over
+    the stages apart's, per pair, and their median; ``within`` when every category's median
+    ratio lies within `SPLIT_AGREEMENT` of 1."""
+    rows = {}
+    for category in SPLIT:
+        per_pair = []
+        for pair in range(pairs):
+            ms = {r["mode"]: r["median_ms"].get(category) for r in runs if r["pair"] == pair}
+            if ms.get("on") and ms.get("apart"):
+                per_pair.append(ms["on"] / ms["apart"])
+        rows[category] = {
+            "fused_ms": statistics.median(
+                r["median_ms"][category] for r in runs if r["mode"] == "on"
+            ),
+            "apart_ms": statistics.median(
+                r["median_ms"][category] for r in runs if r["mode"] == "apart"
+            ),
+            "pair_ratios": [round(x, 4) for x in per_pair],
+            "ratio": round(statistics.median(per_pair), 4) if per_pair else None,
+        }
+    within = all(
+        r["ratio"] is not None and abs(r["ratio"] - 1) <= SPLIT_AGREEMENT for r in rows.values()
+    )
+    return {"categories": rows, "within": within, "bound": SPLIT_AGREEMENT}
+
+
+def _print_agreement(console: Console, agreement: dict[str, Any]) -> None:
+    table = Table(
+        title="fused split vs the same stages apart (ms per request, profiling on)",
+        caption="fused / apart: median of the per-pair ratios [min-max]",
+    )
+    for column in ("category", "fused ms", "apart ms", "fused / apart"):
+        table.add_column(column, justify="right")
+    for category, row in agreement["categories"].items():
+        spread = row["pair_ratios"]
+        cell = f"{row['ratio']:.3f} [{min(spread):.3f}-{max(spread):.3f}]" if spread else "-"
+        table.add_row(category, f"{row['fused_ms']:.2f}", f"{row['apart_ms']:.2f}", cell)
+    console.print(table)
+    verdict = "within" if agreement["within"] else "OUTSIDE"
+    console.print(f"fused split {verdict} {agreement['bound']:.0%} of the stages apart, per stage")

@@ -20,7 +20,13 @@ from cvserve.models.repository.config import STAGE_PARAMETER, read_config
 from cvserve.models.repository.local import write_repository
 from cvserve.pipelines.catalog import classify, file_specs, image_pipeline
 from cvserve.pipelines.spec import PipelineSpec
-from cvserve.pipelines.variants import is_fused, unfused, with_devices
+from cvserve.pipelines.variants import (
+    PREPROCESS_TIMES,
+    STAGE_TIMES,
+    is_fused,
+    unfused,
+    with_devices,
+)
 from cvserve.preprocess.spec import PreprocessSpec
 from cvserve.preprocess.tensors import BOXES, LABELS, META, SCORES
 from cvserve.profiling.sweep_plan import external_targets, plan_servers
@@ -42,7 +48,8 @@ def test_classify_fuses_into_one_model(tmp_path: Path) -> None:
     fused = fuse_stages(spec)
     (stage,) = fused.stages
     assert stage.name == "classify_fused" and stage.fused == spec.stages
-    assert stage.inputs == spec.stages[0].inputs and stage.outputs == spec.outputs
+    # and STAGE_TIMES, for the profiler only: the ensemble does not map it (below)
+    assert stage.inputs == spec.stages[0].inputs and stage.outputs == (*spec.outputs, STAGE_TIMES)
     assert (stage.batching, stage.instances) == (spec.stages[1].batching, 2)
     assert (fused.inputs, fused.outputs) == (spec.inputs, spec.outputs)
     write_repository(fused, tmp_path)
@@ -53,6 +60,9 @@ def test_classify_fuses_into_one_model(tmp_path: Path) -> None:
     assert not (tmp_path / "classify_preprocess").exists()
     ensemble = read_config(tmp_path / "classify" / "config.pbtxt")
     assert [s.model_name for s in ensemble.ensemble_scheduling.step] == ["classify_fused"]
+    (step,) = ensemble.ensemble_scheduling.step
+    assert STAGE_TIMES.name not in step.output_map, "asked for only by profiling"
+    assert [o.name for o in ensemble.output] == [t.name for t in spec.outputs]
 
 
 def test_without_a_postprocess_meta_passes_through_when_read() -> None:
@@ -61,7 +71,7 @@ def test_without_a_postprocess_meta_passes_through_when_read() -> None:
     meta = pre.outputs[-1]
     bare = dataclasses.replace(spec, stages=(pre, dnn), outputs=(*dnn.outputs, meta))
     (stage,) = fuse_stages(bare).stages
-    assert [t.name for t in stage.outputs][-1] == META == meta.name
+    assert [t.name for t in stage.outputs][-2:] == [META, STAGE_TIMES.name] and meta.name == META
     assert stage.params.postprocess is None  # type: ignore[attr-defined]
 
 
@@ -193,12 +203,19 @@ def test_stages_on_two_devices_are_not_fused_and_say_so() -> None:
         fuse_stages(spec)
 
 
-def test_the_profiler_serves_a_fused_pipeline_with_its_stages_apart() -> None:
+def test_the_profiler_serves_a_fused_pipeline_fused_returning_its_parts() -> None:
     spec = fuse_stages(classify("mobilenet_v3_small", max_batch_size=4))
-    plans, _ = plan_servers(spec, ["server-cpu"], gpu=False, split_preprocess=True)
+    plans, notes = plan_servers(spec, ["server-cpu"], gpu=False, split_preprocess=True)
     (served,) = plans[0].specs
-    assert [s.role for s in served.stages] == ["preprocess", "inference", "postprocess"]
-    assert not is_fused(served)
+    (stage,) = served.stages
+    assert stage.name == "classify_fused" and notes == []
+    assert [t.name for t in served.outputs][-2:] == [STAGE_TIMES.name, PREPROCESS_TIMES.name]
+    assert STAGE_TIMES in stage.outputs and PREPROCESS_TIMES in stage.outputs
+    assert plans[0].targets[0].roles == {"classify_fused": "inference"}
+    # With a GPU the DNN moves there and preprocessing stays: two devices, served apart.
+    plans, notes = plan_servers(spec, ["server-cpu"], gpu=True)
+    assert not is_fused(plans[0].specs[0])
+    assert len(notes) == 1 and "profiled with its stages apart" in notes[0]
 
 
 def test_tune_tries_fused_per_core_and_as_threaded_and_on_a_gpu_as_served() -> None:
@@ -215,10 +232,10 @@ def test_tune_tries_fused_per_core_and_as_threaded_and_on_a_gpu_as_served() -> N
 
 
 @pytest.mark.server
-def test_profiling_a_running_fused_pipeline_says_why_it_cannot(
+def test_profiling_a_running_fused_pipeline_calls_its_fused_model_for_its_parts(
     triton: TritonServer, fused_specs: dict[str, PipelineSpec]
 ) -> None:
     targets, skipped = external_targets(triton.grpc_url, fused_specs["classify"], ["server-cpu"])
-    assert targets == []
-    (line,) = skipped
-    assert "one fused model (fused_classify_fused)" in line and "--no-fuse-stages" in line
+    (target,) = targets
+    assert skipped == [] and target.ensemble.name == "fused_classify_fused"
+    assert STAGE_TIMES in target.ensemble.outputs

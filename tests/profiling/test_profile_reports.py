@@ -12,7 +12,7 @@ from PIL import Image
 from rich.console import Console
 
 from cvserve.pipelines.app.cli import main
-from cvserve.profiling.advice import placement_advice
+from cvserve.profiling.advice import REMEDY, placement_advice
 from cvserve.profiling.attribution import attribute
 from cvserve.profiling.categories import CATEGORIES
 from cvserve.profiling.compare import compare_points, load_summary
@@ -188,3 +188,19 @@ def test_advice_falls_back_to_latency_when_throughput_ties(run_dir: Path) -> Non
     (line,) = placement_advice(summary)
     assert "server-cpu): same throughput within 5 %" in line
     assert "lower p50 when idle" in line
+
+
+def test_the_share_outside_the_dnn_per_placement_and_size_with_what_to_change(
+    run_dir: Path,
+) -> None:
+    summary = load_summary(run_dir)
+    lines = summary["outside_dnn"]
+    assert [line.split(":")[0] for line in lines] == ["client-cpu 640x480", "server-cpu 640x480"]
+    for line, point in zip(lines, summary["points"][::2], strict=True):
+        share = 1 - point["categories"]["inference"]["share"]
+        assert f"{share:.0%} of end-to-end outside the DNN at concurrency 1" in line
+    slow = write_run(run_dir.parent / "slow-dnn", known_run(infer_ms=400))
+    assert all(line.endswith("the DNN leads") for line in slow["outside_dnn"])
+    light = write_run(run_dir.parent / "light-dnn", known_run(infer_ms=1))
+    client = light["outside_dnn"][0]
+    assert "most in preprocessing" in client and REMEDY["preprocessing"] in client

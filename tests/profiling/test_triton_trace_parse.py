@@ -16,6 +16,7 @@ from cvserve.profiling.tritontrace import (
     phase_totals,
     requests_by_id,
     server_args,
+    split_fused,
     split_preprocess,
 )
 
@@ -111,3 +112,39 @@ def test_server_arguments_name_the_trace_file_and_start_with_tracing_off(tmp_pat
     args = server_args(tmp_path / "t.json")
     assert f"--trace-config=triton,file={tmp_path / 't.json'}" in args
     assert "--trace-config=level=OFF" in args
+
+
+def test_a_fused_models_reported_parts_split_its_compute_by_category() -> None:
+    trace = Trace("r").begin(0)
+    compute = trace.add("compute_infer", 0, 1_000, role="inference", stage="x_fused")
+    split_fused(trace, compute, [500, 300, 100], [200, 200, 100])
+    kinds = [(s.kind, s.duration_ns) for s in trace.spans[1:]]
+    assert kinds == [
+        ("preprocess", 500),
+        ("inference", 300),
+        ("postprocess", 100),
+        ("decode", 200),
+        ("resize_crop", 200),
+        ("normalize", 100),
+    ]
+    preprocess = trace.spans[1]
+    assert all(s.parent_id == preprocess.span_id for s in trace.spans[4:])
+    got = attribute(trace.finish(1_000)).by_category
+    # What the parts leave (100 ns: the adapter's own work) stays with the compute span.
+    assert (got["preprocessing"], got["inference"], got["postprocessing"]) == (500, 400, 100)
+
+
+def test_a_model_called_by_itself_gets_its_phases_and_its_parts(
+    requests: dict[str, ModelTrace],
+) -> None:
+    alone = requests["c0-1"].children[1]  # model "b" as if called directly: no children
+    alone = ModelTrace(**{**alone.__dict__, "children": [], "parent_id": None})
+    start, end = alone.timestamps["REQUEST_START"] - 1_000, alone.timestamps["REQUEST_END"] + 1_000
+    trace = Trace("b").begin(start)
+    attach_triton(trace, alone, ROLES, start, end, stage_ns=[1_000, 2_000, 500])
+    trace.finish(end)
+    names = [s.name for s in trace.spans]
+    assert "b.compute_infer" in names and "b.preprocess" in names and "b.postprocess" in names
+    a = attribute(trace)
+    assert a.by_category["postprocessing"] > 0 and a.by_category["preprocessing"] > 0
+    assert sum(a.by_category.values()) == a.end_to_end_ns

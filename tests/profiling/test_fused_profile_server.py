@@ -1,0 +1,127 @@
+"""A fused pipeline profiled as it is served: its model's `STAGE_TIMES` on a real tritonserver,
+and `cvserve profile` splitting the fused model's compute into preprocessing, the DNN and
+postprocessing — against a running server and serving it itself."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cvserve.deploy.triton import TritonServer
+from cvserve.models.client import PipelineClient
+from cvserve.models.repository.local import write_repository
+from cvserve.pipelines.app.cli import main
+from cvserve.pipelines.catalog import file_specs
+from cvserve.pipelines.spec import PipelineSpec
+from cvserve.pipelines.variants import FUSED_PARTS, STAGE_TIMES, is_fused
+from cvserve.preprocess.preprocessor import STEPS
+from cvserve.preprocess.tensors import LABELS
+from cvserve.profiling import tritonstats
+from cvserve.profiling.categories import CATEGORIES
+from cvserve.profiling.sweep_plan import external_targets
+from cvserve.profiling.tritontrace import server_args
+
+pytestmark = pytest.mark.server
+
+NAME = "fusedprof"
+FUSED = f"{NAME}_fused"
+FILE = f"""\
+name: {NAME}
+model:
+  arch: mobilenet_v3_small
+postprocess:
+  kind: classification
+serving:
+  fuse_stages: true
+  max_batch_size: 4
+"""
+
+
+@pytest.fixture(scope="module")
+def pipeline_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("fused-profile") / "fused.yaml"
+    path.write_text(FILE)
+    return path
+
+
+@pytest.fixture(scope="module")
+def spec(pipeline_file: Path) -> PipelineSpec:
+    (spec,) = file_specs(pipeline_file)[1]
+    assert is_fused(spec)
+    return spec
+
+
+@pytest.fixture(scope="module")
+def server(spec: PipelineSpec, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The pipeline as `cvserve serve` serves it (no profiling variant), traced."""
+    workdir = tmp_path_factory.mktemp("fused-triton")
+    repository = write_repository(spec, workdir / "repository")
+    triton = TritonServer(
+        repository, workdir=workdir / "server", extra_args=server_args(workdir / "trace.json")
+    )
+    triton.start(timeout_s=180)
+    yield triton.grpc_url
+    triton.stop()
+
+
+def test_the_fused_model_reports_its_parts_when_asked_and_only_then(
+    server: str, spec: PipelineSpec, sample_images: dict[str, bytes]
+) -> None:
+    images = [sample_images["640x480.jpeg"], sample_images["300x200.jpeg"]]
+    (target,), _ = external_targets(server, spec, ["server-cpu"])
+    assert target.ensemble.name == FUSED
+    with PipelineClient(server, target.ensemble) as alone, PipelineClient(server, spec) as ens:
+        before = tritonstats.fetch_settled(alone.triton, [FUSED])[FUSED]
+        got = alone.infer(images)
+        delta = tritonstats.fetch_settled(alone.triton, [FUSED])[FUSED] - before
+        plain = ens.infer(images)
+    times = got[STAGE_TIMES.name]
+    assert times.dtype == np.int64 and times.shape == (len(images), len(FUSED_PARTS))
+    assert (times > 0).all() and (times == times[0]).all(), times
+    assert delta.requests == 1 and 0 < times[0].sum() <= delta.ns["compute_infer"]
+    assert STAGE_TIMES.name not in plain  # the ensemble never asks for them
+    np.testing.assert_array_equal(plain[LABELS], got[LABELS])
+
+
+def _rows(out: Path) -> list[dict]:
+    (run,) = out.iterdir()
+    rows = json.loads((run / "requests.json").read_text())
+    assert rows
+    return rows
+
+
+def _split_within_5_percent(row: dict, spans: list[str]) -> None:
+    assert all(row["spans_ms"].get(s, 0.0) > 0 for s in spans), row["spans_ms"]
+    total = sum(row[f"{c}_ms"] for c in CATEGORIES)
+    assert abs(total - row["end_to_end_ms"]) <= 0.05 * row["end_to_end_ms"], row
+    for category in ("preprocessing", "inference", "postprocessing"):
+        assert row[f"{category}_ms"] > 0, row
+
+
+def test_profiling_the_running_server_splits_every_request(
+    server: str, pipeline_file: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "runs"
+    argv = ["profile", "--file", str(pipeline_file), "--triton-url", server]
+    argv += ["--sizes", "320x240", "--concurrency", "2", "--preprocess", "server-cpu"]
+    argv += ["--duration", "1", "--images-per-size", "2", "--out", str(out)]
+    assert main(argv) == 0
+    for row in _rows(out):
+        _split_within_5_percent(row, [f"{FUSED}.{part}" for part in FUSED_PARTS])
+
+
+def test_profiling_it_served_by_the_profiler_splits_preprocessing_into_steps(
+    pipeline_file: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "runs"
+    argv = ["profile", "--file", str(pipeline_file), "--sizes", "320x240", "--concurrency", "1"]
+    argv += ["--preprocess", "server-cpu", "--duration", "1", "--images-per-size", "1"]
+    argv += ["--split-preprocess", "--out", str(out)]
+    assert main(argv) == 0
+    steps = [f"{FUSED}.{step}" for step in STEPS]
+    for row in _rows(out):
+        _split_within_5_percent(row, [*(f"{FUSED}.{p}" for p in FUSED_PARTS), *steps])
