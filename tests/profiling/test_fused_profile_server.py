@@ -11,9 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cvserve.deploy.triton import TritonServer
 from cvserve.models.client import PipelineClient
-from cvserve.models.repository.local import write_repository
 from cvserve.pipelines.app.cli import main
 from cvserve.pipelines.catalog import file_specs
 from cvserve.pipelines.spec import PipelineSpec
@@ -22,8 +20,8 @@ from cvserve.preprocess.preprocessor import STEPS
 from cvserve.preprocess.tensors import LABELS
 from cvserve.profiling import tritonstats
 from cvserve.profiling.categories import CATEGORIES
+from cvserve.profiling.sweep import serve_traced
 from cvserve.profiling.sweep_plan import external_targets
-from cvserve.profiling.tritontrace import server_args
 
 pytestmark = pytest.mark.server
 
@@ -58,14 +56,8 @@ def spec(pipeline_file: Path) -> PipelineSpec:
 @pytest.fixture(scope="module")
 def server(spec: PipelineSpec, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The pipeline as `cvserve serve` serves it (no profiling variant), traced."""
-    workdir = tmp_path_factory.mktemp("fused-triton")
-    repository = write_repository(spec, workdir / "repository")
-    triton = TritonServer(
-        repository, workdir=workdir / "server", extra_args=server_args(workdir / "trace.json")
-    )
-    triton.start(timeout_s=180)
-    yield triton.grpc_url
-    triton.stop()
+    with serve_traced([spec], tmp_path_factory.mktemp("fused-triton")) as triton:
+        yield triton.grpc_url
 
 
 def test_the_fused_model_reports_its_parts_when_asked_and_only_then(
