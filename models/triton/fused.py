@@ -21,7 +21,7 @@ from cvserve.models.postprocessor import Postprocessor
 from cvserve.models.repository.config import config_tensors
 from cvserve.models.runners import as_batch
 from cvserve.models.triton.base import (
-    error_response,
+    exception_response,
     in_version_folder,
     input_names,
     input_tensor,
@@ -74,7 +74,10 @@ class TritonPythonModel:
     def execute(self, requests: list[Any]) -> list[Any]:
         # Encoded bytes stay on the host (DALI's `mixed` decoder takes them there).
         per_request = [input_tensor(r, self.input_name).cpu().numpy() for r in requests]
-        results = self.preprocessor([image for images in per_request for image in images])
+        try:  # a bad image is its own result; what raises here fails the batch, each answered
+            results = self.preprocessor([image for images in per_request for image in images])
+        except Exception as exc:
+            return [exception_response(exc) for _ in requests]
         responses: list[Any] = [None] * len(requests)
         ready: list[Ready] = []
         start = 0
@@ -83,8 +86,8 @@ class TritonPythonModel:
             start += len(images)
             try:
                 pixels, meta = stack_results(mine)
-            except PreprocessError as exc:
-                responses[index] = error_response(exc.wire())
+            except PreprocessError as exc:  # INVALID_ARG: the client's dead letter, no retry
+                responses[index] = exception_response(exc)
                 continue
             ready.append((index, as_batch(pixels, self.device), torch.from_numpy(meta)))
         if ready:
@@ -100,7 +103,7 @@ class TritonPythonModel:
             outputs = self.run(torch.cat(pixels) if len(pixels) > 1 else pixels[0])
         except Exception as exc:
             for index, _, _ in ready:
-                responses[index] = error_response(f"{type(exc).__name__}: {exc}")
+                responses[index] = exception_response(exc)
             return
         by_name = dict(zip(self.dnn_outputs, outputs, strict=True))
         per_request, first = [], 0

@@ -17,7 +17,7 @@ import triton_python_backend_utils as pb_utils
 
 from cvserve.models.devices import instance_device, settled
 from cvserve.models.triton.base import (
-    error_response,
+    exception_response,
     input_names,
     input_tensor,
     max_batch_size,
@@ -66,10 +66,13 @@ class TritonPythonModel:
         # Encoded bytes stay on the host (DALI's `mixed` decoder takes them there).
         per_request = [input_tensor(r, self.input_name).cpu().numpy() for r in requests]
         batch = [image for images in per_request for image in images]
-        if self.times:
-            results, step_ns = self.preprocessor.timed(batch)
-        else:
-            results = self.preprocessor(batch)
+        try:  # a bad image is its own result; what raises here fails the batch, each answered
+            if self.times:
+                results, step_ns = self.preprocessor.timed(batch)
+            else:
+                results = self.preprocessor(batch)
+        except Exception as exc:
+            return [exception_response(exc) for _ in requests]
         responses = []
         start = 0
         for images in per_request:
@@ -77,8 +80,8 @@ class TritonPythonModel:
             start += len(images)
             try:
                 outputs = stack_results(mine)
-            except PreprocessError as exc:
-                responses.append(error_response(exc.wire()))
+            except PreprocessError as exc:  # INVALID_ARG: the client's dead letter, no retry
+                responses.append(exception_response(exc))
                 continue
             tensors = [
                 output_tensor(n, v) for n, v in zip(self.output_names, outputs, strict=False)
