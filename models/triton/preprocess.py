@@ -66,13 +66,10 @@ class TritonPythonModel:
         # Encoded bytes stay on the host (DALI's `mixed` decoder takes them there).
         per_request = [input_tensor(r, self.input_name).cpu().numpy() for r in requests]
         batch = [image for images in per_request for image in images]
-        try:  # a bad image is its own result; what raises here fails the batch, each answered
-            if self.times:
-                results, step_ns = self.preprocessor.timed(batch)
-            else:
-                results = self.preprocessor(batch)
-        except Exception as exc:
-            return [exception_response(exc) for _ in requests]
+        if self.times:
+            results, step_ns = self.preprocessor.timed(batch)
+        else:
+            results = self.preprocessor(batch)
         responses = []
         start = 0
         for images in per_request:
