@@ -36,10 +36,12 @@ def grpc_error(triton: TritonServer, model: str, image: bytes) -> InferenceServe
     return raised.value
 
 
+# The ensemble, its preprocessing stage alone, and the fused stage.
+MODELS = ["classify", "classify_preprocess", "fused_classify"]
+
+
 @pytest.mark.parametrize("case", list(BAD_IMAGES))
-@pytest.mark.parametrize(
-    "model", ["classify", "classify_preprocess", "fused_classify"]
-)  # the ensemble, its preprocessing stage alone, the fused stage
+@pytest.mark.parametrize("model", MODELS)
 def test_a_bad_image_is_invalid_argument_and_poison(triton, model: str, case: str) -> None:
     exc = grpc_error(triton, model, BAD_IMAGES[case])
     assert exc.status() == "StatusCode.INVALID_ARGUMENT", exc.message()
