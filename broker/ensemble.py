@@ -15,28 +15,18 @@ import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
 from cvserve.deploy.triton_grpc import grpc_client
-from cvserve.preprocess.spec import PreprocessError
+from cvserve.models.errors import ErrorKind, kind_of_status
 from cvserve.preprocess.tensors import pad_images
-
-# gRPC statuses meaning the server did not get to answer: try again later.
-_TRANSIENT_STATUSES = {
-    "StatusCode.UNAVAILABLE",
-    "StatusCode.DEADLINE_EXCEEDED",
-    "StatusCode.CANCELLED",
-    "StatusCode.RESOURCE_EXHAUSTED",
-    "StatusCode.ABORTED",
-}
-# Server answers meaning the model is not (yet) there to answer.
-_NOT_READY_MARKERS = ("unknown model", "is not ready", "not found", "failed to connect")
 
 
 class TritonUnavailable(RuntimeError):
-    """Triton did not answer (down, unreachable, model not loaded, timed out): retry later."""
+    """Triton did not answer (down, unreachable, model not loaded, overloaded, timed out): retry
+    later."""
 
 
 class InputRejected(RuntimeError):
     """Triton answered this input with an error; ``poison`` if it is the input's fault
-    (``PreprocessError``: undecodable, truncated, too many pixels …), which retrying never fixes."""
+    (INVALID_ARGUMENT: undecodable, truncated, too many pixels …), which retrying never fixes."""
 
     def __init__(self, reason: str, poison: bool) -> None:
         super().__init__(reason)
@@ -45,13 +35,17 @@ class InputRejected(RuntimeError):
 
 
 def classify_error(exc: InferenceServerException) -> TritonUnavailable | InputRejected:
+    """What a failed call means, by its gRPC status code alone (`models.errors.kind_of_status`):
+    INVALID_ARGUMENT → poison; UNAVAILABLE, DEADLINE_EXCEEDED, NOT_FOUND (a model not loaded
+    yet), … → `TritonUnavailable`; any other status, or none (tritonclient's own error before
+    sending), → a server error (``poison=False``: the caller retries it a bounded number of
+    times). The message is carried, never read: gRPC gives every failure a status, the refused
+    connection too (UNAVAILABLE), so no wording needs matching."""
     message = exc.message() or str(exc)
-    if PreprocessError.names_a_preprocess_error(message):
-        return InputRejected(message, poison=True)
-    lowered = message.lower()
-    if str(exc.status()) in _TRANSIENT_STATUSES or any(m in lowered for m in _NOT_READY_MARKERS):
+    kind = kind_of_status(exc.status())
+    if kind is ErrorKind.UNAVAILABLE:
         return TritonUnavailable(f"{exc.status()}: {message}")
-    return InputRejected(message, poison=False)
+    return InputRejected(message, poison=kind is ErrorKind.BAD_INPUT)
 
 
 @dataclass

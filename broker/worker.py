@@ -10,8 +10,9 @@ Delivery is at-least-once. Per polled batch (at most ``batch_size`` records):
    ``<stage>.answered`` hop (consumed → dispatched is the wait for a free call; the time the
    message waited for this worker to poll ends at ``<stage>.ready``). Triton unreachable →
    wait with exponential backoff and try again, forever; an input the server refuses
-   (``PreprocessError``) → dead letter; any other server error → dead letter after
-   ``server_error_attempts`` tries;
+   (INVALID_ARGUMENT, e.g. a ``PreprocessError``) → dead letter; any other server error → dead
+   letter after ``server_error_attempts`` tries (`broker.ensemble.classify_error`: by status
+   code);
 3. the outputs (results, crops for a later stage, dead letters) are made (``<stage>.emitting``,
    once the whole batch was answered), each checked against the record limit with its key and
    headers (one that cannot fit dead-letters its input), and sent in record order; a record the

@@ -10,12 +10,19 @@ import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
 from cvserve.deploy.triton_grpc import grpc_client, unreachable
+from cvserve.models.errors import ErrorKind, kind_of_status
 from cvserve.pipelines.spec import PipelineSpec
 from cvserve.preprocess.tensors import pad_images
 
 
 class InferenceError(RuntimeError):
-    """The server answered a request with an error (its message is kept)."""
+    """The server answered a request with an error (its message is kept) of ``kind``, read from
+    the gRPC status (`models.errors`): BAD_INPUT (an image the pipeline refuses), UNAVAILABLE
+    (overloaded, a model not loaded yet: try later) or INTERNAL."""
+
+    def __init__(self, message: str, kind: ErrorKind = ErrorKind.INTERNAL) -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 @dataclass
@@ -48,10 +55,21 @@ class PipelineClient:
                 client_timeout=self.timeout_s,
             )
         except InferenceServerException as exc:
-            if exc.status() == "StatusCode.UNAVAILABLE":
-                raise unreachable(self.url, exc.message() or str(exc)) from exc
-            raise InferenceError(exc.message() or str(exc)) from exc
+            message = exc.message() or str(exc)
+            # UNAVAILABLE is also what gRPC reports when nothing answered at all.
+            if exc.status() == "StatusCode.UNAVAILABLE" and not self._live():
+                raise unreachable(self.url, message) from exc
+            raise InferenceError(message, kind_of_status(exc.status())) from exc
         return {name: result.as_numpy(name) for name in names}
+
+    def _live(self) -> bool:
+        """Whether the server answers a liveness check within 2 s. A refused connection and a
+        stage that answered UNAVAILABLE (overloaded) share one gRPC status; this tells them
+        apart without reading the message."""
+        try:
+            return bool(self._client.is_server_live(client_timeout=2.0))
+        except InferenceServerException:
+            return False
 
     @property
     def triton(self) -> grpcclient.InferenceServerClient:

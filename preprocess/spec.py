@@ -178,25 +178,14 @@ class PreprocessParams(StageParams):
 class PreprocessError(ValueError):
     """An image that cannot be preprocessed, with the reason (e.g. ``truncated JPEG``).
 
-    Across Triton it travels as error text starting `WIRE_PREFIX` (`wire`), which a client
-    recognises with `names_a_preprocess_error`: the input's fault, never worth a retry.
+    The input's fault, never worth a retry: a Triton stage answers it with INVALID_ARG
+    (`models.errors`), which a client reads from the status code, not from this text.
     """
-
-    WIRE_PREFIX = "PreprocessError: "
 
     def __init__(self, reason: str, index: int | None = None) -> None:
         super().__init__(reason if index is None else f"image {index}: {reason}")
         self.reason = reason
         self.index = index
-
-    def wire(self) -> str:
-        """The error text a server answers this with."""
-        return f"{self.WIRE_PREFIX}{self}"
-
-    @classmethod
-    def names_a_preprocess_error(cls, message: str) -> bool:
-        """Whether a server's error ``message`` carries a `wire` PreprocessError."""
-        return cls.WIRE_PREFIX in message
 
     def at(self, index: int) -> PreprocessError:
         """The same reason, attributed to image ``index`` of a batch."""

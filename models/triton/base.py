@@ -20,6 +20,7 @@ import torch
 import triton_python_backend_utils as pb_utils
 
 from cvserve.models.devices import on_device, settled
+from cvserve.models.errors import ErrorKind, kind_of_exception
 from cvserve.models.postprocessor import Postprocessor
 from cvserve.models.repository.config import STAGE_PARAMETER
 from cvserve.pipelines.spec import StageParams, dtype_from_triton
@@ -63,8 +64,19 @@ def first_input(args: dict[str, str]) -> tuple[tuple[int, ...], str]:
     return tuple(int(d) for d in spec["dims"]), dtype_from_triton(spec["data_type"])
 
 
-def error_response(message: str) -> Any:
-    return pb_utils.InferenceResponse(output_tensors=[], error=pb_utils.TritonError(message))
+def error_response(message: str, kind: ErrorKind = ErrorKind.INTERNAL) -> Any:
+    """A response that fails its request with ``message`` and the Triton code of ``kind``
+    (`models.errors`: the client decides retry or dead letter on that code alone)."""
+    # Looked up per call: the stub defines pb_utils.TritonError only once it runs a model, not
+    # while it imports model.py (an import-time lookup fails the model's load).
+    code = getattr(pb_utils.TritonError, kind.triton_code)
+    return pb_utils.InferenceResponse(output_tensors=[], error=pb_utils.TritonError(message, code))
+
+
+def exception_response(exc: BaseException) -> Any:
+    """``exc`` as its request's error: ``<type>: <reason>``, with the code of its kind
+    (`models.errors.kind_of_exception`: a `PreprocessError` is INVALID_ARG)."""
+    return error_response(f"{type(exc).__name__}: {exc}", kind_of_exception(exc))
 
 
 def input_tensor(request: Any, name: str) -> Any:
@@ -97,7 +109,7 @@ def run_batched(
         outputs = compute(torch.cat(tensors) if len(tensors) > 1 else tensors[0])
         settled(device)
     except Exception as exc:
-        return [error_response(f"{type(exc).__name__}: {exc}") for _ in requests]
+        return [exception_response(exc) for _ in requests]
     responses = []
     start = 0
     for count in counts:
@@ -135,7 +147,7 @@ def postprocessed_responses(
             answers = {n: v.cpu() for n, v in postprocess(request).items()}
             out = [output_tensor(n, answers[n]) for n in names]
         except Exception as exc:
-            responses.append(error_response(f"{type(exc).__name__}: {exc}"))
+            responses.append(exception_response(exc))
             continue
         responses.append(pb_utils.InferenceResponse(output_tensors=out))
     return responses

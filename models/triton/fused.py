@@ -31,7 +31,7 @@ from cvserve.models.postprocessor import Postprocessor
 from cvserve.models.repository.config import config_tensors
 from cvserve.models.runners import as_batch
 from cvserve.models.triton.base import (
-    error_response,
+    exception_response,
     in_version_folder,
     input_names,
     input_tensor,
@@ -109,8 +109,8 @@ class TritonPythonModel:
             start += len(images)
             try:
                 pixels, meta = stack_results(mine)
-            except PreprocessError as exc:
-                responses[index] = error_response(exc.wire())
+            except PreprocessError as exc:  # INVALID_ARG: the client's dead letter, no retry
+                responses[index] = exception_response(exc)
                 continue
             ready.append((index, as_batch(pixels, self.device), torch.from_numpy(meta)))
         if ready:
@@ -139,7 +139,7 @@ class TritonPythonModel:
                 times.mark()
         except Exception as exc:
             for index, _, _ in ready:
-                responses[index] = error_response(f"{type(exc).__name__}: {exc}")
+                responses[index] = exception_response(exc)
             return
         by_name = dict(zip(self.dnn_outputs, outputs, strict=True))
         per_request, first = [], 0

@@ -18,7 +18,7 @@ from cvserve.models.params import PostprocessParams
 from cvserve.models.postprocessor import Postprocessor
 from cvserve.models.repository.config import config_tensors
 from cvserve.models.triton.base import (
-    error_response,
+    exception_response,
     in_version_folder,
     input_names,
     input_tensor,
@@ -47,7 +47,7 @@ class TritonPythonModel:
             try:
                 inputs.append({n: self._input(request, n) for n in self.input_names})
             except ValueError as exc:  # a tensor on another GPU: this request's error
-                refused[index] = error_response(f"{type(exc).__name__}: {exc}")
+                refused[index] = exception_response(exc)
         answered = iter(postprocessed_responses(self.postprocess, inputs, self.output_names))
         return [refused[i] if i in refused else next(answered) for i in range(len(requests))]
 

@@ -17,7 +17,7 @@ import triton_python_backend_utils as pb_utils
 
 from cvserve.models.devices import instance_device, settled
 from cvserve.models.triton.base import (
-    error_response,
+    exception_response,
     input_names,
     input_tensor,
     max_batch_size,
@@ -77,8 +77,8 @@ class TritonPythonModel:
             start += len(images)
             try:
                 outputs = stack_results(mine)
-            except PreprocessError as exc:
-                responses.append(error_response(exc.wire()))
+            except PreprocessError as exc:  # INVALID_ARG: the client's dead letter, no retry
+                responses.append(exception_response(exc))
                 continue
             tensors = [
                 output_tensor(n, v) for n, v in zip(self.output_names, outputs, strict=False)
