@@ -4,7 +4,8 @@
 declared in `TASKS` (tensors, postprocess function) and per architecture in
 `models.architectures` (input size, resize mode, normalisation), read without importing torch.
 `pipelines.from_file` builds one around any model file with the same stage builders; both take
-their batching, instances and threads from `serving_plan`.
+their batching, instances and threads from `serving_plan`. The serving machine's cores are an
+argument (`catalog.resolve` passes its `Host`'s): nothing here reads the machine.
 """
 
 from __future__ import annotations
@@ -172,9 +173,12 @@ def serving_plan(
     dali_threads: int | None = None,
     max_queue_delay_us: int | None = None,
     preferred_batch_sizes: tuple[int, ...] | None = None,
+    *,
+    cores: int | None,
 ) -> ServingPlan:
-    """The given settings, the others from `serving_defaults` for ``device`` on this machine."""
-    defaults = serving_defaults(device)
+    """The given settings, the others from `serving_defaults` for ``device`` on a machine of
+    ``cores`` cores (None: unknown, the NGC target's)."""
+    defaults = serving_defaults(device, cores)
     max_batch_size = max_batch_size or defaults.max_batch_size
     if max_queue_delay_us is None:
         max_queue_delay_us = defaults.max_queue_delay_us
@@ -238,10 +242,12 @@ def image_pipeline(
     max_detections: int = 20,
     name: str | None = None,
     fuse_stages: bool | None = None,
+    cores: int | None,
 ) -> PipelineSpec:
     """The ``task`` pipeline (classify, segment, detect, depth, identify) around ``arch``.
 
-    Options left None come from `serving_defaults` for ``device`` on this machine.
+    Options left None come from `serving_defaults` for ``device`` on a machine of ``cores``
+    cores (None: unknown; `catalog.image_pipeline` passes a `Host`'s).
     ``fuse_stages``: preprocessing, the DNN and postprocessing served as one model
     (`models.fusion`).
     """
@@ -260,6 +266,7 @@ def image_pipeline(
         dali_threads,
         max_queue_delay_us,
         preferred_batch_sizes,
+        cores=cores,
     )
     batching, instances, torch_threads = plan.batching, plan.instances, plan.torch_threads
     pre = dataclasses.replace(preprocess or preprocess_spec_for(arch), device=device)
@@ -308,23 +315,3 @@ def image_pipeline(
         description=f"{task}: DALI preprocess → {arch} → {kind.postprocess}",
     )
     return fuse(spec) if fuse_stages else spec
-
-
-def classify(arch: str | None = None, **options: Any) -> PipelineSpec:
-    return image_pipeline("classify", arch, **options)
-
-
-def segment(arch: str | None = None, **options: Any) -> PipelineSpec:
-    return image_pipeline("segment", arch, **options)
-
-
-def detect(arch: str | None = None, **options: Any) -> PipelineSpec:
-    return image_pipeline("detect", arch, **options)
-
-
-def depth(arch: str | None = None, **options: Any) -> PipelineSpec:
-    return image_pipeline("depth", arch, **options)
-
-
-def identify(arch: str | None = None, **options: Any) -> PipelineSpec:
-    return image_pipeline("identify", arch, **options)

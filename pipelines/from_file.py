@@ -8,6 +8,9 @@ disagreement is a `PipelineFileError` naming the file's field and the model's si
 
 Tensor names are the model's own (``input.1``, ``logits/Softmax:0``): the preprocess stage's
 pixels output is named as the model's input, the DNN stage's outputs as the model's outputs.
+
+The serving machine's cores are an argument (``cores``; `catalog.resolve` passes its `Host`'s):
+nothing here reads the machine this runs on.
 """
 
 from __future__ import annotations
@@ -19,7 +22,6 @@ from typing import Any
 
 import numpy as np
 
-from cvserve.deploy.host import usable_cores
 from cvserve.models.architectures import architecture
 from cvserve.models.contract import (
     ContractError,
@@ -511,7 +513,7 @@ def postprocess_plan(
 # --- the spec ---------------------------------------------------------------------------------
 
 
-def _file_pipeline(pf: PipelineFile) -> PipelineSpec:
+def _file_pipeline(pf: PipelineFile, cores: int | None) -> PipelineSpec:
     serving = pf.serving
     device = serving.device
     contract, pre, own_batch = _read_model(pf, device)
@@ -529,6 +531,7 @@ def _file_pipeline(pf: PipelineFile) -> PipelineSpec:
         serving.dali_threads,
         serving.max_queue_delay_us,
         serving.preferred_batch_sizes,
+        cores=cores,
     )
     if own_batch and plan.batching.max_batch_size > own_batch:
         raise _error(
@@ -608,7 +611,9 @@ def _file_pipeline(pf: PipelineFile) -> PipelineSpec:
     )
 
 
-def _arch_pipeline(pf: PipelineFile, preprocess: PreprocessSpec | None) -> PipelineSpec:
+def _arch_pipeline(
+    pf: PipelineFile, preprocess: PreprocessSpec | None, cores: int | None
+) -> PipelineSpec:
     kind, o = pf.postprocess.kind, pf.postprocess.options
     if kind not in ARCH_TASKS:
         raise _error(pf, "postprocess.kind", f"{kind}: an arch model takes {', '.join(ARCH_TASKS)}")
@@ -646,6 +651,7 @@ def _arch_pipeline(pf: PipelineFile, preprocess: PreprocessSpec | None) -> Pipel
         score_threshold=o.get("score_threshold", DEFAULT_SCORE_THRESHOLD),
         max_detections=o.get("max_detections", DEFAULT_MAX_DETECTIONS),
         name=pf.name,
+        cores=cores,
     )
     return dataclasses.replace(spec, description=pf.description or spec.description)
 
@@ -661,9 +667,10 @@ def _fused(pf: PipelineFile, spec: PipelineSpec) -> PipelineSpec:
 
 
 def build_spec(
-    pf: PipelineFile, preprocess: PreprocessSpec | None = None, **options: Any
+    pf: PipelineFile, preprocess: PreprocessSpec | None = None, *, cores: int | None, **options: Any
 ) -> PipelineSpec:
-    """The spec of pipeline file ``pf`` with command-line ``options`` applied; ``preprocess``
+    """The spec of pipeline file ``pf`` with command-line ``options`` applied, served on a
+    machine of ``cores`` cores (None: unknown, `defaults.serving_defaults`); ``preprocess``
     replaces the declared preprocessing (arch models only: a model file's is checked)."""
     pf = with_options(pf, **options)
     engine, allowed = pf.serving.engine, ENGINES[pf.model.kind]
@@ -675,10 +682,10 @@ def build_spec(
     if reason:
         raise _error(pf, "serving.precision", reason)
     if pf.model.kind == "arch":
-        return _fused(pf, _arch_pipeline(pf, preprocess))
+        return _fused(pf, _arch_pipeline(pf, preprocess, cores))
     if preprocess is not None:
         raise _error(pf, "input", "a model file's preprocessing is the file's, checked against it")
-    return _fused(pf, _file_pipeline(pf))
+    return _fused(pf, _file_pipeline(pf, cores))
 
 
 def composite_of(f: CompositeFile) -> CompositeSpec:
@@ -699,19 +706,22 @@ def composite_of(f: CompositeFile) -> CompositeSpec:
     )
 
 
-def composite_specs(cf: CompositeFile, **options: Any) -> tuple[CompositeSpec, list[PipelineSpec]]:
-    """The composite of a file and the ensembles serving it. ``options`` apply to every stage
-    but ``arch`` (and the model's weights and seed) only to the first; on a CPU server the
-    stages share the cores unless ``torch_threads`` is given."""
+def composite_specs(
+    cf: CompositeFile, *, cores: int | None, **options: Any
+) -> tuple[CompositeSpec, list[PipelineSpec]]:
+    """The composite of a file and the ensembles serving it on a machine of ``cores`` cores
+    (None: unknown). ``options`` apply to every stage but ``arch`` (and the model's weights and
+    seed) only to the first; on a CPU server of known cores the stages share them unless
+    ``torch_threads`` is given."""
     shared_cpu = options.get("device") in (None, "cpu")
-    if shared_cpu and options.get("torch_threads") is None:
+    if shared_cpu and cores is not None and options.get("torch_threads") is None:
         # Several DNNs on one CPU server share the cores instead of oversubscribing them
         # (measured: 8.0 vs 2.6 img/s for detect_identify at 4 in flight on 2 cores).
-        options = {**options, "torch_threads": max(1, usable_cores() // len(cf.parts))}
+        options = {**options, "torch_threads": max(1, cores // len(cf.parts))}
     first_only = ("arch", "weights", "seed", "num_classes")
     later = {k: v for k, v in options.items() if k not in first_only}
     specs = [
-        build_spec(part.pipeline, **(options if i == 0 else later))
+        build_spec(part.pipeline, cores=cores, **(options if i == 0 else later))
         for i, part in enumerate(cf.parts)
     ]
     return composite_of(cf), specs
