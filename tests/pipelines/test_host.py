@@ -4,6 +4,7 @@ and importing or building reads nothing of this machine."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
@@ -13,10 +14,18 @@ from typing import Any
 
 import pytest
 
+from cvserve.broker.routes import register_composite, route
 from cvserve.models.params import DnnParams
 from cvserve.models.repository.config import STAGE_PARAMETER, read_config
-from cvserve.pipelines.app import cli
-from cvserve.pipelines.catalog import file_specs, pipeline, pipeline_specs, resolve, shipped
+from cvserve.pipelines.app import cli, run_command
+from cvserve.pipelines.catalog import (
+    COMPOSITES,
+    file_specs,
+    pipeline,
+    pipeline_specs,
+    resolve,
+    shipped,
+)
 from cvserve.pipelines.defaults import UNKNOWN_HOST_THREADS
 from cvserve.pipelines.host import NGC_TARGET, Host, target_host
 from cvserve.preprocess.spec import PreprocessParams
@@ -164,6 +173,21 @@ def test_a_shipped_composite_shares_the_hosts_cores_and_starts_its_tuned_workers
     target = pipeline_specs("detect_identify", NGC_TARGET)
     threads = [s.stage_by_role("inference").params_as(DnnParams).torch_threads for s in target]
     assert threads == [UNKNOWN_HOST_THREADS, UNKNOWN_HOST_THREADS]
+
+
+def test_every_command_routes_a_shipped_composite_with_the_hosts_tuned_workers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def workers(key: str) -> dict[str, dict[str, Any]]:
+        return {"identify": {"workers": 2}}
+
+    monkeypatch.setattr(run_command, "this_machine", lambda: Host(2, stage_tuned=workers))
+    try:
+        assert run_command.run_command(argparse.Namespace(func=lambda args: 0)) == 0
+        assert [s.workers for s in route("detect_identify").stages] == [1, 2]
+    finally:  # later tests route the file's composite
+        register_composite(COMPOSITES["detect_identify"])
+    assert [s.workers for s in route("detect_identify").stages] == [1, 1]
 
 
 def test_importing_and_resolving_for_a_given_host_reads_nothing_of_this_machine() -> None:
