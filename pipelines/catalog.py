@@ -2,8 +2,9 @@
 every command turns a name or a file into specs.
 
 `pipeline(name, **options)` and `pipeline_specs(name, **options)` read a shipped file;
-`file_specs(path, **options)` reads a user's. Options are the command line's (`PIPELINE_OPTIONS`,
-`builders.image_pipeline`'s keywords); None leaves the file's value.
+`file_specs(path, **options)` reads a user's, `image_pipeline(task, arch, **options)` a task's
+(`from_file.task_file`). Options are the command line's (`PIPELINE_OPTIONS`, each overriding a
+file field: `from_file.with_options`); None leaves the file's value.
 
 Each goes through `resolve`, the one step where a machine (`host.Host`: cores, tuned settings)
 enters a spec; ``host`` None is `host.this_machine`, read when called. Importing this module
@@ -13,18 +14,22 @@ reads no machine: `COMPOSITES` are the files' composites, untuned.
 from __future__ import annotations
 
 import dataclasses
-import inspect
 from pathlib import Path
 from typing import Any
 
-from cvserve.pipelines import builders
 from cvserve.pipelines.builders import (
     TASKS,
     preprocess_outputs,
     preprocess_spec_for,
     preprocess_stage,
 )
-from cvserve.pipelines.from_file import build_spec, composite_of, composite_specs
+from cvserve.pipelines.from_file import (
+    PIPELINE_OPTIONS,
+    build_spec,
+    composite_of,
+    composite_specs,
+    task_file,
+)
 from cvserve.pipelines.host import Host, this_machine
 from cvserve.pipelines.pipeline_file import (
     CompositeFile,
@@ -59,12 +64,6 @@ __all__ = [
     "segment",
     "shipped_composites",
 ]
-
-# The options every image pipeline takes (`image_pipeline`'s keywords): a CLI passes these through.
-# The cores are the host's (`resolve`), never an option.
-PIPELINE_OPTIONS: frozenset[str] = frozenset(
-    inspect.signature(builders.image_pipeline).parameters
-) - {"task", "cores"}
 
 _SHIPPED: dict[str, PipelineFile | CompositeFile] = {
     name: load_file(path) for name, path in shipped_files().items()
@@ -188,9 +187,14 @@ def pipeline(name: str, /, host: Host | None = None, **options: Any) -> Pipeline
 def image_pipeline(
     task: str, arch: str | None = None, *, host: Host | None = None, **options: Any
 ) -> PipelineSpec:
-    """`builders.image_pipeline` served on ``host`` (None: this machine): its cores fill the
-    threads the options leave unset; nothing tuned is applied."""
-    return builders.image_pipeline(task, arch, cores=(host or this_machine()).cores, **options)
+    """The ``task`` pipeline (classify, segment, detect, depth, identify; `builders.TASKS`)
+    around ``arch`` (None: the task's own), with ``options`` (`PIPELINE_OPTIONS`) over its file
+    (`from_file.task_file`), served on ``host`` (None: this machine); nothing tuned is applied."""
+    unknown = sorted(set(options) - PIPELINE_OPTIONS)
+    if unknown:
+        raise TypeError(f"image_pipeline: unknown options {unknown}")
+    cores = (host or this_machine()).cores
+    return build_spec(task_file(task), cores=cores, arch=arch, **options)
 
 
 def classify(arch: str | None = None, **options: Any) -> PipelineSpec:
