@@ -1,27 +1,25 @@
-"""Building pipeline specs: the stages of an image pipeline (preprocess → DNN → postprocess).
+"""The stages of an image pipeline (preprocess → DNN → postprocess), for `pipelines.from_file`,
+which builds every spec from a pipeline file.
 
-`image_pipeline` builds one around a `models.architectures` network: what differs per task is
-declared in `TASKS` (tensors, postprocess function) and per architecture in
-`models.architectures` (input size, resize mode, normalisation), read without importing torch.
-`pipelines.from_file` builds one around any model file with the same stage builders; both take
-their batching, instances and threads from `serving_plan`.
+What differs per task around a `models.architectures` network is declared in `TASKS` (tensors,
+postprocess function), per architecture in `models.architectures` (input size, resize mode,
+normalisation), read without importing torch. Batching, instances and threads come from
+`serving_plan`; the serving machine's cores are an argument (`catalog.resolve` passes its
+`Host`'s): nothing here reads the machine.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from cvserve.models.architectures import architecture
-from cvserve.models.fusion import fuse_stages as fuse
-from cvserve.models.params import DnnParams, PostprocessParams, precision_refused
+from cvserve.models.params import DnnParams
 from cvserve.pipelines.defaults import serving_defaults
 from cvserve.pipelines.spec import (
     BatchingSpec,
     Device,
-    PipelineSpec,
     StageSpec,
     TensorSpec,
 )
@@ -172,9 +170,12 @@ def serving_plan(
     dali_threads: int | None = None,
     max_queue_delay_us: int | None = None,
     preferred_batch_sizes: tuple[int, ...] | None = None,
+    *,
+    cores: int | None,
 ) -> ServingPlan:
-    """The given settings, the others from `serving_defaults` for ``device`` on this machine."""
-    defaults = serving_defaults(device)
+    """The given settings, the others from `serving_defaults` for ``device`` on a machine of
+    ``cores`` cores (None: unknown, the NGC target's)."""
+    defaults = serving_defaults(device, cores)
     max_batch_size = max_batch_size or defaults.max_batch_size
     if max_queue_delay_us is None:
         max_queue_delay_us = defaults.max_queue_delay_us
@@ -214,117 +215,3 @@ def dnn_stage(
         instances=instances,
         device=device,
     )
-
-
-def image_pipeline(
-    task: str,
-    arch: str | None = None,
-    *,
-    device: Device = "cpu",
-    max_batch_size: int | None = None,
-    instances: int | None = None,
-    weights: str | None = None,
-    seed: int = 0,
-    num_classes: int | None = None,
-    dali_threads: int | None = None,
-    torch_threads: int | None = None,
-    max_queue_delay_us: int | None = None,
-    preferred_batch_sizes: tuple[int, ...] | None = None,
-    engine: str | None = None,
-    precision: str | None = None,
-    preprocess: PreprocessSpec | None = None,
-    top_k: int = 5,
-    score_threshold: float = 0.3,
-    max_detections: int = 20,
-    name: str | None = None,
-    fuse_stages: bool | None = None,
-) -> PipelineSpec:
-    """The ``task`` pipeline (classify, segment, detect, depth, identify) around ``arch``.
-
-    Options left None come from `serving_defaults` for ``device`` on this machine.
-    ``fuse_stages``: preprocessing, the DNN and postprocessing served as one model
-    (`models.fusion`).
-    """
-    refused = precision_refused(precision, engine, device)
-    if refused:
-        raise ValueError(refused)
-    kind = TASKS[task]
-    name = name or task
-    arch = arch or kind.default_arch
-    a = architecture(arch)
-    plan = serving_plan(
-        device,
-        max_batch_size,
-        instances,
-        torch_threads,
-        dali_threads,
-        max_queue_delay_us,
-        preferred_batch_sizes,
-    )
-    batching, instances, torch_threads = plan.batching, plan.instances, plan.torch_threads
-    pre = dataclasses.replace(preprocess or preprocess_spec_for(arch), device=device)
-    classes = num_classes or a.num_classes
-    pixels, meta = preprocess_outputs(pre)
-    dnn_outputs = kind.dnn_outputs(classes, pre.output_shape[1:])
-    options: dict[str, Any] = {
-        "classify": {"k": top_k},
-        "detect": {"score_threshold": score_threshold, "max_detections": max_detections},
-    }.get(task, {})
-    results = kind.results(options)
-    dnn = DnnParams(
-        arch=arch,
-        num_classes=classes,
-        seed=seed,
-        weights=weights,
-        torch_threads=torch_threads,
-        engine=engine,  # type: ignore[arg-type]
-        precision=precision or "fp32",  # type: ignore[arg-type]
-    )
-    stages = (
-        preprocess_stage(
-            f"{name}_preprocess",
-            PreprocessParams(pre, num_threads=plan.dali_threads),
-            batching,
-            instances,
-        ),
-        dnn_stage(f"{name}_dnn", dnn, pixels, dnn_outputs, batching, instances, device),
-        StageSpec(
-            name=f"{name}_postprocess",
-            role="postprocess",
-            adapter=f"{ADAPTERS}.postprocess",
-            inputs=(*dnn_outputs, meta) if kind.uses_meta else dnn_outputs,
-            outputs=results,
-            params=PostprocessParams(kind.postprocess, keywords=options),
-            batching=batching,
-            instances=1,
-            device=device,  # on the GPU: only the answers cross to the host
-        ),
-    )
-    spec = PipelineSpec(
-        name=name,
-        stages=stages,
-        inputs=(stages[0].inputs[0],),
-        outputs=results,
-        description=f"{task}: DALI preprocess → {arch} → {kind.postprocess}",
-    )
-    return fuse(spec) if fuse_stages else spec
-
-
-def classify(arch: str | None = None, **options: Any) -> PipelineSpec:
-    return image_pipeline("classify", arch, **options)
-
-
-def segment(arch: str | None = None, **options: Any) -> PipelineSpec:
-    return image_pipeline("segment", arch, **options)
-
-
-def detect(arch: str | None = None, **options: Any) -> PipelineSpec:
-    return image_pipeline("detect", arch, **options)
-
-
-def depth(arch: str | None = None, **options: Any) -> PipelineSpec:
-    return image_pipeline("depth", arch, **options)
-
-
-def identify(arch: str | None = None, **options: Any) -> PipelineSpec:
-    return image_pipeline("identify", arch, **options)

@@ -2,30 +2,35 @@
 every command turns a name or a file into specs.
 
 `pipeline(name, **options)` and `pipeline_specs(name, **options)` read a shipped file;
-`file_specs(path, **options)` reads a user's. Options are the command line's (`PIPELINE_OPTIONS`,
-`builders.image_pipeline`'s keywords); None leaves the file's value.
+`file_specs(path, **options)` reads a user's, `image_pipeline(task, arch, **options)` a task's
+(`from_file.task_file`). Options are the command line's (`PIPELINE_OPTIONS`, each overriding a
+file field: `from_file.with_options`); None leaves the file's value.
+
+Each goes through `resolve`, the one step where a machine (`host.Host`: cores, tuned settings)
+enters a spec; ``host`` None is `host.this_machine`, read when called. Importing this module
+reads no machine: `COMPOSITES` are the files' composites, untuned.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import inspect
 from pathlib import Path
 from typing import Any
 
 from cvserve.pipelines.builders import (
     TASKS,
-    classify,
-    depth,
-    detect,
-    identify,
-    image_pipeline,
     preprocess_outputs,
     preprocess_spec_for,
     preprocess_stage,
-    segment,
 )
-from cvserve.pipelines.from_file import build_spec, composite_of, composite_specs
+from cvserve.pipelines.from_file import (
+    PIPELINE_OPTIONS,
+    build_spec,
+    composite_of,
+    composite_specs,
+    task_file,
+)
+from cvserve.pipelines.host import Host, this_machine
 from cvserve.pipelines.pipeline_file import (
     CompositeFile,
     PipelineFile,
@@ -34,18 +39,14 @@ from cvserve.pipelines.pipeline_file import (
     shipped_files,
 )
 from cvserve.pipelines.spec import CompositeSpec, PipelineSpec
-from cvserve.pipelines.tuned import (
-    stage_settings_key,
-    stored_settings,
-    stored_stage_settings,
-    tuned_key,
-)
+from cvserve.pipelines.tuned import stage_settings_key, tuned_key
 
 __all__ = [
     "COMPOSITES",
     "PIPELINES",
     "PIPELINE_OPTIONS",
     "TASKS",
+    "Host",
     "PipelineFileError",
     "classify",
     "composite_of",
@@ -59,13 +60,10 @@ __all__ = [
     "preprocess_outputs",
     "preprocess_spec_for",
     "preprocess_stage",
+    "resolve",
     "segment",
+    "shipped_composites",
 ]
-
-# The options every image pipeline takes (`image_pipeline`'s keywords): a CLI passes these through.
-PIPELINE_OPTIONS: frozenset[str] = frozenset(inspect.signature(image_pipeline).parameters) - {
-    "task"
-}
 
 _SHIPPED: dict[str, PipelineFile | CompositeFile] = {
     name: load_file(path) for name, path in shipped_files().items()
@@ -76,10 +74,10 @@ PIPELINES: dict[str, Path] = {
 }
 
 
-def _shipped_composite(name: str, f: CompositeFile) -> CompositeSpec:
-    """A shipped composite, with the workers and rates `cvserve tune` stored for it on this
-    machine wherever its file sets none."""
-    stored = stored_stage_settings(stage_settings_key(name))
+def _shipped_composite(name: str, f: CompositeFile, host: Host | None = None) -> CompositeSpec:
+    """A shipped composite, with the workers and rates `cvserve tune` stored for it on ``host``
+    (None: this machine) wherever its file sets none."""
+    stored = (host or this_machine()).stage_tuned(stage_settings_key(name))
     parts = tuple(
         dataclasses.replace(
             part,
@@ -94,32 +92,31 @@ def _shipped_composite(name: str, f: CompositeFile) -> CompositeSpec:
     return composite_of(dataclasses.replace(f, parts=parts))
 
 
-# Multi-DNN pipelines: several ensembles joined through Kafka (`broker.routes` reads them).
+# Multi-DNN pipelines: several ensembles joined through Kafka (`broker.routes` reads them). As the
+# files say: a command serves the tuned ones (`shipped_composites`, `resolve`).
 COMPOSITES: dict[str, CompositeSpec] = {
-    name: _shipped_composite(name, f)
-    for name, f in _SHIPPED.items()
-    if isinstance(f, CompositeFile)
+    name: composite_of(f) for name, f in _SHIPPED.items() if isinstance(f, CompositeFile)
 }
+
+
+def shipped_composites(host: Host) -> dict[str, CompositeSpec]:
+    """`COMPOSITES` with the workers and rates `cvserve tune` stored on ``host``."""
+    return {
+        name: _shipped_composite(name, f, host)
+        for name, f in _SHIPPED.items()
+        if isinstance(f, CompositeFile)
+    }
+
+
+def shipped(name: str) -> PipelineFile | CompositeFile:
+    """The loaded file of shipped pipeline ``name``; `KeyError` naming the choices."""
+    if name not in _SHIPPED:
+        raise KeyError(f"unknown pipeline {name!r}; choose from {sorted(_SHIPPED)}")
+    return _SHIPPED[name]
 
 
 def _chosen(options: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in options.items() if k in PIPELINE_OPTIONS and v is not None}
-
-
-def specs_of(
-    f: PipelineFile | CompositeFile, **options: Any
-) -> tuple[CompositeSpec | None, list[PipelineSpec]]:
-    """The composite (None for one pipeline) and the ensembles of a loaded file."""
-    chosen = _chosen(options)
-    if isinstance(f, CompositeFile):
-        return composite_specs(f, **chosen)
-    return None, [build_spec(f, **chosen)]
-
-
-def file_specs(path: Path | str, **options: Any) -> tuple[CompositeSpec | None, list[PipelineSpec]]:
-    """The composite (None for one pipeline) and ensembles of the pipeline file at ``path``;
-    `PipelineFileError` when it cannot be served as written."""
-    return specs_of(load_file(path), **options)
 
 
 def shipped_tuned_key(name: str, /, **options: Any) -> str:
@@ -131,13 +128,10 @@ def shipped_tuned_key(name: str, /, **options: Any) -> str:
     return tuned_key(name, arch, classes, options.get("device") or f.serving.device)
 
 
-def _with_tuned(name: str, options: dict[str, Any]) -> dict[str, Any]:
+def _with_tuned(name: str, f: PipelineFile, host: Host, options: dict[str, Any]) -> dict[str, Any]:
     """``options`` and, where neither they nor the file set a value, what `cvserve tune` stored
-    for this pipeline on this machine."""
-    f = _SHIPPED[name]
-    if not isinstance(f, PipelineFile):
-        return options
-    stored = stored_settings(shipped_tuned_key(name, **options))
+    for shipped pipeline ``name`` on ``host``."""
+    stored = host.tuned(shipped_tuned_key(name, **options))
     unset = {
         k: v
         for k, v in stored.items()
@@ -146,17 +140,78 @@ def _with_tuned(name: str, options: dict[str, Any]) -> dict[str, Any]:
     return {**options, **unset}
 
 
-def pipeline_specs(name: str, /, **options: Any) -> list[PipelineSpec]:
-    """The ensembles serving shipped pipeline ``name``: one for a single pipeline, several for a
-    composite (where ``arch`` names the first stage's DNN); tuned settings applied (`pipeline`)."""
-    if name not in _SHIPPED:
-        raise KeyError(f"unknown pipeline {name!r}; choose from {sorted(_SHIPPED)}")
-    return specs_of(_SHIPPED[name], **_with_tuned(name, options))[1]
+def resolve(
+    f: PipelineFile | CompositeFile, host: Host, *, shipped_as: str | None = None, **options: Any
+) -> tuple[CompositeSpec | None, list[PipelineSpec]]:
+    """The composite (None for one pipeline) and the ensembles of loaded file ``f`` served on
+    ``host``: the one step where a machine enters a spec. ``options`` (the command line's) win,
+    then the file's ``serving:``; a shipped file (``shipped_as``: its catalog name) then takes
+    what `cvserve tune` stored on ``host`` (a composite: its stages' workers and rates); what
+    is still unset follows ``host.cores`` (`defaults.serving_defaults`). The same file, options
+    and host give the same specs on any machine."""
+    chosen = _chosen(options)
+    if isinstance(f, CompositeFile):
+        composite, specs = composite_specs(f, cores=host.cores, **chosen)
+        if shipped_as is not None:
+            composite = _shipped_composite(shipped_as, f, host)
+        return composite, specs
+    if shipped_as is not None:
+        chosen = _with_tuned(shipped_as, f, host, chosen)
+    return None, [build_spec(f, cores=host.cores, **chosen)]
 
 
-def pipeline(name: str, /, **options: Any) -> PipelineSpec:
-    """The spec of shipped pipeline ``name``; options that are None are left at the file's, or
-    at what `cvserve tune --pipeline` stored for this machine (`pipelines.tuned`)."""
+def file_specs(
+    path: Path | str, host: Host | None = None, **options: Any
+) -> tuple[CompositeSpec | None, list[PipelineSpec]]:
+    """The composite (None for one pipeline) and ensembles of the pipeline file at ``path`` on
+    ``host`` (None: this machine; `resolve`); `PipelineFileError` when it cannot be served as
+    written."""
+    return resolve(load_file(path), host or this_machine(), **options)
+
+
+def pipeline_specs(name: str, /, host: Host | None = None, **options: Any) -> list[PipelineSpec]:
+    """The ensembles serving shipped pipeline ``name`` on ``host`` (None: this machine): one for
+    a single pipeline, several for a composite (where ``arch`` names the first stage's DNN);
+    tuned settings applied (`resolve`)."""
+    return resolve(shipped(name), host or this_machine(), shipped_as=name, **options)[1]
+
+
+def pipeline(name: str, /, host: Host | None = None, **options: Any) -> PipelineSpec:
+    """The spec of shipped pipeline ``name`` on ``host`` (None: this machine); options that are
+    None are left at the file's, or at what `cvserve tune --pipeline` stored on ``host``."""
     if name not in PIPELINES:
         raise KeyError(f"unknown pipeline {name!r}; choose from {sorted(PIPELINES)}")
-    return specs_of(_SHIPPED[name], **_with_tuned(name, options))[1][0]
+    return pipeline_specs(name, host, **options)[0]
+
+
+def image_pipeline(
+    task: str, arch: str | None = None, *, host: Host | None = None, **options: Any
+) -> PipelineSpec:
+    """The ``task`` pipeline (classify, segment, detect, depth, identify; `builders.TASKS`)
+    around ``arch`` (None: the task's own), with ``options`` (`PIPELINE_OPTIONS`) over its file
+    (`from_file.task_file`), served on ``host`` (None: this machine); nothing tuned is applied."""
+    unknown = sorted(set(options) - PIPELINE_OPTIONS)
+    if unknown:
+        raise TypeError(f"image_pipeline: unknown options {unknown}")
+    cores = (host or this_machine()).cores
+    return build_spec(task_file(task), cores=cores, arch=arch, **options)
+
+
+def classify(arch: str | None = None, **options: Any) -> PipelineSpec:
+    return image_pipeline("classify", arch, **options)
+
+
+def segment(arch: str | None = None, **options: Any) -> PipelineSpec:
+    return image_pipeline("segment", arch, **options)
+
+
+def detect(arch: str | None = None, **options: Any) -> PipelineSpec:
+    return image_pipeline("detect", arch, **options)
+
+
+def depth(arch: str | None = None, **options: Any) -> PipelineSpec:
+    return image_pipeline("depth", arch, **options)
+
+
+def identify(arch: str | None = None, **options: Any) -> PipelineSpec:
+    return image_pipeline("identify", arch, **options)

@@ -1,6 +1,8 @@
-"""A `PipelineFile` → its `PipelineSpec`, checked against the model before anything is served.
+"""A `PipelineFile` → its `PipelineSpec`, checked against the model before anything is served:
+the only way a spec is made. Command-line options override file fields through `with_options`
+(`PIPELINE_OPTIONS`); a task's pipeline without a file of its own is `task_file`'s.
 
-An ``arch`` model builds through `builders.image_pipeline` (the catalog's pipelines are such
+An ``arch`` model builds its task's stages (`builders.TASKS`; the catalog's pipelines are such
 files). A model file or a model in the user's Triton repository is read first
 (`models.contract`): the input tensor's name, dtype, layout and size must agree with the declared
 preprocessing, and every output postprocessing names must exist with a shape it can take. A
@@ -8,6 +10,9 @@ disagreement is a `PipelineFileError` naming the file's field and the model's si
 
 Tensor names are the model's own (``input.1``, ``logits/Softmax:0``): the preprocess stage's
 pixels output is named as the model's input, the DNN stage's outputs as the model's outputs.
+
+The serving machine's cores are an argument (``cores``; `catalog.resolve` passes its `Host`'s):
+nothing here reads the machine this runs on.
 """
 
 from __future__ import annotations
@@ -19,7 +24,6 @@ from typing import Any
 
 import numpy as np
 
-from cvserve.deploy.host import usable_cores
 from cvserve.models.architectures import architecture
 from cvserve.models.contract import (
     ContractError,
@@ -40,17 +44,20 @@ from cvserve.models.repository.config import read_config
 from cvserve.pipelines.builders import (
     ADAPTERS,
     CROP_RATIO,
+    TASKS,
     dnn_stage,
-    image_pipeline,
     preprocess_outputs,
+    preprocess_spec_for,
     preprocess_stage,
     serving_plan,
 )
 from cvserve.pipelines.pipeline_file import (
     CompositeFile,
     InputDecl,
+    ModelDecl,
     PipelineFile,
     PipelineFileError,
+    PostprocessDecl,
 )
 from cvserve.pipelines.spec import (
     CompositeSpec,
@@ -84,6 +91,26 @@ DEFAULT_TOP_K = 5
 DEFAULT_SCORE_THRESHOLD = 0.3
 DEFAULT_MAX_DETECTIONS = 20
 
+# The file fields a command line overrides (`with_options`), by section; ``name`` renames the
+# pipeline and ``preprocess`` replaces an arch model's preprocessing (`build_spec`).
+MODEL_OPTIONS = ("arch", "weights", "seed", "num_classes")
+SERVING_OPTIONS = (
+    "device",
+    "max_batch_size",
+    "instances",
+    "torch_threads",
+    "dali_threads",
+    "max_queue_delay_us",
+    "preferred_batch_sizes",
+    "engine",
+    "precision",
+    "fuse_stages",
+)
+POSTPROCESS_OPTIONS = ("top_k", "score_threshold", "max_detections")
+PIPELINE_OPTIONS: frozenset[str] = frozenset(
+    (*MODEL_OPTIONS, *SERVING_OPTIONS, *POSTPROCESS_OPTIONS, "name", "preprocess")
+)
+
 
 def _error(pf: PipelineFile, field: str, message: str) -> PipelineFileError:
     return PipelineFileError(f"{pf.source or pf.name}: {field}: {message}")
@@ -96,22 +123,32 @@ def _shape(tensor: ModelTensor) -> str:
 # --- overrides (CLI options) ------------------------------------------------------------------
 
 
+def task_file(task: str) -> PipelineFile:
+    """The file of ``task``'s pipeline (`builders.TASKS`) around its default network, as
+    written with nothing but its model and postprocessing kind."""
+    kind = next(k for k, (t, _) in ARCH_TASKS.items() if t == task)
+    return PipelineFile(
+        name=task,
+        model=ModelDecl("arch", arch=TASKS[task].default_arch),
+        postprocess=PostprocessDecl(kind),
+    )
+
+
 def with_options(pf: PipelineFile, **options: Any) -> PipelineFile:
-    """``pf`` with the pipeline options a command line gives (`catalog.PIPELINE_OPTIONS`; None:
-    as the file says). ``preprocess`` is not one of them: see `build_spec`."""
+    """``pf`` with the pipeline options a command line gives (`PIPELINE_OPTIONS`; None: as the
+    file says). ``preprocess`` is not a file field: see `build_spec`."""
     options = {k: v for k, v in options.items() if v is not None}
     model, serving, post = pf.model, pf.serving, dict(pf.postprocess.options)
-    for key in ("arch", "weights", "seed", "num_classes"):
+    for key in MODEL_OPTIONS:
         if key in options:
             if model.kind != "arch":
                 raise _error(
                     pf, f"model.{key}", f"given as an option, but the model is {model.kind}"
                 )
             model = dataclasses.replace(model, **{key: options[key]})
-    serving_keys = ("device", "max_batch_size", "instances", "torch_threads", "dali_threads")
-    serving_keys += ("max_queue_delay_us", "preferred_batch_sizes", "engine", "precision")
-    serving_keys += ("fuse_stages",)
-    serving = dataclasses.replace(serving, **{k: options[k] for k in serving_keys if k in options})
+    serving = dataclasses.replace(
+        serving, **{k: options[k] for k in SERVING_OPTIONS if k in options}
+    )
     kind = pf.postprocess.kind
     if "top_k" in options and kind == "classification":
         post["top_k"] = options["top_k"]
@@ -511,7 +548,7 @@ def postprocess_plan(
 # --- the spec ---------------------------------------------------------------------------------
 
 
-def _file_pipeline(pf: PipelineFile) -> PipelineSpec:
+def _file_pipeline(pf: PipelineFile, cores: int | None) -> PipelineSpec:
     serving = pf.serving
     device = serving.device
     contract, pre, own_batch = _read_model(pf, device)
@@ -529,6 +566,7 @@ def _file_pipeline(pf: PipelineFile) -> PipelineSpec:
         serving.dali_threads,
         serving.max_queue_delay_us,
         serving.preferred_batch_sizes,
+        cores=cores,
     )
     if own_batch and plan.batching.max_batch_size > own_batch:
         raise _error(
@@ -608,7 +646,12 @@ def _file_pipeline(pf: PipelineFile) -> PipelineSpec:
     )
 
 
-def _arch_pipeline(pf: PipelineFile, preprocess: PreprocessSpec | None) -> PipelineSpec:
+def _arch_pipeline(
+    pf: PipelineFile, preprocess: PreprocessSpec | None, cores: int | None
+) -> PipelineSpec:
+    """An ``arch`` model's pipeline: its task's stages (`builders.TASKS`) around the network,
+    preprocessed as the architecture declares unless the file's ``input`` (or ``preprocess``)
+    says otherwise."""
     kind, o = pf.postprocess.kind, pf.postprocess.options
     if kind not in ARCH_TASKS:
         raise _error(pf, "postprocess.kind", f"{kind}: an arch model takes {', '.join(ARCH_TASKS)}")
@@ -620,34 +663,79 @@ def _arch_pipeline(pf: PipelineFile, preprocess: PreprocessSpec | None) -> Pipel
     extra = sorted(set(o) - allowed)
     if extra:
         raise _error(pf, f"postprocess.{extra[0]}", "an arch model's postprocessing is its task's")
-    if preprocess is None and pf.input != InputDecl():
-        from cvserve.pipelines.builders import preprocess_spec_for
-
-        base = preprocess_spec_for(arch.name)
-        preprocess = preprocess_from(pf.input, pf.input.size or base.crop, pf.serving.device, base)
     s = pf.serving
-    spec = image_pipeline(
-        task,
-        arch.name,
-        device=s.device,  # type: ignore[arg-type]
-        max_batch_size=s.max_batch_size,
-        instances=s.instances,
-        weights=pf.model.weights,
-        seed=pf.model.seed,
-        num_classes=pf.model.num_classes,
-        dali_threads=s.dali_threads,
-        torch_threads=s.torch_threads,
-        max_queue_delay_us=s.max_queue_delay_us,
-        preferred_batch_sizes=s.preferred_batch_sizes,
-        engine=s.engine,
-        precision=s.precision,
-        preprocess=preprocess,
-        top_k=o.get("top_k", DEFAULT_TOP_K),
-        score_threshold=o.get("score_threshold", DEFAULT_SCORE_THRESHOLD),
-        max_detections=o.get("max_detections", DEFAULT_MAX_DETECTIONS),
-        name=pf.name,
+    device = s.device
+    if preprocess is None and pf.input != InputDecl():
+        base = preprocess_spec_for(arch.name)
+        preprocess = preprocess_from(pf.input, pf.input.size or base.crop, device, base)
+    plan = serving_plan(
+        device,  # type: ignore[arg-type]
+        s.max_batch_size,
+        s.instances,
+        s.torch_threads,
+        s.dali_threads,
+        s.max_queue_delay_us,
+        s.preferred_batch_sizes,
+        cores=cores,
     )
-    return dataclasses.replace(spec, description=pf.description or spec.description)
+    shape = TASKS[task]
+    pre = dataclasses.replace(preprocess or preprocess_spec_for(arch.name), device=device)
+    classes = pf.model.num_classes or arch.num_classes
+    pixels, meta = preprocess_outputs(pre)
+    dnn_outputs = shape.dnn_outputs(classes, pre.output_shape[1:])
+    keywords: dict[str, Any] = {
+        "classify": {"k": o.get("top_k", DEFAULT_TOP_K)},
+        "detect": {
+            "score_threshold": o.get("score_threshold", DEFAULT_SCORE_THRESHOLD),
+            "max_detections": o.get("max_detections", DEFAULT_MAX_DETECTIONS),
+        },
+    }.get(task, {})
+    results = shape.results(keywords)
+    dnn = DnnParams(
+        arch=arch.name,
+        num_classes=classes,
+        seed=pf.model.seed,
+        weights=pf.model.weights,
+        torch_threads=plan.torch_threads,
+        engine=s.engine,  # type: ignore[arg-type]
+        precision=s.precision or "fp32",  # type: ignore[arg-type]
+    )
+    stages = (
+        preprocess_stage(
+            f"{pf.name}_preprocess",
+            PreprocessParams(pre, num_threads=plan.dali_threads),
+            plan.batching,
+            plan.instances,
+        ),
+        dnn_stage(
+            f"{pf.name}_dnn",
+            dnn,
+            pixels,
+            dnn_outputs,
+            plan.batching,
+            plan.instances,
+            device,  # type: ignore[arg-type]
+        ),
+        StageSpec(
+            name=f"{pf.name}_postprocess",
+            role="postprocess",
+            adapter=f"{ADAPTERS}.postprocess",
+            inputs=(*dnn_outputs, meta) if shape.uses_meta else dnn_outputs,
+            outputs=results,
+            params=PostprocessParams(shape.postprocess, keywords=keywords),
+            batching=plan.batching,
+            instances=1,
+            device=device,  # type: ignore[arg-type]  # on the GPU: only the answers cross
+        ),
+    )
+    return PipelineSpec(
+        name=pf.name,
+        stages=stages,
+        inputs=(stages[0].inputs[0],),
+        outputs=results,
+        description=pf.description
+        or f"{task}: DALI preprocess → {arch.name} → {shape.postprocess}",
+    )
 
 
 def _fused(pf: PipelineFile, spec: PipelineSpec) -> PipelineSpec:
@@ -661,9 +749,10 @@ def _fused(pf: PipelineFile, spec: PipelineSpec) -> PipelineSpec:
 
 
 def build_spec(
-    pf: PipelineFile, preprocess: PreprocessSpec | None = None, **options: Any
+    pf: PipelineFile, preprocess: PreprocessSpec | None = None, *, cores: int | None, **options: Any
 ) -> PipelineSpec:
-    """The spec of pipeline file ``pf`` with command-line ``options`` applied; ``preprocess``
+    """The spec of pipeline file ``pf`` with command-line ``options`` applied, served on a
+    machine of ``cores`` cores (None: unknown, `defaults.serving_defaults`); ``preprocess``
     replaces the declared preprocessing (arch models only: a model file's is checked)."""
     pf = with_options(pf, **options)
     engine, allowed = pf.serving.engine, ENGINES[pf.model.kind]
@@ -675,10 +764,10 @@ def build_spec(
     if reason:
         raise _error(pf, "serving.precision", reason)
     if pf.model.kind == "arch":
-        return _fused(pf, _arch_pipeline(pf, preprocess))
+        return _fused(pf, _arch_pipeline(pf, preprocess, cores))
     if preprocess is not None:
         raise _error(pf, "input", "a model file's preprocessing is the file's, checked against it")
-    return _fused(pf, _file_pipeline(pf))
+    return _fused(pf, _file_pipeline(pf, cores))
 
 
 def composite_of(f: CompositeFile) -> CompositeSpec:
@@ -699,19 +788,22 @@ def composite_of(f: CompositeFile) -> CompositeSpec:
     )
 
 
-def composite_specs(cf: CompositeFile, **options: Any) -> tuple[CompositeSpec, list[PipelineSpec]]:
-    """The composite of a file and the ensembles serving it. ``options`` apply to every stage
-    but ``arch`` (and the model's weights and seed) only to the first; on a CPU server the
-    stages share the cores unless ``torch_threads`` is given."""
+def composite_specs(
+    cf: CompositeFile, *, cores: int | None, **options: Any
+) -> tuple[CompositeSpec, list[PipelineSpec]]:
+    """The composite of a file and the ensembles serving it on a machine of ``cores`` cores
+    (None: unknown). ``options`` apply to every stage but ``arch`` (and the model's weights and
+    seed) only to the first; on a CPU server of known cores the stages share them unless
+    ``torch_threads`` is given."""
     shared_cpu = options.get("device") in (None, "cpu")
-    if shared_cpu and options.get("torch_threads") is None:
+    if shared_cpu and cores is not None and options.get("torch_threads") is None:
         # Several DNNs on one CPU server share the cores instead of oversubscribing them
         # (measured: 8.0 vs 2.6 img/s for detect_identify at 4 in flight on 2 cores).
-        options = {**options, "torch_threads": max(1, usable_cores() // len(cf.parts))}
+        options = {**options, "torch_threads": max(1, cores // len(cf.parts))}
     first_only = ("arch", "weights", "seed", "num_classes")
     later = {k: v for k, v in options.items() if k not in first_only}
     specs = [
-        build_spec(part.pipeline, **(options if i == 0 else later))
+        build_spec(part.pipeline, cores=cores, **(options if i == 0 else later))
         for i, part in enumerate(cf.parts)
     ]
     return composite_of(cf), specs

@@ -29,13 +29,14 @@ def serialize_dali_model(
     spec: PreprocessSpec,
     directory: Path | str,
     max_batch_size: int,
-    device: Literal["cpu", "gpu"] | None = None,
-    num_threads: int | None = None,
+    device: Literal["cpu", "gpu"] | None,
+    num_threads: int,
     with_meta: bool = True,
     input_name: str = IMAGE,
 ) -> Path:
     """Write ``directory/1/model.dali`` (reading the encoded images from ``input_name``); returns
-    its path.
+    its path. ``num_threads`` is required: the graph is served on another machine, so this one's
+    cores are no default.
 
     ``device`` defaults to ``spec.device``; a ``gpu`` graph (``mixed`` decoding) is serialised
     with ``device_id=None``, the only way it serialises without a GPU; Triton assigns the device.

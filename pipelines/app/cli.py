@@ -22,15 +22,20 @@ from cvserve.pipelines.app.pipeline_args import (
 from cvserve.pipelines.app.run_command import run_command
 from cvserve.pipelines.app.triton_tls_args import add_triton_tls_options
 from cvserve.pipelines.catalog import PIPELINES, pipeline_specs
+from cvserve.pipelines.host import target_host, this_machine
 
 
 def cmd_repo_build(args: argparse.Namespace) -> int:
     from cvserve.models.repository.local import write_repository
 
+    # An NGC repository is served on another machine: nothing of this one goes into it.
+    host = target_host(args.target, this_machine())
     if args.pipeline == "all" and not args.file:
-        specs = [s for name in sorted(PIPELINES) for s in pipeline_specs(name, **options_of(args))]
+        specs = [
+            s for name in sorted(PIPELINES) for s in pipeline_specs(name, host, **options_of(args))
+        ]
     else:
-        specs = chosen(args, "repo build").specs
+        specs = chosen(args, "repo build", host).specs
     for spec in specs:
         if args.target == "ngc":
             from cvserve.models.export import ExportError

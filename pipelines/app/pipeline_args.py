@@ -15,9 +15,10 @@ from cvserve.pipelines.catalog import (
     PIPELINE_OPTIONS,
     PIPELINES,
     composite_of,
-    file_specs,
-    pipeline_specs,
+    resolve,
+    shipped,
 )
+from cvserve.pipelines.host import Host, this_machine
 from cvserve.pipelines.pipeline_file import CompositeFile, PipelineFileError, load_file
 from cvserve.pipelines.spec import CompositeSpec, PipelineSpec
 from cvserve.pipelines.tuned import SETTINGS
@@ -85,20 +86,23 @@ def _fail(command: str, exc: Exception) -> SystemExit:
     return SystemExit(f"cvserve {command}: {exc}")
 
 
-def chosen(args: argparse.Namespace, command: str, **options: object) -> Chosen:
+def chosen(
+    args: argparse.Namespace, command: str, host: Host | None = None, **options: object
+) -> Chosen:
     """The pipeline ``args`` name (``--file`` over ``--pipeline``), built with the command's
-    options (``options`` over those parsed); a file's composite is registered for its route."""
+    options (``options`` over those parsed) for ``host`` (None: this machine; `catalog.resolve`);
+    a composite is registered for its route."""
     merged = {**options_of(args), **options}
     file = getattr(args, "file", None)
+    host = host or this_machine()
     try:
         if file:
-            composite, specs = file_specs(file, **merged)
+            composite, specs = resolve(load_file(file), host, **merged)
             name = composite.name if composite else specs[0].name
             path: Path | None = Path(file).resolve()
         else:
             name, path = args.pipeline, None
-            specs = pipeline_specs(name, **merged)
-            composite = COMPOSITES.get(name)
+            composite, specs = resolve(shipped(name), host, shipped_as=name, **merged)
     except (PipelineFileError, KeyError) as exc:
         raise _fail(command, exc) from None
     if composite is not None:

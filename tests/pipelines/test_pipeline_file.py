@@ -15,8 +15,7 @@ from own_models import INPUT, OUTPUTS, SIZE, embedder, export_onnx, export_torch
 from cvserve.models.params import PostprocessParams
 from cvserve.models.postprocessor import Postprocessor, UserFunctionError
 from cvserve.pipelines.app.cli import main
-from cvserve.pipelines.builders import image_pipeline
-from cvserve.pipelines.catalog import COMPOSITES, PIPELINES, file_specs, pipeline
+from cvserve.pipelines.catalog import COMPOSITES, PIPELINES, file_specs, image_pipeline, pipeline
 from cvserve.pipelines.pipeline_file import PipelineFileError, load_file, shipped_files
 from cvserve.pipelines.spec import TensorSpec
 

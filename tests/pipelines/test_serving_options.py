@@ -39,7 +39,7 @@ def test_repository_uses_the_machine_defaults_unless_overridden(tmp_path: Path) 
         write_repository(classify(arch), tmp_path / arch)
         dnn = read_config(tmp_path / arch / "classify_dnn" / "config.pbtxt")
         assert f'"torch_threads": {torch}' in dnn.parameters["cvserve_stage"].string_value
-        assert dnn.max_batch_size == serving_defaults("cpu").max_batch_size
+        assert dnn.max_batch_size == serving_defaults("cpu", cores).max_batch_size
         pre = read_config(tmp_path / arch / "classify_preprocess" / "config.pbtxt")
         assert f'"num_threads": {dali}' in pre.parameters["cvserve_stage"].string_value
     write_repository(classify("mobilenet_v3_small", torch_threads=1, instances=3), tmp_path / "b")
