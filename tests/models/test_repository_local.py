@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 
+from cvserve.models.params import DnnParams
 from cvserve.models.repository.config import STAGE_PARAMETER, read_config
 from cvserve.models.repository.local import write_repository
 from cvserve.pipelines.app.cli import main
@@ -70,6 +71,6 @@ def test_cli_repo_build_writes_a_repository(tmp_path: Path) -> None:
         "classify_postprocess",
         "classify_preprocess",
     ]
-    assert '"arch": "resnet18"' in (tmp_path / "classify_dnn" / "config.pbtxt").read_text().replace(
-        '\\"', '"'
-    )
+    config = read_config(tmp_path / "classify_dnn" / "config.pbtxt")
+    params = DnnParams.from_json(config.parameters[STAGE_PARAMETER].string_value)
+    assert params.arch == "resnet18"
