@@ -86,7 +86,7 @@ ARCH_TASKS: dict[str, tuple[str, str]] = {
     "embedding": ("identify", "identification"),
 }
 # The engines each kind of model can run on (`models.runners`), its own first.
-ENGINES: dict[str, tuple[str, ...]] = {**ENGINES_FOR, "triton": ("triton",)}
+ENGINES_BY_KIND: dict[str, tuple[str, ...]] = {**ENGINES_FOR, "triton": ("triton",)}
 DEFAULT_TOP_K = 5
 DEFAULT_SCORE_THRESHOLD = 0.3
 DEFAULT_MAX_DETECTIONS = 20
@@ -755,7 +755,7 @@ def build_spec(
     machine of ``cores`` cores (None: unknown, `defaults.serving_defaults`); ``preprocess``
     replaces the declared preprocessing (arch models only: a model file's is checked)."""
     pf = with_options(pf, **options)
-    engine, allowed = pf.serving.engine, ENGINES[pf.model.kind]
+    engine, allowed = pf.serving.engine, ENGINES_BY_KIND[pf.model.kind]
     if engine is not None and engine not in allowed:
         raise _error(
             pf, "serving.engine", f"{engine}: a {pf.model.kind} model runs on {', '.join(allowed)}"

@@ -34,7 +34,9 @@ POSTPROCESS_KINDS = (
     "raw",
     "python",
 )
-ENGINES = (*TARGET_ENGINES, "triton")
+# The engine names a pipeline file accepts: cvserve's, and ``triton`` for a model of the user's
+# own Triton repository.
+FILE_ENGINES = (*TARGET_ENGINES, "triton")
 
 
 class PipelineFileError(ValueError):
@@ -464,7 +466,7 @@ def _serving(data: Any, where: _Where) -> ServingDecl:
                 "max_batch_size": _positive_int,
                 "instances": _positive_int,
                 "device": _choice(get_args(Device)),
-                "engine": _choice(ENGINES),
+                "engine": _choice(FILE_ENGINES),
                 "precision": _choice(PRECISIONS),
                 "torch_threads": _positive_int,
                 "dali_threads": _positive_int,

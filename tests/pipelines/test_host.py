@@ -17,7 +17,7 @@ import pytest
 from cvserve.broker.routes import register_composite, route
 from cvserve.models.params import DnnParams
 from cvserve.models.repository.config import STAGE_PARAMETER, read_config
-from cvserve.pipelines.app import cli, run_command
+from cvserve.pipelines.app import cli, run_command, serving_commands
 from cvserve.pipelines.catalog import (
     COMPOSITES,
     file_specs,
@@ -46,7 +46,7 @@ def build(
     monkeypatch: pytest.MonkeyPatch, host: Host, out: Path, *extra: str, target: str = "local"
 ) -> Path:
     """``cvserve repo build`` as if run on ``host``."""
-    monkeypatch.setattr(cli, "this_machine", lambda: host)
+    monkeypatch.setattr(serving_commands, "this_machine", lambda: host)
     argv = ["repo", "build", "--pipeline", "classify", "--arch", "mobilenet_v3_small"]
     assert cli.main([*argv, "--target", target, "--out", str(out), *extra]) == 0
     return out
@@ -65,11 +65,11 @@ def stage_params(repo: Path, model: str) -> dict[str, Any]:
 # exports in one process differ whatever the host; two processes doing the same agree.
 BUILD_ON = """\
 import json, sys
-from cvserve.pipelines.app import cli
+from cvserve.pipelines.app import cli, serving_commands
 from cvserve.pipelines.host import Host
 
 cores, tuned, out = json.loads(sys.argv[1])
-cli.this_machine = lambda: Host(cores, tuned=lambda key: dict(tuned))
+serving_commands.this_machine = lambda: Host(cores, tuned=lambda key: dict(tuned))
 for device in ("cpu", "gpu"):
     argv = ["repo", "build", "--pipeline", "classify", "--arch", "mobilenet_v3_small"]
     cli.main([*argv, "--target", "ngc", "--device", device, "--out", f"{out}/{device}"])
