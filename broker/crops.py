@@ -53,7 +53,7 @@ class CropImage:
 
 
 def _ranked_above(scores: np.ndarray, threshold: float) -> np.ndarray:
-    """`models.postprocess.ranked_above` on the host: indices of ``scores`` at least
+    """`models.postprocess_functions.ranked_above` on the host: indices of ``scores`` at least
     ``threshold``, best first (ties keep their order). NumPy, so that a broker worker does not
     load torch for the answers it already has on the host."""
     s = np.asarray(scores, np.float64).reshape(-1)

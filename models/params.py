@@ -116,8 +116,8 @@ POSTPROCESS_TENSORS: tuple[str, ...] = ("numpy", "torch")
 
 @dataclass(frozen=True)
 class PostprocessParams(StageParams):
-    """A postprocess function and its keyword options: a `models.postprocess.FUNCTIONS` name
-    (called with the stage's inputs in order, torch tensors), or a user function
+    """A postprocess function and its keyword options: a `models.postprocess_functions.FUNCTIONS`
+    name (called with the stage's inputs in order, torch tensors), or a user function
     ``"module:function"`` (called with a dict of the inputs, returning a dict of the outputs;
     the inputs as ``tensors``: NumPy arrays or torch tensors), imported with ``path`` (a folder)
     first on ``sys.path``. ``labels``: class names, for clients to print."""

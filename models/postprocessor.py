@@ -4,8 +4,8 @@
 (torch tensors, batch first, on any device; NumPy arrays are taken as CPU tensors) and returns
 its outputs by name, torch tensors on the device of the first input (``META`` may come from the
 CPU while the network's outputs are on a GPU). A built-in function
-(`models.postprocess.FUNCTIONS`) gets the inputs positionally in ``input_names`` order and the
-params' options as keywords, and returns a tuple in ``output_names`` order. A user function
+(`models.postprocess_functions.FUNCTIONS`) gets the inputs positionally in ``input_names`` order
+and the params' options as keywords, and returns a tuple in ``output_names`` order. A user function
 ``"module:function"`` gets the dict of inputs (and the options as keywords) and returns a dict:
 the inputs as NumPy arrays on the host, or, when its params ask for ``tensors: torch``, as torch
 tensors on the first input's device; it may return either. Every declared output must be in it,
@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from cvserve.models.params import PostprocessParams
-from cvserve.models.postprocess import FUNCTIONS
+from cvserve.models.postprocess_functions import FUNCTIONS
 from cvserve.pipelines.spec import TensorSpec
 
 

@@ -51,7 +51,7 @@ class Task:
 
     default_arch: str
     dnn_outputs: Callable[[int, tuple[int, int]], tuple[TensorSpec, ...]]  # (classes, (H, W))
-    postprocess: str  # models.postprocess.FUNCTIONS key
+    postprocess: str  # models.postprocess_functions.FUNCTIONS key
     uses_meta: bool
     results: Callable[[dict[str, Any]], tuple[TensorSpec, ...]]  # from postprocess options
 

@@ -12,7 +12,7 @@ import tritonclient.grpc as grpcclient
 from cvserve.deploy.triton import TritonServer
 from cvserve.models.client import InferenceError, PipelineClient
 from cvserve.models.params import DnnParams, PostprocessParams
-from cvserve.models.postprocess import top_k
+from cvserve.models.postprocess_functions import top_k
 from cvserve.models.zoo import build_dnn
 from cvserve.pipelines.app.cli import main
 from cvserve.pipelines.spec import PipelineSpec

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from cvserve.broker.crops import select_boxes
-from cvserve.models.postprocess import (
+from cvserve.models.postprocess_functions import (
     FUNCTIONS,
     MASK_PAD,
     box_detections,
