@@ -28,7 +28,7 @@ from typing import Protocol, Self
 from cvserve.broker.clients import TopicPartition, new_consumer, topic_partitions
 from cvserve.broker.crops import CROP_COUNT
 from cvserve.broker.polling import poll_records
-from cvserve.broker.routes import route
+from cvserve.broker.routes import Route, as_route
 from cvserve.broker.schema import (
     CONSUMED,
     READY,
@@ -239,13 +239,13 @@ class UniqueResults:
 
 
 class ResultReader(UniqueResults):
-    """The results of ``pipeline`` on the Kafka broker at ``bootstrap``, each `Message.identity`
-    once."""
+    """The results of ``pipeline`` (a `Route`, or the name of a pipeline served as one ensemble)
+    on the Kafka broker at ``bootstrap``, each `Message.identity` once."""
 
     def __init__(
         self,
         bootstrap: str,
-        pipeline: str,
+        pipeline: Route | str,
         namespace: str | None = None,
         from_beginning: bool = True,
         keep: bool = True,
@@ -253,8 +253,9 @@ class ResultReader(UniqueResults):
         dedup_window: int = DEDUP_WINDOW,
         on_malformed: Callable[[Record, str], None] = log_malformed,
     ) -> None:
-        topics = Topics(pipeline, namespace or default_namespace())
-        ensure_topics(bootstrap, topics.all(route(pipeline).stage_names), limits=limits)
+        pipeline_route = as_route(pipeline)
+        topics = Topics(pipeline_route.pipeline, namespace or default_namespace())
+        ensure_topics(bootstrap, topics.all(pipeline_route.stage_names), limits=limits)
         reader = TopicReader(bootstrap, topics.results, from_beginning, limits)
         super().__init__(reader, keep, limits, dedup_window, on_malformed)
 

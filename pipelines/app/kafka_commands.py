@@ -176,11 +176,10 @@ def cmd_kafka_status(args: argparse.Namespace) -> int:
 
 
 def cmd_kafka_topics(args: argparse.Namespace) -> int:
-    from cvserve.broker.routes import route
     from cvserve.broker.topics import Topics, default_namespace, ensure_topics
 
     topics = Topics(args.pipeline, args.namespace or default_namespace())
-    names = topics.all(route(args.pipeline).stage_names)
+    names = topics.all(args.route.stage_names)
     created = set(ensure_topics(bootstrap_address(args), names, partitions=args.partitions))
     for name in names:
         print(f"{name}{'  (created)' if name in created else ''}")
@@ -195,7 +194,7 @@ def cmd_kafka_lag(args: argparse.Namespace) -> int:
     from cvserve.broker.stats import default_stats_dir
 
     console = Console()
-    rows = pipeline_lag(bootstrap_address(args), args.pipeline, args.namespace)
+    rows = pipeline_lag(bootstrap_address(args), args.route, args.namespace)
     workers = [
         w
         for w in live_workers(Path(args.stats_dir or default_stats_dir()))
@@ -267,7 +266,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
     failures = 0
     sent: list[tuple[str, Path, Any]] = []
     interval = 1.0 / args.rate if args.rate else 0.0
-    with ImageProducer(bootstrap_address(args), args.pipeline, args.namespace) as producer:
+    with ImageProducer(bootstrap_address(args), args.route, args.namespace) as producer:
         progress = Progress(
             TextColumn("submit"), BarColumn(), MofNCompleteColumn(), console=console
         )
@@ -304,7 +303,6 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from cvserve.broker.routes import route
     from cvserve.broker.stats import default_stats_dir
     from cvserve.broker.worker import StageWorker
 
@@ -323,7 +321,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
             f"cvserve worker: {CROP_BACKEND_ENV}={crop_backend!r}: choose auto or one of "
             f"{list(CROP_BACKENDS)}"
         )
-    pipeline_route = route(args.pipeline)
+    pipeline_route = args.route
     stage = args.stage or pipeline_route.first.name
     config = WorkerConfig(
         batch_size=args.batch_size,
@@ -384,7 +382,7 @@ def cmd_results(args: argparse.Namespace) -> int:
     stop = _stop_event()
     reader = ResultReader(
         bootstrap_address(args),
-        args.pipeline,
+        args.route,
         args.namespace,
         from_beginning=not args.from_end,
         keep=False,
@@ -435,13 +433,14 @@ def _add_broker_options(parser: argparse.ArgumentParser, pipeline: bool = True) 
 
 
 def _named(command: Any, name: str) -> Any:
-    """``command`` with ``args.pipeline`` set from ``--file`` when one is given (its composite
-    registered, so the route is the file's)."""
+    """``command`` with ``args.route`` the route of ``--file`` or ``--pipeline``
+    (`pipeline_args.pipeline_route`) and ``args.pipeline`` its name."""
 
     def run(args: argparse.Namespace) -> int:
-        from cvserve.pipelines.app.pipeline_args import pipeline_name
+        from cvserve.pipelines.app.pipeline_args import pipeline_route
 
-        args.pipeline = pipeline_name(args, name)
+        args.route = pipeline_route(args, name)
+        args.pipeline = args.route.pipeline
         return command(args)
 
     return run

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from cvserve.broker.redis_worker import DEFAULT_CLAIM_IDLE_MS
+from cvserve.broker.routes import Route
 from cvserve.broker.worker_config import WorkerConfig
 from cvserve.pipelines.app.hop_bench_args import add_warmup_bound
 from cvserve.pipelines.app.kafka_commands import (
@@ -41,10 +42,10 @@ def redis_url(args: argparse.Namespace) -> str:
     )
 
 
-def _pipeline(args: argparse.Namespace, command: str) -> str:
-    from cvserve.pipelines.app.pipeline_args import pipeline_name
+def _route(args: argparse.Namespace, command: str) -> Route:
+    from cvserve.pipelines.app.pipeline_args import pipeline_route
 
-    return pipeline_name(args, command)
+    return pipeline_route(args, command)
 
 
 def cmd_redis_start(args: argparse.Namespace) -> int:
@@ -70,7 +71,6 @@ def cmd_redis_start(args: argparse.Namespace) -> int:
 def cmd_redis_worker(args: argparse.Namespace) -> int:
     from cvserve.broker.crops import CROP_BACKEND_ENV
     from cvserve.broker.redis_worker import RedisStageWorker
-    from cvserve.broker.routes import route
     from cvserve.broker.stats import default_stats_dir
 
     logging.basicConfig(
@@ -78,8 +78,8 @@ def cmd_redis_worker(args: argparse.Namespace) -> int:
     )
     if args.crop_backend:
         os.environ[CROP_BACKEND_ENV] = args.crop_backend
-    pipeline = _pipeline(args, "redis worker")
-    pipeline_route = route(pipeline)
+    pipeline_route = _route(args, "redis worker")
+    pipeline = pipeline_route.pipeline
     stage = args.stage or pipeline_route.first.name
     config = WorkerConfig(
         batch_size=args.batch_size,
@@ -127,7 +127,7 @@ def cmd_redis_submit(args: argparse.Namespace) -> int:
         raise SystemExit("cvserve redis submit: no files to send")
     failures = 0
     with RedisImageProducer(
-        redis_url(args), _pipeline(args, "redis submit"), args.namespace
+        redis_url(args), _route(args, "redis submit"), args.namespace
     ) as producer:
         for path in paths:
             try:
@@ -154,7 +154,7 @@ def cmd_redis_results(args: argparse.Namespace) -> int:
 
     reader = RedisResultReader(
         redis_url(args),
-        _pipeline(args, "redis results"),
+        _route(args, "redis results"),
         args.namespace,
         from_beginning=not args.from_end,
         keep=False,

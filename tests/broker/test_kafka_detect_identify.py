@@ -13,6 +13,7 @@ from cvserve.broker.results import ResultReader
 from cvserve.broker.schema import decode_outputs
 from cvserve.deploy.kafka import KafkaBroker
 from cvserve.models.client import PipelineClient
+from cvserve.pipelines.app.pipeline_args import catalog_route
 from cvserve.preprocess.tensors import BOXES, COUNT, EMBEDDING, SCORES
 
 pytestmark = [pytest.mark.kafka, pytest.mark.server]
@@ -30,10 +31,11 @@ def test_crops_of_every_image_reach_identify_and_come_back_tied_to_their_request
     for stage in ("detect", "identify"):
         start_worker(triton_url, "--pipeline", PIPELINE, "--stage", stage)
     images = small_jpegs(4, first_seed=900)
-    with ImageProducer(kafka.bootstrap, PIPELINE, namespace) as producer:
+    route = catalog_route(PIPELINE)
+    with ImageProducer(kafka.bootstrap, route, namespace) as producer:
         ids = producer.submit(images)
 
-    with ResultReader(kafka.bootstrap, PIPELINE, namespace) as reader:
+    with ResultReader(kafka.bootstrap, route, namespace) as reader:
         wait_until(
             lambda: every_crop_came_back(reader, ids),
             180,

@@ -20,7 +20,7 @@ from own_models import CLASSES, INPUT, OUTPUTS, classifier, write_models_and_fil
 from cvserve.broker.crops import cut_crops
 from cvserve.broker.producer import ImageProducer
 from cvserve.broker.results import ResultReader
-from cvserve.broker.routes import register_composite
+from cvserve.broker.routes import composite_route
 from cvserve.broker.schema import decode_outputs
 from cvserve.broker.worker_processes import StageWorkerProcesses
 from cvserve.deploy.kafka import KafkaBroker
@@ -80,7 +80,6 @@ def specs(files: dict[str, Path]) -> dict[str, PipelineSpec]:
 def composite(files: dict[str, Path]) -> CompositeSpec:
     composite, _ = file_specs(files["yolo_embed"])
     assert composite is not None
-    register_composite(composite)
     return composite
 
 
@@ -245,9 +244,10 @@ def test_a_composite_of_two_files_runs_across_kafka_every_crop_tied_to_its_reque
     namespace: str,
     tmp_path: Path,
 ) -> None:
+    route = composite_route(composite)
     workers = StageWorkerProcesses(
         kafka.bootstrap,
-        composite.name,
+        route,
         server.grpc_url,
         namespace,
         tmp_path / "workers",
@@ -256,9 +256,9 @@ def test_a_composite_of_two_files_runs_across_kafka_every_crop_tied_to_its_reque
     images = list(IMAGES)
     with workers:
         workers.wait_running()
-        with ImageProducer(kafka.bootstrap, composite.name, namespace) as producer:
+        with ImageProducer(kafka.bootstrap, route, namespace) as producer:
             ids = producer.submit(images)
-        with ResultReader(kafka.bootstrap, composite.name, namespace) as reader:
+        with ResultReader(kafka.bootstrap, route, namespace) as reader:
             wait_until(
                 lambda: every_crop_came_back(reader, ids),
                 180,
