@@ -35,7 +35,7 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
-from pathlib import Path
+from typing import Unpack
 
 import redis
 
@@ -48,20 +48,16 @@ from cvserve.broker.redis_streams import (
     redis_client,
 )
 from cvserve.broker.routes import Route
+from cvserve.broker.stage_loop import LoopOptions, StageLoop
 from cvserve.broker.stage_step import (
     MAX_REASON_CHARS,
     BatchAbandoned,
     Output,
-    StageStep,
     StepRecord,
     wait_alive,
 )
 from cvserve.broker.stats import WorkerStats
-from cvserve.broker.topics import Topics, default_namespace
 from cvserve.broker.worker_config import WorkerConfig
-from cvserve.broker.worker_metrics import DEFAULT_ADDRESS as DEFAULT_METRICS_ADDRESS
-from cvserve.broker.worker_metrics import WorkerMetrics, serve_worker_metrics
-from cvserve.deploy.kafka_limits import LIMITS, MessageLimits
 
 log = logging.getLogger(__name__)
 # How long a worker may hold entries unacknowledged without a sign of life before another takes
@@ -74,7 +70,7 @@ def consumer_name() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
 
 
-class RedisStageWorker:
+class RedisStageWorker(StageLoop):
     """One consumer of the group of ``stage`` of ``route`` on the Redis server at ``url``."""
 
     def __init__(
@@ -84,28 +80,13 @@ class RedisStageWorker:
         stage: str,
         triton_url: str,
         config: WorkerConfig | None = None,
-        namespace: str | None = None,
-        stats_path: Path | None = None,
-        limits: MessageLimits = LIMITS,
         claim_idle_ms: int = DEFAULT_CLAIM_IDLE_MS,
         consumer: str | None = None,
-        metrics_address: str | None = DEFAULT_METRICS_ADDRESS,
+        **options: Unpack[LoopOptions],
     ) -> None:
+        super().__init__(route, stage, triton_url, config, **options)
         self.url = url
-        self.route = route
-        self.stage = route.stage(stage)
-        self.config = config or WorkerConfig()
-        self.topics = Topics(route.pipeline, namespace or default_namespace())
-        self.stream = self.topics.stage_in(self.stage.name)  # named like the Kafka topic
-        self.group = self.topics.group(self.stage.name)
-        self.triton_url = triton_url
-        self.stats_path = stats_path
-        self.stats = WorkerStats(route.pipeline, self.stage.name, self.group)
-        self.metrics_address = metrics_address  # None: no endpoint
-        self.metrics: WorkerMetrics | None = None
-        self.step = StageStep(
-            route, stage, self.topics, self.stats, self.config, limits, self._write_stats
-        )
+        self.stream = self.topic  # the stream is named like the Kafka topic
         self.claim_idle_ms = claim_idle_ms
         self.consumer = consumer or consumer_name()
         self._in_hand: list[bytes] = []  # entry ids of the batch in hand
@@ -120,14 +101,14 @@ class RedisStageWorker:
         """Work until ``stop`` is set; returns the final counters."""
         cfg = self.config
         client = redis_client(self.url)
-        caller = EnsembleCaller(self.triton_url, self.stage.ensemble, cfg.call_timeout_s)
-        pool = ThreadPoolExecutor(cfg.max_in_flight, thread_name_prefix="triton")
         delay = cfg.retry_initial_s
-        self.metrics = self.step.metrics = serve_worker_metrics(
-            self.stats, caller.ready, self.metrics_address
-        )
         next_claim = 0.0  # at once: a dead predecessor's entries first
-        try:
+
+        def close() -> None:
+            self._leave(client)
+            client.close()
+
+        with self.serving(close) as (caller, pool):
             ensure_group(client, self.stream, self.group)
             log.info(
                 "worker %s: consumer %s of group %s, stream %s at %s, Triton %s ensemble %s",
@@ -166,28 +147,7 @@ class RedisStageWorker:
                     stop.wait(delay)
                     delay = min(delay * 2, cfg.retry_max_s)
                 self._write_stats()
-        except BatchAbandoned as exc:
-            log.warning("worker %s: %s", self.stats.pid, exc)
-        finally:
-            self.stats.state = "stopped"
-            self.stats.in_flight = 0
-            self._write_stats()
-            pool.shutdown(wait=True, cancel_futures=True)
-            self._leave(client)
-            caller.close()
-            client.close()
-            if self.metrics is not None:
-                self.metrics.close()
-                self.metrics = self.step.metrics = None
         return self.stats
-
-    def _beat(self) -> None:
-        if self.metrics is not None:
-            self.metrics.beat()
-
-    def _write_stats(self) -> None:
-        if self.stats_path is not None:
-            self.stats.write(self.stats_path)
 
     def _claim(self, client: redis.Redis) -> list[tuple[bytes, dict[bytes, bytes]]]:
         """Entries idle in another consumer's hands for over ``claim_idle_ms``, now this one's."""

@@ -38,8 +38,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from functools import partial
-from pathlib import Path
-from typing import Any
+from typing import Any, Unpack
 
 from cvserve.broker.clients import (
     Consumer,
@@ -56,20 +55,17 @@ from cvserve.broker.ensemble import EnsembleCaller
 from cvserve.broker.polling import Polled, poll_records
 from cvserve.broker.routes import Route
 from cvserve.broker.schema import Message, Record
+from cvserve.broker.stage_loop import LoopOptions, StageLoop
 from cvserve.broker.stage_step import (
     KEEP_ALIVE_S,
     MAX_REASON_CHARS,
     BatchAbandoned,
     Output,
-    StageStep,
     StepRecord,
 )
 from cvserve.broker.stats import WorkerStats
-from cvserve.broker.topics import Topics, default_namespace, ensure_topics
+from cvserve.broker.topics import ensure_topics
 from cvserve.broker.worker_config import WorkerConfig
-from cvserve.broker.worker_metrics import DEFAULT_ADDRESS as DEFAULT_METRICS_ADDRESS
-from cvserve.broker.worker_metrics import WorkerMetrics, serve_worker_metrics
-from cvserve.deploy.kafka_limits import LIMITS, MessageLimits
 
 log = logging.getLogger(__name__)
 # How often a worker with a batch in hand polls its consumer (`stage_step.KEEP_ALIVE_S`).
@@ -105,8 +101,9 @@ class _Work(StepRecord):
         self.deliveries: list[tuple[str, Future[None]]] = []  # topic, ack
 
 
-class StageWorker:
-    """One member of the consumer group of ``stage`` of ``route``."""
+class StageWorker(StageLoop):
+    """One member of the consumer group of ``stage`` of ``route`` on the Kafka broker at
+    ``bootstrap``."""
 
     def __init__(
         self,
@@ -115,29 +112,10 @@ class StageWorker:
         stage: str,
         triton_url: str,
         config: WorkerConfig | None = None,
-        namespace: str | None = None,
-        stats_path: Path | None = None,
-        limits: MessageLimits = LIMITS,
-        metrics_address: str | None = DEFAULT_METRICS_ADDRESS,
+        **options: Unpack[LoopOptions],
     ) -> None:
+        super().__init__(route, stage, triton_url, config, **options)
         self.bootstrap = bootstrap
-        # /metrics, /healthz, /livez (`broker.worker_metrics`); None: not served.
-        self.metrics_address = metrics_address
-        self.metrics: WorkerMetrics | None = None
-        self.route = route
-        self.stage = route.stage(stage)
-        self.config = config or WorkerConfig()
-        self.limits = limits
-        self.topics = Topics(route.pipeline, namespace or default_namespace())
-        self.topic = self.topics.stage_in(self.stage.name)
-        self.group = self.topics.group(self.stage.name)
-        self.triton_url = triton_url
-        self.stats_path = stats_path
-        self.stats = WorkerStats(route.pipeline, self.stage.name, self.group)
-        # What each record becomes (check, infer, emit, dead letter): no Kafka inside.
-        self.step = StageStep(
-            route, stage, self.topics, self.stats, self.config, limits, self._write_stats
-        )
         # Partitions the group took from this worker since the batch in hand was polled.
         self._revoked: set[tuple[str, int]] = set()
         # Records a keep-alive poll returned mid-batch (a partition assigned meanwhile).
@@ -162,19 +140,21 @@ class StageWorker:
         )
         consumer.subscribe([self.topic], on_assign=self._on_assign, on_revoke=self._on_revoke)
         producer = new_producer(self.bootstrap, self.limits)
-        caller = EnsembleCaller(self.triton_url, self.stage.ensemble, cfg.call_timeout_s)
-        self._start_metrics(caller)
-        pool = ThreadPoolExecutor(cfg.max_in_flight, thread_name_prefix="triton")
-        log.info(
-            "worker %s: group %s, topic %s, Triton %s ensemble %s",
-            self.stats.pid,
-            self.group,
-            self.topic,
-            self.triton_url,
-            self.stage.ensemble,
-        )
-        self.stats.state = "running"
-        try:
+
+        def close() -> None:
+            consumer.close()  # leaves the group; commits nothing (no auto-commit)
+            producer.flush(cfg.stop_grace_s)  # the one in use; the broker may be gone
+
+        with self.serving(close) as (caller, pool):
+            log.info(
+                "worker %s: group %s, topic %s, Triton %s ensemble %s",
+                self.stats.pid,
+                self.group,
+                self.topic,
+                self.triton_url,
+                self.stage.ensemble,
+            )
+            self.stats.state = "running"
             while not stop.is_set():
                 self._beat()
                 ready_ns = time.time_ns()
@@ -195,32 +175,7 @@ class StageWorker:
                     self.stats.busy_ns += time.monotonic_ns() - started_ns
                 self._update_lag(consumer)
                 self._write_stats()
-        except BatchAbandoned as exc:
-            log.warning("worker %s: %s", self.stats.pid, exc)
-        finally:
-            self.stats.state = "stopped"
-            self.stats.in_flight = 0
-            self._write_stats()
-            pool.shutdown(wait=True, cancel_futures=True)
-            consumer.close()  # leaves the group; commits nothing (no auto-commit)
-            producer.flush(cfg.stop_grace_s)  # the broker may be gone
-            caller.close()
-            self._stop_metrics()
         return self.stats
-
-    def _start_metrics(self, caller: EnsembleCaller) -> None:
-        self.metrics = self.step.metrics = serve_worker_metrics(
-            self.stats, caller.ready, self.metrics_address
-        )
-
-    def _stop_metrics(self) -> None:
-        if self.metrics is not None:
-            self.metrics.close()
-            self.metrics = self.step.metrics = None
-
-    def _beat(self) -> None:
-        if self.metrics is not None:
-            self.metrics.beat()
 
     def _on_assign(self, _consumer: Consumer, _partitions: list[TopicPartition]) -> None:
         if self.metrics is not None:  # joined the group (an empty assignment counts)
@@ -481,10 +436,6 @@ class StageWorker:
             if end >= 0 and tp.offset >= 0:
                 lag[f"{tp.topic}/{tp.partition}"] = max(0, end - tp.offset)
         self.stats.lag = lag
-
-    def _write_stats(self) -> None:
-        if self.stats_path is not None:
-            self.stats.write(self.stats_path)
 
 
 _REBALANCED = {

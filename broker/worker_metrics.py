@@ -18,7 +18,6 @@ is in the worker's stats file and its log.
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -32,7 +31,6 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from cvserve.broker.metrics import PREFIX, WORKER_METRICS
 from cvserve.broker.stats import WorkerStats
 
-log = logging.getLogger(__name__)
 DEFAULT_ADDRESS = "127.0.0.1:0"
 # In a pod (one worker each): a fixed port on every interface, for probes and scrapes.
 POD_PORT = 9464
@@ -170,16 +168,3 @@ def _handler(metrics: WorkerMetrics) -> type[BaseHTTPRequestHandler]:
             pass
 
     return Handler
-
-
-def serve_worker_metrics(
-    stats: WorkerStats, triton_ready: Callable[[], bool], address: str | None
-) -> WorkerMetrics | None:
-    """A worker's endpoint served on ``address`` (None: not served); the address it got goes to
-    ``stats`` (so to the stats file) and the log."""
-    if address is None:
-        return None
-    metrics = WorkerMetrics(stats, triton_ready=triton_ready)
-    stats.metrics_address = metrics.serve(address)
-    log.info("worker %s: metrics on http://%s/metrics", stats.pid, stats.metrics_address)
-    return metrics
