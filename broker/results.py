@@ -1,8 +1,9 @@
 """Read a pipeline's results (and dead letters) back, each request once.
 
 Delivery is at-least-once, so a result may arrive twice (a worker died after producing, before
-committing). `ResultReader` drops repeats by `Message.identity` — (request id, crop index, origin:
-where the first stage read the request), so two requests that share an id are both kept. It
+committing; a producer that timed out wrote the same request again, at another offset).
+`ResultReader` drops repeats by `Message.identity` — (request id, crop index, the SHA-256 of the
+image the first stage read), so two different images sent under one id are both kept. It
 reads without a consumer group: every reader sees every result. A record on the results topic
 that is not a valid result (not schema v1, outputs that do not decode, a bad crop header, any
 header bytes) is counted in ``malformed`` and handed to ``on_malformed`` with its reason — the

@@ -54,6 +54,7 @@ from cvserve.broker.schema import (
     Record,
     SchemaError,
     hop_label,
+    input_digest,
 )
 from cvserve.broker.stats import WorkerStats
 from cvserve.broker.topics import Topics
@@ -190,9 +191,12 @@ class StageStep:
             item.error = f"{type(exc).__name__}: {exc}"
             return
         if stage is route.first or not message.origin:
-            # A request's identity: where its first stage read it (outside producers cannot
-            # forge it for the first stage; a later stage keeps what the earlier one set).
-            message = replace(message, origin=item.record.source)
+            # A request's identity: where its first stage read it and what it read (outside
+            # producers cannot forge them for the first stage; a later stage keeps what the
+            # earlier one set).
+            message = replace(
+                message, origin=item.record.source, input_digest=input_digest(message.value)
+            )
         trace = message.trace.hop_not_before(hop_label(stage.name, READY), item.ready_ns)
         item.message = replace(message, trace=trace.hop(hop_label(stage.name, CONSUMED)))
 
