@@ -24,7 +24,7 @@ import threading
 import time
 from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from dataclasses import replace
-from typing import Protocol, Self
+from typing import Protocol, Self, TypedDict, Unpack
 
 from cvserve.broker.clients import TopicPartition, new_consumer, topic_partitions
 from cvserve.broker.crops import CROP_COUNT
@@ -147,6 +147,15 @@ class RecordSource(Protocol):
     def close(self) -> None: ...
 
 
+class ReadOptions(TypedDict, total=False):
+    """`UniqueResults`' optional arguments, as every broker's reader passes them on."""
+
+    keep: bool
+    limits: MessageLimits
+    dedup_window: int
+    on_malformed: Callable[[Record, str], None]
+
+
 class UniqueResults:
     """The results ``reader`` returns, each `Message.identity` once (whatever the broker)."""
 
@@ -249,16 +258,14 @@ class ResultReader(UniqueResults):
         pipeline: Route | str,
         namespace: str | None = None,
         from_beginning: bool = True,
-        keep: bool = True,
-        limits: MessageLimits = LIMITS,
-        dedup_window: int = DEDUP_WINDOW,
-        on_malformed: Callable[[Record, str], None] = log_malformed,
+        **options: Unpack[ReadOptions],
     ) -> None:
+        limits = options.get("limits", LIMITS)
         pipeline_route = as_route(pipeline)
         topics = Topics(pipeline_route.pipeline, namespace or default_namespace())
         ensure_topics(bootstrap, topics.all(pipeline_route.stage_names), limits=limits)
         reader = TopicReader(bootstrap, topics.results, from_beginning, limits)
-        super().__init__(reader, keep, limits, dedup_window, on_malformed)
+        super().__init__(reader, **options)
 
 
 def read_dead_letters(

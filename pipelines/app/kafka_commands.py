@@ -331,6 +331,16 @@ def result_json(message: Any) -> dict[str, Any]:
     }
 
 
+def reading_options(args: argparse.Namespace, command: str) -> dict[str, Any]:
+    """How ``cvserve [redis] results`` reads, whatever the broker: from the beginning unless
+    ``--from-end``, remembering recent ids only, naming each skipped record on stderr."""
+
+    def skipped(record: Any, reason: str) -> None:
+        print(f"cvserve {command}: skipped {record.source}: {reason}", file=sys.stderr, flush=True)
+
+    return {"from_beginning": not args.from_end, "keep": False, "on_malformed": skipped}
+
+
 def print_results(reader: Any, args: argparse.Namespace, command: str, records: str) -> None:
     """Print each unique result ``reader`` (a `UniqueResults`) reads as a JSON line, until
     ``--idle-timeout`` passes without one (``--follow``: until Ctrl-C); then the counts, what is
@@ -346,26 +356,11 @@ def print_results(reader: Any, args: argparse.Namespace, command: str, records: 
     )
 
 
-def skipped_printer(command: str) -> Any:
-    """An ``on_malformed`` that prints ``cvserve <command>: skipped <source>: <reason>``."""
-
-    def skipped(record: Any, reason: str) -> None:
-        print(f"cvserve {command}: skipped {record.source}: {reason}", file=sys.stderr, flush=True)
-
-    return skipped
-
-
 def cmd_results(args: argparse.Namespace) -> int:
     from cvserve.broker.results import ResultReader
 
-    reader = ResultReader(
-        bootstrap_address(args),
-        args.route,
-        args.namespace,
-        from_beginning=not args.from_end,
-        keep=False,
-        on_malformed=skipped_printer("results"),
-    )
+    options = reading_options(args, "results")
+    reader = ResultReader(bootstrap_address(args), args.route, args.namespace, **options)
     print_results(reader, args, "results", "record(s)")
     return 0
 

@@ -21,7 +21,7 @@ from cvserve.broker.redis_worker import DEFAULT_CLAIM_IDLE_MS
 from cvserve.broker.routes import Route
 from cvserve.broker.worker_config import WorkerConfig
 from cvserve.pipelines.app.hop_bench_args import add_warmup_bound
-from cvserve.pipelines.app.kafka_commands import expand_paths, print_results, skipped_printer
+from cvserve.pipelines.app.kafka_commands import expand_paths, print_results, reading_options
 from cvserve.pipelines.app.run_command import run_command, stop_event
 from cvserve.pipelines.app.worker_args import add_worker_options, run_worker
 
@@ -111,14 +111,8 @@ def cmd_redis_submit(args: argparse.Namespace) -> int:
 def cmd_redis_results(args: argparse.Namespace) -> int:
     from cvserve.broker.redis_results import RedisResultReader
 
-    reader = RedisResultReader(
-        redis_url(args),
-        _route(args, "redis results"),
-        args.namespace,
-        from_beginning=not args.from_end,
-        keep=False,
-        on_malformed=skipped_printer("redis results"),
-    )
+    route, options = _route(args, "redis results"), reading_options(args, "redis results")
+    reader = RedisResultReader(redis_url(args), route, args.namespace, **options)
     print_results(reader, args, "redis results", "entr(ies)")
     return 0
 
