@@ -18,12 +18,18 @@ pytestmark = pytest.mark.redis
 NO_TRITON = "127.0.0.1:1"  # nothing listens: every call is "Triton unavailable"
 
 
+@pytest.fixture
+def stream_and_group(namespace: str) -> tuple[str, str]:
+    """The stage's input stream and its workers' group."""
+    topics = Topics(PIPELINE, namespace)
+    return topics.stage_in(PIPELINE), topics.group(PIPELINE)
+
+
 def test_poison_is_dead_lettered_and_acknowledged_while_triton_is_down(
-    redis_server: RedisServer, start_redis_worker, namespace: str
+    redis_server: RedisServer, start_redis_worker, namespace: str, stream_and_group
 ) -> None:
     worker = start_redis_worker(NO_TRITON)
-    topics = Topics(PIPELINE, namespace)
-    stream, group = topics.stage_in(PIPELINE), topics.group(PIPELINE)
+    stream, group = stream_and_group
     client = redis_client(redis_server.url)
     entry_id = client.xadd(stream, {b"value": b"plain text", b"key": b"cam3"}).decode()
 
@@ -37,11 +43,10 @@ def test_poison_is_dead_lettered_and_acknowledged_while_triton_is_down(
 
 
 def test_an_image_waits_for_triton_unacknowledged_and_a_stop_leaves_it_pending(
-    redis_server: RedisServer, start_redis_worker, namespace: str
+    redis_server: RedisServer, start_redis_worker, namespace: str, stream_and_group
 ) -> None:
     worker = start_redis_worker(NO_TRITON)
-    topics = Topics(PIPELINE, namespace)
-    stream, group = topics.stage_in(PIPELINE), topics.group(PIPELINE)
+    stream, group = stream_and_group
     with RedisImageProducer(redis_server.url, PIPELINE, namespace) as producer:
         producer.submit(small_jpegs(1, first_seed=700))
 

@@ -14,10 +14,10 @@ from cvserve.pipelines.pipeline_file import SHIPPED
 
 
 def renamed(tmp_path: Path, shipped: str, name: str) -> Path:
-    data = yaml.safe_load((SHIPPED / shipped).read_text())
-    data["name"] = name
+    """A copy of a shipped pipeline file under another name."""
     path = tmp_path / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(data))
+    shipped_data = yaml.safe_load((SHIPPED / shipped).read_text())
+    path.write_text(yaml.safe_dump({**shipped_data, "name": name}))
     return path
 
 
