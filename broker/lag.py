@@ -15,7 +15,7 @@ from cvserve.broker.clients import (
     retry_while_leadership_moves,
     topic_partitions,
 )
-from cvserve.broker.routes import route
+from cvserve.broker.routes import Route, as_route
 from cvserve.broker.stats import WorkerStats
 from cvserve.broker.topics import Topics, default_namespace
 from cvserve.deploy.process import pid_alive
@@ -69,8 +69,11 @@ def _latest(admin: AdminClient, partitions: list[TopicPartition]) -> dict[TopicP
     return {tp: future.result().offset for tp, future in futures.items()}
 
 
-def pipeline_lag(bootstrap: str, pipeline: str, namespace: str | None = None) -> list[PartitionLag]:
-    """Lag of every partition of every stage topic of ``pipeline``."""
+def pipeline_lag(
+    bootstrap: str, pipeline: Route | str, namespace: str | None = None
+) -> list[PartitionLag]:
+    """Lag of every partition of every stage topic of ``pipeline`` (a `Route`, or the name of a
+    pipeline served as one ensemble)."""
     probe = LagProbe(bootstrap, pipeline, namespace)
     try:
         return probe.rows()
@@ -84,9 +87,10 @@ class LagProbe:
     second. Committed offsets through a consumer of the group, as `committed_offsets` asks them
     (and says why)."""
 
-    def __init__(self, bootstrap: str, pipeline: str, namespace: str | None = None) -> None:
-        self.topics = Topics(pipeline, namespace or default_namespace())
-        self.stages = route(pipeline).stage_names
+    def __init__(self, bootstrap: str, pipeline: Route | str, namespace: str | None = None) -> None:
+        pipeline_route = as_route(pipeline)
+        self.topics = Topics(pipeline_route.pipeline, namespace or default_namespace())
+        self.stages = pipeline_route.stage_names
         self.bootstrap = bootstrap
         self.admin = new_admin(bootstrap)
         self.consumers = {s: new_consumer(bootstrap, self.topics.group(s)) for s in self.stages}

@@ -19,7 +19,7 @@ from cvserve.broker.clients import (
     produce,
     wait_delivered,
 )
-from cvserve.broker.routes import route
+from cvserve.broker.routes import Route, as_route
 from cvserve.broker.schema import (
     IMAGE_CONTENT_TYPES,
     UNKNOWN_CONTENT_TYPE,
@@ -95,17 +95,19 @@ def image_message(
 
 
 class ImageRequests:
-    """Checked requests for the first stage of ``pipeline`` in ``namespace``: what every
-    broker's image producer (`ImageProducer`, `redis_streams.RedisImageProducer`) makes and
-    addresses before its own transport sends it."""
+    """Checked requests for the first stage of ``pipeline`` (a `Route`, or the name of a pipeline
+    served as one ensemble) in ``namespace``: what every broker's image producer
+    (`ImageProducer`, `redis_streams.RedisImageProducer`) makes and addresses before its own
+    transport sends it."""
 
     def __init__(
-        self, pipeline: str, namespace: str | None = None, limits: MessageLimits = LIMITS
+        self, pipeline: Route | str, namespace: str | None = None, limits: MessageLimits = LIMITS
     ) -> None:
-        self.pipeline = pipeline
+        self.route = as_route(pipeline)
+        self.pipeline = self.route.pipeline
         self.limits = limits
-        self.stage = route(pipeline).first.name
-        self.topics = Topics(pipeline, namespace or default_namespace())
+        self.stage = self.route.first.name
+        self.topics = Topics(self.pipeline, namespace or default_namespace())
 
     def message(self, image: bytes, key: str = "", validate: bool = True) -> Message:
         """A checked request for ``image`` (raises `MessageTooLarge` or `PreprocessError`)."""
@@ -128,14 +130,14 @@ class ImageProducer(ImageRequests):
     def __init__(
         self,
         bootstrap: str,
-        pipeline: str,
+        pipeline: Route | str,
         namespace: str | None = None,
         limits: MessageLimits = LIMITS,
         **kafka_overrides: Any,
     ) -> None:
         super().__init__(pipeline, namespace, limits)
         self.topic = self.topics.stage_in(self.stage)
-        ensure_topics(bootstrap, self.topics.all(route(pipeline).stage_names), limits=limits)
+        ensure_topics(bootstrap, self.topics.all(self.route.stage_names), limits=limits)
         self._producer = new_producer(bootstrap, limits, **kafka_overrides)
 
     def send(self, image: bytes, key: str = "", validate: bool = True) -> tuple[str, Future[None]]:

@@ -8,13 +8,13 @@ where the records come from differs: the results stream, read without a consumer
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from typing import Unpack
 
 from cvserve.broker.redis_streams import StreamReader, redis_client
-from cvserve.broker.results import DEDUP_WINDOW, UniqueResults, log_malformed
+from cvserve.broker.results import ReadOptions, UniqueResults
+from cvserve.broker.routes import Route, as_route
 from cvserve.broker.schema import Record
 from cvserve.broker.topics import Topics, default_namespace
-from cvserve.deploy.kafka_limits import LIMITS, MessageLimits
 
 
 class RedisResultReader(UniqueResults):
@@ -24,17 +24,14 @@ class RedisResultReader(UniqueResults):
     def __init__(
         self,
         url: str,
-        pipeline: str,
+        pipeline: Route | str,
         namespace: str | None = None,
         from_beginning: bool = True,
-        keep: bool = True,
-        limits: MessageLimits = LIMITS,
-        dedup_window: int = DEDUP_WINDOW,
-        on_malformed: Callable[[Record, str], None] = log_malformed,
+        **options: Unpack[ReadOptions],
     ) -> None:
-        stream = Topics(pipeline, namespace or default_namespace()).results
+        stream = Topics(as_route(pipeline).pipeline, namespace or default_namespace()).results
         reader = StreamReader(redis_client(url), stream, from_beginning, owns=True)
-        super().__init__(reader, keep, limits, dedup_window, on_malformed)
+        super().__init__(reader, **options)
 
 
 def read_redis_dead_letters(

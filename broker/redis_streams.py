@@ -24,6 +24,7 @@ from typing import Any
 import redis
 
 from cvserve.broker.producer import ImageRequests
+from cvserve.broker.routes import Route
 from cvserve.broker.schema import Message, Record
 from cvserve.deploy.kafka_limits import LIMITS, MessageLimits
 
@@ -133,7 +134,7 @@ class RedisImageProducer(ImageRequests):
     def __init__(
         self,
         url: str,
-        pipeline: str,
+        pipeline: Route | str,
         namespace: str | None = None,
         limits: MessageLimits = LIMITS,
     ) -> None:

@@ -1,16 +1,16 @@
 """`RedisStageWorker`: a stage worker whose broker is Redis Streams instead of Kafka.
 
-What a record becomes is `StageWorker`'s own, inherited unchanged: the same checks and dead
-letters with reasons (`StageWorker._check`), the same Triton calls with their retries and hops
-(`_infer`), the same routing of results, crops and dead letters (`_outgoing`). Only the transport
-differs (`broker.redis_streams` says how records are stream entries):
+What a record becomes is the Kafka worker's too: the same `broker.stage_step.StageStep` checks
+and dead-letters with reasons, calls Triton with its retries and hops, and routes results, crops
+and dead letters. This module is only the transport (`broker.redis_streams` says how records are
+stream entries):
 
 1. the worker is consumer ``consumer`` of the stage's group (`Topics.group`) on the stage's input
    stream (`Topics.stage_in`); per loop it first takes over, every ``claim_idle_ms / 2``, entries
    another consumer has held unacknowledged for more than ``claim_idle_ms`` (XAUTOCLAIM: that
    worker died), else reads new ones (XREADGROUP, at most ``batch_size``, blocking up to
    ``poll_timeout_ms``);
-2. the batch is checked and answered as `StageWorker` does; while it is in hand the worker resets
+2. the batch goes through the step (`StageStep.run`); while it is in hand the worker resets
    its entries' idle time every ``claim_idle_ms / 3`` (XCLAIM to itself, JUSTID), so a slow
    Triton or a long backoff does not let another worker take them over;
 3. every output is XADDed (one round trip); only once the server answered for each are the
@@ -34,8 +34,8 @@ import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
-from typing import Any
+from functools import partial
+from typing import Unpack
 
 import redis
 
@@ -48,16 +48,21 @@ from cvserve.broker.redis_streams import (
     redis_client,
 )
 from cvserve.broker.routes import Route
+from cvserve.broker.stage_loop import LoopOptions, StageLoop
+from cvserve.broker.stage_step import (
+    MAX_REASON_CHARS,
+    BatchAbandoned,
+    Output,
+    StepRecord,
+    wait_alive,
+)
 from cvserve.broker.stats import WorkerStats
-from cvserve.broker.worker import DEFAULT_METRICS_ADDRESS, BatchAbandoned, StageWorker, _Work
 from cvserve.broker.worker_config import WorkerConfig
-from cvserve.deploy.kafka_limits import LIMITS, MessageLimits
 
 log = logging.getLogger(__name__)
 # How long a worker may hold entries unacknowledged without a sign of life before another takes
 # them over: the part a Kafka group's session timeout plays.
 DEFAULT_CLAIM_IDLE_MS = WorkerConfig.session_timeout_ms
-_MAX_REASON_CHARS = 2000
 
 
 def consumer_name() -> str:
@@ -65,7 +70,7 @@ def consumer_name() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
 
 
-class RedisStageWorker(StageWorker):
+class RedisStageWorker(StageLoop):
     """One consumer of the group of ``stage`` of ``route`` on the Redis server at ``url``."""
 
     def __init__(
@@ -75,16 +80,11 @@ class RedisStageWorker(StageWorker):
         stage: str,
         triton_url: str,
         config: WorkerConfig | None = None,
-        namespace: str | None = None,
-        stats_path: Path | None = None,
-        limits: MessageLimits = LIMITS,
         claim_idle_ms: int = DEFAULT_CLAIM_IDLE_MS,
         consumer: str | None = None,
-        metrics_address: str | None = DEFAULT_METRICS_ADDRESS,
+        **options: Unpack[LoopOptions],
     ) -> None:
-        super().__init__(
-            url, route, stage, triton_url, config, namespace, stats_path, limits, metrics_address
-        )
+        super().__init__(route, stage, triton_url, config, **options)
         self.url = url
         self.stream = self.topic  # the stream is named like the Kafka topic
         self.claim_idle_ms = claim_idle_ms
@@ -101,12 +101,14 @@ class RedisStageWorker(StageWorker):
         """Work until ``stop`` is set; returns the final counters."""
         cfg = self.config
         client = redis_client(self.url)
-        caller = EnsembleCaller(self.triton_url, self.stage.ensemble, cfg.call_timeout_s)
-        pool = ThreadPoolExecutor(cfg.max_in_flight, thread_name_prefix="triton")
         delay = cfg.retry_initial_s
-        self._start_metrics(caller)
         next_claim = 0.0  # at once: a dead predecessor's entries first
-        try:
+
+        def close() -> None:
+            self._leave(client)
+            client.close()
+
+        with self.serving(close) as (caller, pool):
             ensure_group(client, self.stream, self.group)
             log.info(
                 "worker %s: consumer %s of group %s, stream %s at %s, Triton %s ensemble %s",
@@ -138,24 +140,13 @@ class RedisStageWorker(StageWorker):
                     self._update_stream_lag(client)
                     delay = cfg.retry_initial_s
                 except redis.ConnectionError as exc:  # what was read stays pending: claimed later
-                    self.stats.last_error = f"redis: {exc}"[:_MAX_REASON_CHARS]
+                    self.stats.last_error = f"redis: {exc}"[:MAX_REASON_CHARS]
                     log.warning(
                         "worker %s: redis: %s; retrying in %.1f s", self.stats.pid, exc, delay
                     )
                     stop.wait(delay)
                     delay = min(delay * 2, cfg.retry_max_s)
                 self._write_stats()
-        except BatchAbandoned as exc:
-            log.warning("worker %s: %s", self.stats.pid, exc)
-        finally:
-            self.stats.state = "stopped"
-            self.stats.in_flight = 0
-            self._write_stats()
-            pool.shutdown(wait=True, cancel_futures=True)
-            self._leave(client)
-            caller.close()
-            client.close()
-            self._stop_metrics()
         return self.stats
 
     def _claim(self, client: redis.Redis) -> list[tuple[bytes, dict[bytes, bytes]]]:
@@ -202,36 +193,35 @@ class RedisStageWorker(StageWorker):
         stop: threading.Event,
     ) -> None:
         """Check, answer, send the outputs of one batch, then acknowledge it."""
-        work = [
-            _Work((self.stream, 0), n, record_of(self.stream, entry_id, fields), ready_ns)
-            for n, (entry_id, fields) in enumerate(entries)
+        batch = [
+            StepRecord(entry_id, record_of(self.stream, entry_id, fields), ready_ns)
+            for entry_id, fields in entries
         ]
         self._in_hand, self._refreshed = [entry_id for entry_id, _ in entries], time.monotonic()
+        keep_alive = partial(self._keep_alive, client)
         try:
-            self.stats.consumed += len(work)
-            for item in work:
-                self._check(item)
-            self._infer([w for w in work if not w.error], caller, pool, stop, client)
-            self._add_outputs(work, client, stop)
+            outcome = self.step.run(batch, caller.infer, pool, stop, keep_alive)
+            self._add_outputs(outcome.produce, client, stop)
             added_ns = time.time_ns()
-            for item in work:
-                self._observe(item, added_ns)
-            client.xack(self.stream, self.group, *self._in_hand)
+            for item in outcome.items:
+                self.step.observe(item, added_ns)
+            client.xack(self.stream, self.group, *outcome.commit)
             self.stats.committed_batches += 1
         finally:
             self._in_hand = []
 
-    def _add_outputs(self, work: list[_Work], client: redis.Redis, stop: threading.Event) -> None:
-        """XADD every item's outputs (results, crops, dead letters), again with backoff until the
-        server answered for all; `BatchAbandoned` if stopped meanwhile."""
-        outgoing = [(stream, record) for item in work for stream, record in self._outgoing(item)]
+    def _add_outputs(
+        self, outgoing: list[Output], client: redis.Redis, stop: threading.Event
+    ) -> None:
+        """XADD every output (results, crops, dead letters), again with backoff until the server
+        answered for all; `BatchAbandoned` if stopped meanwhile."""
         delay = self.config.retry_initial_s
         while True:
             try:
                 add_records(client, outgoing)
                 break
             except redis.RedisError as exc:
-                self.stats.last_error = f"adding outputs: {exc}"[:_MAX_REASON_CHARS]
+                self.stats.last_error = f"adding outputs: {exc}"[:MAX_REASON_CHARS]
                 log.warning(
                     "worker %s: %d output(s) not added (%s); again in %.1f s",
                     self.stats.pid,
@@ -239,25 +229,22 @@ class RedisStageWorker(StageWorker):
                     exc,
                     delay,
                 )
-                if self._wait(delay, stop, client):
+                if wait_alive(delay, stop, partial(self._keep_alive, client)):
                     raise BatchAbandoned(
                         f"stopped while Redis did not take {len(outgoing)} output(s): the batch "
                         "is left unacknowledged for another worker to claim"
                     ) from exc
                 delay = min(delay * 2, self.config.retry_max_s)
-        kinds = {self.topics.results: "results", self.topics.dead_letter: "dead_lettered"}
-        for stream, _ in outgoing:
-            kind = kinds.get(stream, "forwarded")
-            setattr(self.stats, kind, getattr(self.stats, kind) + 1)
+        self.step.count_delivered(stream for stream, _ in outgoing)
 
-    def _keep_alive(self, consumer: Any) -> None:
-        """Reset the idle time of the entries in hand (``consumer``: the Redis client) every
-        ``claim_idle_ms / 3``, so no other worker claims them while this one lives."""
+    def _keep_alive(self, client: redis.Redis) -> None:
+        """Reset the idle time of the entries in hand every ``claim_idle_ms / 3``, so no other
+        worker claims them while this one lives."""
         self._beat()
         if not self._in_hand or time.monotonic() - self._refreshed < self.claim_idle_ms / 3000:
             return
         with contextlib.suppress(redis.RedisError):  # the next read or add reports it
-            consumer.xclaim(self.stream, self.group, self.consumer, 0, self._in_hand, justid=True)
+            client.xclaim(self.stream, self.group, self.consumer, 0, self._in_hand, justid=True)
         self._refreshed = time.monotonic()
 
     def _update_stream_lag(self, client: redis.Redis) -> None:

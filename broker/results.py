@@ -1,8 +1,9 @@
 """Read a pipeline's results (and dead letters) back, each request once.
 
 Delivery is at-least-once, so a result may arrive twice (a worker died after producing, before
-committing). `ResultReader` drops repeats by `Message.identity` — (request id, crop index, origin:
-where the first stage read the request), so two requests that share an id are both kept. It
+committing; a producer that timed out wrote the same request again, at another offset).
+`ResultReader` drops repeats by `Message.identity` — (request id, crop index, the SHA-256 of the
+image the first stage read), so two different images sent under one id are both kept. It
 reads without a consumer group: every reader sees every result. A record on the results topic
 that is not a valid result (not schema v1, outputs that do not decode, a bad crop header, any
 header bytes) is counted in ``malformed`` and handed to ``on_malformed`` with its reason — the
@@ -23,12 +24,12 @@ import threading
 import time
 from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from dataclasses import replace
-from typing import Protocol, Self
+from typing import Protocol, Self, TypedDict, Unpack
 
 from cvserve.broker.clients import TopicPartition, new_consumer, topic_partitions
 from cvserve.broker.crops import CROP_COUNT
 from cvserve.broker.polling import poll_records
-from cvserve.broker.routes import route
+from cvserve.broker.routes import Route, as_route
 from cvserve.broker.schema import (
     CONSUMED,
     READY,
@@ -146,6 +147,15 @@ class RecordSource(Protocol):
     def close(self) -> None: ...
 
 
+class ReadOptions(TypedDict, total=False):
+    """`UniqueResults`' optional arguments, as every broker's reader passes them on."""
+
+    keep: bool
+    limits: MessageLimits
+    dedup_window: int
+    on_malformed: Callable[[Record, str], None]
+
+
 class UniqueResults:
     """The results ``reader`` returns, each `Message.identity` once (whatever the broker)."""
 
@@ -239,24 +249,23 @@ class UniqueResults:
 
 
 class ResultReader(UniqueResults):
-    """The results of ``pipeline`` on the Kafka broker at ``bootstrap``, each `Message.identity`
-    once."""
+    """The results of ``pipeline`` (a `Route`, or the name of a pipeline served as one ensemble)
+    on the Kafka broker at ``bootstrap``, each `Message.identity` once."""
 
     def __init__(
         self,
         bootstrap: str,
-        pipeline: str,
+        pipeline: Route | str,
         namespace: str | None = None,
         from_beginning: bool = True,
-        keep: bool = True,
-        limits: MessageLimits = LIMITS,
-        dedup_window: int = DEDUP_WINDOW,
-        on_malformed: Callable[[Record, str], None] = log_malformed,
+        **options: Unpack[ReadOptions],
     ) -> None:
-        topics = Topics(pipeline, namespace or default_namespace())
-        ensure_topics(bootstrap, topics.all(route(pipeline).stage_names), limits=limits)
+        limits = options.get("limits", LIMITS)
+        pipeline_route = as_route(pipeline)
+        topics = Topics(pipeline_route.pipeline, namespace or default_namespace())
+        ensure_topics(bootstrap, topics.all(pipeline_route.stage_names), limits=limits)
         reader = TopicReader(bootstrap, topics.results, from_beginning, limits)
-        super().__init__(reader, keep, limits, dedup_window, on_malformed)
+        super().__init__(reader, **options)
 
 
 def read_dead_letters(

@@ -1,9 +1,10 @@
-"""Which Triton ensembles a pipeline's messages pass through over Kafka, and what each emits.
+"""Which Triton ensembles a pipeline's messages pass through over a broker, and what each emits.
 
 A `Route` is the broker's view of a pipeline: an ordered list of `BrokerStage`s, each one Triton
 ensemble served by a group of stage workers. A pipeline served as one ensemble (``classify``) has
 one stage named like it; a multi-DNN pipeline lists one stage per ensemble and lets a stage fan
-out (one detection → N crops addressed to the next stage).
+out (one detection → N crops addressed to the next stage). Routes are made by the app from a
+pipeline name or file (`composite_route`, `single_ensemble`) and handed to the broker's classes.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ import numpy as np
 
 from cvserve.broker.crops import crop_emitter
 from cvserve.broker.schema import MAX_CROPS, Emit, Message, result_message
-from cvserve.pipelines.catalog import COMPOSITES
 from cvserve.pipelines.spec import CompositeSpec
 
 
@@ -82,18 +82,15 @@ def composite_route(composite: CompositeSpec) -> Route:
     return Route(composite.name, tuple(stages))
 
 
-# Composites of pipeline files this process has loaded (`register_composite`), beside the
-# catalog's: every command and worker that is given a file registers its composite first.
-_REGISTERED: dict[str, CompositeSpec] = {}
+def named_route(pipeline: str, composites: Mapping[str, CompositeSpec]) -> Route:
+    """The route of ``pipeline``: its composite's stages if ``composites`` (the catalog's, which
+    the caller reads) holds one by that name, else its single ensemble."""
+    composite = composites.get(pipeline)
+    return composite_route(composite) if composite is not None else single_ensemble(pipeline)
 
 
-def register_composite(composite: CompositeSpec) -> None:
-    """Make ``route(composite.name)`` this composite's route in this process."""
-    _REGISTERED[composite.name] = composite
-
-
-def route(pipeline: str) -> Route:
-    """The route of ``pipeline``: a registered or catalog composite's stages, else its single
-    ensemble."""
-    composite = _REGISTERED.get(pipeline) or COMPOSITES.get(pipeline)
-    return composite_route(composite) if composite else single_ensemble(pipeline)
+def as_route(pipeline: Route | str) -> Route:
+    """``pipeline`` itself, or the route of the pipeline named ``pipeline`` served as one ensemble
+    of that name. A composite is given as its `Route` (`composite_route`): the app resolves
+    names and files to routes, broker/ never reads the catalog."""
+    return pipeline if isinstance(pipeline, Route) else single_ensemble(pipeline)

@@ -10,7 +10,8 @@ Every record is one `Message`:
   ``MessageLimits.max_key_bytes``.
 - **headers** (UTF-8 strings, names in `Header`): schema version, request id, pipeline, stage,
   content type, original image size, crop index and box for crops, the ``origin`` of the request
-  (``topic/partition@offset`` of the record its first stage consumed) and the trace context — a
+  (``topic/partition@offset`` of the record its first stage consumed), its ``input-digest``
+  (SHA-256 of the image its first stage consumed) and the trace context — a
   W3C ``traceparent`` plus a JSON list of ``[label, unix_ns]`` hops every component appends to.
   A hop label is ``<component>.<event>`` (`hop_label`). A stage worker stamps ``<stage>.ready``
   (its poll that returned the message began: before that the message waited for a busy worker),
@@ -32,6 +33,7 @@ trace context and the ``hops`` header live in `broker.hops`.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import operator
 import re
@@ -75,6 +77,7 @@ MAX_TEXT_CHARS = 256
 MAX_SIDE = 1 << 20
 _TRACEPARENT = re.compile(r"^00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$")
 _DECIMAL = re.compile(r"[0-9]{1,19}")
+_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 _INT64_MAX = (1 << 63) - 1
 
 
@@ -92,6 +95,8 @@ class Header(StrEnum):
     CROP_BOX = "crop-box"  # "x1,y1,x2,y2", integer pixels of the original image
     # "topic/partition@offset" of the record the request's first stage consumed.
     ORIGIN = "origin"
+    # Hex SHA-256 of the image the request's first stage consumed (`input_digest`).
+    INPUT_DIGEST = "input-digest"
     TRACEPARENT = "traceparent"
     HOPS = "hops"
     HOPS_DROPPED = "hops-dropped"  # how many of the oldest hops were dropped on the way
@@ -201,6 +206,7 @@ class Message:
     original_size: tuple[int, int] | None = None  # (width, height)
     crop: Crop | None = None
     origin: str = ""  # topic/partition@offset of the record the first stage consumed
+    input_digest: str = ""  # `input_digest` of the image the first stage consumed
 
     @property
     def record_key(self) -> str:
@@ -208,9 +214,11 @@ class Message:
 
     @property
     def identity(self) -> tuple[str, int | None, str]:
-        """(request id, crop index or None, origin): what a reader drops duplicates by. Two
-        requests that share an id differ in origin; a redelivered one does not."""
-        return (self.request_id, None if self.crop is None else self.crop.index, self.origin)
+        """(request id, crop index or None, input digest — else origin): what a reader drops
+        duplicates by. A redelivered result and a producer's retry (the same request written
+        twice, at two offsets) share it; two images sent under one id differ in their digest."""
+        crop = None if self.crop is None else self.crop.index
+        return (self.request_id, crop, self.input_digest or self.origin)
 
     @property
     def call_id(self) -> str:
@@ -246,6 +254,8 @@ class Message:
             headers[Header.CROP_BOX] = ",".join(str(v) for v in self.crop.box)
         if self.origin:
             headers[Header.ORIGIN] = self.origin
+        if self.input_digest:
+            headers[Header.INPUT_DIGEST] = self.input_digest
         return Record(
             self.record_key.encode("utf-8", "surrogateescape"),
             self.value,
@@ -310,6 +320,9 @@ class Message:
             raise SchemaError(f"header {Header.HOPS}: {exc}") from exc
         dropped += _integer(Header.HOPS_DROPPED, fields.get(Header.HOPS_DROPPED, "0"), _INT64_MAX)
         size = _parse_size(fields.get(Header.ORIGINAL_SIZE))
+        digest = fields.get(Header.INPUT_DIGEST, "")
+        if digest and not _SHA256_HEX.fullmatch(digest):
+            raise SchemaError(f"header {Header.INPUT_DIGEST}: not a hex SHA-256: {digest[:80]!r}")
         text_key = "" if key is None else key.decode("utf-8", "surrogateescape")
         return cls(
             request_id=request_id,
@@ -324,7 +337,13 @@ class Message:
             original_size=size,
             crop=_parse_crop(fields, size),
             origin=fields.get(Header.ORIGIN, ""),
+            input_digest=digest,
         )
+
+
+def input_digest(value: bytes) -> str:
+    """The ``input-digest`` of an image: its SHA-256, in lowercase hex."""
+    return hashlib.sha256(value).hexdigest()
 
 
 def _request_id_of(key: bytes | None, source: str) -> str:
@@ -468,8 +487,8 @@ Emit = Callable[[Message, Mapping[str, np.ndarray], str], Sequence[Message]]
 
 
 def result_message(source: Message, stage: str, outputs: Mapping[str, np.ndarray]) -> Message:
-    """The result of ``source`` after ``stage``: same request, key, crop and origin, a child
-    span."""
+    """The result of ``source`` after ``stage``: same request, key, crop, origin and input
+    digest, a child span."""
     return replace(
         source,
         stage=stage,

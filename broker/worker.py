@@ -1,24 +1,17 @@
-"""`StageWorker`: consume a stage's topic, call its Triton ensemble, produce what it emits.
+"""`StageWorker`: the Kafka loop of a stage — consume its topic, hand each polled batch to the
+stage's step, produce what the step returns, commit.
 
-Delivery is at-least-once. Per polled batch (at most ``batch_size`` records):
+Delivery is at-least-once. Per polled batch (at most ``batch_size`` records, at most
+``batch_max_bytes``):
 
-1. each record is parsed and checked (schema, addressed stage, key and header bounds, size,
-   image header); a poison record is bound for the dead-letter topic with a reason naming the
-   field. Nothing a record holds raises out of the worker;
-2. the others go to Triton, at most ``max_in_flight`` requests at once, each with the message's
-   `Message.call_id` as its request id, between a ``<stage>.dispatched`` and a
-   ``<stage>.answered`` hop (consumed → dispatched is the wait for a free call; the time the
-   message waited for this worker to poll ends at ``<stage>.ready``). Triton unreachable →
-   wait with exponential backoff and try again, forever; an input the server refuses
-   (INVALID_ARGUMENT, e.g. a ``PreprocessError``) → dead letter; any other server error → dead
-   letter after ``server_error_attempts`` tries (`broker.ensemble.classify_error`: by status
-   code);
-3. the outputs (results, crops for a later stage, dead letters) are made (``<stage>.emitting``,
-   once the whole batch was answered), each checked against the record limit with its key and
-   headers (one that cannot fit dead-letters its input), and sent in record order; a record the
-   broker refuses (too large, invalid) dead-letters its input too, a dead letter too large for a
-   record is trimmed (`dead_letter_record`). The batch's offsets are committed only once the
-   broker acknowledged every output.
+1. the records are checked and answered by `broker.stage_step.StageStep` (poison → dead letter,
+   Triton unavailable → retried with backoff, at most ``max_in_flight`` calls at once; its
+   docstring says which error goes where: by the gRPC status code,
+   `broker.ensemble.classify_error`);
+2. what the step makes of each record (results, crops for a later stage, dead letters) is sent in
+   record order; a record the broker refuses (too large, invalid) dead-letters its input, a dead
+   letter it refuses is sent again with only the reason and the source;
+3. the batch's offsets are committed only once the broker acknowledged every output.
 
 While a batch is in hand the worker keeps polling its consumer (records that arrive are carried
 into the next batch; once they make one, its partitions are paused until the batch ends), so a
@@ -43,14 +36,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from functools import partial
-from pathlib import Path
-from typing import Any
-
-import numpy as np
+from typing import Any, Unpack
 
 from cvserve.broker.clients import (
     Consumer,
@@ -63,40 +52,26 @@ from cvserve.broker.clients import (
     new_producer,
     produce,
 )
-from cvserve.broker.dead_letters import dead_letter_record
-from cvserve.broker.ensemble import EnsembleCaller, InputRejected, TritonUnavailable
+from cvserve.broker.ensemble import EnsembleCaller
 from cvserve.broker.polling import Polled, poll_records
-from cvserve.broker.producer import check_record, check_size
 from cvserve.broker.routes import Route
-from cvserve.broker.schema import (
-    ANSWERED,
-    CONSUMED,
-    DISPATCHED,
-    EMITTING,
-    PRODUCED,
-    READY,
-    Message,
-    Record,
-    SchemaError,
-    hop_label,
+from cvserve.broker.schema import Message, Record
+from cvserve.broker.stage_loop import LoopOptions, StageLoop
+from cvserve.broker.stage_step import (
+    KEEP_ALIVE_S,
+    MAX_REASON_CHARS,
+    BatchAbandoned,
+    Output,
+    StepRecord,
 )
 from cvserve.broker.stats import WorkerStats
-from cvserve.broker.topics import Topics, default_namespace, ensure_topics
+from cvserve.broker.topics import ensure_topics
 from cvserve.broker.worker_config import WorkerConfig
-from cvserve.broker.worker_metrics import DEFAULT_ADDRESS as DEFAULT_METRICS_ADDRESS
-from cvserve.broker.worker_metrics import WorkerMetrics
-from cvserve.deploy.kafka_limits import LIMITS, MessageLimits
-from cvserve.preprocess.sniff import sniff
 
 log = logging.getLogger(__name__)
-_MAX_REASON_CHARS = 2000
-# How often a worker with a batch in hand polls its consumer: well inside any
-# max.poll.interval.ms, so the group never takes it for dead.
-_KEEP_ALIVE_S = 0.5
-
-
-class BatchAbandoned(RuntimeError):
-    """Stop was requested while Triton could not answer: nothing of the batch is committed."""
+# How often a worker with a batch in hand polls its consumer (`stage_step.KEEP_ALIVE_S`).
+_KEEP_ALIVE_S = KEEP_ALIVE_S
+__all__ = ["BatchAbandoned", "DeliveryFailed", "StageWorker"]
 
 
 class DeliveryFailed(RuntimeError):
@@ -109,22 +84,27 @@ class DeliveryFailed(RuntimeError):
         self.fatal = fatal
 
 
-@dataclass
-class _Work:
-    """One consumed record and what became of it."""
+class _Work(StepRecord):
+    """One consumed Kafka record (its position: topic, partition and offset) and what became of
+    it, with the acknowledgements of its outputs."""
 
-    tp: tuple[str, int]  # topic, partition
-    offset: int
-    record: Record
-    ready_ns: int  # wall clock: when the poll that returned it began
-    message: Message | None = None
-    outputs: Mapping[str, np.ndarray] | None = None
-    error: str = ""  # set: goes to the dead-letter topic
-    deliveries: list[tuple[str, Future[None]]] = field(default_factory=list)  # topic, ack
+    def __init__(
+        self,
+        tp: tuple[str, int],
+        offset: int,
+        record: Record,
+        ready_ns: int,
+        message: Message | None = None,
+    ) -> None:
+        super().__init__((tp, offset), record, ready_ns, message)
+        self.tp = tp  # topic, partition
+        self.offset = offset
+        self.deliveries: list[tuple[str, Future[None]]] = []  # topic, ack
 
 
-class StageWorker:
-    """One member of the consumer group of ``stage`` of ``route``."""
+class StageWorker(StageLoop):
+    """One member of the consumer group of ``stage`` of ``route`` on the Kafka broker at
+    ``bootstrap``."""
 
     def __init__(
         self,
@@ -133,25 +113,10 @@ class StageWorker:
         stage: str,
         triton_url: str,
         config: WorkerConfig | None = None,
-        namespace: str | None = None,
-        stats_path: Path | None = None,
-        limits: MessageLimits = LIMITS,
-        metrics_address: str | None = DEFAULT_METRICS_ADDRESS,
+        **options: Unpack[LoopOptions],
     ) -> None:
+        super().__init__(route, stage, triton_url, config, **options)
         self.bootstrap = bootstrap
-        # /metrics, /healthz, /livez (`broker.worker_metrics`); None: not served.
-        self.metrics_address = metrics_address
-        self.metrics: WorkerMetrics | None = None
-        self.route = route
-        self.stage = route.stage(stage)
-        self.config = config or WorkerConfig()
-        self.limits = limits
-        self.topics = Topics(route.pipeline, namespace or default_namespace())
-        self.topic = self.topics.stage_in(self.stage.name)
-        self.group = self.topics.group(self.stage.name)
-        self.triton_url = triton_url
-        self.stats_path = stats_path
-        self.stats = WorkerStats(route.pipeline, self.stage.name, self.group)
         # Partitions the group took from this worker since the batch in hand was polled.
         self._revoked: set[tuple[str, int]] = set()
         # Records a keep-alive poll returned mid-batch (a partition assigned meanwhile).
@@ -176,19 +141,21 @@ class StageWorker:
         )
         consumer.subscribe([self.topic], on_assign=self._on_assign, on_revoke=self._on_revoke)
         producer = new_producer(self.bootstrap, self.limits)
-        caller = EnsembleCaller(self.triton_url, self.stage.ensemble, cfg.call_timeout_s)
-        self._start_metrics(caller)
-        pool = ThreadPoolExecutor(cfg.max_in_flight, thread_name_prefix="triton")
-        log.info(
-            "worker %s: group %s, topic %s, Triton %s ensemble %s",
-            self.stats.pid,
-            self.group,
-            self.topic,
-            self.triton_url,
-            self.stage.ensemble,
-        )
-        self.stats.state = "running"
-        try:
+
+        def close() -> None:
+            consumer.close()  # leaves the group; commits nothing (no auto-commit)
+            producer.flush(cfg.stop_grace_s)  # the one in use; the broker may be gone
+
+        with self.serving(close) as (caller, pool):
+            log.info(
+                "worker %s: group %s, topic %s, Triton %s ensemble %s",
+                self.stats.pid,
+                self.group,
+                self.topic,
+                self.triton_url,
+                self.stage.ensemble,
+            )
+            self.stats.state = "running"
             while not stop.is_set():
                 self._beat()
                 ready_ns = time.time_ns()
@@ -209,38 +176,7 @@ class StageWorker:
                     self.stats.busy_ns += time.monotonic_ns() - started_ns
                 self._update_lag(consumer)
                 self._write_stats()
-        except BatchAbandoned as exc:
-            log.warning("worker %s: %s", self.stats.pid, exc)
-        finally:
-            self.stats.state = "stopped"
-            self.stats.in_flight = 0
-            self._write_stats()
-            pool.shutdown(wait=True, cancel_futures=True)
-            consumer.close()  # leaves the group; commits nothing (no auto-commit)
-            producer.flush(cfg.stop_grace_s)  # the broker may be gone
-            caller.close()
-            self._stop_metrics()
         return self.stats
-
-    def _start_metrics(self, caller: EnsembleCaller) -> None:
-        """Serve this worker's endpoint (unless ``metrics_address`` is None); its address goes
-        to the stats file and the log."""
-        if self.metrics_address is None:
-            return
-        self.metrics = WorkerMetrics(self.stats, triton_ready=caller.ready)
-        self.stats.metrics_address = self.metrics.serve(self.metrics_address)
-        log.info(
-            "worker %s: metrics on http://%s/metrics", self.stats.pid, self.stats.metrics_address
-        )
-
-    def _stop_metrics(self) -> None:
-        if self.metrics is not None:
-            self.metrics.close()
-            self.metrics = None
-
-    def _beat(self) -> None:
-        if self.metrics is not None:
-            self.metrics.beat()
 
     def _on_assign(self, _consumer: Consumer, _partitions: list[TopicPartition]) -> None:
         if self.metrics is not None:  # joined the group (an empty assignment counts)
@@ -275,17 +211,14 @@ class StageWorker:
             self._paused = consumer.assignment()
             consumer.pause(self._paused)
         try:
-            self.stats.consumed += len(work)
-            for item in work:
-                self._check(item)
-            self._infer([w for w in work if not w.error], caller, pool, stop, consumer)
+            self.step.answer(work, caller.infer, pool, stop, partial(self._keep_alive, consumer))
             work = self._drop_revoked(work, consumer)
             try:
                 self._send(work, producer, stop, consumer)
             except DeliveryFailed as exc:
                 # Not committed: read the batch again and redo it (duplicates, never losses).
                 log.warning("worker %s: %s; re-reading the batch", self.stats.pid, exc)
-                self.stats.last_error = str(exc)[:_MAX_REASON_CHARS]
+                self.stats.last_error = str(exc)[:MAX_REASON_CHARS]
                 for (topic, partition), offset in _first_offsets(work).items():
                     try:
                         consumer.seek(TopicPartition(topic, partition, offset))
@@ -371,15 +304,6 @@ class StageWorker:
             consumer.pause(assigned)
             self._paused.extend(assigned)
 
-    def _wait(self, seconds: float, stop: threading.Event, consumer: Consumer) -> bool:
-        """Wait ``seconds`` keeping the consumer alive; True if ``stop`` was set meanwhile."""
-        deadline = time.monotonic() + seconds
-        while (left := deadline - time.monotonic()) > 0:
-            if stop.wait(min(left, _KEEP_ALIVE_S)):
-                return True
-            self._keep_alive(consumer)
-        return stop.is_set()
-
     def _until_done(
         self, futures: Sequence[Future[Any]], consumer: Consumer, serve: Callable[[], object]
     ) -> None:
@@ -387,28 +311,6 @@ class StageWorker:
         while not all(f.done() for f in futures):
             serve()
             self._keep_alive(consumer)
-
-    def _check(self, item: _Work) -> None:
-        """Parse and check a record; sets ``item.error`` for poison."""
-        try:
-            addressed = (self.route.pipeline, self.stage.name)  # what the topic says
-            message = Message.from_record(item.record, self.limits, addressed)
-            if message.pipeline != self.route.pipeline or message.stage != self.stage.name:
-                raise SchemaError(
-                    f"addressed to pipeline {message.pipeline!r} stage {message.stage!r}, "
-                    f"not {self.route.pipeline!r} stage {self.stage.name!r}"
-                )
-            check_size(message.value, self.limits, what=f"request {message.request_id}")
-            sniff(message.value)
-        except Exception as exc:  # whatever a record holds, it must not stop the worker
-            item.error = f"{type(exc).__name__}: {exc}"
-            return
-        if self.stage is self.route.first or not message.origin:
-            # A request's identity: where its first stage read it (outside producers cannot
-            # forge it for the first stage; a later stage keeps what the earlier one set).
-            message = replace(message, origin=item.record.source)
-        trace = message.trace.hop_not_before(hop_label(self.stage.name, READY), item.ready_ns)
-        item.message = replace(message, trace=trace.hop(hop_label(self.stage.name, CONSUMED)))
 
     def _infer(
         self,
@@ -418,95 +320,8 @@ class StageWorker:
         stop: threading.Event,
         consumer: Consumer,
     ) -> None:
-        """Fill ``outputs`` or ``error`` of every item; retries while Triton is unavailable."""
-        cfg = self.config
-        attempts = dict.fromkeys(range(len(pending)), 0)
-        todo = list(range(len(pending)))
-        delay = cfg.retry_initial_s
-        while todo:
-            self.stats.in_flight = len(todo)
-            self._write_stats()  # `cvserve kafka lag` shows what a long batch has in flight
-            futures = {i: pool.submit(self._call, pending[i], caller) for i in todo}
-            calls = list(futures.values())
-            self._until_done(calls, consumer, partial(_next_done, calls))
-            retry: list[int] = []
-            for i, future in futures.items():
-                try:
-                    pending[i].outputs = future.result()
-                except TritonUnavailable as exc:
-                    retry.append(i)
-                    self.stats.last_error = str(exc)[:_MAX_REASON_CHARS]
-                except InputRejected as exc:
-                    attempts[i] += 1
-                    self.stats.last_error = exc.reason[:_MAX_REASON_CHARS]
-                    if exc.poison or attempts[i] >= cfg.server_error_attempts:
-                        kind = "rejected by Triton" if exc.poison else "Triton error"
-                        pending[i].error = f"{kind}: {exc.reason}"
-                    else:
-                        retry.append(i)
-                except Exception as exc:  # a client-side failure on one input: its own letter
-                    pending[i].error = f"calling Triton failed: {type(exc).__name__}: {exc}"
-            todo = retry
-            if todo:
-                self.stats.retries += 1
-                self.stats.state = "retrying"
-                self._write_stats()
-                log.warning(
-                    "worker %s: %d message(s) unanswered (%s); retrying in %.1f s",
-                    self.stats.pid,
-                    len(todo),
-                    self.stats.last_error,
-                    delay,
-                )
-                if self._wait(delay, stop, consumer):
-                    raise BatchAbandoned(
-                        f"stopped while Triton was unavailable: {len(todo)} message(s) "
-                        "left uncommitted for the group to redeliver"
-                    )
-                delay = min(delay * 2, cfg.retry_max_s)
-        self.stats.in_flight = 0
-        self.stats.state = "running"
-
-    def _call(self, item: _Work, caller: EnsembleCaller) -> Mapping[str, np.ndarray]:
-        """One Triton call for ``item`` (in a pool thread). A retry re-stamps the dispatch: the
-        failed tries and the backoff count as waiting."""
-        message = item.message
-        assert message is not None
-        trace = message.trace.restamp(hop_label(self.stage.name, DISPATCHED))
-        item.message = message = replace(message, trace=trace)
-        outputs = caller.infer(message.value, message.call_id)
-        item.message = message.with_hop(hop_label(self.stage.name, ANSWERED))
-        return outputs
-
-    def _outgoing(self, item: _Work) -> list[tuple[str, Record]]:
-        """What one consumed record becomes: (topic, record) pairs, in order."""
-        if not item.error:
-            assert item.message is not None and item.outputs is not None
-            item.message = item.message.with_hop(hop_label(self.stage.name, EMITTING))
-            try:
-                emitted = self.stage.emit(item.message, item.outputs, self.stage.name)
-                return [self._route(m) for m in emitted]
-            except Exception as exc:  # a stage's emit must not stop the worker
-                item.error = f"emit failed: {type(exc).__name__}: {exc}"
-        return [self._dead_letter(item)]
-
-    def _dead_letter(self, item: _Work) -> tuple[str, Record]:
-        source = item.record.source
-        reason = item.error[:_MAX_REASON_CHARS]
-        log.warning("worker %s: dead letter %s: %s", self.stats.pid, source, reason)
-        letter = dead_letter_record(item.record, reason, self.stage.name, source, self.limits)
-        return self.topics.dead_letter, letter
-
-    def _route(self, message: Message) -> tuple[str, Record]:
-        message = message.with_hop(hop_label(self.stage.name, PRODUCED))
-        record = message.to_record(self.limits)
-        check_record(record, self.limits, what=f"output of {message.request_id}")
-        if message.is_result:
-            return self.topics.results, record
-        later = self.route.stage_names[self.route.stage_names.index(self.stage.name) + 1 :]
-        if message.stage not in later:
-            raise ValueError(f"emitted a message for stage {message.stage!r}, not one of {later}")
-        return self.topics.stage_in(message.stage), record
+        """`StageStep.infer_all` with this worker's consumer kept alive meanwhile."""
+        self.step.infer_all(pending, caller.infer, pool, stop, partial(self._keep_alive, consumer))
 
     def _send(
         self, work: list[_Work], producer: Producer, stop: threading.Event, consumer: Consumer
@@ -514,7 +329,7 @@ class StageWorker:
         """Send every item's outputs and wait for the broker. An output the broker refuses
         (too large, invalid) turns its input into a dead letter, sent in a further round; a dead
         letter it refuses, into one that keeps only the reason and the source."""
-        rounds = [(item, self._outgoing(item)) for item in work]
+        rounds: list[tuple[_Work, list[Output]]] = [(w, self.step.outputs(w)) for w in work]
         for _ in range(3):  # outputs; a dead letter of the record; one without it
             for item, outgoing in rounds:
                 item.deliveries = [
@@ -539,7 +354,7 @@ class StageWorker:
                     item.record = Record(None, None, [], item.record.source)
                 else:
                     item.error = f"output refused by the broker: {reason}"
-                rounds.append((item, [self._dead_letter(item)]))
+                rounds.append((item, [self.step.dead_letter(item)]))
             if not rounds:
                 return
         for item, _ in rounds:
@@ -549,30 +364,13 @@ class StageWorker:
                 item.record.source,
                 item.error,
             )
-            self.stats.last_error = item.error[:_MAX_REASON_CHARS]
+            self.stats.last_error = item.error[:MAX_REASON_CHARS]
 
     def _count_delivered(self, items: Iterable[_Work]) -> None:
-        kinds = {self.topics.results: "results", self.topics.dead_letter: "dead_lettered"}
         now_ns = time.time_ns()
         for item in items:
-            for topic, future in item.deliveries:
-                if future.exception() is None:
-                    kind = kinds.get(topic, "forwarded")
-                    setattr(self.stats, kind, getattr(self.stats, kind) + 1)
-            self._observe(item, now_ns)
-
-    def _observe(self, item: _Work, delivered_ns: int) -> None:
-        """Latency histograms of an answered record: consumed → delivered, the Triton call."""
-        if self.metrics is None or item.message is None or item.error:
-            return
-        at = {hop.label: hop.t_ns for hop in item.message.trace.hops}
-        consumed = at.get(hop_label(self.stage.name, CONSUMED))
-        dispatched = at.get(hop_label(self.stage.name, DISPATCHED))
-        answered = at.get(hop_label(self.stage.name, ANSWERED))
-        if consumed is not None:
-            self.metrics.stage_latency.observe(max(0, delivered_ns - consumed) / 1e9)
-        if dispatched is not None and answered is not None:
-            self.metrics.triton_call.observe(max(0, answered - dispatched) / 1e9)
+            self.step.count_delivered(t for t, f in item.deliveries if f.exception() is None)
+            self.step.observe(item, now_ns)
 
     def _wait_delivered(
         self,
@@ -640,10 +438,6 @@ class StageWorker:
                 lag[f"{tp.topic}/{tp.partition}"] = max(0, end - tp.offset)
         self.stats.lag = lag
 
-    def _write_stats(self) -> None:
-        if self.stats_path is not None:
-            self.stats.write(self.stats_path)
-
 
 _REBALANCED = {
     KafkaError.REBALANCE_IN_PROGRESS,
@@ -651,16 +445,6 @@ _REBALANCED = {
     KafkaError.UNKNOWN_MEMBER_ID,
     KafkaError._ASSIGNMENT_LOST,
 }
-
-
-def _next_done(futures: Sequence[Future[Any]]) -> None:
-    """Block until one more of ``futures`` is done, at most `_KEEP_ALIVE_S`. Only the pending
-    ones are waited for: a done future ends a FIRST_COMPLETED wait at once, and the worker spun
-    through keep-alive polls for the rest of the batch (measured with py-spy on detect_identify:
-    ~60 % of a stage worker's CPU, taken from Triton on a 2-core host)."""
-    pending = [f for f in futures if not f.done()]
-    if pending:
-        wait(pending, _KEEP_ALIVE_S, FIRST_COMPLETED)
 
 
 def _first_offsets(work: list[_Work]) -> dict[tuple[str, int], int]:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
-from cvserve.broker.routes import BrokerStage, route
+from cvserve.broker.routes import BrokerStage, Route, as_route
 from cvserve.broker.stats import WorkerStats
 from cvserve.deploy.process import ManagedProcess, ProcessStartError, poll_until
 
@@ -97,16 +97,20 @@ class WorkerProcess:
 
 @dataclass
 class StageWorkerProcesses:
-    """Workers for every broker stage of ``pipeline``, logs and stats in ``folder``: ``per_stage``
+    """Workers for every broker stage of ``pipeline`` (a `Route`, or the name of a pipeline served
+    as one ensemble), logs and stats in ``folder``: ``per_stage``
     of each (a number, or a number by stage name), or — None — each stage's own ``workers`` (the
     composite file's, as `cvserve tune` chose them; 1 when never tuned).
+
+    Each worker is told the pipeline's name and ``extra_args`` (a pipeline file's ``--file F``):
+    its own entry point resolves them to the same route.
 
     Use as a context manager: workers are started on entry, running (consuming) once `wait_running`
     returns, and stopped on exit.
     """
 
     bootstrap: str
-    pipeline: str
+    pipeline: Route | str
     triton_url: str
     namespace: str
     folder: Path
@@ -118,12 +122,16 @@ class StageWorkerProcesses:
 
     def start(self) -> StageWorkerProcesses:
         self.folder.mkdir(parents=True, exist_ok=True)
-        for stage in route(self.pipeline).stages:
+        for stage in self.route.stages:
             for n in range(self.count(stage)):
                 stats_path = self.folder / f"worker-{stage.name}-{n}.json"
                 command = self.command(stage.name, stats_path)
                 self.workers.append(WorkerProcess.start(stage.name, command, stats_path))
         return self
+
+    @property
+    def route(self) -> Route:
+        return as_route(self.pipeline)
 
     def count(self, stage: BrokerStage) -> int:
         """How many workers ``stage`` gets."""
@@ -138,7 +146,7 @@ class StageWorkerProcesses:
         return self.command_line(
             self.bootstrap,
             self.namespace,
-            self.pipeline,
+            self.route.pipeline,
             stage,
             self.triton_url,
             stats_path,

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from cvserve.broker.producer import ImageProducer, MessageTooLarge
 from cvserve.broker.results import ResultReader, is_complete
+from cvserve.broker.routes import Route
 from cvserve.broker.schema import Message
 from cvserve.preprocess.spec import PreprocessError
 from cvserve.profiling.trace import Trace
@@ -61,7 +62,7 @@ class BrokerClient:
     """The producer and result reader of one pipeline in one namespace (one per run: topics are
     created and partitions assigned once)."""
 
-    def __init__(self, bootstrap: str, pipeline: str, namespace: str) -> None:
+    def __init__(self, bootstrap: str, pipeline: Route | str, namespace: str) -> None:
         self.producer = ImageProducer(bootstrap, pipeline, namespace)
         self.reader = ResultReader(bootstrap, pipeline, namespace, keep=False)
         self.pending: dict[str, BrokerRequest] = {}

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from cvserve.broker.routes import Route, route
+from cvserve.broker.routes import Route, as_route
 from cvserve.deploy.triton_grpc import grpc_client
 from cvserve.pipelines.spec import PipelineSpec
 from cvserve.pipelines.variants import unfused
@@ -115,7 +115,7 @@ def run_broker_point(
 
 
 def run_broker_sweep(
-    pipeline: str,
+    pipeline: Route | str,
     specs: Sequence[PipelineSpec],
     config: SweepConfig,
     image_dir: Path,
@@ -127,7 +127,8 @@ def run_broker_sweep(
     on_plan: Callable[[int, list[str]], None] = lambda n, skipped: None,
     broker: str = "kafka",
 ) -> SweepRun:
-    """Every size × concurrency of ``config`` for ``pipeline`` (served as ``specs``) across
+    """Every size × concurrency of ``config`` for ``pipeline`` (its route, or the name of a
+    pipeline served as one ensemble; served as ``specs``) across
     ``broker`` (`profiling.transports.TRANSPORTS`: ``kafka``, or ``redis`` with ``bootstrap`` a
     Redis URL); ``worker_args`` go to every stage worker (a pipeline file's ``--file F``);
     ``workers_per_stage`` None: each stage's own count (`StageWorkerProcesses`)."""
@@ -137,7 +138,7 @@ def run_broker_sweep(
     images = write_images(config.sizes, image_dir, config.images_per_size)
     placement = served_placement(specs)
     points = [Point(placement, w, h, c) for (w, h) in config.sizes for c in config.concurrency]
-    pipeline_route = route(pipeline)
+    pipeline_route = as_route(pipeline)
     with (
         tempfile.TemporaryDirectory(prefix="cvserve-profile-kafka-") as tmp,
         transport.services(specs, Path(tmp), bootstrap, triton_url) as services,
@@ -146,7 +147,7 @@ def run_broker_sweep(
         stats_client = grpc_client(services.triton_url)
         workers = transport.workers(
             services.bootstrap,
-            pipeline,
+            pipeline_route,
             services.triton_url,
             services.namespace,
             Path(tmp) / "workers",
@@ -155,10 +156,10 @@ def run_broker_sweep(
         )
         try:
             tracer = TritonTracer.attach(stats_client)
-            client_of = transport.client(services.bootstrap, pipeline, services.namespace)
+            client_of = transport.client(services.bootstrap, pipeline_route, services.namespace)
             with workers, client_of as client:
                 workers.wait_running()
-                run = SweepRun(pipeline, config, server=services.triton_url)
+                run = SweepRun(pipeline_route.pipeline, config, server=services.triton_url)
                 for point in points:
                     on_point(point, None)
                     result = run_broker_point(

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from cvserve.broker.redis_results import RedisResultReader
 from cvserve.broker.redis_streams import RedisImageProducer
+from cvserve.broker.routes import Route
 from cvserve.deploy.redis import RedisServer
 from cvserve.pipelines.spec import PipelineSpec
 from cvserve.profiling.broker_services import BrokerServices, run_namespace
@@ -20,7 +21,7 @@ from cvserve.profiling.sweep import serve_traced
 class RedisBrokerClient(BrokerClient):
     """The producer and result reader of one pipeline in one namespace, over Redis Streams."""
 
-    def __init__(self, url: str, pipeline: str, namespace: str) -> None:
+    def __init__(self, url: str, pipeline: Route | str, namespace: str) -> None:
         # The base's state with Redis clients (its own constructor would open Kafka ones).
         self.producer = RedisImageProducer(url, pipeline, namespace)  # type: ignore[assignment]
         self.reader = RedisResultReader(url, pipeline, namespace, keep=False)  # type: ignore[assignment]

@@ -32,7 +32,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from cvserve.broker.routes import route
+from cvserve.broker.routes import Route, as_route
 from cvserve.broker.stats import WorkerStats
 from cvserve.broker.worker_processes import StageWorkerProcesses
 from cvserve.deploy.kafka import DEFAULT_PARTITIONS, kafka_version
@@ -182,7 +182,7 @@ def _run_load(
 
 def measure_composite(
     services: BrokerServices,
-    pipeline: str,
+    pipeline: Route | str,
     counts: dict[str, int],
     images: Sequence[Path],
     goal: Goal,
@@ -192,7 +192,7 @@ def measure_composite(
 ) -> WorkersTrial:
     """One trial: ``counts`` workers per stage in a namespace of their own (fresh topics and
     groups), warmed up, then loaded for ``duration_s`` as ``goal`` says."""
-    tag = "-".join(str(counts[s]) for s in route(pipeline).stage_names)
+    tag = "-".join(str(counts[s]) for s in as_route(pipeline).stage_names)
     namespace = f"{services.namespace}-w{tag}"
     workers = StageWorkerProcesses(
         services.bootstrap,
@@ -237,7 +237,7 @@ def describe(trial: WorkersTrial) -> str:
 
 
 def tune_workers(
-    pipeline: str,
+    pipeline: Route | str,
     specs: Sequence[PipelineSpec],
     goal: Goal,
     size: tuple[int, int] = (640, 480),
@@ -249,11 +249,12 @@ def tune_workers(
     triton_url: str | None = None,
     console: Console | None = None,
 ) -> tuple[WorkersTrial, list[WorkersTrial], BrokerServices]:
-    """The best workers per stage of composite ``pipeline`` (served as ``specs``; a broker and
-    Triton started unless given), every trial, and the services measured."""
+    """The best workers per stage of composite ``pipeline`` (its route; served as ``specs``; a
+    broker and Triton started unless given), every trial, and the services measured."""
+    pipeline = as_route(pipeline)
     console = console or Console(width=None if sys.stdout.isatty() else 140)
     limit = min(max_workers, DEFAULT_PARTITIONS)  # a worker beyond the partitions idles
-    with tempfile.TemporaryDirectory(prefix=f"cvserve-tune-{pipeline}-") as tmp:
+    with tempfile.TemporaryDirectory(prefix=f"cvserve-tune-{pipeline.pipeline}-") as tmp:
         images = write_images([size], Path(tmp) / "images", per_size=4)[size]
         with broker_services(specs, Path(tmp), bootstrap, triton_url) as services:
             for note in services.started:
@@ -265,7 +266,7 @@ def tune_workers(
                 )
 
             best, trials = search_workers(
-                route(pipeline).stage_names,
+                pipeline.stage_names,
                 measure,
                 limit,
                 max_trials,

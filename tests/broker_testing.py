@@ -171,6 +171,26 @@ def every_crop_came_back(reader: object, ids: list[str]) -> bool:
     return True
 
 
+def fanned_out_results(
+    bootstrap: str, route: object, namespace: str, images: list[bytes]
+) -> tuple[list[str], dict[str, list]]:
+    """Submit ``images`` to the fan-out pipeline of ``route`` (a `broker.routes.Route`), read its
+    results until every image has its detection and every crop its result (at most 180 s):
+    (request ids in order, the results by request id)."""
+    from cvserve.broker.producer import ImageProducer
+    from cvserve.broker.results import ResultReader
+
+    with ImageProducer(bootstrap, route, namespace) as producer:  # type: ignore[arg-type]
+        ids = producer.submit(images)
+    with ResultReader(bootstrap, route, namespace) as reader:  # type: ignore[arg-type]
+        wait_until(
+            lambda: every_crop_came_back(reader, ids),
+            180,
+            "a detection result and every crop's embedding per image",
+        )
+        return ids, {i: reader.by_request[i] for i in ids}
+
+
 @dataclass
 class FakeMessage:
     """A consumed record as confluent-kafka's ``Message`` shows it (no broker)."""

@@ -118,3 +118,17 @@ def test_the_checker_sees_function_level_imports_and_cycles(tmp_path: Path) -> N
     order = [["deploy"], ["pipelines.spec"], ["pipelines.app"]]
     assert layer_of("pipelines.app.cli", order) == 2
     assert layer_of("pipelines.catalog", order) is None
+
+
+def test_broker_reads_no_catalog_only_the_spec() -> None:
+    """A route is handed to the broker by the app: broker/ imports of pipelines/ are the spec's
+    types, never the catalog (which parses every shipped file) nor a file reader."""
+    mods = modules()
+    reads = sorted(
+        f"{module} -> {target}"
+        for module, path in mods.items()
+        if module.startswith("broker.")
+        for target in imports(path, set(mods))
+        if target.startswith("pipelines.") and target != "pipelines.spec"
+    )
+    assert not reads, "broker/ imports more of pipelines/ than its spec:\n  " + "\n  ".join(reads)

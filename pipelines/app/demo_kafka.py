@@ -20,6 +20,7 @@ from cvserve.broker.results import ResultReader, is_complete
 from cvserve.broker.schema import Message, decode_outputs
 from cvserve.broker.worker_processes import StageWorkerProcesses
 from cvserve.deploy.process import poll_until
+from cvserve.pipelines.app.pipeline_args import catalog_route
 
 PIPELINE = "detect_identify"
 
@@ -34,12 +35,13 @@ def run_kafka_demo(
 ) -> None:
     """Submit ``images`` (name, bytes) to detect_identify and print what came back."""
     namespace = f"demo{int(time.time())}"
-    workers = StageWorkerProcesses(bootstrap, PIPELINE, triton_url, namespace, workdir / "workers")
+    route = catalog_route(PIPELINE)
+    workers = StageWorkerProcesses(bootstrap, route, triton_url, namespace, workdir / "workers")
     with workers:
         workers.wait_running()  # joined their consumer groups: the hops below are the pipeline's
-        with ImageProducer(bootstrap, PIPELINE, namespace) as producer:
+        with ImageProducer(bootstrap, route, namespace) as producer:
             ids = producer.submit([data for _, data in images])
-        with ResultReader(bootstrap, PIPELINE, namespace) as reader:
+        with ResultReader(bootstrap, route, namespace) as reader:
 
             def complete() -> bool:
                 reader.poll()  # blocks briefly: no pause needed between polls

@@ -16,17 +16,15 @@ import glob
 import json
 import logging
 import os
-import signal
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
 from cvserve.broker.worker_config import WorkerConfig
 from cvserve.deploy.kafka import DEFAULT_HEAP_MB, DEFAULT_PARTITIONS
-from cvserve.pipelines.app.run_command import run_command
-from cvserve.pipelines.app.worker_args import WORKER_DEFAULTS, add_worker_options
+from cvserve.pipelines.app.run_command import run_command, stop_event
+from cvserve.pipelines.app.worker_args import WORKER_DEFAULTS, add_worker_options, run_worker
 
 BOOTSTRAP_ENV = "CVSERVE_KAFKA_BOOTSTRAP"
 # Where `deploy.kafka.kafka_home` puts broker state and worker stats, in words.
@@ -62,14 +60,6 @@ def bootstrap_address(args: argparse.Namespace, check: bool = True) -> str:
     if check:
         check_connection(bootstrap, timeout_s=30.0)
     return bootstrap
-
-
-def _stop_event() -> threading.Event:
-    """Set by SIGTERM or SIGINT (Ctrl-C)."""
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
-    return stop
 
 
 def _state_dir(args: argparse.Namespace) -> Path:
@@ -124,7 +114,7 @@ def cmd_kafka_start(args: argparse.Namespace) -> int:
     if not args.foreground:
         return 0  # the JVMs run on in their own sessions; 'cvserve kafka stop' ends them
     print("running in the foreground; Ctrl-C stops it", flush=True)
-    stop = _stop_event()
+    stop = stop_event()
     while not stop.wait(1.0):
         for node in cluster.nodes:
             if not node.is_running():
@@ -176,11 +166,10 @@ def cmd_kafka_status(args: argparse.Namespace) -> int:
 
 
 def cmd_kafka_topics(args: argparse.Namespace) -> int:
-    from cvserve.broker.routes import route
     from cvserve.broker.topics import Topics, default_namespace, ensure_topics
 
     topics = Topics(args.pipeline, args.namespace or default_namespace())
-    names = topics.all(route(args.pipeline).stage_names)
+    names = topics.all(args.route.stage_names)
     created = set(ensure_topics(bootstrap_address(args), names, partitions=args.partitions))
     for name in names:
         print(f"{name}{'  (created)' if name in created else ''}")
@@ -195,7 +184,7 @@ def cmd_kafka_lag(args: argparse.Namespace) -> int:
     from cvserve.broker.stats import default_stats_dir
 
     console = Console()
-    rows = pipeline_lag(bootstrap_address(args), args.pipeline, args.namespace)
+    rows = pipeline_lag(bootstrap_address(args), args.route, args.namespace)
     workers = [
         w
         for w in live_workers(Path(args.stats_dir or default_stats_dir()))
@@ -267,7 +256,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
     failures = 0
     sent: list[tuple[str, Path, Any]] = []
     interval = 1.0 / args.rate if args.rate else 0.0
-    with ImageProducer(bootstrap_address(args), args.pipeline, args.namespace) as producer:
+    with ImageProducer(bootstrap_address(args), args.route, args.namespace) as producer:
         progress = Progress(
             TextColumn("submit"), BarColumn(), MofNCompleteColumn(), console=console
         )
@@ -304,59 +293,26 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from cvserve.broker.routes import route
     from cvserve.broker.stats import default_stats_dir
     from cvserve.broker.worker import StageWorker
 
-    logging.basicConfig(
-        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
     # librdkafka's info lines (disconnects it recovers from) would hide ours.
     logging.getLogger("cvserve.kafka").setLevel(logging.WARNING)
-    from cvserve.broker.crops import CROP_BACKEND_ENV, CROP_BACKENDS
+    bootstrap = bootstrap_address(args)
 
-    if args.crop_backend:
-        os.environ[CROP_BACKEND_ENV] = args.crop_backend
-    crop_backend = os.environ.get(CROP_BACKEND_ENV, "auto")
-    if crop_backend not in ("auto", *CROP_BACKENDS):  # else every crop would be dead-lettered
-        raise SystemExit(
-            f"cvserve worker: {CROP_BACKEND_ENV}={crop_backend!r}: choose auto or one of "
-            f"{list(CROP_BACKENDS)}"
-        )
-    pipeline_route = route(args.pipeline)
-    stage = args.stage or pipeline_route.first.name
-    config = WorkerConfig(
-        batch_size=args.batch_size,
-        max_in_flight=args.max_in_flight,
+    def start(stage: str, config: WorkerConfig, options: Any) -> StageWorker:
+        return StageWorker(bootstrap, args.route, stage, args.triton_url, config, **options)
+
+    return run_worker(
+        args,
+        "worker",
+        args.route,
+        default_stats_dir(),
+        start,
         session_timeout_ms=args.session_timeout_ms,
         heartbeat_interval_ms=args.heartbeat_interval_ms,
         max_poll_interval_ms=args.max_poll_interval_ms,
-        call_timeout_s=args.call_timeout,
     )
-    stop = _stop_event()
-    worker = StageWorker(
-        bootstrap_address(args),
-        pipeline_route,
-        stage,
-        args.triton_url,
-        config=config,
-        namespace=args.namespace,
-        stats_path=Path(args.stats_file)
-        if args.stats_file
-        else default_stats_dir() / f"{args.pipeline}.{stage}.{os.getpid()}.json",
-        metrics_address=None if args.metrics_address == "off" else args.metrics_address,
-    )
-    stats = worker.run(stop)
-    logging.getLogger(__name__).info(
-        "worker %s stopped: consumed %d, results %d, forwarded %d, dead letters %d, retries %d",
-        stats.pid,
-        stats.consumed,
-        stats.results,
-        stats.forwarded,
-        stats.dead_lettered,
-        stats.retries,
-    )
-    return 0
 
 
 def result_json(message: Any) -> dict[str, Any]:
@@ -375,30 +331,37 @@ def result_json(message: Any) -> dict[str, Any]:
     }
 
 
-def cmd_results(args: argparse.Namespace) -> int:
-    from cvserve.broker.results import ResultReader
+def reading_options(args: argparse.Namespace, command: str) -> dict[str, Any]:
+    """How ``cvserve [redis] results`` reads, whatever the broker: from the beginning unless
+    ``--from-end``, remembering recent ids only, naming each skipped record on stderr."""
 
     def skipped(record: Any, reason: str) -> None:
-        print(f"cvserve results: skipped {record.source}: {reason}", file=sys.stderr, flush=True)
+        print(f"cvserve {command}: skipped {record.source}: {reason}", file=sys.stderr, flush=True)
 
-    stop = _stop_event()
-    reader = ResultReader(
-        bootstrap_address(args),
-        args.pipeline,
-        args.namespace,
-        from_beginning=not args.from_end,
-        keep=False,
-        on_malformed=skipped,
-    )
+    return {"from_beginning": not args.from_end, "keep": False, "on_malformed": skipped}
+
+
+def print_results(reader: Any, args: argparse.Namespace, command: str, records: str) -> None:
+    """Print each unique result ``reader`` (a `UniqueResults`) reads as a JSON line, until
+    ``--idle-timeout`` passes without one (``--follow``: until Ctrl-C); then the counts, what is
+    not a result called ``records``, on stderr."""
     with reader:
         idle = None if args.follow else args.idle_timeout
-        for message in reader.follow(stop, idle_timeout_s=idle):
+        for message in reader.follow(stop_event(), idle_timeout_s=idle):
             print(json.dumps(result_json(message)), flush=True)
     print(
         f"{reader.seen.added} unique result(s), {reader.duplicates} duplicate(s) dropped, "
-        f"{reader.malformed} record(s) that are not results skipped",
+        f"{reader.malformed} {records} that are not results skipped",
         file=sys.stderr,
     )
+
+
+def cmd_results(args: argparse.Namespace) -> int:
+    from cvserve.broker.results import ResultReader
+
+    options = reading_options(args, "results")
+    reader = ResultReader(bootstrap_address(args), args.route, args.namespace, **options)
+    print_results(reader, args, "results", "record(s)")
     return 0
 
 
@@ -435,13 +398,14 @@ def _add_broker_options(parser: argparse.ArgumentParser, pipeline: bool = True) 
 
 
 def _named(command: Any, name: str) -> Any:
-    """``command`` with ``args.pipeline`` set from ``--file`` when one is given (its composite
-    registered, so the route is the file's)."""
+    """``command`` with ``args.route`` the route of ``--file`` or ``--pipeline``
+    (`pipeline_args.pipeline_route`) and ``args.pipeline`` its name."""
 
     def run(args: argparse.Namespace) -> int:
-        from cvserve.pipelines.app.pipeline_args import pipeline_name
+        from cvserve.pipelines.app.pipeline_args import pipeline_route
 
-        args.pipeline = pipeline_name(args, name)
+        args.route = pipeline_route(args, name)
+        args.pipeline = args.route.pipeline
         return command(args)
 
     return run

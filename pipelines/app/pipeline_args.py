@@ -8,7 +8,7 @@ import argparse
 from dataclasses import dataclass
 from pathlib import Path
 
-from cvserve.broker.routes import register_composite
+from cvserve.broker.routes import Route, composite_route, named_route, single_ensemble
 from cvserve.models.params import PRECISIONS, TARGET_ENGINES, DnnParams, PostprocessParams
 from cvserve.pipelines.catalog import (
     COMPOSITES,
@@ -17,6 +17,7 @@ from cvserve.pipelines.catalog import (
     composite_of,
     resolve,
     shipped,
+    shipped_composites,
 )
 from cvserve.pipelines.host import Host, this_machine
 from cvserve.pipelines.pipeline_file import CompositeFile, PipelineFileError, load_file
@@ -48,6 +49,13 @@ class Chosen:
     def worker_args(self) -> tuple[str, ...]:
         """What a stage worker started for it needs to find its route."""
         return ("--file", str(self.file)) if self.file else ()
+
+    @property
+    def route(self) -> Route:
+        """Its broker route: the composite's stages, else its one ensemble."""
+        if self.composite is not None:
+            return composite_route(self.composite)
+        return single_ensemble(self.name)
 
 
 # Pipeline options no command line gives (a `PreprocessSpec`, a renamed ensemble): an argument
@@ -90,8 +98,8 @@ def chosen(
     args: argparse.Namespace, command: str, host: Host | None = None, **options: object
 ) -> Chosen:
     """The pipeline ``args`` name (``--file`` over ``--pipeline``), built with the command's
-    options (``options`` over those parsed) for ``host`` (None: this machine; `catalog.resolve`);
-    a composite is registered for its route."""
+    options (``options`` over those parsed) for ``host`` (None: this machine;
+    `catalog.resolve`)."""
     merged = {**options_of(args), **options}
     file = getattr(args, "file", None)
     host = host or this_machine()
@@ -105,8 +113,6 @@ def chosen(
             composite, specs = resolve(shipped(name), host, shipped_as=name, **merged)
     except (PipelineFileError, KeyError) as exc:
         raise _fail(command, exc) from None
-    if composite is not None:
-        register_composite(composite)
     return Chosen(name, composite, specs, path)
 
 
@@ -122,19 +128,38 @@ def one_spec(args: argparse.Namespace, command: str) -> PipelineSpec:
     return c.specs[0]
 
 
-def pipeline_name(args: argparse.Namespace, command: str) -> str:
-    """The pipeline name of ``--file`` (parsed, nothing built; its composite registered) or
-    ``--pipeline``: for the broker commands, which need only names."""
+def catalog_route(name: str, host: Host | None = None) -> Route:
+    """The broker route of the shipped pipeline ``name``: its composite's stages, with the
+    workers `cvserve tune` stored for ``host`` (None: this machine) where the file sets none,
+    else its one ensemble."""
+    return named_route(name, shipped_composites(host or this_machine()))
+
+
+def file_route(file: Path | str) -> Route:
+    """The broker route of pipeline file ``file`` (parsed, nothing built): a composite file's
+    stages, else its one ensemble. `PipelineFileError` for a file cvserve cannot read."""
+    loaded = load_file(file)
+    if isinstance(loaded, CompositeFile):
+        return composite_route(composite_of(loaded))
+    return single_ensemble(loaded.name)
+
+
+def pipeline_route(args: argparse.Namespace, command: str) -> Route:
+    """The broker route of ``--file`` (parsed, nothing built) or ``--pipeline`` (the catalog's
+    composite of that name, else its one ensemble): for the broker commands, which need only
+    routes and names. Every broker class and worker is handed this route."""
     file = getattr(args, "file", None)
     if not file:
-        return args.pipeline
+        return catalog_route(args.pipeline)
     try:
-        loaded = load_file(file)
+        return file_route(file)
     except PipelineFileError as exc:
         raise _fail(command, exc) from None
-    if isinstance(loaded, CompositeFile):
-        register_composite(composite_of(loaded))
-    return loaded.name
+
+
+def pipeline_name(args: argparse.Namespace, command: str) -> str:
+    """The pipeline name of ``--file`` or ``--pipeline`` (`pipeline_route`)."""
+    return pipeline_route(args, command).pipeline
 
 
 def class_names(spec: PipelineSpec) -> list[str]:

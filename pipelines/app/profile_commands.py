@@ -68,7 +68,6 @@ def cmd_profile(args: argparse.Namespace) -> int:
     options = {"arch": args.arch, "max_batch_size": args.max_batch_size}
     options["instances"] = args.instances
     chosen_pipeline = chosen(args, "profile", **options)
-    name = chosen_pipeline.name
     over_kafka = (
         args.kafka is not None or args.broker == "redis" or chosen_pipeline.composite is not None
     )
@@ -133,7 +132,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
         with progress, tempfile.TemporaryDirectory(prefix="cvserve-profile-images-") as images:
             if over_kafka:
                 run = run_broker_sweep(
-                    name,
+                    chosen_pipeline.route,
                     specs,
                     config,
                     Path(images),

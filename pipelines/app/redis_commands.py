@@ -10,8 +10,6 @@ The server's address comes from ``--redis-url``, else ``$CVSERVE_REDIS_URL``, el
 from __future__ import annotations
 
 import argparse
-import json
-import logging
 import os
 import sys
 import tempfile
@@ -20,15 +18,12 @@ from pathlib import Path
 from typing import Any
 
 from cvserve.broker.redis_worker import DEFAULT_CLAIM_IDLE_MS
+from cvserve.broker.routes import Route
 from cvserve.broker.worker_config import WorkerConfig
 from cvserve.pipelines.app.hop_bench_args import add_warmup_bound
-from cvserve.pipelines.app.kafka_commands import (
-    _stop_event,
-    expand_paths,
-    result_json,
-)
-from cvserve.pipelines.app.run_command import run_command
-from cvserve.pipelines.app.worker_args import add_worker_options
+from cvserve.pipelines.app.kafka_commands import expand_paths, print_results, reading_options
+from cvserve.pipelines.app.run_command import run_command, stop_event
+from cvserve.pipelines.app.worker_args import add_worker_options, run_worker
 
 REDIS_URL_ENV = "CVSERVE_REDIS_URL"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379"
@@ -41,10 +36,10 @@ def redis_url(args: argparse.Namespace) -> str:
     )
 
 
-def _pipeline(args: argparse.Namespace, command: str) -> str:
-    from cvserve.pipelines.app.pipeline_args import pipeline_name
+def _route(args: argparse.Namespace, command: str) -> Route:
+    from cvserve.pipelines.app.pipeline_args import pipeline_route
 
-    return pipeline_name(args, command)
+    return pipeline_route(args, command)
 
 
 def cmd_redis_start(args: argparse.Namespace) -> int:
@@ -58,7 +53,7 @@ def cmd_redis_start(args: argparse.Namespace) -> int:
         print(f"cvserve redis start: {exc}", file=sys.stderr)
         return 1
     print(f"Redis ready: {server.url} (no persistence), log {server.log_path}; Ctrl-C stops it")
-    stop = _stop_event()
+    stop = stop_event()
     while not stop.wait(1.0):
         if not server.running():
             print(f"redis-server exited; log {server.log_path}", file=sys.stderr)
@@ -68,53 +63,20 @@ def cmd_redis_start(args: argparse.Namespace) -> int:
 
 
 def cmd_redis_worker(args: argparse.Namespace) -> int:
-    from cvserve.broker.crops import CROP_BACKEND_ENV
     from cvserve.broker.redis_worker import RedisStageWorker
-    from cvserve.broker.routes import route
     from cvserve.broker.stats import default_stats_dir
 
-    logging.basicConfig(
-        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    if args.crop_backend:
-        os.environ[CROP_BACKEND_ENV] = args.crop_backend
-    pipeline = _pipeline(args, "redis worker")
-    pipeline_route = route(pipeline)
-    stage = args.stage or pipeline_route.first.name
-    config = WorkerConfig(
-        batch_size=args.batch_size,
-        max_in_flight=args.max_in_flight,
-        call_timeout_s=args.call_timeout,
-    )
-    stats_path = (
-        Path(args.stats_file)
-        if args.stats_file
-        # Beside the Kafka workers' folder, not in it: `cvserve kafka lag` lists that one.
-        else default_stats_dir().with_name("redis-workers")
-        / f"{pipeline}.{stage}.{os.getpid()}.json"
-    )
-    worker = RedisStageWorker(
-        redis_url(args),
-        pipeline_route,
-        stage,
-        args.triton_url,
-        config=config,
-        namespace=args.namespace,
-        stats_path=stats_path,
-        claim_idle_ms=args.claim_idle_ms,
-        metrics_address=None if args.metrics_address == "off" else args.metrics_address,
-    )
-    stats = worker.run(_stop_event())
-    logging.getLogger(__name__).info(
-        "worker %s stopped: consumed %d, claimed %d, results %d, forwarded %d, dead letters %d",
-        stats.pid,
-        stats.consumed,
-        stats.claimed,
-        stats.results,
-        stats.forwarded,
-        stats.dead_lettered,
-    )
-    return 0
+    route, url = _route(args, "redis worker"), redis_url(args)
+
+    def start(stage: str, config: WorkerConfig, options: Any) -> RedisStageWorker:
+        claim_idle_ms = args.claim_idle_ms
+        return RedisStageWorker(
+            url, route, stage, args.triton_url, config, claim_idle_ms, **options
+        )
+
+    # Beside the Kafka workers' folder, not in it: `cvserve kafka lag` lists that one.
+    stats_dir = default_stats_dir().with_name("redis-workers")
+    return run_worker(args, "redis worker", route, stats_dir, start)
 
 
 def cmd_redis_submit(args: argparse.Namespace) -> int:
@@ -127,7 +89,7 @@ def cmd_redis_submit(args: argparse.Namespace) -> int:
         raise SystemExit("cvserve redis submit: no files to send")
     failures = 0
     with RedisImageProducer(
-        redis_url(args), _pipeline(args, "redis submit"), args.namespace
+        redis_url(args), _route(args, "redis submit"), args.namespace
     ) as producer:
         for path in paths:
             try:
@@ -149,26 +111,9 @@ def cmd_redis_submit(args: argparse.Namespace) -> int:
 def cmd_redis_results(args: argparse.Namespace) -> int:
     from cvserve.broker.redis_results import RedisResultReader
 
-    def skipped(record: Any, reason: str) -> None:
-        print(f"cvserve redis results: skipped {record.source}: {reason}", file=sys.stderr)
-
-    reader = RedisResultReader(
-        redis_url(args),
-        _pipeline(args, "redis results"),
-        args.namespace,
-        from_beginning=not args.from_end,
-        keep=False,
-        on_malformed=skipped,
-    )
-    with reader:
-        idle = None if args.follow else args.idle_timeout
-        for message in reader.follow(_stop_event(), idle_timeout_s=idle):
-            print(json.dumps(result_json(message)), flush=True)
-    print(
-        f"{reader.seen.added} unique result(s), {reader.duplicates} duplicate(s) dropped, "
-        f"{reader.malformed} entr(ies) that are not results skipped",
-        file=sys.stderr,
-    )
+    route, options = _route(args, "redis results"), reading_options(args, "redis results")
+    reader = RedisResultReader(redis_url(args), route, args.namespace, **options)
+    print_results(reader, args, "redis results", "entr(ies)")
     return 0
 
 

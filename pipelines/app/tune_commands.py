@@ -98,7 +98,7 @@ def _tune_composite(args: argparse.Namespace, goal: Goal, first: Chosen) -> int:
     duration = args.duration if args.duration is not None else 10.0
     try:
         best, trials, services = tune_workers(
-            first.name,
+            first.route,
             first.specs,
             goal,
             args.size,

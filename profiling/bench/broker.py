@@ -19,9 +19,9 @@ from typing import Any
 import numpy as np
 from rich.console import Console
 
-from cvserve.broker.routes import route
+from cvserve.broker.routes import Route, named_route
 from cvserve.deploy.kafka import kafka_version
-from cvserve.pipelines.catalog import pipeline_specs
+from cvserve.pipelines.catalog import COMPOSITES, pipeline_specs
 from cvserve.profiling.broker_services import BrokerServices
 from cvserve.profiling.kafkaload import closed_loop_over_broker, warm_up
 from cvserve.profiling.kafkasweep import FAN_OUT
@@ -34,7 +34,7 @@ from cvserve.profiling.transports import TRANSPORTS
 
 def measure_workers(
     services: BrokerServices,
-    pipeline: str,
+    pipeline: Route,
     per_stage: int,
     images: Sequence[Path],
     concurrency: int,
@@ -129,6 +129,7 @@ def bench_broker_pipeline(
     (``out`` or ``runs/bench-<pipeline>-<time>.json``)."""
     console = console or Console()
     specs = pipeline_specs(pipeline, arch=arch, **FAN_OUT)
+    pipeline_route = named_route(pipeline, COMPOSITES)
     rows = []
     with tempfile.TemporaryDirectory(prefix=f"cvserve-bench-{pipeline}-") as tmp:
         images = write_images([size], Path(tmp) / "images", per_size=4)[size]
@@ -138,7 +139,7 @@ def bench_broker_pipeline(
             for per_stage in workers:
                 row = measure_workers(
                     services,
-                    pipeline,
+                    pipeline_route,
                     per_stage,
                     images,
                     concurrency,
@@ -154,7 +155,7 @@ def bench_broker_pipeline(
     report = {
         "benchmark": f"{pipeline}-over-{broker}",
         "pipeline": pipeline,
-        "stages": route(pipeline).stage_names,
+        "stages": pipeline_route.stage_names,
         "served": {spec.name: spec.description for spec in specs},
         "fan_out": FAN_OUT,
         "size": "{}x{}".format(*size),

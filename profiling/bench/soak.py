@@ -31,11 +31,11 @@ from rich.console import Console
 
 from cvserve.broker.lag import LagProbe
 from cvserve.broker.producer import MessageTooLarge
-from cvserve.broker.routes import route
+from cvserve.broker.routes import named_route
 from cvserve.broker.worker_processes import StageWorkerProcesses
 from cvserve.deploy.kafka import KafkaBroker
 from cvserve.deploy.process import pid_alive
-from cvserve.pipelines.catalog import pipeline_specs
+from cvserve.pipelines.catalog import COMPOSITES, pipeline_specs
 from cvserve.preprocess.spec import PreprocessError
 from cvserve.profiling.broker_services import run_namespace
 from cvserve.profiling.kafkaload import BrokerClient, warm_up
@@ -160,8 +160,10 @@ def soak(
     ):
         images = write_images([size], Path(tmp) / "images", per_size=4)[size]
         namespace = run_namespace()
-        workers = StageWorkerProcesses(address, pipeline, url, namespace, Path(tmp) / "workers")
-        with workers, BrokerClient(address, pipeline, namespace) as client:
+        pipeline_route = named_route(pipeline, COMPOSITES)
+        folder = Path(tmp) / "workers"
+        workers = StageWorkerProcesses(address, pipeline_route, url, namespace, folder)
+        with workers, BrokerClient(address, pipeline_route, namespace) as client:
             workers.wait_running()
             warm_up(client, images, requests=2, timeout_s=180)
             roots = {**started, **(watch or {}), "client": os.getpid()}
@@ -175,7 +177,7 @@ def soak(
                 + ", ".join(sorted(processes))
             )
             samples = SoakSamples()
-            probe = LagProbe(address, pipeline, namespace)
+            probe = LagProbe(address, pipeline_route, namespace)
             try:
                 submitted, completed, errors = _run(
                     client, images, rate, duration_s, sample_s, drain_s, samples, processes,
@@ -192,7 +194,7 @@ def soak(
     report: dict[str, Any] = {
         "benchmark": "soak",
         "pipeline": pipeline,
-        "stages": route(pipeline).stage_names,
+        "stages": pipeline_route.stage_names,
         "size": "{}x{}".format(*size),
         "rate_images_per_s": rate,
         "minutes": minutes,

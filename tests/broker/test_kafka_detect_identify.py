@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from broker_testing import every_crop_came_back, small_jpegs, wait_until
+from broker_testing import fanned_out_results, small_jpegs
 
 from cvserve.broker.crops import cut_crops
-from cvserve.broker.producer import ImageProducer
-from cvserve.broker.results import ResultReader
 from cvserve.broker.schema import decode_outputs
 from cvserve.deploy.kafka import KafkaBroker
 from cvserve.models.client import PipelineClient
+from cvserve.pipelines.app.pipeline_args import catalog_route
 from cvserve.preprocess.tensors import BOXES, COUNT, EMBEDDING, SCORES
 
 pytestmark = [pytest.mark.kafka, pytest.mark.server]
@@ -30,16 +29,7 @@ def test_crops_of_every_image_reach_identify_and_come_back_tied_to_their_request
     for stage in ("detect", "identify"):
         start_worker(triton_url, "--pipeline", PIPELINE, "--stage", stage)
     images = small_jpegs(4, first_seed=900)
-    with ImageProducer(kafka.bootstrap, PIPELINE, namespace) as producer:
-        ids = producer.submit(images)
-
-    with ResultReader(kafka.bootstrap, PIPELINE, namespace) as reader:
-        wait_until(
-            lambda: every_crop_came_back(reader, ids),
-            180,
-            "a detection result and every crop's embedding per image",
-        )
-        results = {i: reader.by_request[i] for i in ids}
+    ids, results = fanned_out_results(kafka.bootstrap, catalog_route(PIPELINE), namespace, images)
 
     identify = PipelineClient(triton_url, task_specs["identify"])
     fan_out = []

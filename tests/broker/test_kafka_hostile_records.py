@@ -325,6 +325,33 @@ def test_requests_sharing_an_id_are_both_answered_and_crop_indices_are_checked(
     assert code == 0 and [line["request_id"] for line in lines] == ["shared"] * 3, err
 
 
+def test_a_producer_retry_is_answered_twice_but_read_and_printed_once(
+    kafka: KafkaBroker, triton_url, start_worker, namespace, tmp_path: Path
+) -> None:
+    """A producer that timed out writes the same request (id, trace, image) again at another
+    offset: the worker answers both records, readers keep one; another image under the same id
+    stays a result of its own (identity by request id, crop and input digest)."""
+    start_worker(triton_url)
+    first, second = small_jpegs(2, first_seed=820)
+    with ImageProducer(kafka.bootstrap, PIPELINE, namespace) as producer:
+        retried = producer.message(first)
+        other = dataclasses.replace(producer.message(second), request_id=retried.request_id)
+        sent = [producer.send_message(m) for m in (retried, retried, other)]
+        producer.wait(sent, timeout_s=60)
+    on_topic = results_by_origin(kafka.bootstrap, namespace, 3)
+    assert len(on_topic) == 3  # answered at three offsets
+    with ResultReader(kafka.bootstrap, PIPELINE, namespace) as reader:
+        wait_until(
+            lambda: reader.poll() is not None and reader.duplicates == 1,
+            90,
+            "the retried request read once",
+        )
+        assert len(reader.by_request[retried.request_id]) == 2
+    code, lines, err, _ = cvserve_results(kafka.bootstrap, namespace, tmp_path)
+    assert code == 0 and [line["request_id"] for line in lines] == [retried.request_id] * 2, err
+    assert "1 duplicate(s) dropped" in err
+
+
 def test_a_triton_slower_than_the_poll_interval_answers_each_request_once(
     kafka: KafkaBroker, triton_url, start_worker, namespace
 ) -> None:

@@ -15,11 +15,11 @@ from cvserve.broker.clients import (
 )
 from cvserve.broker.producer import MessageTooLarge, check_size
 from cvserve.broker.results import RecentKeys
-from cvserve.broker.routes import route
 from cvserve.broker.topics import Topics, ensure_topics
 from cvserve.deploy.kafka import KafkaBroker
 from cvserve.deploy.kafka_limits import LIMITS, MessageLimits
 from cvserve.pipelines.app.kafka_commands import expand_paths
+from cvserve.pipelines.app.pipeline_args import catalog_route
 from cvserve.pipelines.catalog import COMPOSITES
 
 
@@ -65,7 +65,7 @@ def test_topic_and_group_names_derive_from_pipeline_and_stage() -> None:
 
 
 def test_a_single_ensemble_pipeline_is_one_stage_named_like_it() -> None:
-    classify = route("classify")
+    classify = catalog_route("classify")
     assert classify.stage_names == ["classify"] and classify.first.ensemble == "classify"
     with pytest.raises(KeyError, match="no broker stage 'detect'"):
         classify.stage("detect")
@@ -129,7 +129,7 @@ def test_leadership_moves_are_retried_other_errors_raised() -> None:
 
 def test_composite_routes_come_from_the_catalogs_composite_spec() -> None:
     for name, composite in COMPOSITES.items():
-        composite_route = route(name)
+        composite_route = catalog_route(name)
         assert composite_route.pipeline == name
         assert tuple(composite_route.stage_names) == composite.parts
         assert [s.ensemble for s in composite_route.stages] == list(composite.parts)

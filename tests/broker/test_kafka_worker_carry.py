@@ -7,9 +7,9 @@ from __future__ import annotations
 from broker_testing import FakeMessage
 from confluent_kafka import TopicPartition
 
-from cvserve.broker.routes import route
 from cvserve.broker.worker import StageWorker
 from cvserve.broker.worker_config import WorkerConfig
+from cvserve.pipelines.app.pipeline_args import catalog_route
 
 TOPIC = "in"
 
@@ -36,7 +36,7 @@ class Backlog:
 
 def worker(**config: int) -> StageWorker:
     return StageWorker(
-        "127.0.0.1:1", route("classify"), "classify", "127.0.0.1:2", WorkerConfig(**config)
+        "127.0.0.1:1", catalog_route("classify"), "classify", "127.0.0.1:2", WorkerConfig(**config)
     )
 
 

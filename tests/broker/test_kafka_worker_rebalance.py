@@ -10,9 +10,9 @@ from broker_testing import FakeMessage
 from confluent_kafka import TopicPartition
 
 from cvserve.broker.polling import Polled, poll_records
-from cvserve.broker.routes import route
 from cvserve.broker.schema import Record
 from cvserve.broker.worker import StageWorker, _Work
+from cvserve.pipelines.app.pipeline_args import catalog_route
 
 TOPIC = "in"
 
@@ -73,7 +73,7 @@ def handled_batches(consumer: ScriptedConsumer, worker: StageWorker) -> list[tup
 
 
 def new_worker() -> StageWorker:
-    return StageWorker("127.0.0.1:1", route("classify"), "classify", "127.0.0.1:2")
+    return StageWorker("127.0.0.1:1", catalog_route("classify"), "classify", "127.0.0.1:2")
 
 
 def test_a_partition_given_back_mid_poll_is_read_again_from_its_first_dropped_record() -> None:

@@ -9,9 +9,9 @@ from concurrent.futures import Future
 
 import pytest
 
-from cvserve.broker.routes import route
 from cvserve.broker.worker import BatchAbandoned, StageWorker
 from cvserve.broker.worker_config import WorkerConfig
+from cvserve.pipelines.app.pipeline_args import catalog_route
 
 GRACE_S = 0.5
 
@@ -34,7 +34,7 @@ class IdleConsumer:
 def test_stop_grace_is_wall_clock_seconds_not_producer_returns() -> None:
     worker = StageWorker(
         "127.0.0.1:1",
-        route("classify"),
+        catalog_route("classify"),
         "classify",
         "127.0.0.1:2",
         WorkerConfig(stop_grace_s=GRACE_S),

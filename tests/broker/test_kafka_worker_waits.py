@@ -12,9 +12,9 @@ import numpy as np
 from broker_testing import small_jpegs
 
 from cvserve.broker.producer import image_message
-from cvserve.broker.routes import route
 from cvserve.broker.schema import Record
 from cvserve.broker.worker import _KEEP_ALIVE_S, StageWorker, _Work
+from cvserve.pipelines.app.pipeline_args import catalog_route
 
 SLOW_S = 3 * _KEEP_ALIVE_S
 
@@ -37,7 +37,7 @@ class UnevenCaller:
 
 
 def test_a_batch_with_one_slow_call_polls_about_once_per_keep_alive_period() -> None:
-    worker = StageWorker("127.0.0.1:1", route("classify"), "classify", "127.0.0.1:2")
+    worker = StageWorker("127.0.0.1:1", catalog_route("classify"), "classify", "127.0.0.1:2")
     work = []
     for n, (image, name) in enumerate(zip(small_jpegs(2), ("fast", "slow"), strict=True)):
         message = image_message(image, "classify", "classify")

@@ -10,9 +10,9 @@ import pytest
 import yaml
 from manifest_validation import check_compose
 
-from cvserve.broker.routes import route
 from cvserve.pipelines.app.manifests.compose import compose_document, write_compose
 from cvserve.pipelines.app.manifests.plan import ManifestError, plan_deployment
+from cvserve.pipelines.app.pipeline_args import catalog_route
 from cvserve.pipelines.pipeline_file import SHIPPED
 
 BASE = Path(__file__).resolve().parents[2] / "deploy" / "compose.yaml"
@@ -37,7 +37,8 @@ def test_one_worker_service_per_stage_with_replicas_and_a_readiness_check() -> N
     plan = plan_deployment(SHIPPED / "detect_identify.yaml")
     document = compose_document(plan, replicas={"identify": 3})
     workers = {n: s for n, s in document["services"].items() if n.startswith("worker-")}
-    assert sorted(workers) == sorted(f"worker-{s}" for s in route("detect_identify").stage_names)
+    stages = catalog_route("detect_identify").stage_names
+    assert sorted(workers) == sorted(f"worker-{s}" for s in stages)
     assert workers["worker-identify"]["deploy"]["replicas"] == 3
     assert workers["worker-detect"]["deploy"]["replicas"] == 1
     for name, service in workers.items():

@@ -15,7 +15,6 @@ import pytest
 import yaml
 from manifest_validation import ManifestInvalid, crd_schemas, validate_document
 
-from cvserve.broker.routes import route
 from cvserve.broker.topics import Topics
 from cvserve.deploy.kafka import DEFAULT_PARTITIONS, replication_for
 from cvserve.deploy.kafka_client_config import SECURITY_SETTINGS, env_name
@@ -27,6 +26,7 @@ from cvserve.pipelines.app.manifests.plan import (
     ScalingOptions,
     plan_deployment,
 )
+from cvserve.pipelines.app.pipeline_args import catalog_route, file_route
 from cvserve.pipelines.pipeline_file import SHIPPED
 
 Document = dict[str, Any]
@@ -59,7 +59,7 @@ def test_every_generated_object_validates_against_its_schema(name: str) -> None:
     docs = documents(SHIPPED / name)
     for document in docs:
         validate_document(document)
-    stages = len(route(Path(name).stem).stage_names)
+    stages = len(catalog_route(Path(name).stem).stage_names)
     kinds = [d["kind"] for d in docs]
     assert kinds.count("Deployment") == kinds.count("ScaledObject") == stages
     assert {"Kafka", "KafkaNodePool", "KafkaTopic", "KafkaUser", "NetworkPolicy"} <= set(kinds)
@@ -144,12 +144,13 @@ def _renamed(tmp_path: Path, shipped: str, name: str) -> Path:
 def test_a_renamed_pipeline_renames_topics_and_groups_in_every_object(
     tmp_path: Path, shipped: str, renamed: str
 ) -> None:
-    docs = documents(_renamed(tmp_path, shipped, renamed))
+    path = _renamed(tmp_path, shipped, renamed)
+    docs = documents(path)
     text = yaml.safe_dump_all(docs)
     old = Path(shipped).stem
     assert f"cvserve.{old}." not in text and f"cvserve-{old.replace('_', '-')}" not in text
     topics = Topics(renamed)
-    stages = route(renamed).stage_names
+    stages = file_route(path).stage_names
     kafka_topics = {d["spec"]["topicName"] for d in of_kind(docs, "KafkaTopic")}
     assert kafka_topics == set(topics.all(stages))
     assert sorted(stage_of(d) for d in of_kind(docs, "Deployment")) == sorted(stages)
@@ -173,7 +174,7 @@ def test_each_scaled_object_watches_what_its_stage_workers_consume() -> None:
         assert trigger["metadata"]["bootstrapServers"] == bootstrap
         names = {d["metadata"]["name"] for d in of_kind(docs, "TriggerAuthentication")}
         assert trigger["authenticationRef"]["name"] in names
-    assert len(deployments) == len(route("detect_identify").stage_names)
+    assert len(deployments) == len(catalog_route("detect_identify").stage_names)
 
 
 def test_partitions_and_replication_come_from_the_options_and_deploy_kafka() -> None:

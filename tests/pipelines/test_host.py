@@ -4,7 +4,6 @@ and importing or building reads nothing of this machine."""
 
 from __future__ import annotations
 
-import argparse
 import json
 import subprocess
 import sys
@@ -14,12 +13,11 @@ from typing import Any
 
 import pytest
 
-from cvserve.broker.routes import register_composite, route
 from cvserve.models.params import DnnParams
 from cvserve.models.repository.config import STAGE_PARAMETER, read_config
-from cvserve.pipelines.app import cli, run_command, serving_commands
+from cvserve.pipelines.app import cli, pipeline_args, serving_commands
+from cvserve.pipelines.app.pipeline_args import catalog_route
 from cvserve.pipelines.catalog import (
-    COMPOSITES,
     file_specs,
     pipeline,
     pipeline_specs,
@@ -181,13 +179,10 @@ def test_every_command_routes_a_shipped_composite_with_the_hosts_tuned_workers(
     def workers(key: str) -> dict[str, dict[str, Any]]:
         return {"identify": {"workers": 2}}
 
-    monkeypatch.setattr(run_command, "this_machine", lambda: Host(2, stage_tuned=workers))
-    try:
-        assert run_command.run_command(argparse.Namespace(func=lambda args: 0)) == 0
-        assert [s.workers for s in route("detect_identify").stages] == [1, 2]
-    finally:  # later tests route the file's composite
-        register_composite(COMPOSITES["detect_identify"])
-    assert [s.workers for s in route("detect_identify").stages] == [1, 1]
+    monkeypatch.setattr(pipeline_args, "this_machine", lambda: Host(2, stage_tuned=workers))
+    assert [s.workers for s in catalog_route("detect_identify").stages] == [1, 2]
+    untuned = catalog_route("detect_identify", Host(2))
+    assert [s.workers for s in untuned.stages] == [1, 1]
 
 
 def test_importing_and_resolving_for_a_given_host_reads_nothing_of_this_machine() -> None:

@@ -14,13 +14,11 @@ import numpy as np
 import pytest
 import torch
 import torchvision
-from broker_testing import every_crop_came_back, wait_until
+from broker_testing import fanned_out_results
 from own_models import CLASSES, INPUT, OUTPUTS, classifier, write_models_and_files, yolo
 
 from cvserve.broker.crops import cut_crops
-from cvserve.broker.producer import ImageProducer
-from cvserve.broker.results import ResultReader
-from cvserve.broker.routes import register_composite
+from cvserve.broker.routes import composite_route
 from cvserve.broker.schema import decode_outputs
 from cvserve.broker.worker_processes import StageWorkerProcesses
 from cvserve.deploy.kafka import KafkaBroker
@@ -80,7 +78,6 @@ def specs(files: dict[str, Path]) -> dict[str, PipelineSpec]:
 def composite(files: dict[str, Path]) -> CompositeSpec:
     composite, _ = file_specs(files["yolo_embed"])
     assert composite is not None
-    register_composite(composite)
     return composite
 
 
@@ -245,9 +242,10 @@ def test_a_composite_of_two_files_runs_across_kafka_every_crop_tied_to_its_reque
     namespace: str,
     tmp_path: Path,
 ) -> None:
+    route = composite_route(composite)
     workers = StageWorkerProcesses(
         kafka.bootstrap,
-        composite.name,
+        route,
         server.grpc_url,
         namespace,
         tmp_path / "workers",
@@ -256,15 +254,7 @@ def test_a_composite_of_two_files_runs_across_kafka_every_crop_tied_to_its_reque
     images = list(IMAGES)
     with workers:
         workers.wait_running()
-        with ImageProducer(kafka.bootstrap, composite.name, namespace) as producer:
-            ids = producer.submit(images)
-        with ResultReader(kafka.bootstrap, composite.name, namespace) as reader:
-            wait_until(
-                lambda: every_crop_came_back(reader, ids),
-                180,
-                "a detection and every crop's embedding per image",
-            )
-            results = {i: reader.by_request[i] for i in ids}
+        ids, results = fanned_out_results(kafka.bootstrap, route, namespace, images)
     embed = PipelineClient(server.grpc_url, specs["embed_stage"])
     total = 0
     for request_id, image in zip(ids, images, strict=True):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from cvserve.broker.routes import register_composite, route
+from cvserve.broker.routes import composite_route
 from cvserve.broker.worker_processes import StageWorkerProcesses
 from cvserve.deploy import measurements
 from cvserve.models.params import DnnParams
@@ -122,16 +122,15 @@ def test_stage_workers_and_rates_written_into_a_composite_file_round_trip(tmp_pa
     parts = load_file(path).parts
     assert [(p.workers, p.rate) for p in parts] == [(1, 9.5), (3, 21.0)]
     # What every view then reads: the route (workers started per stage), the deploy plan.
-    composite = composite_of(load_file(path))
-    register_composite(composite)
-    assert [(s.name, s.workers, s.rate) for s in route("pair").stages] == [
+    route = composite_route(composite_of(load_file(path)))
+    assert [(s.name, s.workers, s.rate) for s in route.stages] == [
         ("detect", 1, 9.5),
         ("identify", 3, 21.0),
     ]
-    workers = StageWorkerProcesses("b", "pair", "t", "ns", tmp_path)
-    assert [workers.count(s) for s in route("pair").stages] == [1, 3]
-    told = StageWorkerProcesses("b", "pair", "t", "ns", tmp_path, per_stage={"detect": 2})
-    assert [told.count(s) for s in route("pair").stages] == [2, 3]
+    workers = StageWorkerProcesses("b", route, "t", "ns", tmp_path)
+    assert [workers.count(s) for s in route.stages] == [1, 3]
+    told = StageWorkerProcesses("b", route, "t", "ns", tmp_path, per_stage={"detect": 2})
+    assert [told.count(s) for s in route.stages] == [2, 3]
     plan = plan_deployment(path)
     assert [(s.rate, s.workers) for s in plan.stages] == [(9.5, 1), (21.0, 3)]
     replicas = {

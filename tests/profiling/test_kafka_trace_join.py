@@ -12,8 +12,8 @@ import pytest
 from cvserve.broker.crops import CROP_COUNT
 from cvserve.broker.producer import SUBMIT_HOP
 from cvserve.broker.results import READY_HOP, RECEIVED_HOP, expected_results, is_complete
-from cvserve.broker.routes import route
 from cvserve.broker.schema import Crop, Hop, Message, TraceContext, result_message
+from cvserve.pipelines.app.pipeline_args import catalog_route
 from cvserve.profiling.categories import CATEGORIES
 from cvserve.profiling.kafkaload import HANDED_OFF, BrokerRequest
 from cvserve.profiling.kafkatrace import hop_edges, join_request
@@ -143,7 +143,7 @@ def test_both_stages_triton_spans_nest_in_their_calls_and_attribution_is_exact(
 ) -> None:
     request, triton = request_and_traces
     roles = {"detect_dnn": "inference", "identify_dnn": "inference"}
-    record = join_request(request, route(PIPELINE), CLOCK, triton, roles)
+    record = join_request(request, catalog_route(PIPELINE), CLOCK, triton, roles)
     assert record.triton_traced and record.skew_ns == 0
     trace, attribution = record.trace, record.attribution
     by_id = {s.span_id: s for s in trace.all_spans()}

@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cvserve.broker.routes import register_composite, route
+from cvserve.broker.routes import composite_route, single_ensemble
 from cvserve.broker.topics import DEFAULT_NAMESPACE, Topics
 from cvserve.deploy.kafka import DEFAULT_PARTITIONS, replication_for
 from cvserve.pipelines.catalog import composite_of
@@ -153,16 +153,17 @@ def plan_deployment(
     partitions: int = DEFAULT_PARTITIONS,
     brokers: int = DEFAULT_BROKERS,
 ) -> DeployPlan:
-    """The deployment of pipeline file ``file`` (a composite's route registered, as a worker
-    does). `PipelineFileError` for a file cvserve cannot read; `ManifestError` for a rate given
-    for no stage, a replica range that is empty or larger than the partitions (KEDA's Kafka
+    """The deployment of pipeline file ``file`` (its route read as a worker reads it).
+    `PipelineFileError` for a file cvserve cannot read; `ManifestError` for a rate given for no
+    stage, a replica range that is empty or larger than the partitions (KEDA's Kafka
     scaler gives no partition to more consumers than partitions), or a file a pod cannot load."""
     scaling = scaling or ScalingOptions()
     path = Path(file).resolve()
     loaded = load_file(path)
     if isinstance(loaded, CompositeFile):
-        register_composite(composite_of(loaded))
-    stage_route = route(loaded.name)
+        stage_route = composite_route(composite_of(loaded))
+    else:
+        stage_route = single_ensemble(loaded.name)
     names = stage_route.stage_names
     unknown = sorted(set(scaling.rates) - set(names))
     if unknown:
