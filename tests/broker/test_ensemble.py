@@ -17,7 +17,7 @@ from tritonclient.utils import InferenceServerException
 import cvserve.broker.ensemble as ensemble
 from cvserve.broker.ensemble import EnsembleCaller, InputRejected, TritonUnavailable, classify_error
 from cvserve.broker.producer import image_message
-from cvserve.broker.routes import route
+from cvserve.broker.routes import single_ensemble
 from cvserve.broker.schema import Record
 from cvserve.broker.worker import StageWorker, _Work
 from cvserve.broker.worker_config import WorkerConfig
@@ -144,7 +144,9 @@ class IdleConsumer:
 def run_batch(caller: EnsembleCaller, attempts: int = 3) -> tuple[_Work, StageWorker]:
     """One record through a stage worker's Triton step (`StageWorker._infer`) with ``caller``."""
     config = WorkerConfig(retry_initial_s=0.01, retry_max_s=0.01, server_error_attempts=attempts)
-    worker = StageWorker("127.0.0.1:1", route("classify"), "classify", "127.0.0.1:2", config)
+    worker = StageWorker(
+        "127.0.0.1:1", single_ensemble("classify"), "classify", "127.0.0.1:2", config
+    )
     (image,) = small_jpegs(1)
     message = replace(image_message(image, "classify", "classify"), request_id="r1")
     item = _Work(("in", 0), 0, Record(None, image, []), 0, message=message)
