@@ -1,5 +1,6 @@
-"""``cvserve deploy k8s|compose --file F --out DIR``: deployment files generated from a pipeline
-file (`pipelines.app.manifests`), so stage names, topics and partitions are never typed twice."""
+"""``cvserve deploy k8s|compose --pipeline NAME | --file F --out DIR``: deployment files
+generated from a pipeline file — a shipped one by name, or yours — (`pipelines.app.manifests`),
+so stage names, topics and partitions are never typed twice."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from cvserve.pipelines.app.manifests.plan import (
     ScalingOptions,
     plan_deployment,
 )
+from cvserve.pipelines.catalog import COMPOSITES, PIPELINES, shipped
 from cvserve.pipelines.pipeline_file import PipelineFileError
 
 
@@ -42,7 +44,7 @@ def stage_values(items: list[str] | None, convert: type, option: str) -> dict[st
 
 def _plan(args: argparse.Namespace, scaling: ScalingOptions | None = None) -> Any:
     return plan_deployment(
-        args.file,
+        args.file or shipped(args.pipeline).source,
         scaling,
         namespace=args.namespace or default_namespace(),
         partitions=args.partitions,
@@ -91,7 +93,9 @@ def cmd_deploy_compose(args: argparse.Namespace) -> int:
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--file", required=True, metavar="F", help="the pipeline file")
+    which = parser.add_mutually_exclusive_group(required=True)
+    which.add_argument("--pipeline", choices=sorted([*PIPELINES, *COMPOSITES]))
+    which.add_argument("--file", metavar="F", help="a pipeline file (YAML); instead of --pipeline")
     parser.add_argument("--out", required=True, metavar="DIR", help="where the files go")
     parser.add_argument("--image", default=DEFAULT_IMAGE, help="the cvserve worker image")
     parser.add_argument(

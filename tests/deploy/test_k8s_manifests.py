@@ -335,3 +335,22 @@ def test_the_command_writes_what_the_generator_makes(tmp_path: Path) -> None:
     )
     with pytest.raises(SystemExit, match="STAGE=N"):
         bad.func(bad)
+
+
+@pytest.mark.parametrize("target", ["k8s", "compose"])
+def test_a_shipped_pipeline_is_named_as_every_other_command_names_it(
+    tmp_path: Path, target: str
+) -> None:
+    parser = argparse.ArgumentParser()
+    deploy_commands.register(parser.add_subparsers(dest="command", required=True))
+    for how, value in (("--pipeline", "detect_identify"), ("--file", "detect_identify.yaml")):
+        value = str(SHIPPED / value) if how == "--file" else value
+        args = parser.parse_args(["deploy", target, how, value, "--out", str(tmp_path / how)])
+        assert args.func(args) == 0
+    by_name, by_file = (
+        {p.relative_to(tmp_path / how): p.read_bytes() for p in (tmp_path / how).rglob("*.yaml")}
+        for how in ("--pipeline", "--file")
+    )
+    assert by_name == by_file and by_name
+    with pytest.raises(SystemExit):  # one of the two, not both
+        parser.parse_args(["deploy", target, "--pipeline", "classify", "--file", "x.yaml"])
