@@ -25,11 +25,11 @@ class DaliPreprocessor(Preprocessor):
     """Runs a `PreprocessSpec` through DALI on lists of encoded images.
 
     ``device`` defaults to ``spec.device``. On ``gpu`` the pixels are ``torch.Tensor`` on CUDA
-    (copied out of DALI's buffers, which the next run reuses). With ``step_times`` the graph
-    runs as three chained pipelines (`preprocess.dali_steps`, same output) and `timed` says how
-    long each step of `preprocess.preprocessor.STEPS` took. ``hw_decoder_load``: the share of
-    JPEGs a GPU with a hardware JPEG decoder (A100/H100/H200) sends to it (0: nvJPEG on the SMs
-    only; ignored on the CPU).
+    (copied into torch's allocator); on the CPU, views of DALI's own output batch. With
+    ``step_times`` the graph runs as three chained pipelines (`preprocess.dali_steps`, same
+    output) and `timed` says how long each step of `preprocess.preprocessor.STEPS` took.
+    ``hw_decoder_load``: the share of JPEGs a GPU with a hardware JPEG decoder (A100/H100/H200)
+    sends to it (0: nvJPEG on the SMs only; ignored on the CPU).
     """
 
     name = "dali"
@@ -89,17 +89,21 @@ class DaliPreprocessor(Preprocessor):
             self.pipeline.feed_input(IMAGE, encoded)
             pixels, meta = self.pipeline.run()
         metas = meta.as_array()
+        gpu = self.device == "gpu"
+        if not pixels.is_dense_tensor():  # a dynamic spec: each image has its own size
+            images = (
+                _to_torch(pixels, self.device_id)
+                if gpu
+                else [np.array(pixels.at(i)) for i in range(len(chunk))]
+            )
+            return [Preprocessed(images[i], metas[i]) for i in range(len(chunk))]
         # DALI's dynamic executor (the default) leaves a batch's buffers to whoever holds them,
         # so the CPU pixels are taken without a copy; the legacy one reuses them on the next run.
         # GPU pixels are copied into torch's allocator (a device copy, microseconds).
-        if self.device == "gpu":
+        if gpu:
             batch = _to_torch(pixels, self.device_id)
-        elif pixels.is_dense_tensor():
+        else:
             batch = np.asarray(pixels.as_tensor()) if self.owned else pixels.as_array()
-        else:  # a dynamic spec: each image has its own size
-            return [Preprocessed(np.array(pixels.at(i)), metas[i]) for i in range(len(chunk))]
-        if isinstance(batch, list):
-            return [Preprocessed(batch[i], metas[i]) for i in range(len(chunk))]
         return [Preprocessed(batch[i], metas[i], batch, i) for i in range(len(chunk))]
 
 
