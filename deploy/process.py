@@ -52,6 +52,26 @@ def log_tail(path: Path, chars: int = 2000) -> str:
         return "(no log written)"
 
 
+def _children(pid: int) -> list[int]:
+    out: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            out += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:  # the thread or process ended meanwhile
+            continue
+    return out
+
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and every descendant alive now (Linux ``/proc``)."""
+    tree, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        tree.append(p)
+        todo += _children(p)
+    return tree
+
+
 def pid_alive(pid: int) -> bool:
     """True while process ``pid`` runs (a zombie, dead but not yet reaped, counts as gone)."""
     try:
@@ -126,9 +146,11 @@ class ManagedProcess:
         timeout_s: float,
         fatal: Callable[[], str | None] = lambda: None,
         interval_s: float = 0.2,
+        on_timeout: Callable[[], None] = lambda: None,
     ) -> None:
         """Return once ``ready()``; raise ``error`` if the process ends, if ``fatal()`` names a
-        reason it never will, or at the deadline."""
+        reason it never will, or at the deadline (after ``on_timeout()``, which may add to the
+        log what the failure should quote)."""
 
         def check() -> bool:
             self.check_alive()
@@ -142,6 +164,7 @@ class ManagedProcess:
         try:
             poll_until(check, timeout_s, interval_s=interval_s, what=self.name)
         except TimeoutError:
+            on_timeout()
             raise self.error(self.failure(f"not ready after {timeout_s:.0f} s")) from None
 
     def terminate(self) -> None:

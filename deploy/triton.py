@@ -15,6 +15,8 @@ from __future__ import annotations
 import contextlib
 import importlib.metadata
 import os
+import re
+import signal
 import subprocess
 import sys
 import tempfile
@@ -26,9 +28,9 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from cvserve.deploy.ports import free_ports, port_in_use
-from cvserve.deploy.process import ManagedProcess, ProcessStartError
+from cvserve.deploy.process import ManagedProcess, ProcessStartError, poll_until, process_tree
 from cvserve.deploy.triton_grpc import TritonTls, grpc_client
-from cvserve.deploy.triton_install import TritonInstall
+from cvserve.deploy.triton_install import STUB_NAME, TritonInstall, stub_model
 
 
 class TritonStartError(ProcessStartError):
@@ -42,7 +44,7 @@ class _Closable(Protocol):
 # Log lines after which the server never gets ready by itself (a stub died): fail at once.
 FATAL_LOG_LINES = (
     "error while loading shared libraries",
-    "triton_python_backend_stub is not found",
+    f"{STUB_NAME} is not found",
 )
 # Harmless error lines every CPU-only start prints.
 _BENIGN_ERRORS = ("CudaDriverHelper has not been initialized",)
@@ -64,9 +66,57 @@ def failure_summary(path: Path, lines: int = 12) -> str:
         or "Failed to initialize Python stub" in line
         or any(pattern in line for pattern in FATAL_LOG_LINES)
     ]
+    loading = still_loading(text)
+    stacks = stub_stacks(text)
     tail = all_lines[-lines:]
-    parts = (["errors:", *errors] if errors else []) + ["last lines:", *tail]
+    parts = (
+        (["errors:", *errors] if errors else [])
+        + ([f"still loading: {', '.join(loading)}"] if loading else [])
+        + (["where their stubs were (SIGUSR1):", *stacks] if stacks else [])
+        + ["last lines:", *tail]
+    )
     return "\n".join(parts)
+
+
+def still_loading(log: str) -> list[str]:
+    """The models a Triton log shows loading and neither loaded nor failed, in load order."""
+    started = re.findall(r'"loading: ([^":]+):\d+"', log)
+    ended = set(re.findall(r"(?:successfully loaded|failed to load) '([^']+)'", log))
+    return [name for name in dict.fromkeys(started) if name not in ended]
+
+
+def stub_stacks(log: str, lines: int = 40) -> list[str]:
+    """The Python stacks python-backend stubs dumped into a Triton log on SIGUSR1
+    (`cvserve.models.triton` registers the dump), innermost call first, at most ``lines``."""
+    frames = [
+        line.rstrip()
+        for line in log.splitlines()
+        if re.match(r"(Current thread|Thread) 0x[0-9a-f]+ \(most recent call first\)", line)
+        or line.startswith('  File "')
+    ]
+    return frames[:lines]
+
+
+def signal_stubs(server_pid: int, log_path: Path, timeout_s: float = 5.0) -> None:
+    """Ask the python-backend stubs below ``server_pid`` whose models are `still_loading` to dump
+    their Python stacks into the log (SIGUSR1; only stubs, as any other process would die of
+    it), and wait up to ``timeout_s`` for them to appear. Called only on a server about to be
+    stopped: a stub whose model never imported `cvserve.models.triton` has no handler and ends."""
+    log = log_path.read_text(errors="replace") if log_path.exists() else ""
+    loading = set(still_loading(log))
+    stubs = [pid for pid in process_tree(server_pid) if stub_model(pid) in loading]
+    if not stubs:
+        return
+    size = log_path.stat().st_size if log_path.exists() else 0
+    for pid in stubs:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGUSR1)
+    with contextlib.suppress(TimeoutError):
+        poll_until(
+            lambda: log_path.exists() and log_path.stat().st_size > size,
+            timeout_s,
+            what="the stubs' stacks",
+        )
 
 
 def _check_numpy_below_2() -> None:
@@ -205,7 +255,10 @@ class TritonServer:
         url = f"http://{self.http_url}/v2/health/ready"
         try:
             self.managed.wait_ready(
-                lambda: self._answers_ready(url), timeout_s, self._fatal_log_line
+                lambda: self._answers_ready(url),
+                timeout_s,
+                self._fatal_log_line,
+                on_timeout=lambda: signal_stubs(self.managed.pid, self.log_path),
             )
         except BaseException:
             self.stop()

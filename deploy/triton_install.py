@@ -15,10 +15,25 @@ import sysconfig
 from dataclasses import dataclass
 from pathlib import Path
 
+# The python backend's per-model process (one per model instance), as shipped and as run.
+STUB_NAME = "triton_python_backend_stub"
+
 
 def python_libdir() -> str:
     """LIBDIR of the running Python (the base installation's, also inside a venv)."""
     return sysconfig.get_config_var("LIBDIR") or ""
+
+
+def stub_model(pid: int) -> str | None:
+    """The model folder a python-backend stub ``pid`` serves (its argv[1] is
+    ``<repository>/<model>/<version>/model.py``); None for any other process or one that ended."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return None
+    if Path(argv[0].decode(errors="replace")).name != STUB_NAME or len(argv) < 2:
+        return None
+    return Path(argv[1].decode(errors="replace")).parents[1].name
 
 
 class TritonInstallError(RuntimeError):
@@ -62,7 +77,7 @@ class TritonInstall:
         the interpreter that launches Triton."""
         major, minor = version or sys.version_info[:2]
         stubs = self.root / "python_backend_stubs"
-        return stubs / f"{major}.{minor}" / "triton_python_backend_stub"
+        return stubs / f"{major}.{minor}" / STUB_NAME
 
     def library_path(self) -> str:
         """LD_LIBRARY_PATH the server and its stubs need (without it a stub dies on libcudart
@@ -108,11 +123,11 @@ class TritonInstall:
         if not stub.exists():
             raise TritonInstallError(
                 f"no python-backend stub for Python {version[0]}.{version[1]} at {stub}; "
-                "every python model would fail with 'triton_python_backend_stub is not found'"
+                f"every python model would fail with '{STUB_NAME} is not found'"
             )
         target = directory / "python"
         target.mkdir(parents=True, exist_ok=True)
         for name in ("libtriton_python.so", "triton_python_backend_utils.py"):
             shutil.copy2(self.python_backend / name, target / name)
-        shutil.copy2(stub, target / "triton_python_backend_stub")
+        shutil.copy2(stub, target / STUB_NAME)
         return directory

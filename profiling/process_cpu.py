@@ -11,42 +11,21 @@ import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
+from cvserve.deploy.process import process_tree
+from cvserve.deploy.triton_install import stub_model
+
 _TICKS = os.sysconf("SC_CLK_TCK")
-STUB = "triton_python_backend_stub"
-
-
-def _children(pid: int) -> list[int]:
-    out: list[int] = []
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        try:
-            out += [int(c) for c in (task / "children").read_text().split()]
-        except OSError:  # the thread or process ended meanwhile
-            continue
-    return out
-
-
-def process_tree(pid: int) -> list[int]:
-    """``pid`` and every descendant alive now."""
-    tree, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        tree.append(p)
-        todo += _children(p)
-    return tree
 
 
 def part_name(pid: int) -> str:
     """What the process is: ``stub:<model>`` for a python-backend stub, else its command."""
-    try:
-        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except OSError:
-        return "gone"
-    command = Path(argv[0].decode(errors="replace")).name
-    if command == STUB and len(argv) > 1:
-        # argv[1] = <repository>/<model>/<version>/model.py
-        model = Path(argv[1].decode(errors="replace")).parents[1].name
+    model = stub_model(pid)
+    if model is not None:
         return f"stub:{model}"
-    return command
+    try:
+        return Path(Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode()).name
+    except (OSError, UnicodeDecodeError):
+        return "gone"
 
 
 def cpu_seconds(pid: int) -> float:

@@ -34,14 +34,14 @@ from cvserve.broker.producer import MessageTooLarge
 from cvserve.broker.routes import named_route
 from cvserve.broker.worker_processes import StageWorkerProcesses
 from cvserve.deploy.kafka import KafkaBroker
-from cvserve.deploy.process import pid_alive
+from cvserve.deploy.process import pid_alive, process_tree
 from cvserve.pipelines.catalog import COMPOSITES, pipeline_specs
 from cvserve.preprocess.spec import PreprocessError
 from cvserve.profiling.broker_services import run_namespace
 from cvserve.profiling.kafkaload import BrokerClient, warm_up
 from cvserve.profiling.kafkasweep import FAN_OUT
 from cvserve.profiling.machine import machine_info, write_report
-from cvserve.profiling.process_cpu import part_name, process_tree
+from cvserve.profiling.process_cpu import part_name
 from cvserve.profiling.sweep import serve_traced, write_images
 from cvserve.profiling.tables import field as cell
 from cvserve.profiling.tables import results_table

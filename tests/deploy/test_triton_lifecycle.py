@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 import time
 from pathlib import Path
@@ -101,6 +102,33 @@ def test_readiness_deadline_ends_the_wait_and_cleans_up(tmp_path: Path) -> None:
         server.start(timeout_s=0.3)
     assert server.process is None
     assert not list(Path("/dev/shm").glob(f"{server.shm_prefix}*"))
+
+
+STUCK_MODEL = """
+import threading
+from pathlib import Path
+
+import cvserve.models.triton  # registers the SIGUSR1 stack dump
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        Path(args["model_repository"], "entered").touch()
+        threading.Event().wait()  # a load that never ends
+"""
+
+
+def test_a_model_stuck_loading_is_named_with_where_its_stub_was(tmp_path: Path) -> None:
+    write_model(tmp_path / "repo", "tiny", TINY_MODEL)
+    write_model(tmp_path / "repo", "stuck", STUCK_MODEL)
+    server = TritonServer(tmp_path / "repo", workdir=tmp_path / "w")
+    with pytest.raises(TritonStartError, match="not ready after 45 s") as error:
+        server.start(timeout_s=45)
+    assert (tmp_path / "repo" / "stuck" / "entered").exists(), "the stub never ran initialize"
+    message = str(error.value)
+    assert "still loading: stuck\n" in message
+    assert re.search(r'File ".*stuck/1/model.py", line 11 in initialize', message)
+    assert server.process is None
 
 
 def test_start_serve_stop_removes_only_its_own_shared_memory(tmp_path: Path) -> None:

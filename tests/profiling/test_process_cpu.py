@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from cvserve.deploy.process import process_tree
 from cvserve.profiling import process_cpu
 
 # Spends 0.3 CPU-seconds, says so, then stays alive (idle) until killed.
@@ -31,7 +32,7 @@ def test_the_cpu_seconds_of_a_tree_are_summed_per_part() -> None:
     try:
         before = process_cpu.reading(parent.pid)
         assert parent.stdout is not None and parent.stdout.readline().strip() == "done"
-        tree = process_cpu.process_tree(parent.pid)
+        tree = process_tree(parent.pid)
         assert tree[0] == parent.pid and len(tree) == 2  # sh and the busy python
         spent = process_cpu.cpu_by_part(before, process_cpu.reading(parent.pid))
         python = Path(sys.executable).name
