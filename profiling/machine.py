@@ -36,9 +36,14 @@ def machine_info() -> dict[str, object]:
     }
 
 
-def write_report(report: dict[str, Any], name: str, out: Path | None = None) -> Path:
-    """Write a benchmark's JSON ``report`` to ``out`` or ``runs/<name>-<time>.json``; the path."""
+def write_report(
+    report: dict[str, Any], name: str, out: Path | None = None, console: Any = None
+) -> Path:
+    """Write a benchmark's JSON ``report`` to ``out`` or ``runs/<name>-<time>.json``; the path
+    (said on ``console``, a rich Console, when given)."""
     out = out or Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2, default=str) + "\n")
+    if console is not None:
+        console.print(f"wrote {out}")
     return out

@@ -360,6 +360,5 @@ def report_tuning(
             for t in trials
         ],
     }
-    path = write_report(report, f"tune-{pipeline}", out)
-    console.print(f"wrote {path}")
+    path = write_report(report, f"tune-{pipeline}", out, console=console)
     return path

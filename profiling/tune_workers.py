@@ -347,6 +347,5 @@ def report_workers_tuning(
             {**dataclasses.asdict(t), "score": t.score if t.feasible else None} for t in trials
         ],
     }
-    path = write_report(report, f"tune-{pipeline}", out)
-    console.print(f"wrote {path}")
+    path = write_report(report, f"tune-{pipeline}", out, console=console)
     return path

@@ -19,7 +19,7 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
-from cvserve.pipelines.app.hop_bench_args import add_warmup_bound
+from cvserve.pipelines.app.hop_bench_args import add_hop_arguments, hop_bench_options
 from cvserve.pipelines.app.pipeline_args import add_file_option, chosen
 from cvserve.pipelines.app.triton_tls_args import add_triton_tls_options
 from cvserve.pipelines.catalog import COMPOSITES, PIPELINES
@@ -296,17 +296,10 @@ def cmd_bench_kafka(args: argparse.Namespace) -> int:
 
     bench_kafka(
         bootstrap=args.bootstrap,
-        size_kb=args.size_kb,
-        latency_messages=args.latency_messages,
-        throughput_messages=args.messages,
-        warmup_messages=args.warmup_messages,
-        warmup_max_messages=args.warmup_max_messages,
-        pipeline=None if args.pipeline == "none" else args.pipeline,
-        pipeline_duration_s=args.pipeline_duration,
-        out=Path(args.out) if args.out else None,
         with_redis="redis" in args.with_brokers,
         rounds=args.rounds,
         setups=SETUPS if args.bootstrap is None and not args.one_broker else SETUPS[:1],
+        **hop_bench_options(args),
     )
     return 0
 
@@ -434,25 +427,7 @@ def register(commands: argparse._SubParsersAction, benches: argparse._SubParsers
     bench.add_argument(
         "--one-broker", action="store_true", help="only the 1-broker setup (quicker)"
     )
-    bench.add_argument("--size-kb", type=int, default=150)
-    bench.add_argument("--latency-messages", type=int, default=300)
-    bench.add_argument("--messages", type=int, default=1000, help="for throughput")
-    bench.add_argument(
-        "--warmup-messages",
-        type=int,
-        default=500,
-        help="at least this many sent first (the broker's JIT), then windows until the hop p50 "
-        "is steady",
-    )
-    add_warmup_bound(bench, "--warmup-messages")
-    bench.add_argument(
-        "--pipeline",
-        default="detect_identify",
-        choices=[*COMPOSITES, "none"],
-        help="then this pipeline across the same broker (none: the hop only)",
-    )
-    bench.add_argument("--pipeline-duration", type=float, default=15.0, help="seconds per count")
-    bench.add_argument("--out", default=None, help="JSON path")
+    add_hop_arguments(bench)
     bench.set_defaults(func=cmd_bench_kafka)
 
     bench = benches.add_parser("profiling", help="throughput with profiling on vs off")

@@ -20,7 +20,7 @@ from typing import Any
 from cvserve.broker.redis_worker import DEFAULT_CLAIM_IDLE_MS
 from cvserve.broker.routes import Route
 from cvserve.broker.worker_config import WorkerConfig
-from cvserve.pipelines.app.hop_bench_args import add_warmup_bound
+from cvserve.pipelines.app.hop_bench_args import add_hop_arguments, hop_bench_options
 from cvserve.pipelines.app.kafka_commands import expand_paths, print_results, reading_options
 from cvserve.pipelines.app.run_command import run_command, stop_event
 from cvserve.pipelines.app.worker_args import add_worker_options, run_worker
@@ -122,17 +122,7 @@ def cmd_bench_redis(args: argparse.Namespace) -> int:
     from cvserve.profiling.bench.redis_hop import bench_redis
 
     try:
-        bench_redis(
-            redis_url=args.redis_url,
-            size_kb=args.size_kb,
-            latency_messages=args.messages,
-            throughput_messages=args.throughput_messages,
-            warmup_messages=args.warmup,
-            warmup_max_messages=args.warmup_max_messages,
-            pipeline=None if args.pipeline == "none" else args.pipeline,
-            pipeline_duration_s=args.duration,
-            out=Path(args.out) if args.out else None,
-        )
+        bench_redis(redis_url=args.redis_url, **hop_bench_options(args))
     except RedisStartError as exc:
         raise SystemExit(f"cvserve bench redis: {exc}") from None
     return 0
@@ -214,19 +204,7 @@ def register(commands: Any, benches: Any) -> None:
         "redis", help="one Redis Streams hop; detect_identify over Redis Streams"
     )
     bench.add_argument("--redis-url", default=None, help="default: a temporary local server")
-    bench.add_argument("--size-kb", type=int, default=150)
-    bench.add_argument("--messages", type=int, default=300, help="serial hops measured")
-    bench.add_argument("--throughput-messages", type=int, default=1000)
-    bench.add_argument(
-        "--warmup",
-        type=int,
-        default=500,
-        help="at least this many hops before measuring, then until the hop p50 is steady",
-    )
-    add_warmup_bound(bench, "--warmup")
-    bench.add_argument("--pipeline", default="detect_identify", help="'none': the hops only")
-    bench.add_argument("--duration", type=float, default=15.0, help="seconds per worker count")
-    bench.add_argument("--out", default=None)
+    add_hop_arguments(bench)
     bench.set_defaults(func=cmd_bench_redis)
 
 

@@ -190,5 +190,5 @@ def bench_broker_pipeline(
     )
     console.print(table)
     if write:
-        console.print(f"wrote {write_report(report, f'bench-{pipeline}', out)}")
+        write_report(report, f"bench-{pipeline}", out, console=console)
     return report

@@ -459,6 +459,5 @@ def bench_efficiency(
         for verdict in size_verdicts(size, measured, target).values():
             if not verdict.decided:  # a line of its own, not a quiet pass or fail
                 console.print(verdict.line(), markup=False, soft_wrap=True)
-    out = write_report(report, f"bench-efficiency-{spec.name}", out)
-    console.print(f"wrote {out}")
+    write_report(report, f"bench-efficiency-{spec.name}", out, console=console)
     return report

@@ -264,6 +264,5 @@ def bench_engines(
             "" if "top1_agreement" not in row else f"{row['top1_agreement']:.2f}",
         )
     console.print(table)
-    path = write_report(report, "bench-engines", out)
-    console.print(f"wrote {path}")
+    write_report(report, "bench-engines", out, console=console)
     return report

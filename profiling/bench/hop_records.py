@@ -14,6 +14,7 @@ ms after 5,000), so a count that suits one broker measures three half-compiled."
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import threading
 import time
@@ -37,6 +38,26 @@ WARMUP_MAX_MESSAGES = 10_000  # the warm-up's bound when the hop never settles
 STEADY_WINDOWS = 5  # windows in a row that must not beat the best before them ...
 STEADY_TOLERANCE = 0.05  # ... by more than this fraction,
 STEADY_BAND = 0.25  # ... and whose median is within this fraction above the best such run
+
+
+@dataclass(frozen=True)
+class HopSettings:
+    """What one hop measurement sends, on any broker: JPEGs of about ``size_kb`` KB; a warm-up
+    from ``warmup_messages`` until steady, at most ``warmup_max_messages`` (0 and 0: none);
+    ``latency_messages`` one at a time; ``throughput_messages`` back to back."""
+
+    size_kb: int = 150
+    latency_messages: int = 300
+    throughput_messages: int = 1000
+    warmup_messages: int = 500
+    warmup_max_messages: int = WARMUP_MAX_MESSAGES
+
+    def warmed(self) -> HopSettings:
+        """The same without a warm-up (a later round on a broker already warm)."""
+        return dataclasses.replace(self, warmup_messages=0, warmup_max_messages=0)
+
+
+DEFAULT_HOP = HopSettings()
 
 
 def jpeg_near(target_bytes: int, seed: int) -> bytes:
@@ -154,22 +175,20 @@ def measure_hop(
     receiver: HopReceiver,
     send_and_wait_ack: Callable[[int], object],
     images: list[bytes],
-    latency_messages: int,
-    throughput_messages: int,
-    warmup_messages: int,
+    settings: HopSettings,
     send_burst: Callable[[int], object] | None = None,
-    warmup_max_messages: int = WARMUP_MAX_MESSAGES,
 ) -> dict[str, Any]:
     """One broker hop measured (see the module): the row of figures every hop benchmark reports.
 
     ``send_and_wait_ack(n)`` sends `bench_message` ``n`` of ``images`` and returns once the broker
     acknowledged it; ``send_burst(count)`` sends messages 0 to ``count - 1`` back to back and
     returns once all are acknowledged (None: `send_and_wait_ack` each in turn). ``receiver``
-    (started) receives them. The warm-up: `warm_up` from ``warmup_messages`` to
-    ``warmup_max_messages`` (0 and 0: none)."""
+    (started) receives them. The counts are ``settings``' (its size made ``images``)."""
     warmup_ms, window_p50s = warm_up(
-        receiver, send_and_wait_ack, warmup_messages, warmup_max_messages
+        receiver, send_and_wait_ack, settings.warmup_messages, settings.warmup_max_messages
     )
+    latency_messages = settings.latency_messages
+    throughput_messages = settings.throughput_messages
     latencies_ms, acks_ms = _one_at_a_time(receiver, send_and_wait_ack, latency_messages)
 
     base = len(receiver.received)

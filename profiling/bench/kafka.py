@@ -46,8 +46,9 @@ from cvserve.deploy.kafka_limits import MIB
 from cvserve.profiling.bench.hop_records import (
     BENCH_STAGE,
     BENCH_TOPICS,
-    WARMUP_MAX_MESSAGES,
+    DEFAULT_HOP,
     HopReceiver,
+    HopSettings,
     bench_images,
     bench_message,
     measure_hop,
@@ -96,18 +97,11 @@ class _Receiver(HopReceiver):
         self.consumer.close()
 
 
-def measure(
-    bootstrap: str,
-    size_kb: int,
-    latency_messages: int,
-    throughput_messages: int,
-    warmup_messages: int = 500,
-    warmup_max_messages: int = WARMUP_MAX_MESSAGES,
-) -> dict[str, Any]:
+def measure(bootstrap: str, settings: HopSettings) -> dict[str, Any]:
     """One Kafka hop on the cluster at ``bootstrap`` (acks=all): `hop_records.measure_hop`."""
     topic = BENCH_TOPICS.stage_in(BENCH_STAGE)
     ensure_topics(bootstrap, [topic], partitions=BENCH_PARTITIONS, config=BENCH_TOPIC_CONFIG)
-    images = bench_images(size_kb)
+    images = bench_images(settings.size_kb)
     receiver = _Receiver(bootstrap, topic)
     receiver.start()
     producer = new_producer(bootstrap)
@@ -127,11 +121,8 @@ def measure(
             receiver,
             send_and_wait_ack,
             images,
-            latency_messages,
-            throughput_messages,
-            warmup_messages,
+            settings,
             send_burst=send_burst,
-            warmup_max_messages=warmup_max_messages,
         )
     finally:
         producer.flush(10)
@@ -246,10 +237,7 @@ def hops_table(rows: dict[str, dict[str, Any]], size_kb: int) -> Table:
 
 def bench_kafka(
     bootstrap: str | None = None,
-    size_kb: int = 150,
-    latency_messages: int = 300,
-    throughput_messages: int = 1000,
-    warmup_messages: int = 500,
+    hop: HopSettings = DEFAULT_HOP,
     pipeline: str | None = "detect_identify",
     pipeline_duration_s: float = 15.0,
     out: Path | None = None,
@@ -257,12 +245,11 @@ def bench_kafka(
     with_redis: bool = False,
     rounds: int = 3,
     heap_mb: int = 384,
-    warmup_max_messages: int = WARMUP_MAX_MESSAGES,
 ) -> dict[str, Any]:
     """Measure one hop on the cluster at ``bootstrap`` (with the configured client settings), or
     on each of ``setups`` started here (and a Redis server with ``with_redis``), all running at
-    once and measured in turn, ``rounds`` times (the first round after a warm-up of
-    ``warmup_messages`` to ``warmup_max_messages``, until steady: `hop_records.warm_up`); then
+    once and measured in turn, ``rounds`` times with ``hop``'s records (the first round after its
+    warm-up, until steady: `hop_records.warm_up`); then
     (unless ``pipeline`` is None) that multi-DNN pipeline across the first broker with 1 vs 2
     workers per stage (`bench_broker.bench_broker_pipeline`), and with ``with_redis`` the same
     across Redis Streams. Print tables, write one JSON (``out`` or
@@ -313,25 +300,23 @@ def bench_kafka(
         if redis_url:
             measured[REDIS_LABEL] = []
         for n in range(rounds):
-            warmup = (warmup_messages, warmup_max_messages) if n == 0 else (0, 0)
+            records = hop if n == 0 else hop.warmed()
             for label, (address, settings) in targets.items():
                 quiet_s = settle()
                 with clients(settings):
-                    row = measure(address, size_kb, latency_messages, throughput_messages, *warmup)
+                    row = measure(address, records)
                 measured[label].append({**row, "quiet_wait_s": quiet_s})
             if redis_url:
                 from cvserve.profiling.bench.redis_hop import measure_redis
 
                 quiet_s = settle()
-                row = measure_redis(
-                    redis_url, size_kb, latency_messages, throughput_messages, *warmup
-                )
+                row = measure_redis(redis_url, records)
                 measured[REDIS_LABEL].append({**row, "quiet_wait_s": quiet_s})
             console.print(f"round {n + 1} of {rounds} measured")
         rows = {label: summarize_rounds(results) for label, results in measured.items()}
         if bootstrap is None:
             add_security_cost(rows, setups)
-        console.print(hops_table(rows, size_kb))
+        console.print(hops_table(rows, hop.size_kb))
         report: dict[str, Any] = {
             "benchmark": "kafka-hop",
             "kafka": kafka_version(),
@@ -360,6 +345,5 @@ def bench_kafka(
                 report["pipeline_redis"] = bench_redis_pipeline(
                     pipeline, redis_url, pipeline_duration_s, console
                 )
-    out = write_report(report, "bench-kafka", out)
-    console.print(f"wrote {out}")
+    write_report(report, "bench-kafka", out, console=console)
     return report

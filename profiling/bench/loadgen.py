@@ -218,8 +218,7 @@ def bench_loadgen(
         "runs": runs,
     }
     _print_table(console, model, summary, rounds)
-    path = write_report(report, f"bench-loadgen-{model}", out)
-    console.print(f"wrote {path}")
+    write_report(report, f"bench-loadgen-{model}", out, console=console)
     return report
 
 

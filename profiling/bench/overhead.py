@@ -270,8 +270,7 @@ def bench_profiling(
         )
     if agreement is not None:
         _print_agreement(console, agreement)
-    out = write_report(report, "bench-profiling", out)
-    console.print(f"wrote {out}")
+    write_report(report, "bench-profiling", out, console=console)
     return report
 
 

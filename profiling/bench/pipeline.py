@@ -100,6 +100,5 @@ def bench_pipeline(
         rows,
     )
     console.print(table)
-    out = write_report(report, f"bench-{name}", out)
-    console.print(f"wrote {out}")
+    write_report(report, f"bench-{name}", out, console=console)
     return report

@@ -327,8 +327,7 @@ def bench_preprocess(
         verdict = Verdict(f"target {t['faster']} / {t['baseline']}", spread, t["ratio"])
         if not verdict.decided:  # a line of its own, not a quiet pass or fail
             console.print(verdict.line(), markup=False, soft_wrap=True)
-    out = write_report(report, "bench-preprocess", out)
-    console.print(f"wrote {out}")
+    write_report(report, "bench-preprocess", out, console=console)
     return report
 
 

@@ -30,8 +30,9 @@ from cvserve.deploy.redis import RedisServer
 from cvserve.profiling.bench.hop_records import (
     BENCH_STAGE,
     BENCH_TOPICS,
-    WARMUP_MAX_MESSAGES,
+    DEFAULT_HOP,
     HopReceiver,
+    HopSettings,
     bench_images,
     bench_message,
     measure_hop,
@@ -63,17 +64,10 @@ class _StreamReceiver(HopReceiver):
         self.client.close()
 
 
-def measure_redis(
-    url: str,
-    size_kb: int,
-    latency_messages: int,
-    throughput_messages: int,
-    warmup_messages: int = 500,
-    warmup_max_messages: int = WARMUP_MAX_MESSAGES,
-) -> dict[str, Any]:
+def measure_redis(url: str, settings: HopSettings) -> dict[str, Any]:
     """One Redis Streams hop on the server at ``url``: the keys of `bench.kafka.measure`."""
     stream = BENCH_TOPICS.stage_in(BENCH_STAGE)
-    images = bench_images(size_kb)
+    images = bench_images(settings.size_kb)
     client = redis_client(url)
     client.delete(stream)  # an earlier run's entries are not this run's
     receiver = _StreamReceiver(url, stream)
@@ -87,10 +81,7 @@ def measure_redis(
             receiver,
             send,
             images,
-            latency_messages,
-            throughput_messages,
-            warmup_messages,
-            warmup_max_messages=warmup_max_messages,
+            settings,
         )
     finally:
         receiver.stop.set()
@@ -147,16 +138,13 @@ def bench_redis_pipeline(
 
 def bench_redis(
     redis_url: str | None = None,
-    size_kb: int = 150,
-    latency_messages: int = 300,
-    throughput_messages: int = 1000,
-    warmup_messages: int = 500,
+    hop: HopSettings = DEFAULT_HOP,
     pipeline: str | None = "detect_identify",
     pipeline_duration_s: float = 15.0,
     out: Path | None = None,
-    warmup_max_messages: int = WARMUP_MAX_MESSAGES,
 ) -> dict[str, Any]:
-    """Measure one hop on the Redis server at ``redis_url`` (or a temporary local one), then
+    """Measure one hop (``hop``'s records) on the Redis server at ``redis_url`` (or a temporary
+    local one), then
     (unless ``pipeline`` is None) that pipeline over Redis Streams with 1 vs 2 workers per stage.
     Prints tables, writes one JSON (``out`` or ``runs/bench-redis-<time>.json``)."""
     console = Console()
@@ -168,12 +156,7 @@ def bench_redis(
             console.print(f"started a local redis-server at {redis_url}")
         version = redis_version(redis_url)
         hops[f"Redis Streams {version} (redis-py {redis.__version__})"] = measure_redis(
-            redis_url,
-            size_kb,
-            latency_messages,
-            throughput_messages,
-            warmup_messages,
-            warmup_max_messages,
+            redis_url, hop
         )
         console.print(hops_table(hops))
         report: dict[str, Any] = {
@@ -186,6 +169,5 @@ def bench_redis(
             report["pipeline"] = bench_redis_pipeline(
                 pipeline, redis_url, pipeline_duration_s, console
             )
-    out = write_report(report, "bench-redis", out)
-    console.print(f"wrote {out}")
+    write_report(report, "bench-redis", out, console=console)
     return report

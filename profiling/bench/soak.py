@@ -218,8 +218,7 @@ def soak(
         f"submitted {submitted}, completed {completed}, lost {submitted - completed}; "
         f"lag max {report['lag_max']}, final {report['lag_final']}"
     )
-    path = write_report(report, "bench-soak", out)
-    console.print(f"wrote {path}")
+    write_report(report, "bench-soak", out, console=console)
     return report
 
 

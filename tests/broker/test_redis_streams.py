@@ -25,6 +25,7 @@ from cvserve.broker.schema import Header, Message, Record, decode_headers, decod
 from cvserve.broker.topics import Topics
 from cvserve.deploy.redis import RedisServer, RedisStartError, redis_server_binary
 from cvserve.pipelines.app.cli import main as cli_main
+from cvserve.profiling.bench.hop_records import HopSettings
 from cvserve.profiling.bench.redis_hop import measure_redis
 
 pytestmark = [pytest.mark.redis]
@@ -51,7 +52,7 @@ def test_no_redis_server_is_one_line_naming_the_package(monkeypatch) -> None:
 
 
 def test_redis_hop_measures_the_keys_of_the_kafka_hop(redis_server: RedisServer) -> None:
-    row = measure_redis(redis_server.url, 20, 20, 20, warmup_messages=5, warmup_max_messages=5)
+    row = measure_redis(redis_server.url, HopSettings(20, 20, 20, 5, 5))
     assert set(row) == {
         "message_bytes_mean", "warmup_messages", "warmup_p50_ms", "warmup_window_p50_ms",
         "warmup_steady", "latency_messages", "p50_ms",
@@ -64,8 +65,9 @@ def test_redis_hop_measures_the_keys_of_the_kafka_hop(redis_server: RedisServer)
 def test_bench_redis_cli_bounds_the_warm_up(redis_server: RedisServer, tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
     assert cli_main([
-        "bench", "redis", "--redis-url", redis_server.url, "--size-kb", "20", "--messages", "8",
-        "--throughput-messages", "8", "--warmup", "3", "--warmup-max-messages", "7",
+        "bench", "redis", "--redis-url", redis_server.url, "--size-kb", "20",
+        "--latency-messages", "8", "--throughput-messages", "8", "--warmup-messages", "3",
+        "--warmup-max-messages", "7",
         "--pipeline", "none", "--out", str(out),
     ]) == 0  # fmt: skip
     (row,) = json.loads(out.read_text())["hops"].values()

@@ -16,6 +16,7 @@ from cvserve.broker.topics import ensure_topics
 from cvserve.deploy.kafka import KafkaBroker
 from cvserve.deploy.kafka_cluster import KafkaCluster
 from cvserve.deploy.process import poll_until
+from cvserve.profiling.bench.hop_records import HopSettings
 from cvserve.profiling.bench.kafka import (
     BENCH_BROKER_PROPERTIES,
     BENCH_TOPIC_CONFIG,
@@ -35,8 +36,11 @@ def test_jpeg_near_hits_the_requested_size() -> None:
 
 def test_hop_measurement_is_consistent(kafka: KafkaBroker) -> None:
     row = measure(
-        kafka.bootstrap, size_kb=20, latency_messages=12, throughput_messages=30,
-        warmup_messages=5, warmup_max_messages=5,
+        kafka.bootstrap,
+        HopSettings(
+            size_kb=20, latency_messages=12, throughput_messages=30, warmup_messages=5,
+            warmup_max_messages=5,
+        ),
     )  # fmt: skip
     assert row["latency_messages"] == 12 and row["throughput_messages"] == 30
     assert row["warmup_messages"] == 5 and row["warmup_p50_ms"] > 0
@@ -82,8 +86,8 @@ def test_bench_measures_every_setup_in_alternating_rounds(tmp_path: Path) -> Non
     setups = (BrokerSetup("plain", 1), BrokerSetup("sasl-tls", 1, secure=True))
     out = tmp_path / "bench.json"
     report = bench_kafka(
-        size_kb=20, latency_messages=8, throughput_messages=16, warmup_messages=4,
-        warmup_max_messages=4, pipeline=None, out=out, setups=setups, with_redis=True, rounds=2,
+        hop=HopSettings(20, 8, 16, 4, 4), pipeline=None, out=out, setups=setups, with_redis=True,
+        rounds=2,
     )  # fmt: skip
     rows = report["results"]
     assert list(rows) == ["plain", "sasl-tls", REDIS_LABEL]
@@ -107,9 +111,8 @@ def test_bench_without_redis_server_skips_the_comparison_with_a_line(
 ) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))  # no redis-server there (the broker runs already)
     report = bench_kafka(
-        bootstrap=kafka.bootstrap, size_kb=20, latency_messages=5, throughput_messages=10,
-        warmup_messages=2, warmup_max_messages=2, pipeline=None, out=tmp_path / "b.json",
-        with_redis=True, rounds=1,
+        bootstrap=kafka.bootstrap, hop=HopSettings(20, 5, 10, 2, 2), pipeline=None,
+        out=tmp_path / "b.json", with_redis=True, rounds=1,
     )  # fmt: skip
     assert list(report["results"]) == [kafka.bootstrap]  # Kafka measured, Redis not
     assert "Redis Streams skipped: redis-server not found" in capsys.readouterr().out
