@@ -115,6 +115,10 @@ class PipelineFile:
     description: str = ""
     source: Path | None = None
 
+    def error(self, field: str, message: str) -> PipelineFileError:
+        """What is wrong with ``field`` of this file (``input.size``, ``model.onnx``, …)."""
+        return PipelineFileError(f"{self.source or self.name}: {field}: {message}")
+
 
 @dataclass(frozen=True)
 class FanOutDecl:
