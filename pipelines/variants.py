@@ -37,11 +37,12 @@ def is_fused(spec: PipelineSpec) -> bool:
 
 def unfused(spec: PipelineSpec) -> PipelineSpec:
     """``spec`` with each fused model replaced by the stages it serves together (unchanged when
-    none is fused)."""
+    none is fused); the fused model's `STAGE_TIMES` (`with_stage_times`) goes with it."""
     if not is_fused(spec):
         return spec
     stages = tuple(part for s in spec.stages for part in (s.fused or (s,)))
-    return dataclasses.replace(spec, stages=stages)
+    outputs = tuple(t for t in spec.outputs if t != STAGE_TIMES)
+    return dataclasses.replace(spec, stages=stages, outputs=outputs)
 
 
 def tensor_input(spec: PipelineSpec) -> PipelineSpec:

@@ -24,7 +24,7 @@ import numpy as np
 from cvserve.broker.routes import Route, as_route
 from cvserve.deploy.triton_grpc import grpc_client
 from cvserve.pipelines.spec import PipelineSpec
-from cvserve.pipelines.variants import unfused
+from cvserve.pipelines.variants import STAGE_TIMES, is_fused, unfused, with_stage_times
 from cvserve.profiling import tritonstats
 from cvserve.profiling.kafkaload import BrokerClient, BrokerLoad, closed_loop_over_broker, warm_up
 from cvserve.profiling.kafkatrace import join_request
@@ -37,6 +37,29 @@ from cvserve.profiling.tritontrace import TritonTracer, phase_totals
 # A detector on random weights scores every box low: with these, each image fans out to 3 crops.
 FAN_OUT = {"score_threshold": 0.0, "max_detections": 3}
 TRANSIT, WAIT = "broker_transit", "consumer_wait"  # hop span kinds (`profiling.trace`)
+
+
+def as_profiled(spec: PipelineSpec) -> PipelineSpec:
+    """``spec`` as the profiler serves it across a broker: as it runs, a fused pipeline's
+    ensemble also returning its model's `STAGE_TIMES` (each stage worker's result then carries
+    them, and `kafkatrace.join_request` splits the fused model's compute with them)."""
+    return with_stage_times(spec) if is_fused(spec) else spec
+
+
+def unsplit_fused(client: Any, specs: Sequence[PipelineSpec]) -> list[str]:
+    """A line for each fused pipeline whose ensemble, as the server at ``client`` serves it,
+    does not return `STAGE_TIMES` (a running server's: its fused model's compute stays whole)."""
+    notes = []
+    for spec in specs:
+        if not is_fused(spec):
+            continue
+        outputs = {o["name"] for o in client.get_model_metadata(spec.name, as_json=True)["outputs"]}
+        if STAGE_TIMES.name not in outputs:
+            notes.append(
+                f"{spec.name} is served fused without {STAGE_TIMES.name}: its fused model's "
+                "compute is attributed whole to inference (let the profiler serve it to split it)"
+            )
+    return notes
 
 
 def served_placement(specs: Sequence[PipelineSpec]) -> str:
@@ -143,8 +166,9 @@ def run_broker_sweep(
         tempfile.TemporaryDirectory(prefix="cvserve-profile-kafka-") as tmp,
         transport.services(specs, Path(tmp), bootstrap, triton_url) as services,
     ):
-        on_plan(len(points), [f"started {what}" for what in services.started])
         stats_client = grpc_client(services.triton_url)
+        notes = [f"started {what}" for what in services.started]
+        on_plan(len(points), notes + unsplit_fused(stats_client, specs))
         workers = transport.workers(
             services.bootstrap,
             pipeline_route,

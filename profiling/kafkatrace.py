@@ -24,7 +24,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from cvserve.broker.routes import Route
-from cvserve.broker.schema import ANSWERED, DISPATCHED, Message
+from cvserve.broker.schema import ANSWERED, DISPATCHED, Message, SchemaError, decode_outputs
+from cvserve.pipelines.variants import STAGE_TIMES
 from cvserve.profiling.attribution import attribute
 from cvserve.profiling.kafkaload import HANDED_OFF, BrokerRequest
 from cvserve.profiling.sweep_results import RequestRecord
@@ -73,6 +74,22 @@ def hop_edges(results: Sequence[Message], clock: WallClock, first_ns: int = 0) -
     return list(edges.values())
 
 
+def stage_times(results: Sequence[Message]) -> dict[str, list[int]]:
+    """Call id → the `STAGE_TIMES` (ns per fused part) a fused model returned for that call,
+    from the results that carry them (a stage served fused for the profiler, `as_profiled`)."""
+    times = {}
+    for message in results:
+        if STAGE_TIMES.name.encode() not in message.value:  # most results: no JSON parse
+            continue
+        try:
+            outputs = decode_outputs(message.value)
+        except SchemaError:
+            continue
+        if STAGE_TIMES.name in outputs:
+            times[message.call_id] = [int(ns) for ns in outputs[STAGE_TIMES.name].reshape(-1)]
+    return times
+
+
 def join_request(
     request: BrokerRequest,
     route: Route,
@@ -84,6 +101,7 @@ def join_request(
     attribute it. ``triton``: Triton traces by request id; ``roles``: model → stage role."""
     trace = request.trace
     ensembles = {stage.name: stage.ensemble for stage in route.stages}
+    parts = stage_times(request.results)
     calls = traced = skew = 0
     for edge in hop_edges(request.results, clock, trace.marks[HANDED_OFF]):
         span = add_hop_span(trace, (edge.a, edge.a_ns), (edge.b, edge.b_ns), lane=edge.lane)
@@ -91,17 +109,24 @@ def join_request(
             continue
         calls += 1
         ensemble = ensembles.get(span.stage or "")
-        found = next(
-            (triton[c] for c in edge.call_ids if c in triton and triton[c].model == ensemble),
-            None,
-        )
+        call = next((c for c in edge.call_ids if c in triton and triton[c].model == ensemble), None)
+        found = None if call is None else triton[call]
         traced += found is not None
         # dispatched → answered is the call itself: send and receive around Triton's spans.
         exact = hop_event(edge.b) == ANSWERED
         window = (span.start_ns, span.end_ns)
         skew = max(
             skew,
-            attach_triton(trace, found, roles, *window, span, transfers=exact, caller=span.process),
+            attach_triton(
+                trace,
+                found,
+                roles,
+                *window,
+                span,
+                transfers=exact,
+                caller=span.process,
+                stage_ns=parts.get(call or ""),
+            ),
         )
     first_ns = trace.marks[HANDED_OFF]
     trace.finish(max(monotonic_hops(m, clock, first_ns)[-1][1] for m in request.results))

@@ -23,7 +23,6 @@ from cvserve.pipelines.app.hop_bench_args import add_hop_arguments, hop_bench_op
 from cvserve.pipelines.app.pipeline_args import add_file_option, chosen
 from cvserve.pipelines.app.triton_tls_args import add_triton_tls_options
 from cvserve.pipelines.catalog import COMPOSITES, PIPELINES
-from cvserve.pipelines.variants import unfused
 from cvserve.profiling.sweep import run_sweep
 from cvserve.profiling.sweep_plan import (
     DEFAULT_CONCURRENCY,
@@ -57,7 +56,12 @@ def cmd_profile(args: argparse.Namespace) -> int:
     from cvserve.broker.worker_processes import WorkerStartError
     from cvserve.deploy.kafka import KafkaStartError
     from cvserve.deploy.triton import TritonStartError
-    from cvserve.profiling.kafkasweep import FAN_OUT, run_broker_sweep, served_placement
+    from cvserve.profiling.kafkasweep import (
+        FAN_OUT,
+        as_profiled,
+        run_broker_sweep,
+        served_placement,
+    )
     from cvserve.profiling.plots import write_plots
     from cvserve.profiling.report import run_folder, summary_table, write_run
     from cvserve.profiling.tritontrace import TraceUnavailable
@@ -83,10 +87,11 @@ def cmd_profile(args: argparse.Namespace) -> int:
         choices = ", ".join(PLACEMENTS)
         console.print(f"unknown --preprocess {sorted(unknown)}; choose from {choices}")
         return 2
-    # Profiled with their stages apart (a fused model's time could not be split).
+    # Served as they run: a fused pipeline fused, returning its model's parts' times, which
+    # the stage workers carry in their results (`profiling.kafkatrace`).
     specs = []
     if over_kafka:
-        specs = [unfused(s) for s in chosen(args, "profile", **options, **FAN_OUT).specs]
+        specs = [as_profiled(s) for s in chosen(args, "profile", **options, **FAN_OUT).specs]
     config = SweepConfig(
         placements=(served_placement(specs),) if over_kafka else tuple(placements),
         sizes=args.sizes,

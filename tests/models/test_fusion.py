@@ -29,6 +29,7 @@ from cvserve.pipelines.variants import (
 )
 from cvserve.preprocess.spec import PreprocessSpec
 from cvserve.preprocess.tensors import BOXES, LABELS, META, SCORES
+from cvserve.profiling.kafkasweep import as_profiled
 from cvserve.profiling.sweep_plan import external_targets, plan_servers
 from cvserve.profiling.tune import Space, axis_candidates, settings_of
 
@@ -181,6 +182,8 @@ def test_unfused_gives_the_stages_back_as_they_were() -> None:
     spec = classify("mobilenet_v3_small", max_batch_size=4)
     assert unfused(fuse_stages(spec)) == spec and unfused(spec) is spec
     assert is_fused(fuse_stages(spec)) and not is_fused(spec)
+    # Profiled across a broker it returns its parts' times, which its stages apart cannot.
+    assert unfused(as_profiled(fuse_stages(spec))) == spec and as_profiled(spec) is spec
 
 
 def test_a_file_asks_for_fusion_and_the_command_line_overrides_it(tmp_path: Path) -> None:

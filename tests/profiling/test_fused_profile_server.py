@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from cvserve.deploy.kafka import KafkaBroker
 from cvserve.models.client import PipelineClient
 from cvserve.pipelines.app.cli import main
 from cvserve.pipelines.catalog import file_specs
@@ -117,3 +118,20 @@ def test_profiling_it_served_by_the_profiler_splits_preprocessing_into_steps(
     steps = [f"{FUSED}.{step}" for step in STEPS]
     for row in _rows(out):
         _split_within_5_percent(row, [*(f"{FUSED}.{p}" for p in FUSED_PARTS), *steps])
+
+
+@pytest.mark.kafka
+def test_profiling_it_across_kafka_splits_every_request_from_the_workers_results(
+    kafka: KafkaBroker, pipeline_file: Path, tmp_path: Path
+) -> None:
+    # The profiler serves it fused as it runs, its ensemble returning STAGE_TIMES; a stage
+    # worker calls it and carries them in its result, where the profiler reads them back.
+    out = tmp_path / "runs"
+    argv = ["profile", "--file", str(pipeline_file), "--kafka", kafka.bootstrap]
+    argv += ["--sizes", "320x240", "--concurrency", "2", "--duration", "1.5"]
+    argv += ["--images-per-size", "2", "--out", str(out)]
+    assert main(argv) == 0
+    rows = _rows(out)
+    assert all(row["triton_traced"] for row in rows), rows[0]
+    for row in rows:
+        _split_within_5_percent(row, [f"{FUSED}.{part}" for part in FUSED_PARTS])
