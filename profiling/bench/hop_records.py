@@ -26,12 +26,13 @@ from typing import Any
 import numpy as np
 
 from cvserve.broker.producer import image_message
-from cvserve.broker.schema import Message
+from cvserve.broker.schema import Message, Record
 from cvserve.broker.topics import Topics
 from cvserve.preprocess.synthetic import synthetic_image
 
 BENCH_TOPICS = Topics("bench")
 BENCH_STAGE = "hop"
+BENCH_IN = BENCH_TOPICS.stage_in(BENCH_STAGE)  # the topic or stream every hop bench sends to
 SEND_HOP = "bench.send"
 WARMUP_WINDOW = 200  # messages per warm-up window: its p50 is what `steady` compares
 WARMUP_MAX_MESSAGES = 10_000  # the warm-up's bound when the hop never settles
@@ -173,17 +174,37 @@ def warm_up(
 
 def measure_hop(
     receiver: HopReceiver,
-    send_and_wait_ack: Callable[[int], object],
-    images: list[bytes],
+    send_record: Callable[[Record], object],
     settings: HopSettings,
-    send_burst: Callable[[int], object] | None = None,
+    send_burst: Callable[[list[Record]], object] | None = None,
 ) -> dict[str, Any]:
     """One broker hop measured (see the module): the row of figures every hop benchmark reports.
 
-    ``send_and_wait_ack(n)`` sends `bench_message` ``n`` of ``images`` and returns once the broker
-    acknowledged it; ``send_burst(count)`` sends messages 0 to ``count - 1`` back to back and
-    returns once all are acknowledged (None: `send_and_wait_ack` each in turn). ``receiver``
-    (started) receives them. The counts are ``settings``' (its size made ``images``)."""
+    ``send_record(record)`` sends a record to `BENCH_IN` and returns once the broker
+    acknowledged it; ``send_burst(records)`` sends them back to back and returns once all are
+    acknowledged (None: `send_record` each in turn). The records are `bench_message` n of
+    `bench_images` of ``settings.size_kb``; ``receiver`` (not started) reads `BENCH_IN` here
+    and is stopped on return."""
+    images = bench_images(settings.size_kb)
+
+    def send_and_wait_ack(n: int) -> object:
+        return send_record(bench_message(images, n).to_record())
+
+    receiver.start()
+    try:
+        return _measure(receiver, send_and_wait_ack, images, settings, send_burst)
+    finally:
+        receiver.stop.set()
+        receiver.join(timeout=10)
+
+
+def _measure(
+    receiver: HopReceiver,
+    send_and_wait_ack: Callable[[int], object],
+    images: list[bytes],
+    settings: HopSettings,
+    send_burst: Callable[[list[Record]], object] | None,
+) -> dict[str, Any]:
     warmup_ms, window_p50s = warm_up(
         receiver, send_and_wait_ack, settings.warmup_messages, settings.warmup_max_messages
     )
@@ -197,7 +218,7 @@ def measure_hop(
         for n in range(throughput_messages):
             send_and_wait_ack(n)
     else:
-        send_burst(throughput_messages)
+        send_burst([bench_message(images, n).to_record() for n in range(throughput_messages)])
     acked_s = (time.time_ns() - start) / 1e9
     receiver.wait_for(base + throughput_messages, 120)
     burst = receiver.received[base : base + throughput_messages]

@@ -44,13 +44,10 @@ from cvserve.deploy.kafka_client_config import CLIENT_CONFIG_ENV
 from cvserve.deploy.kafka_cluster import KafkaCluster
 from cvserve.deploy.kafka_limits import MIB
 from cvserve.profiling.bench.hop_records import (
-    BENCH_STAGE,
-    BENCH_TOPICS,
+    BENCH_IN,
     DEFAULT_HOP,
     HopReceiver,
     HopSettings,
-    bench_images,
-    bench_message,
     measure_hop,
 )
 from cvserve.profiling.bench.hop_records import jpeg_near as jpeg_near  # where tests find it
@@ -99,35 +96,22 @@ class _Receiver(HopReceiver):
 
 def measure(bootstrap: str, settings: HopSettings) -> dict[str, Any]:
     """One Kafka hop on the cluster at ``bootstrap`` (acks=all): `hop_records.measure_hop`."""
-    topic = BENCH_TOPICS.stage_in(BENCH_STAGE)
-    ensure_topics(bootstrap, [topic], partitions=BENCH_PARTITIONS, config=BENCH_TOPIC_CONFIG)
-    images = bench_images(settings.size_kb)
-    receiver = _Receiver(bootstrap, topic)
-    receiver.start()
+    ensure_topics(bootstrap, [BENCH_IN], partitions=BENCH_PARTITIONS, config=BENCH_TOPIC_CONFIG)
     producer = new_producer(bootstrap)
 
-    def send(n: int) -> Any:
-        record = bench_message(images, n).to_record()
-        return produce(producer, topic, record.key, record.value, record.headers)
+    def send(record: Record) -> Any:
+        return produce(producer, BENCH_IN, record.key, record.value, record.headers)
 
-    def send_and_wait_ack(n: int) -> None:
-        wait_delivered(producer, [send(n)], timeout_s=30)
+    def send_and_wait_ack(record: Record) -> None:
+        wait_delivered(producer, [send(record)], timeout_s=30)
 
-    def send_burst(count: int) -> None:
-        wait_delivered(producer, [send(n) for n in range(count)], timeout_s=120)
+    def send_burst(records: list[Record]) -> None:
+        wait_delivered(producer, [send(r) for r in records], timeout_s=120)
 
     try:
-        return measure_hop(
-            receiver,
-            send_and_wait_ack,
-            images,
-            settings,
-            send_burst=send_burst,
-        )
+        return measure_hop(_Receiver(bootstrap, BENCH_IN), send_and_wait_ack, settings, send_burst)
     finally:
         producer.flush(10)
-        receiver.stop.set()
-        receiver.join(timeout=10)
 
 
 @dataclass(frozen=True)

@@ -25,16 +25,13 @@ from rich.console import Console
 from rich.table import Table
 
 from cvserve.broker.redis_streams import StreamReader, record_fields, redis_client
-from cvserve.broker.schema import Message
+from cvserve.broker.schema import Message, Record
 from cvserve.deploy.redis import RedisServer
 from cvserve.profiling.bench.hop_records import (
-    BENCH_STAGE,
-    BENCH_TOPICS,
+    BENCH_IN,
     DEFAULT_HOP,
     HopReceiver,
     HopSettings,
-    bench_images,
-    bench_message,
     measure_hop,
 )
 from cvserve.profiling.machine import machine_info, write_report
@@ -66,28 +63,17 @@ class _StreamReceiver(HopReceiver):
 
 def measure_redis(url: str, settings: HopSettings) -> dict[str, Any]:
     """One Redis Streams hop on the server at ``url``: the keys of `bench.kafka.measure`."""
-    stream = BENCH_TOPICS.stage_in(BENCH_STAGE)
-    images = bench_images(settings.size_kb)
     client = redis_client(url)
-    client.delete(stream)  # an earlier run's entries are not this run's
-    receiver = _StreamReceiver(url, stream)
-    receiver.start()
+    client.delete(BENCH_IN)  # an earlier run's entries are not this run's
 
-    def send(n: int) -> None:  # the XADD reply is the acknowledgement; a burst waits for each
-        client.xadd(stream, record_fields(bench_message(images, n).to_record()))
+    def send(record: Record) -> None:  # the XADD reply is the acknowledgement
+        client.xadd(BENCH_IN, record_fields(record))
 
-    try:
-        return measure_hop(
-            receiver,
-            send,
-            images,
-            settings,
-        )
+    try:  # a burst waits for each reply in turn
+        return measure_hop(_StreamReceiver(url, BENCH_IN), send, settings)
     finally:
-        receiver.stop.set()
-        receiver.join(timeout=10)
         with contextlib.suppress(redis.RedisError):
-            client.delete(stream)
+            client.delete(BENCH_IN)
         client.close()
 
 
