@@ -146,11 +146,11 @@ class ManagedProcess:
         timeout_s: float,
         fatal: Callable[[], str | None] = lambda: None,
         interval_s: float = 0.2,
-        on_timeout: Callable[[], None] = lambda: None,
+        on_timeout: Callable[[], str] = lambda: "",
     ) -> None:
         """Return once ``ready()``; raise ``error`` if the process ends, if ``fatal()`` names a
         reason it never will, or at the deadline (after ``on_timeout()``, which may add to the
-        log what the failure should quote)."""
+        log what the failure should quote, and returns lines for its end)."""
 
         def check() -> bool:
             self.check_alive()
@@ -164,8 +164,9 @@ class ManagedProcess:
         try:
             poll_until(check, timeout_s, interval_s=interval_s, what=self.name)
         except TimeoutError:
-            on_timeout()
-            raise self.error(self.failure(f"not ready after {timeout_s:.0f} s")) from None
+            extra = on_timeout()
+            message = self.failure(f"not ready after {timeout_s:.0f} s")
+            raise self.error(f"{message}\n{extra}" if extra else message) from None
 
     def terminate(self) -> None:
         """Ask the process to stop (SIGTERM by pid); `wait_stopped` finishes the stop."""

@@ -97,16 +97,18 @@ def stub_stacks(log: str, lines: int = 40) -> list[str]:
     return frames[:lines]
 
 
-def signal_stubs(server_pid: int, log_path: Path, timeout_s: float = 5.0) -> None:
+def signal_stubs(server_pid: int, log_path: Path, timeout_s: float = 5.0) -> str:
     """Ask the python-backend stubs below ``server_pid`` whose models are `still_loading` to dump
     their Python stacks into the log (SIGUSR1; only stubs, as any other process would die of
-    it), and wait up to ``timeout_s`` for them to appear. Called only on a server about to be
-    stopped: a stub whose model never imported `cvserve.models.triton` has no handler and ends."""
+    it), and wait up to ``timeout_s`` for them to appear; returns the memory available then (a
+    line for the failure). Called only on a server about to be stopped: a stub whose model
+    never imported `cvserve.models.triton` has no handler and ends."""
     log = log_path.read_text(errors="replace") if log_path.exists() else ""
     loading = set(still_loading(log))
     stubs = [pid for pid in process_tree(server_pid) if stub_model(pid) in loading]
+    memory = f"memory available: {_memory_available()}"
     if not stubs:
-        return
+        return memory
     size = log_path.stat().st_size if log_path.exists() else 0
     for pid in stubs:
         with contextlib.suppress(ProcessLookupError):
@@ -117,6 +119,17 @@ def signal_stubs(server_pid: int, log_path: Path, timeout_s: float = 5.0) -> Non
             timeout_s,
             what="the stubs' stacks",
         )
+    return memory
+
+
+def _memory_available() -> str:
+    """``MemAvailable`` of ``MemTotal`` from /proc/meminfo, in GiB (Linux)."""
+    try:
+        fields = dict(line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines())
+        kib = [int(fields[k].split()[0]) for k in ("MemAvailable", "MemTotal")]
+    except (OSError, KeyError, ValueError):
+        return "unknown"
+    return f"{kib[0] / 2**20:.1f} of {kib[1] / 2**20:.1f} GiB"
 
 
 def _check_numpy_below_2() -> None:

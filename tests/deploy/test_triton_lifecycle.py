@@ -128,6 +128,7 @@ def test_a_model_stuck_loading_is_named_with_where_its_stub_was(tmp_path: Path) 
     message = str(error.value)
     assert "still loading: stuck\n" in message
     assert re.search(r'File ".*stuck/1/model.py", line 11 in initialize', message)
+    assert re.search(r"\nmemory available: [0-9.]+ of [0-9.]+ GiB$", message)
     assert server.process is None
 
 
