@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from cvserve.models.fusion import FUSED_SUFFIX
 from cvserve.profiling.attribution import END_TO_END
 from cvserve.profiling.categories import CATEGORIES
 
@@ -30,7 +31,25 @@ REMEDY: dict[str, str] = {
     "postprocessing": "run postprocessing on the DNN's device, batched (fuse_stages)",
     "other": "fuse the stages (one model, no hand-offs) and look at the server's spare CPU",
 }
+# Where the pipeline is fused already (`models.fusion`), or the requests cross a broker.
+REMEDY_FUSED: dict[str, str] = {
+    **REMEDY,
+    "data_movement": "send encoded images instead of tensors or shorten the hops",
+    "postprocessing": "run postprocessing on the DNN's device, batched",
+    "other": "look at the server's spare CPU",
+}
+BROKER_MOVEMENT = "the broker hops and the workers' own time: see the broker advice"
 INFERENCE = "inference"
+
+
+def remedy(point: dict[str, Any], category: str) -> str:
+    """What to change first when ``category`` leads ``point`` (a summary point): not fusing a
+    pipeline served fused (a model named `models.fusion.fused_model_name` answered it), and
+    across a broker data movement is mostly the broker's."""
+    if category == "data_movement" and "transport" in point:
+        return BROKER_MOVEMENT
+    fused = any(m.endswith(FUSED_SUFFIX) for m in point.get("triton_vs_stats", {}))
+    return (REMEDY_FUSED if fused else REMEDY)[category]
 
 
 def outside_dnn(summary: dict[str, Any]) -> list[str]:
@@ -56,7 +75,7 @@ def outside_dnn(summary: dict[str, Any]) -> list[str]:
             line += f" ({1 - high['categories'][INFERENCE]['share']:.0%} at {high['concurrency']})"
         top_share = low["categories"][top]["share"]
         line += f"; most in {top.replace('_', ' ')} ({top_share:.0%})"
-        lines.append(line + (f": {REMEDY[top]}" if share >= 0.5 else ": the DNN leads"))
+        lines.append(line + (f": {remedy(low, top)}" if share >= 0.5 else ": the DNN leads"))
     return lines
 
 

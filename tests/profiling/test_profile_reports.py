@@ -12,7 +12,7 @@ from PIL import Image
 from rich.console import Console
 
 from cvserve.pipelines.app.cli import main
-from cvserve.profiling.advice import REMEDY, placement_advice
+from cvserve.profiling.advice import REMEDY, placement_advice, remedy
 from cvserve.profiling.attribution import attribute
 from cvserve.profiling.categories import CATEGORIES
 from cvserve.profiling.compare import compare_points, load_summary
@@ -204,3 +204,12 @@ def test_the_share_outside_the_dnn_per_placement_and_size_with_what_to_change(
     light = write_run(run_dir.parent / "light-dnn", known_run(infer_ms=1))
     client = light["outside_dnn"][0]
     assert "most in preprocessing" in client and REMEDY["preprocessing"] in client
+
+
+def test_the_remedy_does_not_ask_a_fused_pipeline_to_fuse_and_names_the_broker() -> None:
+    apart = {"triton_vs_stats": {"classify_preprocess": {}, "classify_dnn": {}}}
+    fused = {"triton_vs_stats": {"classify_fused": {}}}
+    for category in ("data_movement", "postprocessing", "other"):
+        assert "fuse" in remedy(apart, category) and "fuse" not in remedy(fused, category)
+    assert remedy(fused, "preprocessing") == REMEDY["preprocessing"]
+    assert "broker" in remedy({**fused, "transport": "kafka"}, "data_movement")
