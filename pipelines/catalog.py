@@ -74,10 +74,10 @@ PIPELINES: dict[str, Path] = {
 }
 
 
-def _shipped_composite(name: str, f: CompositeFile, host: Host | None = None) -> CompositeSpec:
-    """A shipped composite, with the workers and rates `cvserve tune` stored for it on ``host``
-    (None: this machine) wherever its file sets none."""
-    stored = (host or this_machine()).stage_tuned(stage_settings_key(name))
+def _tuned_composite(name: str, f: CompositeFile, host: Host) -> CompositeFile:
+    """Shipped composite file ``f`` with the workers and rates `cvserve tune` stored for it on
+    ``host`` wherever the file sets none."""
+    stored = host.stage_tuned(stage_settings_key(name))
     parts = tuple(
         dataclasses.replace(
             part,
@@ -89,7 +89,7 @@ def _shipped_composite(name: str, f: CompositeFile, host: Host | None = None) ->
         )
         for part in f.parts
     )
-    return composite_of(dataclasses.replace(f, parts=parts))
+    return dataclasses.replace(f, parts=parts)
 
 
 # Multi-DNN pipelines: several ensembles joined through Kafka (`broker.routes` reads them). As the
@@ -102,7 +102,7 @@ COMPOSITES: dict[str, CompositeSpec] = {
 def shipped_composites(host: Host) -> dict[str, CompositeSpec]:
     """`COMPOSITES` with the workers and rates `cvserve tune` stored on ``host``."""
     return {
-        name: _shipped_composite(name, f, host)
+        name: composite_of(_tuned_composite(name, f, host))
         for name, f in _SHIPPED.items()
         if isinstance(f, CompositeFile)
     }
@@ -151,10 +151,9 @@ def resolve(
     and host give the same specs on any machine."""
     chosen = _chosen(options)
     if isinstance(f, CompositeFile):
-        composite, specs = composite_specs(f, cores=host.cores, **chosen)
         if shipped_as is not None:
-            composite = _shipped_composite(shipped_as, f, host)
-        return composite, specs
+            f = _tuned_composite(shipped_as, f, host)
+        return composite_specs(f, cores=host.cores, **chosen)
     if shipped_as is not None:
         chosen = _with_tuned(shipped_as, f, host, chosen)
     return None, [build_spec(f, cores=host.cores, **chosen)]

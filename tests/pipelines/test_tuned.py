@@ -14,7 +14,7 @@ from cvserve.models.params import DnnParams
 from cvserve.pipelines.app.manifests.compose import compose_document
 from cvserve.pipelines.app.manifests.plan import plan_deployment
 from cvserve.pipelines.catalog import composite_of, pipeline, shipped_tuned_key
-from cvserve.pipelines.pipeline_file import SHIPPED, PipelineFileError, load_file
+from cvserve.pipelines.pipeline_file import PipelineFileError, load_file
 from cvserve.pipelines.tuned import (
     stage_settings_key,
     store_settings,
@@ -162,8 +162,11 @@ def test_a_tuned_shipped_composite_starts_its_stored_workers() -> None:
     key = stage_settings_key("detect_identify")
     store_stage_settings(key, {"identify": {"workers": 2, "rate": 12.0}})
     try:
-        f = load_file(SHIPPED / "detect_identify.yaml")
-        stages = catalog._shipped_composite("detect_identify", f).stages
+        stages = catalog.shipped_composites(catalog.this_machine())["detect_identify"].stages
         assert [(s.workers, s.rate) for s in stages] == [(1, None), (2, 12.0)]
+        composite, _ = catalog.resolve(
+            catalog.shipped("detect_identify"), catalog.this_machine(), shipped_as="detect_identify"
+        )
+        assert composite is not None and composite.stages == stages
     finally:  # the store is the session's: later CLI processes must not start 2 workers
         store_stage_settings(key, {})
