@@ -37,11 +37,13 @@ def is_fused(spec: PipelineSpec) -> bool:
 
 def unfused(spec: PipelineSpec) -> PipelineSpec:
     """``spec`` with each fused model replaced by the stages it serves together (unchanged when
-    none is fused); the fused model's `STAGE_TIMES` (`with_stage_times`) goes with it."""
+    none is fused); what only the fused model outputs (`STAGE_TIMES`, its `PREPROCESS_TIMES`)
+    goes with it."""
     if not is_fused(spec):
         return spec
     stages = tuple(part for s in spec.stages for part in (s.fused or (s,)))
-    outputs = tuple(t for t in spec.outputs if t != STAGE_TIMES)
+    produced = {t.name for s in stages for t in s.outputs}
+    outputs = tuple(t for t in spec.outputs if t.name in produced)
     return dataclasses.replace(spec, stages=stages, outputs=outputs)
 
 

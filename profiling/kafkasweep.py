@@ -24,7 +24,14 @@ import numpy as np
 from cvserve.broker.routes import Route, as_route
 from cvserve.deploy.triton_grpc import grpc_client
 from cvserve.pipelines.spec import PipelineSpec
-from cvserve.pipelines.variants import STAGE_TIMES, is_fused, unfused, with_stage_times
+from cvserve.pipelines.variants import (
+    PREPROCESS_TIMES,
+    STAGE_TIMES,
+    is_fused,
+    unfused,
+    with_preprocess_times,
+    with_stage_times,
+)
 from cvserve.profiling import tritonstats
 from cvserve.profiling.kafkaload import BrokerClient, BrokerLoad, closed_loop_over_broker, warm_up
 from cvserve.profiling.kafkatrace import join_request
@@ -39,26 +46,30 @@ FAN_OUT = {"score_threshold": 0.0, "max_detections": 3}
 TRANSIT, WAIT = "broker_transit", "consumer_wait"  # hop span kinds (`profiling.trace`)
 
 
-def as_profiled(spec: PipelineSpec) -> PipelineSpec:
+def as_profiled(spec: PipelineSpec, split_preprocess: bool = False) -> PipelineSpec:
     """``spec`` as the profiler serves it across a broker: as it runs, a fused pipeline's
-    ensemble also returning its model's `STAGE_TIMES` (each stage worker's result then carries
-    them, and `kafkatrace.join_request` splits the fused model's compute with them)."""
-    return with_stage_times(spec) if is_fused(spec) else spec
+    ensemble also returning its model's `STAGE_TIMES`, and with ``split_preprocess`` every
+    ensemble `PREPROCESS_TIMES` (each stage worker's result then carries them, and
+    `kafkatrace.join_request` splits the compute that reported them)."""
+    spec = with_stage_times(spec) if is_fused(spec) else spec
+    return with_preprocess_times(spec) if split_preprocess else spec
 
 
-def unsplit_fused(client: Any, specs: Sequence[PipelineSpec]) -> list[str]:
-    """A line for each fused pipeline whose ensemble, as the server at ``client`` serves it,
-    does not return `STAGE_TIMES` (a running server's: its fused model's compute stays whole)."""
+def unreported(client: Any, specs: Sequence[PipelineSpec]) -> list[str]:
+    """A line for each time tensor ``specs`` (`as_profiled`) return that the server at
+    ``client`` does not (a running server's ensembles: that compute stays whole)."""
     notes = []
     for spec in specs:
-        if not is_fused(spec):
+        wanted = [t.name for t in spec.outputs if t in (STAGE_TIMES, PREPROCESS_TIMES)]
+        if not wanted:
             continue
-        outputs = {o["name"] for o in client.get_model_metadata(spec.name, as_json=True)["outputs"]}
-        if STAGE_TIMES.name not in outputs:
-            notes.append(
-                f"{spec.name} is served fused without {STAGE_TIMES.name}: its fused model's "
-                "compute is attributed whole to inference (let the profiler serve it to split it)"
-            )
+        served = {o["name"] for o in client.get_model_metadata(spec.name, as_json=True)["outputs"]}
+        notes += [
+            f"{spec.name} as served returns no {name}: that compute is not split "
+            "(let the profiler serve the pipeline to split it)"
+            for name in wanted
+            if name not in served
+        ]
     return notes
 
 
@@ -168,7 +179,7 @@ def run_broker_sweep(
     ):
         stats_client = grpc_client(services.triton_url)
         notes = [f"started {what}" for what in services.started]
-        on_plan(len(points), notes + unsplit_fused(stats_client, specs))
+        on_plan(len(points), notes + unreported(stats_client, specs))
         workers = transport.workers(
             services.bootstrap,
             pipeline_route,

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 from cvserve.broker.routes import Route
 from cvserve.broker.schema import ANSWERED, DISPATCHED, Message, SchemaError, decode_outputs
-from cvserve.pipelines.variants import STAGE_TIMES
+from cvserve.pipelines.variants import PREPROCESS_TIMES, STAGE_TIMES
 from cvserve.profiling.attribution import attribute
 from cvserve.profiling.kafkaload import HANDED_OFF, BrokerRequest
 from cvserve.profiling.sweep_results import RequestRecord
@@ -74,19 +74,26 @@ def hop_edges(results: Sequence[Message], clock: WallClock, first_ns: int = 0) -
     return list(edges.values())
 
 
-def stage_times(results: Sequence[Message]) -> dict[str, list[int]]:
-    """Call id → the `STAGE_TIMES` (ns per fused part) a fused model returned for that call,
-    from the results that carry them (a stage served fused for the profiler, `as_profiled`)."""
-    times = {}
+REPORTED = (STAGE_TIMES.name, PREPROCESS_TIMES.name)
+
+
+def reported_times(results: Sequence[Message]) -> dict[str, dict[str, list[int]]]:
+    """Call id → the times its stage reported for that call, by tensor (`STAGE_TIMES`: ns per
+    fused part; `PREPROCESS_TIMES`: ns per DALI step), from the results that carry them (a
+    pipeline the profiler serves `kafkasweep.as_profiled`)."""
+    times: dict[str, dict[str, list[int]]] = {}
     for message in results:
-        if STAGE_TIMES.name.encode() not in message.value:  # most results: no JSON parse
+        if not any(name.encode() in message.value for name in REPORTED):  # skip the JSON parse
             continue
         try:
             outputs = decode_outputs(message.value)
         except SchemaError:
             continue
-        if STAGE_TIMES.name in outputs:
-            times[message.call_id] = [int(ns) for ns in outputs[STAGE_TIMES.name].reshape(-1)]
+        times[message.call_id] = {
+            name: [int(ns) for ns in outputs[name].reshape(-1)]
+            for name in REPORTED
+            if name in outputs
+        }
     return times
 
 
@@ -101,7 +108,7 @@ def join_request(
     attribute it. ``triton``: Triton traces by request id; ``roles``: model → stage role."""
     trace = request.trace
     ensembles = {stage.name: stage.ensemble for stage in route.stages}
-    parts = stage_times(request.results)
+    reported = reported_times(request.results)
     calls = traced = skew = 0
     for edge in hop_edges(request.results, clock, trace.marks[HANDED_OFF]):
         span = add_hop_span(trace, (edge.a, edge.a_ns), (edge.b, edge.b_ns), lane=edge.lane)
@@ -125,7 +132,8 @@ def join_request(
                 span,
                 transfers=exact,
                 caller=span.process,
-                stage_ns=parts.get(call or ""),
+                preprocess_ns=reported.get(call or "", {}).get(PREPROCESS_TIMES.name),
+                stage_ns=reported.get(call or "", {}).get(STAGE_TIMES.name),
             ),
         )
     first_ns = trace.marks[HANDED_OFF]

@@ -87,18 +87,19 @@ def cmd_profile(args: argparse.Namespace) -> int:
         choices = ", ".join(PLACEMENTS)
         console.print(f"unknown --preprocess {sorted(unknown)}; choose from {choices}")
         return 2
-    # Served as they run: a fused pipeline fused, returning its model's parts' times, which
-    # the stage workers carry in their results (`profiling.kafkatrace`).
+    # Served as they run: a fused pipeline fused, returning its model's parts' times (and with
+    # --split-preprocess DALI's steps'), which the stage workers carry in their results.
     specs = []
     if over_kafka:
-        specs = [as_profiled(s) for s in chosen(args, "profile", **options, **FAN_OUT).specs]
+        chosen_specs = chosen(args, "profile", **options, **FAN_OUT).specs
+        specs = [as_profiled(s, args.split_preprocess) for s in chosen_specs]
     config = SweepConfig(
         placements=(served_placement(specs),) if over_kafka else tuple(placements),
         sizes=args.sizes,
         concurrency=args.concurrency,
         duration_s=args.duration,
         images_per_size=args.images_per_size,
-        split_preprocess=args.split_preprocess and not over_kafka,
+        split_preprocess=args.split_preprocess,
     )
     progress = Progress(
         SpinnerColumn(),
@@ -398,7 +399,8 @@ def register(commands: argparse._SubParsersAction, benches: argparse._SubParsers
     profile.add_argument(
         "--split-preprocess",
         action="store_true",
-        help="ask the preprocess model for PREPROCESS_TIMES (decode/resize/normalize split)",
+        help="ask the preprocess model for PREPROCESS_TIMES (decode/resize/normalize split; "
+        "across Kafka too, when the profiler serves the pipeline)",
     )
     profile.add_argument("--out", default="runs", help="folder the run folder goes in")
     profile.set_defaults(func=cmd_profile)

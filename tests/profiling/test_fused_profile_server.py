@@ -121,7 +121,7 @@ def test_profiling_it_served_by_the_profiler_splits_preprocessing_into_steps(
 
 
 @pytest.mark.kafka
-def test_profiling_it_across_kafka_splits_every_request_from_the_workers_results(
+def test_profiling_it_across_kafka_splits_every_request_and_its_steps_from_the_results(
     kafka: KafkaBroker, pipeline_file: Path, tmp_path: Path
 ) -> None:
     # The profiler serves it fused as it runs, its ensemble returning STAGE_TIMES; a stage
@@ -129,9 +129,10 @@ def test_profiling_it_across_kafka_splits_every_request_from_the_workers_results
     out = tmp_path / "runs"
     argv = ["profile", "--file", str(pipeline_file), "--kafka", kafka.bootstrap]
     argv += ["--sizes", "320x240", "--concurrency", "2", "--duration", "1.5"]
-    argv += ["--images-per-size", "2", "--out", str(out)]
+    argv += ["--images-per-size", "2", "--split-preprocess", "--out", str(out)]
     assert main(argv) == 0
     rows = _rows(out)
     assert all(row["triton_traced"] for row in rows), rows[0]
+    steps = [f"{FUSED}.{step}" for step in STEPS]
     for row in rows:
-        _split_within_5_percent(row, [f"{FUSED}.{part}" for part in FUSED_PARTS])
+        _split_within_5_percent(row, [*(f"{FUSED}.{part}" for part in FUSED_PARTS), *steps])

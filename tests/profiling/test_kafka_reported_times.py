@@ -1,0 +1,54 @@
+"""Times a stage reports in its results across a broker (`profiling.kafkatrace.reported_times`)
+and the run's line when a running server's ensembles do not return them
+(`profiling.kafkasweep.unreported`)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+
+from cvserve.broker.schema import Crop, Message, result_message
+from cvserve.models.fusion import fuse_stages
+from cvserve.pipelines.catalog import classify
+from cvserve.pipelines.variants import PREPROCESS_TIMES, STAGE_TIMES
+from cvserve.profiling.kafkasweep import as_profiled, unreported
+from cvserve.profiling.kafkatrace import reported_times
+
+SOURCE = Message("rid", "p", "detect", b"jpeg", "image/jpeg")
+
+
+def test_each_call_gets_the_times_its_own_result_carries() -> None:
+    first = result_message(
+        SOURCE, "detect", {STAGE_TIMES.name: np.array([[5, 7, 1]]), "COUNT": np.array([1])}
+    )
+    crop = replace(
+        result_message(SOURCE, "identify", {PREPROCESS_TIMES.name: np.array([[2, 3, 4]])}),
+        crop=Crop(0, (0, 0, 8, 8)),
+    )
+    plain = replace(
+        result_message(SOURCE, "identify", {"EMBEDDING": np.zeros(4)}), crop=Crop(1, (0, 0, 8, 8))
+    )
+    times = reported_times([first, crop, plain])
+    assert times == {
+        "rid": {STAGE_TIMES.name: [5, 7, 1]},
+        "rid:0": {PREPROCESS_TIMES.name: [2, 3, 4]},
+    }
+
+
+class _RunningServer:
+    """A server whose ensembles return their answers only (no time tensors)."""
+
+    def get_model_metadata(self, name: str, as_json: bool) -> dict:
+        return {"outputs": [{"name": "LABELS"}, {"name": "SCORES"}]}
+
+
+def test_a_running_server_without_the_time_tensors_is_said() -> None:
+    spec = classify("mobilenet_v3_small", max_batch_size=4)
+    profiled = as_profiled(fuse_stages(spec), split_preprocess=True)
+    notes = unreported(_RunningServer(), [profiled])
+    assert [n.split(" as served returns no ")[1].split(":")[0] for n in notes] == [
+        STAGE_TIMES.name,
+        PREPROCESS_TIMES.name,
+    ]
+    assert unreported(_RunningServer(), [spec]) == []  # nothing asked of it
