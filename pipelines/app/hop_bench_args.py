@@ -5,42 +5,31 @@ broker after it."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
 from typing import Any
 
 from cvserve.pipelines.catalog import COMPOSITES
-from cvserve.profiling.bench.hop_records import DEFAULT_HOP, HopSettings
+from cvserve.profiling.bench.hop_records import HopSettings
+
+# One option per `HopSettings` field (``--size-kb`` for ``size_kb``), with its help.
+_HELP = {
+    "size_kb": "each record's JPEG, about this many KB",
+    "latency_messages": "hops measured one at a time",
+    "throughput_messages": "messages sent back to back",
+    "warmup_messages": "at least this many sent first (a broker's JIT), then windows until the "
+    "hop p50 is steady",
+    "warmup_max_messages": "the warm-up's bound when the hop never settles (= "
+    "--warmup-messages: a fixed count)",
+}
 
 
 def add_hop_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--size-kb``, the message counts, the warm-up and its bound, ``--pipeline`` (a composite
-    or ``none``), ``--pipeline-duration`` and ``--out``."""
-    parser.add_argument("--size-kb", type=int, default=DEFAULT_HOP.size_kb)
-    parser.add_argument(
-        "--latency-messages",
-        type=int,
-        default=DEFAULT_HOP.latency_messages,
-        help="hops measured one at a time",
-    )
-    parser.add_argument(
-        "--throughput-messages",
-        type=int,
-        default=DEFAULT_HOP.throughput_messages,
-        help="messages sent back to back",
-    )
-    parser.add_argument(
-        "--warmup-messages",
-        type=int,
-        default=DEFAULT_HOP.warmup_messages,
-        help="at least this many sent first (a broker's JIT), then windows until the hop p50 "
-        "is steady",
-    )
-    parser.add_argument(
-        "--warmup-max-messages",
-        type=int,
-        default=DEFAULT_HOP.warmup_max_messages,
-        help="the warm-up's bound when the hop never settles (= --warmup-messages: a fixed count)",
-    )
+    """An option per `HopSettings` field, ``--pipeline`` (a composite or ``none``),
+    ``--pipeline-duration`` and ``--out``."""
+    for field in dataclasses.fields(HopSettings):
+        flag = "--" + field.name.replace("_", "-")
+        parser.add_argument(flag, type=int, default=field.default, help=_HELP[field.name])
     parser.add_argument(
         "--pipeline",
         default="detect_identify",
@@ -59,11 +48,7 @@ def hop_bench_options(args: argparse.Namespace) -> dict[str, Any]:
     options of `add_hop_arguments` give."""
     return {
         "hop": HopSettings(
-            args.size_kb,
-            args.latency_messages,
-            args.throughput_messages,
-            args.warmup_messages,
-            args.warmup_max_messages,
+            **{f.name: getattr(args, f.name) for f in dataclasses.fields(HopSettings)}
         ),
         "pipeline": None if args.pipeline == "none" else args.pipeline,
         "pipeline_duration_s": args.pipeline_duration,
