@@ -87,13 +87,18 @@ def still_loading(log: str) -> list[str]:
 
 def stub_stacks(log: str, lines: int = 40) -> list[str]:
     """The Python stacks python-backend stubs dumped into a Triton log on SIGUSR1
-    (`cvserve.models.triton` registers the dump), innermost call first, at most ``lines``."""
-    frames = [
-        line.rstrip()
-        for line in log.splitlines()
-        if re.match(r"(Current thread|Thread) 0x[0-9a-f]+ \(most recent call first\)", line)
-        or line.startswith('  File "')
-    ]
+    (`cvserve.models.triton` registers the dump), innermost call first, at most ``lines``: each
+    dump's header and the frames right after it (an exception's traceback, "most recent call
+    last", is not one)."""
+    frames: list[str] = []
+    in_dump = False
+    for line in log.splitlines():
+        if re.match(r"(Current thread|Thread) 0x[0-9a-f]+ \(most recent call first\)", line):
+            in_dump = True
+        elif not (in_dump and line.startswith('  File "')):
+            in_dump = False
+            continue
+        frames.append(line.rstrip())
     return frames[:lines]
 
 
