@@ -29,14 +29,12 @@ from cvserve.pipelines.variants import (
     STAGE_TIMES,
     is_fused,
     unfused,
-    with_preprocess_times,
-    with_stage_times,
 )
 from cvserve.profiling import tritonstats
 from cvserve.profiling.kafkaload import BrokerClient, BrokerLoad, closed_loop_over_broker, warm_up
 from cvserve.profiling.kafkatrace import join_request
 from cvserve.profiling.sweep import write_images
-from cvserve.profiling.sweep_plan import Point, SweepConfig
+from cvserve.profiling.sweep_plan import Point, SweepConfig, as_served
 from cvserve.profiling.sweep_results import PointResult, SweepRun
 from cvserve.profiling.trace import WallClock, sample_clocks
 from cvserve.profiling.tritontrace import TritonTracer, phase_totals
@@ -47,12 +45,11 @@ TRANSIT, WAIT = "broker_transit", "consumer_wait"  # hop span kinds (`profiling.
 
 
 def as_profiled(spec: PipelineSpec, split_preprocess: bool = False) -> PipelineSpec:
-    """``spec`` as the profiler serves it across a broker: as it runs, a fused pipeline's
-    ensemble also returning its model's `STAGE_TIMES`, and with ``split_preprocess`` every
-    ensemble `PREPROCESS_TIMES` (each stage worker's result then carries them, and
+    """``spec`` as the profiler serves it across a broker: as it runs (`sweep_plan.as_served`),
+    a fused pipeline's ensemble also returning its model's `STAGE_TIMES`, and with
+    ``split_preprocess`` `PREPROCESS_TIMES` (each stage worker's result then carries them, and
     `kafkatrace.join_request` splits the compute that reported them)."""
-    spec = with_stage_times(spec) if is_fused(spec) else spec
-    return with_preprocess_times(spec) if split_preprocess else spec
+    return as_served(unfused(spec), is_fused(spec), split_preprocess, notes=[])
 
 
 def unreported(client: Any, specs: Sequence[PipelineSpec]) -> list[str]:
