@@ -27,8 +27,7 @@ def serve_locally(
             workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="cvserve-")))
         workdir = Path(workdir)
         repository = workdir / "repository"
-        for spec in specs:
-            write_repository(spec, repository)
+        write_repository(specs, repository)
         server = TritonServer(repository, workdir=workdir / "triton", extra_args=tuple(extra_args))
         server.start(timeout_s)
         stack.callback(server.stop)

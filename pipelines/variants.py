@@ -7,9 +7,10 @@
 - `with_preprocess_times`: the preprocess stage (or the fused model serving it) also returns
   ``PREPROCESS_TIMES`` (the profiler's decode / resize+crop / normalize split; the adapter must
   support it).
-- `with_stage_times`: the ensemble also returns the fused model's ``STAGE_TIMES`` (its
-  preprocessing, DNN and postprocessing apart: what the profiler splits a fused model's
-  compute with).
+- `with_stage_times`: the ensemble also returns the time its models spent in their own work: a
+  fused model's ``STAGE_TIMES`` (its preprocessing, DNN and postprocessing apart), or each
+  stage's `own_times` when the stages are apart (what the profiler splits each model's compute
+  with; the rest of that compute is the hand-off between Triton and the stage's stub).
 - `unfused`: a pipeline whose stages are served as one model
   (`models.fusion`) with its stages apart again; every view above starts from it.
 """
@@ -17,6 +18,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping, Sequence
 
 from cvserve.pipelines.spec import Device, PipelineSpec, Role, StageSpec, TensorSpec
 
@@ -28,6 +30,26 @@ FUSED_PARTS: tuple[Role, ...] = ("preprocess", "inference", "postprocess")
 # int64 [3] per image: ns its batch spent in each of `FUSED_PARTS` inside the fused model (0 for
 # a part it does not run); on a GPU, until the part's device work had finished.
 STAGE_TIMES = TensorSpec("STAGE_TIMES", "int64", (len(FUSED_PARTS),))
+
+
+def own_times(role: Role) -> TensorSpec:
+    """int64 [3] per image, from a stage served apart: the ns its batch spent in the stage's own
+    work, at ``role``'s place in `FUSED_PARTS` (the others 0), so that the stages' vectors added
+    up read like a fused model's `STAGE_TIMES`."""
+    return TensorSpec(f"{STAGE_TIMES.name}_{role.upper()}", "int64", STAGE_TIMES.dims)
+
+
+# Every tensor a model reports its parts' times in: the fused model's, then each role's apart.
+STAGE_TIME_TENSORS: tuple[TensorSpec, ...] = (STAGE_TIMES, *map(own_times, FUSED_PARTS))
+
+
+def reported_stage_times(outputs: Mapping[str, Sequence[int]]) -> list[int] | None:
+    """One image's ns per `FUSED_PARTS`: its row of each of `STAGE_TIME_TENSORS` in ``outputs``
+    (a call's answer), added up; None when it holds none."""
+    rows = [outputs[t.name] for t in STAGE_TIME_TENSORS if t.name in outputs]
+    if not rows:
+        return None
+    return [sum(int(row[part]) for row in rows) for part in range(len(FUSED_PARTS))]
 
 
 def is_fused(spec: PipelineSpec) -> bool:
@@ -99,12 +121,16 @@ def with_preprocess_times(spec: PipelineSpec) -> PipelineSpec:
 
 
 def with_stage_times(spec: PipelineSpec) -> PipelineSpec:
-    """Fused ``spec`` returning its fused model's `STAGE_TIMES` (which the model declares
-    always) to the client; ``ValueError`` for a pipeline served as separate stages (Triton
-    times each of them)."""
+    """``spec`` returning what its models spent in their own work: a fused model's `STAGE_TIMES`
+    (which it declares always), or each stage's `own_times` where the stages are apart (a stage
+    with cvserve's adapter: a model of the user's own served by its Triton backend reports
+    none). Unchanged if it already does."""
     fused = fused_stage(spec)
     if fused is None:
-        raise ValueError(f"{spec.name} is not fused: Triton times each of its stages")
+        for stage in [s for s in spec.stages if s.adapter and s.role in FUSED_PARTS]:
+            if own_times(stage.role) not in spec.outputs:
+                spec = _with_output(spec, spec.stage(stage.name), own_times(stage.role))
+        return spec
     if STAGE_TIMES in spec.outputs:
         return spec
     if STAGE_TIMES not in fused.outputs:

@@ -3,7 +3,10 @@ with the short header of the terminal table and the colour of the plots."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
+
+from cvserve.pipelines.spec import PipelineSpec
 
 
 @dataclass(frozen=True)
@@ -26,11 +29,15 @@ HEADERS: dict[str, str] = {c.name: c.header for c in _CATEGORIES}
 COLOURS: dict[str, str] = {c.name: c.colour for c in _CATEGORIES}
 OTHER = "other"
 
+# The role key of a model serving several stages (`models.fusion`): its compute is split by the
+# parts it reports; unsplit, it stays with inference.
+FUSED = "fused"
 # Where the time of a stage's compute goes, by the stage's role in its `PipelineSpec`.
 ROLE_CATEGORY: dict[str, str] = {
     "preprocess": "preprocessing",
     "inference": "inference",
     "postprocess": "postprocessing",
+    FUSED: "inference",
 }
 # Where every span kind other than a stage's compute goes.
 SPAN_CATEGORY: dict[str, str] = {
@@ -49,6 +56,15 @@ SPAN_CATEGORY: dict[str, str] = {
     "consumer_wait": "queueing",  # consumed → handed to the worker's Triton call
     "worker": "data_movement",  # a stage worker's own time around its Triton call
     "overhead": "other",  # request handling, ensemble hand-offs, unmeasured gaps
-    # A fused model's parts (its STAGE_TIMES), nested in its compute: the category of their role.
+    # A stage's own work, or a fused model's parts (`pipelines.variants.with_stage_times`), nested
+    # in its compute: the category of their role; the rest of that compute is the hand-off.
     **ROLE_CATEGORY,
+    # Inside a python-backend model's compute but outside its adapter's work: inputs into the
+    # stub's shared memory, its wake-up, the answers back to Triton.
+    "handoff": "data_movement",
 }
+
+
+def model_roles(specs: Iterable[PipelineSpec]) -> dict[str, str]:
+    """Model name → the role its compute is attributed by: its stage's, or `FUSED`."""
+    return {s.name: FUSED if s.fused else s.role for spec in specs for s in spec.stages}

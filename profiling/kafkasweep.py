@@ -26,11 +26,12 @@ from cvserve.deploy.triton_grpc import grpc_client
 from cvserve.pipelines.spec import PipelineSpec
 from cvserve.pipelines.variants import (
     PREPROCESS_TIMES,
-    STAGE_TIMES,
+    STAGE_TIME_TENSORS,
     is_fused,
     unfused,
 )
 from cvserve.profiling import tritonstats
+from cvserve.profiling.categories import model_roles
 from cvserve.profiling.kafkaload import BrokerClient, BrokerLoad, closed_loop_over_broker, warm_up
 from cvserve.profiling.kafkatrace import join_request
 from cvserve.profiling.sweep import write_images
@@ -46,7 +47,7 @@ TRANSIT, WAIT = "broker_transit", "consumer_wait"  # hop span kinds (`profiling.
 
 def as_profiled(spec: PipelineSpec, split_preprocess: bool = False) -> PipelineSpec:
     """``spec`` as the profiler serves it across a broker: as it runs (`sweep_plan.as_served`),
-    a fused pipeline's ensemble also returning its model's `STAGE_TIMES`, and with
+    its ensemble also returning its models' own times (`with_stage_times`), and with
     ``split_preprocess`` `PREPROCESS_TIMES` (each stage worker's result then carries them, and
     `kafkatrace.join_request` splits the compute that reported them)."""
     return as_served(unfused(spec), is_fused(spec), split_preprocess, notes=[])
@@ -57,7 +58,7 @@ def unreported(client: Any, specs: Sequence[PipelineSpec]) -> list[str]:
     ``client`` does not (a running server's ensembles: that compute stays whole)."""
     notes = []
     for spec in specs:
-        wanted = [t.name for t in spec.outputs if t in (STAGE_TIMES, PREPROCESS_TIMES)]
+        wanted = [t.name for t in spec.outputs if t in (*STAGE_TIME_TENSORS, PREPROCESS_TIMES)]
         if not wanted:
             continue
         served = {o["name"] for o in client.get_model_metadata(spec.name, as_json=True)["outputs"]}
@@ -121,7 +122,7 @@ def run_broker_point(
     """Measure one point (see the module docstring)."""
     warm_up(client, images, config.warmup_requests, timeout_s=120)
     models = [stage.name for spec in specs for stage in spec.stages]
-    roles = {stage.name: stage.role for spec in specs for stage in spec.stages}
+    roles = model_roles(specs)
     before = tritonstats.fetch_settled(stats_client, models)
     first = sample_clocks()
     start_ns = time.monotonic_ns()

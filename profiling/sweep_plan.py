@@ -23,6 +23,7 @@ from cvserve.pipelines.variants import (
 )
 from cvserve.preprocess.naive import NaivePreprocessor
 from cvserve.preprocess.spec import PreprocessParams
+from cvserve.profiling.categories import model_roles
 
 CLIENT_CPU, SERVER_CPU, SERVER_GPU = "client-cpu", "server-cpu", "server-gpu"
 PLACEMENTS: tuple[str, ...] = (CLIENT_CPU, SERVER_CPU, SERVER_GPU)
@@ -82,7 +83,7 @@ class Target:
         if placement == CLIENT_CPU:
             params = base.stage_by_role("preprocess").params_as(PreprocessParams)
             pre = NaivePreprocessor(params.spec)
-        return cls(placement, ensemble, pre, {s.name: s.role for s in ensemble.stages})
+        return cls(placement, ensemble, pre, model_roles([ensemble]))
 
 
 @dataclass(frozen=True)
@@ -97,14 +98,15 @@ def as_served(
     spec: PipelineSpec, fused: bool, split_preprocess: bool, notes: list[str]
 ) -> PipelineSpec:
     """``spec`` (stages apart, devices placed) as it is served and profiled: fused again when
-    the pipeline is served fused (`models.fusion`), returning its parts' `STAGE_TIMES`, or
-    apart when its placement cannot be fused (said in ``notes``); with ``split_preprocess``
-    also returning `PREPROCESS_TIMES`."""
+    the pipeline is served fused (`models.fusion`), or apart when its placement cannot be fused
+    (said in ``notes``); its models' own times returned (`with_stage_times`: a fused model's
+    parts, each stage's work apart), and with ``split_preprocess`` `PREPROCESS_TIMES`."""
     if fused:
         try:
-            spec = with_stage_times(fuse_stages(spec))
+            spec = fuse_stages(spec)
         except NotFusable as exc:
             notes.append(f"{exc}: profiled with its stages apart")
+    spec = with_stage_times(spec)
     return with_preprocess_times(spec) if split_preprocess else spec
 
 
@@ -116,7 +118,8 @@ def plan_servers(
     The DNN runs on the GPU when there is one, whatever the placement, so that placements
     differ only in where preprocessing runs. Variants come from `pipelines.variants`; a
     pipeline served fused is profiled fused, as it runs: its model reports its parts
-    (`STAGE_TIMES`) and the profiler splits its compute with them.
+    (`STAGE_TIMES`), stages apart each report their own work, and the profiler splits each
+    model's compute with them.
     """
     fused, base = is_fused(base), unfused(base)
     unknown = set(placements) - set(PLACEMENTS)
@@ -128,7 +131,7 @@ def plan_servers(
     plans = []
     cpu_targets = []
     if CLIENT_CPU in placements:
-        cpu_targets.append(Target.of(CLIENT_CPU, tensor_input(cpu), base))
+        cpu_targets.append(Target.of(CLIENT_CPU, tensor_input(with_stage_times(cpu)), base))
     if SERVER_CPU in placements:
         served = as_served(cpu, fused, split_preprocess, skipped)
         cpu_targets.append(Target.of(SERVER_CPU, served, base))

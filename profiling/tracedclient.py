@@ -18,7 +18,7 @@ import tritonclient.grpc as grpcclient
 
 from cvserve.deploy.triton_grpc import grpc_client
 from cvserve.pipelines.spec import PipelineSpec
-from cvserve.pipelines.variants import PREPROCESS_TIMES, STAGE_TIMES
+from cvserve.pipelines.variants import PREPROCESS_TIMES, reported_stage_times
 from cvserve.preprocess.naive import NaivePreprocessor
 from cvserve.preprocess.tensors import IMAGE, META, PIXELS, pad_images
 from cvserve.profiling.trace import Trace
@@ -111,9 +111,12 @@ class TracedSender:
             trace.attributes["request_bytes"] = int(
                 sum(arrays[s.name].nbytes for s in self.ensemble.inputs)
             )
-            for tensor, key in ((PREPROCESS_TIMES, "preprocess_ns"), (STAGE_TIMES, "stage_ns")):
-                if tensor.name in out:
-                    trace.attributes[key] = [int(v) for v in out[tensor.name][0]]
+            first = {name: values[0] for name, values in out.items()}  # the first image's rows
+            if PREPROCESS_TIMES.name in first:
+                trace.attributes["preprocess_ns"] = [int(v) for v in first[PREPROCESS_TIMES.name]]
+            stage_ns = reported_stage_times(first)
+            if stage_ns is not None:
+                trace.attributes["stage_ns"] = stage_ns
             self.traces.append(trace)
         return out
 

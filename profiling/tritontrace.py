@@ -28,6 +28,7 @@ from typing import Any
 
 from cvserve.pipelines.variants import FUSED_PARTS
 from cvserve.preprocess.preprocessor import STEPS
+from cvserve.profiling.categories import FUSED
 from cvserve.profiling.trace import COMPUTE_INFER, Span, Trace
 from cvserve.profiling.tritonstats import PHASES
 
@@ -41,7 +42,7 @@ PHASE_BOUNDS: tuple[tuple[str, str, str], ...] = (
 assert tuple(p for p, _, _ in PHASE_BOUNDS) == PHASES
 # Traces are flushed when settings change, so this is never reached within a run.
 _LOG_FREQUENCY = "1000000000"
-# Preprocessing sub-steps a preprocess model may report, in order (see `split_preprocess`).
+# Preprocessing sub-steps a preprocess model may report, in order (see `split_compute`).
 PREPROCESS_STEPS: tuple[str, ...] = STEPS  # what the preprocess model times, in order
 
 
@@ -246,8 +247,9 @@ def attach_triton(
     with their phases (``roles``: model name → stage role), receive (response complete → the
     call returns). ``transfers=False`` leaves out send and receive (when the window is wider
     than the call, e.g. a stage worker's consumed → produced hops). Without a trace: a single
-    untraced ``overhead`` span. ``preprocess_ns`` (PREPROCESS_TIMES) and ``stage_ns``
-    (STAGE_TIMES, a fused model's parts) split the compute of the model that reported them.
+    untraced ``overhead`` span. ``preprocess_ns`` (PREPROCESS_TIMES) and ``stage_ns`` (ns per
+    part of `FUSED_PARTS`: a fused model's STAGE_TIMES, or the stages' own times added up)
+    split the compute of the models that reported them (`split_compute`).
     Returns how far Triton's timestamps fell outside the window
     (ns, 0 when the clocks agree): the measured skew.
     """
@@ -317,10 +319,8 @@ def _model_spans(
                 stage=node.model,
                 role=role,
             )
-            if phase == COMPUTE_INFER and role == "preprocess" and preprocess_ns:
-                split_preprocess(trace, phase_span, preprocess_ns)
-            elif phase == COMPUTE_INFER and role == "inference" and stage_ns:
-                split_fused(trace, phase_span, stage_ns, preprocess_ns)
+            if phase == COMPUTE_INFER:
+                split_compute(trace, phase_span, role, preprocess_ns, stage_ns)
     for child in node.children:
         _model_spans(trace, child, span, roles, preprocess_ns, stage_ns)
 
@@ -352,23 +352,37 @@ def _back_to_back(
     return spans
 
 
-def split_preprocess(trace: Trace, compute: Span, step_ns: Sequence[int]) -> None:
-    """Nest the preprocess model's reported (decode, resize_crop, normalize) durations under its
-    compute span, back to back from its start; scaled down if they exceed it. What they leave of
-    the compute stays preprocessing (the compute span's own category)."""
-    _back_to_back(trace, compute, PREPROCESS_STEPS, step_ns)
-
-
-def split_fused(
+def split_compute(
     trace: Trace,
     compute: Span,
-    part_ns: Sequence[int],
-    step_ns: Sequence[int] | None = None,
+    role: str | None,
+    step_ns: Sequence[int] | None,
+    part_ns: Sequence[int] | None,
 ) -> None:
-    """Nest a fused model's reported parts (STAGE_TIMES: preprocess, inference, postprocess)
-    under its compute span as spans of those kinds, back to back; ``step_ns``
-    (PREPROCESS_TIMES) splits the preprocess part in turn. What they leave of the compute (the
-    adapter's own work) stays with the compute span."""
-    parts = _back_to_back(trace, compute, FUSED_PARTS, part_ns)
-    if parts and step_ns:
-        split_preprocess(trace, parts[0], step_ns)
+    """Split a model's compute by what it reported. ``part_ns`` (ns per `FUSED_PARTS`): a fused
+    model's parts (``role`` `FUSED`), or this stage's own work (its role's place), nested back to
+    back from the compute's start, and what they leave of it as ``handoff`` (Triton ↔ the stub:
+    data movement); ``step_ns`` (PREPROCESS_TIMES) splits the preprocessing in turn. Without
+    ``part_ns`` the compute keeps its role's category, ``step_ns`` nested in a preprocess
+    model's."""
+    if role == FUSED and part_ns:
+        kinds, durations = FUSED_PARTS, part_ns
+    elif role in FUSED_PARTS and part_ns and part_ns[FUSED_PARTS.index(role)] > 0:
+        kinds, durations = (role,), (part_ns[FUSED_PARTS.index(role)],)
+    else:
+        if role == "preprocess" and step_ns:
+            _back_to_back(trace, compute, PREPROCESS_STEPS, step_ns)
+        return
+    parts = _back_to_back(trace, compute, kinds, durations)
+    if parts and parts[-1].end_ns < compute.end_ns:
+        trace.add(
+            "handoff",
+            parts[-1].end_ns,
+            compute.end_ns,
+            name=f"{compute.stage}.handoff",
+            parent=compute,
+            process="triton",
+            stage=compute.stage,
+        )
+    if parts and kinds[0] == "preprocess" and step_ns:
+        _back_to_back(trace, parts[0], PREPROCESS_STEPS, step_ns)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 
 from cvserve.models.params import DnnParams, FusedParams, PostprocessParams, TritonModelParams
@@ -92,10 +93,32 @@ def write_ensemble(spec: PipelineSpec, out: Path, **renames: dict[str, str]) -> 
     return out / spec.name
 
 
-def write_repository(spec: PipelineSpec, out: Path) -> Path:
-    """Write (or overwrite) the models of ``spec`` under ``out``; returns ``out``."""
+def write_repository(specs: PipelineSpec | Sequence[PipelineSpec], out: Path) -> Path:
+    """Write (or overwrite) the models of ``specs`` under ``out`` (`served_stages`, then each
+    ensemble); returns ``out``."""
     out = Path(out)
-    for stage in spec.stages:
+    specs = [specs] if isinstance(specs, PipelineSpec) else list(specs)
+    for stage in served_stages(specs):
         write_python_stage(stage, out)
-    write_ensemble(spec, out)
+    for spec in specs:
+        write_ensemble(spec, out)
     return out
+
+
+def served_stages(specs: Sequence[PipelineSpec]) -> list[StageSpec]:
+    """Each model of ``specs`` once. Variants of a pipeline served together share models and
+    may differ in what a model outputs (one asks it for its times): the model is written with
+    every output one of them declares, which serves them all (an ensemble maps only the outputs
+    it reads). ``ValueError`` when two declare one model name otherwise differently."""
+    stages: dict[str, StageSpec] = {}
+    for stage in (s for spec in specs for s in spec.stages):
+        kept = stages.get(stage.name)
+        if kept is None:
+            stages[stage.name] = stage
+            continue
+        outputs = (*kept.outputs, *(t for t in stage.outputs if t not in kept.outputs))
+        merged = dataclasses.replace(kept, outputs=outputs)
+        if dataclasses.replace(stage, outputs=outputs) != merged:
+            raise ValueError(f"two pipelines served together declare model {stage.name} apart")
+        stages[stage.name] = merged
+    return list(stages.values())

@@ -21,9 +21,11 @@ import triton_python_backend_utils as pb_utils
 
 from cvserve.models.devices import on_device, settled
 from cvserve.models.errors import ErrorKind, kind_of_exception
+from cvserve.models.part_times import PartTimes
 from cvserve.models.postprocessor import Postprocessor
 from cvserve.models.repository.config import STAGE_PARAMETER
-from cvserve.pipelines.spec import StageParams, dtype_from_triton
+from cvserve.pipelines.spec import Role, StageParams, dtype_from_triton
+from cvserve.pipelines.variants import FUSED_PARTS, own_times
 
 P = TypeVar("P", bound=StageParams)
 
@@ -151,3 +153,51 @@ def postprocessed_responses(
             continue
         responses.append(pb_utils.InferenceResponse(output_tensors=out))
     return responses
+
+
+class OwnTimes:
+    """A stage served apart that reports its own work when profiling asks
+    (`pipelines.variants.own_times`, declared in its config by `with_stage_times`): each answer of
+    a batch in which a request asks for it also carries int64 [3], the ns that batch spent in the
+    adapter's ``execute`` (CUDA events on a GPU), at ``role``'s place. Nothing is timed
+    otherwise. What Triton times around it (inputs into the stub, answers out of it) is the
+    profiler's hand-off."""
+
+    def __init__(self, args: dict[str, str], role: Role, device: str) -> None:
+        self.name = own_times(role).name
+        self.declared = self.name in output_names(args)
+        self.slot = FUSED_PARTS.index(role)
+        self.device = device
+
+    def others(self, names: list[str]) -> list[str]:
+        """``names`` without this tensor's: the outputs the stage itself makes."""
+        return [n for n in names if n != self.name]
+
+    def around(
+        self, requests: list[Any], execute: Callable[[list[Any]], list[Any]], input_name: str
+    ) -> list[Any]:
+        """``execute(requests)``, timed when asked; ``input_name`` counts each request's rows."""
+        if not self.declared or not any(self.name in r.requested_output_names() for r in requests):
+            return execute(requests)
+        times = PartTimes(self.device)
+        responses = execute(requests)
+        settled(self.device)
+        times.mark()
+        ns = np.zeros(len(FUSED_PARTS), np.int64)
+        ns[self.slot] = times.ns()[0]
+        return [
+            with_times(response, {self.name: ns}, len(input_tensor(request, input_name)))
+            for request, response in zip(requests, responses, strict=True)
+        ]
+
+
+def with_times(response: Any, extra: dict[str, Any], rows: int) -> Any:
+    """``response`` with each of ``extra``'s per-batch int64 vectors (None: not asked for)
+    repeated for its ``rows``; an error response is left as it is."""
+    if response.has_error():
+        return response
+    tensors = list(response.output_tensors())
+    for name, values in extra.items():
+        if values is not None:
+            tensors.append(output_tensor(name, np.tile(values, (rows, 1))))
+    return pb_utils.InferenceResponse(output_tensors=tensors)

@@ -1,5 +1,6 @@
 """Triton adapter of a DNN stage: any `models.runners` network on its engine (named, or chosen
-by `models.engine_choice`) on this instance's device, batch in, its tensors out."""
+by `models.engine_choice`) on this instance's device, batch in, its tensors out (and, when
+profiling asks, its own time: `models.triton.base.OwnTimes`)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from cvserve.models.devices import instance_device, release
 from cvserve.models.engine_choice import load_chosen
 from cvserve.models.params import DnnParams
 from cvserve.models.triton.base import (
+    OwnTimes,
     first_input,
     in_version_folder,
     input_names,
@@ -29,8 +31,9 @@ class TritonPythonModel:
         if params.model_file:
             params = replace(params, model_file=in_version_folder(args, params.model_file))
         self.input_name = input_names(args)[0]
-        self.output_names = output_names(args)
         self.device = instance_device(args)
+        self.own_times = OwnTimes(args, "inference", self.device)
+        self.output_names = self.own_times.others(output_names(args))
         dims, dtype = first_input(args)
         # No engine named: the fastest measured on this device (`models.engine_choice`).
         self.run = load_chosen(
@@ -42,6 +45,9 @@ class TritonPythonModel:
         return dict(zip(self.output_names, outputs, strict=True))
 
     def execute(self, requests: list[Any]) -> list[Any]:
+        return self.own_times.around(requests, self._batched, self.input_name)
+
+    def _batched(self, requests: list[Any]) -> list[Any]:
         return run_batched(requests, self.input_name, self._infer, self.device)
 
     def finalize(self) -> None:

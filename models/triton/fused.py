@@ -40,6 +40,7 @@ from cvserve.models.triton.base import (
     output_tensor,
     postprocessed_responses,
     stage_params,
+    with_times,
 )
 from cvserve.pipelines.variants import FUSED_PARTS, PREPROCESS_TIMES, STAGE_TIMES
 from cvserve.preprocess.backends import make_preprocessor
@@ -121,7 +122,7 @@ class TritonPythonModel:
             if times is not None:
                 extra[STAGE_TIMES.name] = _parts(times)
             responses = [
-                _with_times(r, extra, len(images))
+                with_times(r, extra, len(images))
                 for r, images in zip(responses, per_request, strict=True)
             ]
         return responses
@@ -170,15 +171,3 @@ def _parts(times: PartTimes) -> Any:
     not reach (every request refused, the DNN failed) is 0."""
     ns = times.ns()
     return np.pad(ns, (0, len(FUSED_PARTS) - len(ns)))
-
-
-def _with_times(response: Any, extra: dict[str, Any], images: int) -> Any:
-    """``response`` with each of ``extra``'s per-batch int64 vectors (None: not asked for)
-    repeated for its ``images``; an error response is left as it is."""
-    if response.has_error():
-        return response
-    tensors = list(response.output_tensors())
-    for name, values in extra.items():
-        if values is not None:
-            tensors.append(output_tensor(name, np.tile(values, (images, 1))))
-    return pb_utils.InferenceResponse(output_tensors=tensors)

@@ -4,7 +4,8 @@ A Triton batch is postprocessed in one call where the function allows it, else r
 request (outputs such as masks at original size differ between requests):
 `models.triton.base.postprocessed_responses`. It runs on this instance's device: on a GPU the
 DNN's outputs stay there and only the answers cross to the host. An exception (a user
-function's too) becomes that request's error response; the model keeps serving.
+function's too) becomes that request's error response; the model keeps serving. When profiling
+asks, each answer also carries the stage's own time (`models.triton.base.OwnTimes`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from cvserve.models.params import PostprocessParams
 from cvserve.models.postprocessor import Postprocessor
 from cvserve.models.repository.config import config_tensors
 from cvserve.models.triton.base import (
+    OwnTimes,
     exception_response,
     in_version_folder,
     input_names,
@@ -36,11 +38,16 @@ class TritonPythonModel:
             params = replace(params, path=in_version_folder(args, params.path))
         self.input_names = input_names(args)
         self.device = instance_device(args)
-        outputs = config_tensors(json.loads(args["model_config"])["output"])
+        self.own_times = OwnTimes(args, "postprocess", self.device)
+        declared = config_tensors(json.loads(args["model_config"])["output"])
+        outputs = [t for t in declared if t.name != self.own_times.name]
         self.output_names = [t.name for t in outputs]
         self.postprocess = Postprocessor(params, self.input_names, outputs)
 
     def execute(self, requests: list[Any]) -> list[Any]:
+        return self.own_times.around(requests, self._postprocess, self.input_names[0])
+
+    def _postprocess(self, requests: list[Any]) -> list[Any]:
         inputs: list[dict[str, Any]] = []
         refused: dict[int, Any] = {}  # request index -> its error response
         for index, request in enumerate(requests):

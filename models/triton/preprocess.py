@@ -17,6 +17,7 @@ import triton_python_backend_utils as pb_utils
 
 from cvserve.models.devices import instance_device, settled
 from cvserve.models.triton.base import (
+    OwnTimes,
     exception_response,
     input_names,
     input_tensor,
@@ -39,12 +40,13 @@ class TritonPythonModel:
         params = stage_params(args, PreprocessParams)
         spec = params.spec
         self.input_name = input_names(args)[0]
-        names = output_names(args)
+        self.device = instance_device(args) if spec.device == "gpu" else "cpu"
+        self.own_times = OwnTimes(args, "preprocess", self.device)
+        names = self.own_times.others(output_names(args))
         self.times = PREPROCESS_TIMES.name in names
         self.output_names = [n for n in names if n != PREPROCESS_TIMES.name][:2]  # PIXELS[, META]
         backend = params.backend
         options: dict[str, Any] = {}
-        self.device = instance_device(args) if spec.device == "gpu" else "cpu"
         if self.device != "cpu" and backend == "dali":
             options["device_id"] = int(self.device.partition(":")[2])
         if self.times:
@@ -63,6 +65,9 @@ class TritonPythonModel:
         )
 
     def execute(self, requests: list[Any]) -> list[Any]:
+        return self.own_times.around(requests, self._preprocess, self.input_name)
+
+    def _preprocess(self, requests: list[Any]) -> list[Any]:
         # Encoded bytes stay on the host (DALI's `mixed` decoder takes them there).
         per_request = [input_tensor(r, self.input_name).cpu().numpy() for r in requests]
         batch = [image for images in per_request for image in images]

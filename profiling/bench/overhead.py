@@ -152,19 +152,21 @@ def bench_profiling(
     ``runs/bench-profiling-<time>.json``). The verdict uses the median of the pairs' on/off
     ratios: pairing cancels the slow drift of a shared machine.
 
-    A fused pipeline (``fuse_stages``, or as tuned) is served three ways on one server: as
-    clients call it (off), as the profiler calls it (on: its parts' `STAGE_TIMES` returned)
-    and with its stages apart; each pair then also profiles the stages apart, and the fused
-    split (ms per request in preprocessing, inference, postprocessing) is compared with theirs
-    per pair (`SPLIT_AGREEMENT`)."""
+    The pipeline is served as clients call it (off) and as the profiler calls it (on: its
+    models' own times returned, `with_stage_times`). A fused pipeline (``fuse_stages``, or as
+    tuned) is also served with its stages apart, each reporting its own work; each pair then
+    also profiles the stages apart, and the fused split (ms per request in preprocessing,
+    inference, postprocessing) is compared with theirs per pair (`SPLIT_AGREEMENT`)."""
     console = console or Console()
     spec = pipeline(pipeline_name, arch=arch, fuse_stages=fuse_stages)
     targets = {"off": Target.of(SERVER_CPU, spec, spec), "on": Target.of(SERVER_CPU, spec, spec)}
+    if triton_url is None:  # a running server is profiled as it is
+        profiled = dataclasses.replace(with_stage_times(spec), name=f"{spec.name}_profiled")
+        targets["on"] = Target.of(SERVER_CPU, profiled, spec)
     fused = is_fused(spec) and triton_url is None
     if fused:
-        profiled = dataclasses.replace(with_stage_times(spec), name=f"{spec.name}_profiled")
-        apart = dataclasses.replace(unfused(spec), name=f"{spec.name}_apart")
-        targets["on"] = Target.of(SERVER_CPU, profiled, spec)
+        apart = with_stage_times(unfused(spec))
+        apart = dataclasses.replace(apart, name=f"{spec.name}_apart")
         targets["apart"] = Target.of(SERVER_CPU, apart, apart)
     runs: list[dict[str, Any]] = []
     with (

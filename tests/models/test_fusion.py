@@ -21,14 +21,17 @@ from cvserve.models.repository.local import write_repository
 from cvserve.pipelines.catalog import classify, file_specs, image_pipeline
 from cvserve.pipelines.spec import PipelineSpec
 from cvserve.pipelines.variants import (
+    FUSED_PARTS,
     PREPROCESS_TIMES,
     STAGE_TIMES,
     is_fused,
+    own_times,
     unfused,
     with_devices,
 )
 from cvserve.preprocess.spec import PreprocessSpec
 from cvserve.preprocess.tensors import BOXES, LABELS, META, SCORES
+from cvserve.profiling.categories import FUSED
 from cvserve.profiling.kafkasweep import as_profiled
 from cvserve.profiling.sweep_plan import external_targets, plan_servers
 from cvserve.profiling.tune import Space, axis_candidates, settings_of
@@ -182,8 +185,12 @@ def test_unfused_gives_the_stages_back_as_they_were() -> None:
     spec = classify("mobilenet_v3_small", max_batch_size=4)
     assert unfused(fuse_stages(spec)) == spec and unfused(spec) is spec
     assert is_fused(fuse_stages(spec)) and not is_fused(spec)
-    # Profiled across a broker it returns its parts' times, which its stages apart cannot.
-    assert unfused(as_profiled(fuse_stages(spec))) == spec and as_profiled(spec) is spec
+    # Profiled across a broker the fused model returns its parts' times (which unfused drops);
+    # the stages apart each return their own, at their role's place.
+    assert unfused(as_profiled(fuse_stages(spec))) == spec
+    apart = as_profiled(spec)
+    assert [t.name for t in apart.outputs][-3:] == [own_times(r).name for r in FUSED_PARTS]
+    assert [s.outputs[-1] for s in apart.stages] == [own_times(s.role) for s in spec.stages]
 
 
 def test_a_file_asks_for_fusion_and_the_command_line_overrides_it(tmp_path: Path) -> None:
@@ -214,7 +221,7 @@ def test_the_profiler_serves_a_fused_pipeline_fused_returning_its_parts() -> Non
     assert stage.name == "classify_fused" and notes == []
     assert [t.name for t in served.outputs][-2:] == [STAGE_TIMES.name, PREPROCESS_TIMES.name]
     assert STAGE_TIMES in stage.outputs and PREPROCESS_TIMES in stage.outputs
-    assert plans[0].targets[0].roles == {"classify_fused": "inference"}
+    assert plans[0].targets[0].roles == {"classify_fused": FUSED}
     # With a GPU the DNN moves there and preprocessing stays: two devices, served apart.
     plans, notes = plan_servers(spec, ["server-cpu"], gpu=True)
     assert not is_fused(plans[0].specs[0])

@@ -1,15 +1,17 @@
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
 
 from cvserve.models.params import DnnParams
 from cvserve.models.repository.config import STAGE_PARAMETER, read_config
-from cvserve.models.repository.local import write_repository
+from cvserve.models.repository.local import served_stages, write_repository
 from cvserve.pipelines.app.cli import main
 from cvserve.pipelines.catalog import classify
 from cvserve.pipelines.spec import PipelineSpec, StageSpec, TensorSpec
+from cvserve.pipelines.variants import own_times, tensor_input, with_stage_times
 
 
 def test_classify_repository_configs_parse_and_follow_the_spec(tmp_path: Path) -> None:
@@ -74,3 +76,23 @@ def test_cli_repo_build_writes_a_repository(tmp_path: Path) -> None:
     config = read_config(tmp_path / "classify_dnn" / "config.pbtxt")
     params = DnnParams.from_json(config.parameters[STAGE_PARAMETER].string_value)
     assert params.arch == "resnet18"
+
+
+def test_variants_served_together_share_each_model_with_every_output_they_ask(
+    tmp_path: Path,
+) -> None:
+    spec = classify("mobilenet_v3_small", max_batch_size=2)
+    timed = dataclasses.replace(with_stage_times(spec), name="classify_timed")
+    write_repository([spec, timed, tensor_input(spec)], tmp_path)  # either order serves all
+    write_repository([timed, spec], tmp_path / "b")
+    for root in (tmp_path, tmp_path / "b"):
+        dnn = read_config(root / "classify_dnn" / "config.pbtxt")
+        assert [o.name for o in dnn.output] == ["LOGITS", own_times("inference").name]
+        plain = read_config(root / "classify" / "config.pbtxt")
+        assert [o.name for o in plain.output] == [t.name for t in spec.outputs]
+    other = dataclasses.replace(spec, stages=(spec.stages[0], *timed.stages[1:]), name="o")
+    assert served_stages([spec, other])[1] == timed.stages[1]
+    # The same model names batched otherwise: not variants of one pipeline, refused.
+    other_batch = classify("mobilenet_v3_small", max_batch_size=4)
+    with pytest.raises(ValueError, match="declare model classify_preprocess apart"):
+        served_stages([spec, other_batch])

@@ -1,6 +1,7 @@
 """A fused pipeline profiled as it is served: its model's `STAGE_TIMES` on a real tritonserver,
 and `cvserve profile` splitting the fused model's compute into preprocessing, the DNN and
-postprocessing — against a running server and serving it itself."""
+postprocessing — against a running server and serving it itself; the same stages apart each
+report their own work, and what Triton spends around it is the hand-off (data movement)."""
 
 from __future__ import annotations
 
@@ -118,6 +119,24 @@ def test_profiling_it_served_by_the_profiler_splits_preprocessing_into_steps(
     steps = [f"{FUSED}.{step}" for step in STEPS]
     for row in _rows(out):
         _split_within_5_percent(row, [*(f"{FUSED}.{p}" for p in FUSED_PARTS), *steps])
+
+
+def test_its_stages_apart_report_their_own_work_and_the_handoff_is_data_movement(
+    pipeline_file: Path, tmp_path: Path
+) -> None:
+    apart = tmp_path / "apart.yaml"
+    apart.write_text(pipeline_file.read_text().replace("fuse_stages: true", "fuse_stages: false"))
+    out = tmp_path / "runs"
+    argv = ["profile", "--file", str(apart), "--sizes", "320x240"]
+    argv += ["--concurrency", "1", "--preprocess", "server-cpu", "--duration", "1"]
+    argv += ["--images-per-size", "1", "--out", str(out)]
+    assert main(argv) == 0
+    stages = {"preprocess": "preprocess", "inference": "dnn", "postprocess": "postprocess"}
+    for row in _rows(out):
+        work = [f"{NAME}_{stages[part]}.{part}" for part in FUSED_PARTS]
+        handoffs = [f"{NAME}_{stages[part]}.handoff" for part in FUSED_PARTS]
+        _split_within_5_percent(row, [*work, *handoffs])
+        assert row["data_movement_ms"] >= sum(row["spans_ms"][h] for h in handoffs) * 0.99, row
 
 
 @pytest.mark.kafka

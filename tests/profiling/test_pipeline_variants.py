@@ -10,6 +10,9 @@ from cvserve.models.repository.local import write_repository
 from cvserve.pipelines.catalog import classify, detect
 from cvserve.pipelines.variants import (
     PREPROCESS_TIMES,
+    STAGE_TIMES,
+    own_times,
+    reported_stage_times,
     tensor_input,
     with_devices,
     with_preprocess_times,
@@ -88,3 +91,17 @@ def test_naive_preprocessing_follows_the_spec_geometry_and_normalisation() -> No
 def test_naive_preprocessing_refuses_bytes_opencv_cannot_decode() -> None:
     with pytest.raises(PreprocessError, match="cannot decode"):
         NaivePreprocessor(PreprocessSpec()).decode(b"not an image")
+
+
+def test_the_stages_own_times_add_up_like_a_fused_models_parts() -> None:
+    rows = {own_times("preprocess").name: [7, 0, 0], own_times("postprocess").name: [0, 0, 2]}
+    assert reported_stage_times(rows) == [7, 0, 2]
+    assert reported_stage_times({STAGE_TIMES.name: [5, 4, 3], "LABELS": [1, 2]}) == [5, 4, 3]
+    assert reported_stage_times({PREPROCESS_TIMES.name: [1, 1, 1]}) is None
+    # Every profiled target of a server asks each of its models for its own work.
+    plans, _ = plan_servers(classify("mobilenet_v3_small"), ["client-cpu", "server-cpu"], False)
+    tensor, served = plans[0].specs
+    assert [t.name for t in tensor.outputs][-2:] == [
+        own_times(r).name for r in ("inference", "postprocess")
+    ]
+    assert own_times("preprocess") in served.outputs

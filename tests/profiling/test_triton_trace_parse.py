@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from cvserve.profiling.attribution import attribute
+from cvserve.profiling.categories import FUSED, ROLE_CATEGORY
 from cvserve.profiling.trace import Trace
 from cvserve.profiling.tritontrace import (
     ModelTrace,
@@ -16,8 +17,7 @@ from cvserve.profiling.tritontrace import (
     phase_totals,
     requests_by_id,
     server_args,
-    split_fused,
-    split_preprocess,
+    split_compute,
 )
 
 # Written by the pytriton 0.7.0 tritonserver (2.51): ensemble "ens" = model "a" → model "b",
@@ -94,7 +94,7 @@ def test_server_timestamps_outside_the_call_are_reported_as_skew(
 def test_reported_preprocess_steps_nest_in_its_compute_scaled_to_fit() -> None:
     trace = Trace("r").begin(0)
     compute = trace.add("compute_infer", 0, 1_000, role="preprocess", stage="x_preprocess")
-    split_preprocess(trace, compute, [600, 600, 800])  # 2,000 reported in 1,000: halved
+    split_compute(trace, compute, "preprocess", [600, 600, 800], None)  # 2,000 in 1,000: halved
     steps = trace.spans[1:]
     assert [s.kind for s in steps] == ["decode", "resize_crop", "normalize"]
     assert [s.duration_ns for s in steps] == [300, 300, 400]
@@ -116,22 +116,49 @@ def test_server_arguments_name_the_trace_file_and_start_with_tracing_off(tmp_pat
 
 def test_a_fused_models_reported_parts_split_its_compute_by_category() -> None:
     trace = Trace("r").begin(0)
-    compute = trace.add("compute_infer", 0, 1_000, role="inference", stage="x_fused")
-    split_fused(trace, compute, [500, 300, 100], [200, 200, 100])
+    compute = trace.add("compute_infer", 0, 1_000, role=FUSED, stage="x_fused")
+    split_compute(trace, compute, FUSED, [200, 200, 100], [500, 300, 100])
     kinds = [(s.kind, s.duration_ns) for s in trace.spans[1:]]
     assert kinds == [
         ("preprocess", 500),
         ("inference", 300),
         ("postprocess", 100),
+        ("handoff", 100),
         ("decode", 200),
         ("resize_crop", 200),
         ("normalize", 100),
     ]
     preprocess = trace.spans[1]
-    assert all(s.parent_id == preprocess.span_id for s in trace.spans[4:])
+    assert all(s.parent_id == preprocess.span_id for s in trace.spans[5:])
     got = attribute(trace.finish(1_000)).by_category
-    # What the parts leave (100 ns: the adapter's own work) stays with the compute span.
-    assert (got["preprocessing"], got["inference"], got["postprocessing"]) == (500, 400, 100)
+    # What the parts leave (100 ns: Triton <-> the stub) is data movement.
+    assert (got["preprocessing"], got["inference"], got["postprocessing"]) == (500, 300, 100)
+    assert got["data_movement"] == 100
+
+
+@pytest.mark.parametrize("role", ["preprocess", "inference", "postprocess"])
+def test_a_stage_apart_keeps_its_own_work_and_its_handoff_is_data_movement(role: str) -> None:
+    category = ROLE_CATEGORY[role]
+    trace = Trace("r").begin(0)
+    compute = trace.add("compute_infer", 0, 1_000, role=role, stage="x")
+    # The stages' own times added up: each model takes only its role's place.
+    split_compute(trace, compute, role, None, [700, 600, 400])
+    own = {"preprocess": 700, "inference": 600, "postprocess": 400}[role]
+    assert [(s.kind, s.duration_ns) for s in trace.spans[1:]] == [
+        (role, own),
+        ("handoff", 1_000 - own),
+    ]
+    got = attribute(trace.finish(1_000)).by_category
+    assert (got[category], got["data_movement"]) == (own, 1_000 - own)
+
+
+def test_a_stage_that_reported_nothing_keeps_its_whole_compute() -> None:
+    trace = Trace("r").begin(0)
+    compute = trace.add("compute_infer", 0, 1_000, role="postprocess", stage="x")
+    split_compute(trace, compute, "postprocess", None, [700, 600, 0])  # only the others did
+    split_compute(trace, compute, FUSED, None, None)
+    assert trace.spans[1:] == []
+    assert attribute(trace.finish(1_000)).by_category["postprocessing"] == 1_000
 
 
 def test_a_model_called_by_itself_gets_its_phases_and_its_parts(
@@ -141,7 +168,7 @@ def test_a_model_called_by_itself_gets_its_phases_and_its_parts(
     alone = ModelTrace(**{**alone.__dict__, "children": [], "parent_id": None})
     start, end = alone.timestamps["REQUEST_START"] - 1_000, alone.timestamps["REQUEST_END"] + 1_000
     trace = Trace("b").begin(start)
-    attach_triton(trace, alone, ROLES, start, end, stage_ns=[1_000, 2_000, 500])
+    attach_triton(trace, alone, {"b": FUSED}, start, end, stage_ns=[1_000, 2_000, 500])
     trace.finish(end)
     names = [s.name for s in trace.spans]
     assert "b.compute_infer" in names and "b.preprocess" in names and "b.postprocess" in names
