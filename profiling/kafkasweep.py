@@ -54,20 +54,21 @@ def as_profiled(spec: PipelineSpec, split_preprocess: bool = False) -> PipelineS
 
 
 def unreported(client: Any, specs: Sequence[PipelineSpec]) -> list[str]:
-    """A line for each time tensor ``specs`` (`as_profiled`) return that the server at
-    ``client`` does not (a running server's ensembles: that compute stays whole)."""
+    """A line for each of ``specs`` (`as_profiled`) whose ensemble on the server at ``client``
+    does not return the time tensors asked of it, naming them (a running server's ensembles:
+    that compute stays whole)."""
     notes = []
     for spec in specs:
         wanted = [t.name for t in spec.outputs if t in (*STAGE_TIME_TENSORS, PREPROCESS_TIMES)]
         if not wanted:
             continue
         served = {o["name"] for o in client.get_model_metadata(spec.name, as_json=True)["outputs"]}
-        notes += [
-            f"{spec.name} as served returns no {name}: that compute is not split "
-            "(let the profiler serve the pipeline to split it)"
-            for name in wanted
-            if name not in served
-        ]
+        missing = [name for name in wanted if name not in served]
+        if missing:
+            notes.append(
+                f"{spec.name} as served returns no {', '.join(missing)}: that compute is not "
+                "split (let the profiler serve the pipeline to split it)"
+            )
     return notes
 
 

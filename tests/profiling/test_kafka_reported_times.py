@@ -11,7 +11,13 @@ import numpy as np
 from cvserve.broker.schema import Crop, Message, result_message
 from cvserve.models.fusion import fuse_stages
 from cvserve.pipelines.catalog import classify
-from cvserve.pipelines.variants import PREPROCESS_TIMES, STAGE_TIMES
+from cvserve.pipelines.variants import (
+    FUSED_PARTS,
+    PREPROCESS_TIMES,
+    STAGE_TIMES,
+    own_times,
+    reported_stage_times,
+)
 from cvserve.profiling.kafkasweep import as_profiled, unreported
 from cvserve.profiling.kafkatrace import reported_times
 
@@ -22,18 +28,27 @@ def test_each_call_gets_the_times_its_own_result_carries() -> None:
     first = result_message(
         SOURCE, "detect", {STAGE_TIMES.name: np.array([[5, 7, 1]]), "COUNT": np.array([1])}
     )
-    crop = replace(
-        result_message(SOURCE, "identify", {PREPROCESS_TIMES.name: np.array([[2, 3, 4]])}),
-        crop=Crop(0, (0, 0, 8, 8)),
-    )
+    apart = {
+        PREPROCESS_TIMES.name: np.array([[2, 3, 4]]),
+        own_times("preprocess").name: np.array([[9, 0, 0]]),
+        own_times("inference").name: np.array([[0, 6, 0]]),
+    }
+    crop = replace(result_message(SOURCE, "identify", apart), crop=Crop(0, (0, 0, 8, 8)))
     plain = replace(
         result_message(SOURCE, "identify", {"EMBEDDING": np.zeros(4)}), crop=Crop(1, (0, 0, 8, 8))
     )
     times = reported_times([first, crop, plain])
     assert times == {
         "rid": {STAGE_TIMES.name: [5, 7, 1]},
-        "rid:0": {PREPROCESS_TIMES.name: [2, 3, 4]},
+        "rid:0": {
+            PREPROCESS_TIMES.name: [2, 3, 4],
+            own_times("preprocess").name: [9, 0, 0],
+            own_times("inference").name: [0, 6, 0],
+        },
     }
+    # What join_request hands to attach_triton: the stages' own times added up.
+    assert reported_stage_times(times["rid:0"]) == [9, 6, 0]
+    assert reported_stage_times(times["rid"]) == [5, 7, 1]
 
 
 class _RunningServer:
@@ -46,9 +61,10 @@ class _RunningServer:
 def test_a_running_server_without_the_time_tensors_is_said() -> None:
     spec = classify("mobilenet_v3_small", max_batch_size=4)
     profiled = as_profiled(fuse_stages(spec), split_preprocess=True)
-    notes = unreported(_RunningServer(), [profiled])
-    assert [n.split(" as served returns no ")[1].split(":")[0] for n in notes] == [
-        STAGE_TIMES.name,
-        PREPROCESS_TIMES.name,
-    ]
+    (note,) = unreported(_RunningServer(), [profiled])
+    missing = note.split(" as served returns no ")[1].split(":")[0]
+    assert missing == f"{STAGE_TIMES.name}, {PREPROCESS_TIMES.name}"
+    # Apart, each stage's own time is asked; one line names them all.
+    (note,) = unreported(_RunningServer(), [as_profiled(spec)])
+    assert all(own_times(role).name in note for role in FUSED_PARTS), note
     assert unreported(_RunningServer(), [spec]) == []  # nothing asked of it
