@@ -4,7 +4,8 @@
 parts. On the CPU the marks are ``perf_counter_ns``. On a GPU they are CUDA events recorded on
 the current stream, so a part ends when its device work has finished, not when the host queued
 it (read them after the stream has `models.devices.settled`). Used only when profiling asks
-(``STAGE_TIMES``): nothing is recorded otherwise.
+(``STAGE_TIMES``, ``STAGE_TIMES_<ROLE>``: `pipelines.variants.with_stage_times`): nothing is
+recorded otherwise.
 """
 
 from __future__ import annotations

@@ -41,6 +41,9 @@ def own_times(role: Role) -> TensorSpec:
 
 # Every tensor a model reports its parts' times in: the fused model's, then each role's apart.
 STAGE_TIME_TENSORS: tuple[TensorSpec, ...] = (STAGE_TIMES, *map(own_times, FUSED_PARTS))
+# Every time tensor the profiler may ask a pipeline for (`with_stage_times`,
+# `with_preprocess_times`).
+TIME_TENSORS: tuple[TensorSpec, ...] = (*STAGE_TIME_TENSORS, PREPROCESS_TIMES)
 
 
 def reported_stage_times(outputs: Mapping[str, Sequence[int]]) -> list[int] | None:
@@ -124,10 +127,14 @@ def with_stage_times(spec: PipelineSpec) -> PipelineSpec:
     """``spec`` returning what its models spent in their own work: a fused model's `STAGE_TIMES`
     (which it declares always), or each stage's `own_times` where the stages are apart (a stage
     with cvserve's adapter: a model of the user's own served by its Triton backend reports
-    none). Unchanged if it already does."""
+    none; ``ValueError`` when two stages have one role). Unchanged if it already does."""
     fused = fused_stage(spec)
     if fused is None:
-        for stage in [s for s in spec.stages if s.adapter and s.role in FUSED_PARTS]:
+        timed = [s for s in spec.stages if s.adapter and s.role in FUSED_PARTS]
+        roles = [s.role for s in timed]
+        if len(set(roles)) < len(roles):  # their times would land in one place
+            raise ValueError(f"{spec.name} has two stages of one role: {roles}")
+        for stage in timed:
             if own_times(stage.role) not in spec.outputs:
                 spec = _with_output(spec, spec.stage(stage.name), own_times(stage.role))
         return spec

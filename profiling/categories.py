@@ -29,6 +29,8 @@ HEADERS: dict[str, str] = {c.name: c.header for c in _CATEGORIES}
 COLOURS: dict[str, str] = {c.name: c.colour for c in _CATEGORIES}
 OTHER = "other"
 
+# The span kind of what a model's reported work leaves of its compute (`tritontrace.split_compute`).
+HANDOFF = "handoff"
 # The role key of a model serving several stages (`models.fusion`): its compute is split by the
 # parts it reports; unsplit, it stays with inference.
 FUSED = "fused"
@@ -61,7 +63,7 @@ SPAN_CATEGORY: dict[str, str] = {
     **ROLE_CATEGORY,
     # Inside a python-backend model's compute but outside its adapter's work: inputs into the
     # stub's shared memory, its wake-up, the answers back to Triton.
-    "handoff": "data_movement",
+    HANDOFF: "data_movement",
 }
 
 

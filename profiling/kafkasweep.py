@@ -25,8 +25,7 @@ from cvserve.broker.routes import Route, as_route
 from cvserve.deploy.triton_grpc import grpc_client
 from cvserve.pipelines.spec import PipelineSpec
 from cvserve.pipelines.variants import (
-    PREPROCESS_TIMES,
-    STAGE_TIME_TENSORS,
+    TIME_TENSORS,
     is_fused,
     unfused,
 )
@@ -59,7 +58,7 @@ def unreported(client: Any, specs: Sequence[PipelineSpec]) -> list[str]:
     that compute stays whole)."""
     notes = []
     for spec in specs:
-        wanted = [t.name for t in spec.outputs if t in (*STAGE_TIME_TENSORS, PREPROCESS_TIMES)]
+        wanted = [t.name for t in spec.outputs if t in TIME_TENSORS]
         if not wanted:
             continue
         served = {o["name"] for o in client.get_model_metadata(spec.name, as_json=True)["outputs"]}

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 from cvserve.broker.routes import Route
 from cvserve.broker.schema import ANSWERED, DISPATCHED, Message, SchemaError, decode_outputs
-from cvserve.pipelines.variants import PREPROCESS_TIMES, STAGE_TIME_TENSORS, reported_stage_times
+from cvserve.pipelines.variants import PREPROCESS_TIMES, TIME_TENSORS, reported_stage_times
 from cvserve.profiling.attribution import attribute
 from cvserve.profiling.kafkaload import HANDED_OFF, BrokerRequest
 from cvserve.profiling.sweep_results import RequestRecord
@@ -74,11 +74,11 @@ def hop_edges(results: Sequence[Message], clock: WallClock, first_ns: int = 0) -
     return list(edges.values())
 
 
-REPORTED = (*(t.name for t in STAGE_TIME_TENSORS), PREPROCESS_TIMES.name)
+REPORTED = tuple(t.name for t in TIME_TENSORS)
 
 
 def reported_times(results: Sequence[Message]) -> dict[str, dict[str, list[int]]]:
-    """Call id → the times its stage reported for that call, by tensor (`STAGE_TIME_TENSORS`: ns
+    """Call id → the times its stage reported for that call, by tensor (`TIME_TENSORS`: ns
     per part of a fused model or per stage apart; `PREPROCESS_TIMES`: ns per DALI step), from
     the results that carry them (a pipeline the profiler serves: `kafkasweep.as_profiled`)."""
     times: dict[str, dict[str, list[int]]] = {}

@@ -18,7 +18,7 @@ import tritonclient.grpc as grpcclient
 
 from cvserve.deploy.triton_grpc import grpc_client
 from cvserve.pipelines.spec import PipelineSpec
-from cvserve.pipelines.variants import PREPROCESS_TIMES, reported_stage_times
+from cvserve.pipelines.variants import PREPROCESS_TIMES, TIME_TENSORS, reported_stage_times
 from cvserve.preprocess.naive import NaivePreprocessor
 from cvserve.preprocess.tensors import IMAGE, META, PIXELS, pad_images
 from cvserve.profiling.trace import Trace
@@ -111,7 +111,8 @@ class TracedSender:
             trace.attributes["request_bytes"] = int(
                 sum(arrays[s.name].nbytes for s in self.ensemble.inputs)
             )
-            first = {name: values[0] for name, values in out.items()}  # the first image's rows
+            # The first image's row of each time tensor (every image of a batch has the same).
+            first = {t.name: out[t.name][0] for t in TIME_TENSORS if t.name in out}
             if PREPROCESS_TIMES.name in first:
                 trace.attributes["preprocess_ns"] = [int(v) for v in first[PREPROCESS_TIMES.name]]
             stage_ns = reported_stage_times(first)

@@ -28,7 +28,7 @@ from typing import Any
 
 from cvserve.pipelines.variants import FUSED_PARTS
 from cvserve.preprocess.preprocessor import STEPS
-from cvserve.profiling.categories import FUSED
+from cvserve.profiling.categories import FUSED, HANDOFF
 from cvserve.profiling.trace import COMPUTE_INFER, Span, Trace
 from cvserve.profiling.tritonstats import PHASES
 
@@ -361,7 +361,7 @@ def split_compute(
 ) -> None:
     """Split a model's compute by what it reported. ``part_ns`` (ns per `FUSED_PARTS`): a fused
     model's parts (``role`` `FUSED`), or this stage's own work (its role's place), nested back to
-    back from the compute's start, and what they leave of it as ``handoff`` (Triton ↔ the stub:
+    back from the compute's start, and what they leave of it as `HANDOFF` (Triton ↔ the stub:
     data movement); ``step_ns`` (PREPROCESS_TIMES) splits the preprocessing in turn. Without
     ``part_ns`` the compute keeps its role's category, ``step_ns`` nested in a preprocess
     model's."""
@@ -376,10 +376,10 @@ def split_compute(
     parts = _back_to_back(trace, compute, kinds, durations)
     if parts and parts[-1].end_ns < compute.end_ns:
         trace.add(
-            "handoff",
+            HANDOFF,
             parts[-1].end_ns,
             compute.end_ns,
-            name=f"{compute.stage}.handoff",
+            name=f"{compute.stage}.{HANDOFF}",
             parent=compute,
             process="triton",
             stage=compute.stage,

@@ -87,8 +87,9 @@ def cmd_profile(args: argparse.Namespace) -> int:
         choices = ", ".join(PLACEMENTS)
         console.print(f"unknown --preprocess {sorted(unknown)}; choose from {choices}")
         return 2
-    # Served as they run: a fused pipeline fused, returning its model's parts' times (and with
-    # --split-preprocess DALI's steps'), which the stage workers carry in their results.
+    # Served as they run, returning their models' own times (a fused model's parts, or each stage
+    # apart; with --split-preprocess DALI's steps too), which the stage workers carry in their
+    # results.
     specs = []
     if over_kafka:
         chosen_specs = chosen(args, "profile", **options, **FAN_OUT).specs

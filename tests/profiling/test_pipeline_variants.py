@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -16,6 +18,7 @@ from cvserve.pipelines.variants import (
     tensor_input,
     with_devices,
     with_preprocess_times,
+    with_stage_times,
 )
 from cvserve.preprocess.geometry import meta, placement
 from cvserve.preprocess.naive import NaivePreprocessor
@@ -105,3 +108,16 @@ def test_the_stages_own_times_add_up_like_a_fused_models_parts() -> None:
         own_times(r).name for r in ("inference", "postprocess")
     ]
     assert own_times("preprocess") in served.outputs
+
+
+def test_two_stages_of_one_role_cannot_report_their_own_times() -> None:
+    spec = classify("mobilenet_v3_small")
+    post = spec.stage_by_role("postprocess")
+    second = dataclasses.replace(
+        post,
+        name="classify_post2",
+        outputs=tuple(dataclasses.replace(t, name=f"{t.name}2") for t in post.outputs),
+    )
+    twice = dataclasses.replace(spec, stages=(*spec.stages, second))
+    with pytest.raises(ValueError, match="two stages of one role"):
+        with_stage_times(twice)
