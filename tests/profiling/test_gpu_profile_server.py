@@ -38,7 +38,7 @@ def _file(folder: Path, fused: bool) -> Path:
 def test_a_pipeline_served_on_the_gpu_is_split_as_it_runs(fused: bool, tmp_path: Path) -> None:
     out = tmp_path / "runs"
     argv = ["profile", "--file", str(_file(tmp_path, fused)), "--preprocess", "server-gpu"]
-    argv += ["--sizes", "640x480", "--concurrency", "2", "--duration", "2"]
+    argv += ["--sizes", "640x480", "--concurrency", "2", "--duration", "1"]
     argv += ["--images-per-size", "2", "--split-preprocess", "--out", str(out)]
     assert main(argv) == 0
     (run,) = out.iterdir()
