@@ -14,7 +14,7 @@ import os
 import statistics
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,8 @@ from cvserve.deploy.triton_grpc import grpc_client
 from cvserve.models.params import DnnParams
 from cvserve.pipelines.catalog import pipeline
 from cvserve.pipelines.variants import FUSED_PARTS, is_fused, unfused, with_stage_times
-from cvserve.profiling.categories import ROLE_CATEGORY
+from cvserve.profiling import tritonstats
+from cvserve.profiling.categories import FUSED, ROLE_CATEGORY
 from cvserve.profiling.load import closed_loop
 from cvserve.profiling.machine import machine_info, write_report
 from cvserve.profiling.sweep import join_and_attribute, serve_traced, write_images
@@ -95,7 +96,10 @@ def _measure(
     duration_s: float,
     tag: str,
     pgid: int | None,
+    stats_client: Any = None,
 ) -> dict[str, Any]:
+    """One run of ``mode``; with ``stats_client`` (profiling on) also each model's images per
+    execution over the run, from Triton's statistics."""
     senders: list[TracedSender] = []
     record = mode == "on"
 
@@ -106,11 +110,18 @@ def _measure(
 
     traced = 0
     split: dict[str, float] = {}
+    batches: dict[str, float] = {}
+    models = [s.name for s in target.ensemble.stages]
+    before = tritonstats.fetch_settled(stats_client, models) if record and stats_client else {}
     cpu = (time.process_time(), group_cpu_s(pgid))
     if record:
         with tracer.tracing():
             load = closed_loop(make_sender, concurrency, duration_s=duration_s)
         cpu = (time.process_time() - cpu[0], group_cpu_s(pgid) - cpu[1])
+        if before:
+            after = tritonstats.fetch_settled(stats_client, models)
+            ran = {m: after[m] - before[m] for m in models}
+            batches = {m: st.requests / st.executions for m, st in ran.items() if st.executions}
         traces = [t for s in senders for t in s.traces]
         found = tracer.collect([t.request_id for t in traces])
         records = join_and_attribute(traces, found, target.roles)
@@ -131,9 +142,26 @@ def _measure(
         "errors": load.errors,
         "traced": traced,
         "median_ms": split,  # per request, of the stages' categories (profiling on)
+        # the same per image of the batch that did the work (batches differ fused and apart)
+        "per_image_ms": per_image(split, target.roles, batches),
+        "images_per_execution": {m: round(b, 3) for m, b in batches.items()},
         "client_cpu_ms_per_request": round(cpu[0] / requests * 1e3, 4),
         "server_cpu_ms_per_request": round(cpu[1] / requests * 1e3, 4) if pgid else None,
     }
+
+
+def per_image(
+    split: Mapping[str, float], roles: Mapping[str, str], batches: Mapping[str, float]
+) -> dict[str, float]:
+    """``split`` (ms per request by category of `SPLIT`) divided by the images per execution of
+    the model doing that work (``batches``; a fused model does all three; 1 where unknown): a
+    request is charged its batch's whole compute, so this is the work per image."""
+    of_category: dict[str, float] = {}
+    for model, role in roles.items():
+        for category in SPLIT if role == FUSED else (ROLE_CATEGORY.get(role),):
+            if category in SPLIT:
+                of_category[category] = batches.get(model, 1.0)
+    return {c: round(ms / of_category.get(c, 1.0), 4) for c, ms in split.items()}
 
 
 def bench_profiling(
@@ -198,6 +226,7 @@ def bench_profiling(
                         duration_s,
                         tag=f"b{len(runs)}",
                         pgid=pgid,
+                        stats_client=client,
                     )
                     run["mode"] = mode
                     runs.append({"pair": pair, **run})
@@ -208,7 +237,7 @@ def bench_profiling(
                     )
         finally:
             client.close()
-    agreement = _split_agreement(runs, pairs) if fused else None
+    agreement = split_agreement(runs, pairs) if fused else None
     ratios = []
     for pair in range(pairs):
         rate = {r["mode"]: r["images_per_s"] for r in runs if r["pair"] == pair}
@@ -276,44 +305,63 @@ def bench_profiling(
     return report
 
 
-def _split_agreement(runs: list[dict[str, Any]], pairs: int) -> dict[str, Any]:
-    """Per category of `SPLIT`: the fused model's median ms per request (profiling on) over
-    the stages apart's, per pair, and their median; ``within`` when every category's median
-    ratio lies within `SPLIT_AGREEMENT` of 1."""
-    rows = {}
-    for category in SPLIT:
-        per_pair = []
-        for pair in range(pairs):
-            ms = {r["mode"]: r["median_ms"].get(category) for r in runs if r["pair"] == pair}
-            if ms.get("on") and ms.get("apart"):
-                per_pair.append(ms["on"] / ms["apart"])
-        rows[category] = {
-            "fused_ms": statistics.median(
-                r["median_ms"][category] for r in runs if r["mode"] == "on"
-            ),
-            "apart_ms": statistics.median(
-                r["median_ms"][category] for r in runs if r["mode"] == "apart"
-            ),
-            "pair_ratios": [round(x, 4) for x in per_pair],
-            "ratio": round(statistics.median(per_pair), 4) if per_pair else None,
-        }
+def split_agreement(runs: list[dict[str, Any]], pairs: int) -> dict[str, Any]:
+    """Per category of `SPLIT`: the fused model's median ms (profiling on) over the stages
+    apart's, per pair, and their median — per request (what a request is charged: its batch's
+    compute) and per image (divided by each model's images per execution: the same work when
+    the two batch differently); ``within`` when every category's per-image median ratio lies
+    within `SPLIT_AGREEMENT` of 1."""
+    views: dict[str, dict[str, Any]] = {}
+    for view in ("median_ms", "per_image_ms"):
+        rows = {}
+        for category in SPLIT:
+            per_pair = []
+            for pair in range(pairs):
+                ms = {r["mode"]: r[view].get(category) for r in runs if r["pair"] == pair}
+                if ms.get("on") and ms.get("apart"):
+                    per_pair.append(ms["on"] / ms["apart"])
+            rows[category] = {
+                "fused_ms": statistics.median(r[view][category] for r in runs if r["mode"] == "on"),
+                "apart_ms": statistics.median(
+                    r[view][category] for r in runs if r["mode"] == "apart"
+                ),
+                "pair_ratios": [round(x, 4) for x in per_pair],
+                "ratio": round(statistics.median(per_pair), 4) if per_pair else None,
+            }
+        views[view] = rows
+    per_image_rows = views["per_image_ms"]
     within = all(
-        r["ratio"] is not None and abs(r["ratio"] - 1) <= SPLIT_AGREEMENT for r in rows.values()
+        r["ratio"] is not None and abs(r["ratio"] - 1) <= SPLIT_AGREEMENT
+        for r in per_image_rows.values()
     )
-    return {"categories": rows, "within": within, "bound": SPLIT_AGREEMENT}
+    return {
+        "categories": views["median_ms"],
+        "per_image": per_image_rows,
+        "within": within,
+        "bound": SPLIT_AGREEMENT,
+    }
 
 
 def _print_agreement(console: Console, agreement: dict[str, Any]) -> None:
     table = Table(
-        title="fused split vs the same stages apart (ms per request, profiling on)",
-        caption="fused / apart: median of the per-pair ratios [min-max]",
+        title="fused split vs the same stages apart (profiling on)",
+        caption="fused / apart: median of the per-pair ratios [min-max]; per image: divided by "
+        "the images per execution of the model doing the work",
     )
-    for column in ("category", "fused ms", "apart ms", "fused / apart"):
+    for column in ("category", "fused ms", "apart ms", "per request", "per image"):
         table.add_column(column, justify="right")
-    for category, row in agreement["categories"].items():
+
+    def cell(row: dict[str, Any]) -> str:
         spread = row["pair_ratios"]
-        cell = f"{row['ratio']:.3f} [{min(spread):.3f}-{max(spread):.3f}]" if spread else "-"
-        table.add_row(category, f"{row['fused_ms']:.2f}", f"{row['apart_ms']:.2f}", cell)
+        return f"{row['ratio']:.3f} [{min(spread):.3f}-{max(spread):.3f}]" if spread else "-"
+
+    for category, row in agreement["categories"].items():
+        image = agreement["per_image"][category]
+        table.add_row(
+            category, f"{row['fused_ms']:.2f}", f"{row['apart_ms']:.2f}", cell(row), cell(image)
+        )
     console.print(table)
     verdict = "within" if agreement["within"] else "OUTSIDE"
-    console.print(f"fused split {verdict} {agreement['bound']:.0%} of the stages apart, per stage")
+    console.print(
+        f"fused split per image {verdict} {agreement['bound']:.0%} of the stages apart, per stage"
+    )
