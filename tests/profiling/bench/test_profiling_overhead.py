@@ -3,7 +3,7 @@ and per image of the batch that did the work."""
 
 from __future__ import annotations
 
-from cvserve.profiling.bench.overhead import split_agreement, per_image
+from cvserve.profiling.bench.overhead import per_image, split_agreement
 from cvserve.profiling.categories import FUSED
 
 
