@@ -183,8 +183,9 @@ def bench_profiling(
     The pipeline is served as clients call it (off) and as the profiler calls it (on: its
     models' own times returned, `with_stage_times`). A fused pipeline (``fuse_stages``, or as
     tuned) is also served with its stages apart, each reporting its own work; each pair then
-    also profiles the stages apart, and the fused split (ms per request in preprocessing,
-    inference, postprocessing) is compared with theirs per pair (`SPLIT_AGREEMENT`)."""
+    also profiles the stages apart, and the fused split (ms in preprocessing, inference,
+    postprocessing, per request and per image) is compared with theirs per pair
+    (`split_agreement`, `SPLIT_AGREEMENT`)."""
     console = console or Console()
     spec = pipeline(pipeline_name, arch=arch, fuse_stages=fuse_stages)
     targets = {"off": Target.of(SERVER_CPU, spec, spec), "on": Target.of(SERVER_CPU, spec, spec)}
