@@ -7,10 +7,11 @@
 - `with_preprocess_times`: the preprocess stage (or the fused model serving it) also returns
   ``PREPROCESS_TIMES`` (the profiler's decode / resize+crop / normalize split; the adapter must
   support it).
-- `with_stage_times`: the ensemble also returns the time its models spent in their own work: a
-  fused model's ``STAGE_TIMES`` (its preprocessing, DNN and postprocessing apart), or each
-  stage's `own_times` when the stages are apart (what the profiler splits each model's compute
-  with; the rest of that compute is the hand-off between Triton and the stage's stub).
+- `with_stage_times`: the ensemble also returns the time its models spent in their own work
+  and in the copies between host and device they make: a fused model's ``STAGE_TIMES`` (its
+  preprocessing, DNN and postprocessing apart), or each stage's `own_times` when the stages are
+  apart (what the profiler splits each model's compute with; the rest of that compute is the
+  hand-off between Triton and the stage's stub).
 - `unfused`: a pipeline whose stages are served as one model
   (`models.fusion`) with its stages apart again; every view above starts from it.
 """
@@ -27,15 +28,31 @@ TENSOR_SUFFIX = "_tensor"
 PREPROCESS_TIMES = TensorSpec("PREPROCESS_TIMES", "int64", (3,))
 # The parts of a fused model, in the order of STAGE_TIMES (`models.fusion`).
 FUSED_PARTS: tuple[Role, ...] = ("preprocess", "inference", "postprocess")
-# int64 [3] per image: ns its batch spent in each of `FUSED_PARTS` inside the fused model (0 for
-# a part it does not run); on a GPU, until the part's device work had finished.
-STAGE_TIMES = TensorSpec("STAGE_TIMES", "int64", (len(FUSED_PARTS),))
+# Span kinds of the copies a stage makes itself: its inputs from the host onto its device (a
+# client's tensors for a GPU stage), its answers from its device to the host. On a GPU they are
+# data movement measured with CUDA events; the encoded bytes' host→device copy happens inside
+# DALI's ``mixed`` decoder and stays in the decode.
+TO_DEVICE, TO_HOST = "to_device", "to_host"
+# What each place of STAGE_TIMES holds: per part of `FUSED_PARTS`, its inputs' copy onto its
+# device, its own work (kind: the role), its answers' copy to the host.
+TIMED: tuple[tuple[Role, str], ...] = tuple(
+    (role, kind) for role in FUSED_PARTS for kind in (TO_DEVICE, role, TO_HOST)
+)
+# int64 [9] per image: ns its batch spent in each of `TIMED` inside the fused model (0 for what
+# it does not do); on a GPU, until that work had finished on the device.
+STAGE_TIMES = TensorSpec("STAGE_TIMES", "int64", (len(TIMED),))
+
+
+def time_slot(role: Role, kind: str) -> int:
+    """The place of ``role``'s ``kind`` (`TO_DEVICE`, the role itself: its work, `TO_HOST`) in
+    `STAGE_TIMES`."""
+    return TIMED.index((role, kind))
 
 
 def own_times(role: Role) -> TensorSpec:
-    """int64 [3] per image, from a stage served apart: the ns its batch spent in the stage's own
-    work, at ``role``'s place in `FUSED_PARTS` (the others 0), so that the stages' vectors added
-    up read like a fused model's `STAGE_TIMES`."""
+    """int64 [9] per image, from a stage served apart: the ns its batch spent in its copies and
+    its own work, at ``role``'s places in `TIMED` (the others 0), so that the stages' vectors
+    added up read like a fused model's `STAGE_TIMES`."""
     return TensorSpec(f"{STAGE_TIMES.name}_{role.upper()}", "int64", STAGE_TIMES.dims)
 
 
@@ -47,12 +64,12 @@ TIME_TENSORS: tuple[TensorSpec, ...] = (*STAGE_TIME_TENSORS, PREPROCESS_TIMES)
 
 
 def reported_stage_times(outputs: Mapping[str, Sequence[int]]) -> list[int] | None:
-    """One image's ns per `FUSED_PARTS`: its row of each of `STAGE_TIME_TENSORS` in ``outputs``
-    (a call's answer), added up; None when it holds none."""
+    """One image's ns per place of `TIMED`: its row of each of `STAGE_TIME_TENSORS` in
+    ``outputs`` (a call's answer), added up; None when it holds none."""
     rows = [outputs[t.name] for t in STAGE_TIME_TENSORS if t.name in outputs]
     if not rows:
         return None
-    return [sum(int(row[part]) for row in rows) for part in range(len(FUSED_PARTS))]
+    return [sum(int(row[place]) for row in rows) for place in range(len(TIMED))]
 
 
 def is_fused(spec: PipelineSpec) -> bool:

@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from cvserve.pipelines.spec import PipelineSpec
+from cvserve.pipelines.variants import TO_DEVICE, TO_HOST
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,9 @@ SPAN_CATEGORY: dict[str, str] = {
     # Inside a python-backend model's compute but outside its adapter's work: inputs into the
     # stub's shared memory, its wake-up, the answers back to Triton.
     HANDOFF: "data_movement",
+    # Copies a stage reports making itself (on a GPU: CUDA events around them).
+    TO_DEVICE: "data_movement",
+    TO_HOST: "data_movement",
 }
 
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cvserve.pipelines.variants import FUSED_PARTS
+from cvserve.pipelines.variants import FUSED_PARTS, TIMED, time_slot
 from cvserve.preprocess.preprocessor import STEPS
 from cvserve.profiling.categories import FUSED, HANDOFF
 from cvserve.profiling.trace import COMPUTE_INFER, Span, Trace
@@ -248,7 +248,7 @@ def attach_triton(
     call returns). ``transfers=False`` leaves out send and receive (when the window is wider
     than the call, e.g. a stage worker's consumed → produced hops). Without a trace: a single
     untraced ``overhead`` span. ``preprocess_ns`` (PREPROCESS_TIMES) and ``stage_ns`` (ns per
-    part of `FUSED_PARTS`: a fused model's STAGE_TIMES, or the stages' own times added up)
+    place of `TIMED`: a fused model's STAGE_TIMES, or the stages' own times added up)
     split the compute of the models that reported them (`split_compute`).
     Returns how far Triton's timestamps fell outside the window
     (ns, 0 when the clocks agree): the measured skew.
@@ -359,21 +359,23 @@ def split_compute(
     step_ns: Sequence[int] | None,
     part_ns: Sequence[int] | None,
 ) -> None:
-    """Split a model's compute by what it reported. ``part_ns`` (ns per `FUSED_PARTS`): a fused
-    model's parts (``role`` `FUSED`), or this stage's own work (its role's place), nested back to
-    back from the compute's start, and what they leave of it as `HANDOFF` (Triton ↔ the stub:
-    data movement); ``step_ns`` (PREPROCESS_TIMES) splits the preprocessing in turn. Without
-    ``part_ns`` the compute keeps its role's category, ``step_ns`` nested in a preprocess
-    model's."""
+    """Split a model's compute by what it reported. ``part_ns`` (ns per place of `TIMED`): a
+    fused model's parts (``role`` `FUSED`), or this stage's copies and own work (its role's
+    places), nested back to back from the compute's start in `TIMED` order (parts of 0 ns left
+    out), and what they leave of it as `HANDOFF` (Triton ↔ the stub: data movement);
+    ``step_ns`` (PREPROCESS_TIMES) splits the preprocessing in turn. Without ``part_ns`` (or
+    when this stage's work in it is 0) the compute keeps its role's category, ``step_ns``
+    nested in a preprocess model's."""
     if role == FUSED and part_ns:
-        kinds, durations = FUSED_PARTS, part_ns
-    elif role in FUSED_PARTS and part_ns and part_ns[FUSED_PARTS.index(role)] > 0:
-        kinds, durations = (role,), (part_ns[FUSED_PARTS.index(role)],)
+        places = [i for i, ns in enumerate(part_ns) if ns > 0]
+    elif role in FUSED_PARTS and part_ns and part_ns[time_slot(role, role)] > 0:  # type: ignore[arg-type]
+        places = [i for i, (r, _) in enumerate(TIMED) if r == role and part_ns[i] > 0]
     else:
         if role == "preprocess" and step_ns:
             _back_to_back(trace, compute, PREPROCESS_STEPS, step_ns)
         return
-    parts = _back_to_back(trace, compute, kinds, durations)
+    kinds = [TIMED[i][1] for i in places]
+    parts = _back_to_back(trace, compute, kinds, [part_ns[i] for i in places])
     if parts and parts[-1].end_ns < compute.end_ns:
         trace.add(
             HANDOFF,
@@ -384,5 +386,6 @@ def split_compute(
             process="triton",
             stage=compute.stage,
         )
-    if parts and kinds[0] == "preprocess" and step_ns:
-        _back_to_back(trace, parts[0], PREPROCESS_STEPS, step_ns)
+    for kind, part in zip(kinds, parts, strict=False):
+        if kind == "preprocess" and step_ns:
+            _back_to_back(trace, part, PREPROCESS_STEPS, step_ns)

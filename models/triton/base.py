@@ -25,7 +25,7 @@ from cvserve.models.part_times import PartTimes
 from cvserve.models.postprocessor import Postprocessor
 from cvserve.models.repository.config import STAGE_PARAMETER
 from cvserve.pipelines.spec import Role, StageParams, dtype_from_triton
-from cvserve.pipelines.variants import FUSED_PARTS, own_times
+from cvserve.pipelines.variants import TO_DEVICE, TO_HOST, own_times
 
 P = TypeVar("P", bound=StageParams)
 
@@ -99,14 +99,18 @@ def run_batched(
     input_name: str,
     compute: Callable[[Any], dict[str, Any]],
     device: str = "cpu",
+    times: PartTimes | None = None,
 ) -> list[Any]:
     """Concatenate ``input_name`` over ``requests`` (torch, on ``device``), run ``compute`` once,
-    split its outputs (torch or NumPy, batch first) back per request.
+    split its outputs (torch or NumPy, batch first) back per request; ``times`` marks the
+    inputs' copy onto ``device`` (`TO_DEVICE`).
 
     If ``compute`` raises, every request of the batch gets the error (none is dropped).
     """
+    times = times or PartTimes.off()
     try:
         tensors = [on_device(input_tensor(r, input_name), device, input_name) for r in requests]
+        times.mark(TO_DEVICE)
         counts = [len(t) for t in tensors]
         outputs = compute(torch.cat(tensors) if len(tensors) > 1 else tensors[0])
         settled(device)
@@ -122,17 +126,26 @@ def run_batched(
 
 
 def postprocessed_responses(
-    postprocess: Postprocessor, per_request: list[dict[str, Any]], names: list[str]
+    postprocess: Postprocessor,
+    per_request: list[dict[str, Any]],
+    names: list[str],
+    times: PartTimes | None = None,
 ) -> list[Any]:
     """One response per request of ``postprocess`` on its inputs (``per_request``: torch tensors
     by name, batch first), answers on the host in ``names`` order. Where the function allows it
     (`Postprocessor.batchable`) every request goes through one call, the answers cut apart by
     row (each torch op costs microseconds: one call per Triton batch, not per request); else,
-    or when that call raises, request by request, each failure that request's error."""
+    or when that call raises, request by request, each failure that request's error.
+
+    ``times`` marks the postprocessing and the answers' copy to the host (`TO_HOST`)."""
+    times = times or PartTimes.off()
     if postprocess.batchable and len(per_request) > 1:
         try:
             joined = {n: torch.cat([r[n] for r in per_request]) for n in per_request[0]}
-            answers = {n: v.cpu() for n, v in postprocess(joined).items()}
+            computed = postprocess(joined)
+            times.mark("postprocess")
+            answers = {n: v.cpu() for n, v in computed.items()}
+            times.mark(TO_HOST, "postprocess")
         except Exception:  # one request's inputs break it: find which, request by request
             pass
         else:
@@ -146,27 +159,32 @@ def postprocessed_responses(
     responses = []
     for request in per_request:
         try:
-            answers = {n: v.cpu() for n, v in postprocess(request).items()}
+            computed = postprocess(request)
+            times.mark("postprocess")
+            answers = {n: v.cpu() for n, v in computed.items()}
+            times.mark(TO_HOST, "postprocess")
             out = [output_tensor(n, answers[n]) for n in names]
         except Exception as exc:
             responses.append(exception_response(exc))
             continue
         responses.append(pb_utils.InferenceResponse(output_tensors=out))
+    times.mark("postprocess")  # the responses built, a failed request's work
     return responses
 
 
 class OwnTimes:
     """A stage served apart that reports its own work when profiling asks
     (`pipelines.variants.own_times`, declared in its config by `with_stage_times`): each answer of
-    a batch in which a request asks for it also carries int64 [3], the ns that batch spent in the
-    adapter's ``execute`` (CUDA events on a GPU), at ``role``'s place. Nothing is timed
-    otherwise. What Triton times around it (inputs into the stub, answers out of it) is the
-    profiler's hand-off."""
+    a batch in which a request asks for it also carries int64 [9], the ns that batch spent in the
+    adapter's ``execute`` (CUDA events on a GPU) at ``role``'s places of `TIMED`: the copies
+    ``execute`` marks (`PartTimes`), the rest its own work. Nothing is timed otherwise. What
+    Triton times around it (inputs into the stub, answers out of it) is the profiler's
+    hand-off."""
 
     def __init__(self, args: dict[str, str], role: Role, device: str) -> None:
         self.name = own_times(role).name
         self.declared = self.name in output_names(args)
-        self.slot = FUSED_PARTS.index(role)
+        self.role = role
         self.device = device
 
     def others(self, names: list[str]) -> list[str]:
@@ -174,17 +192,20 @@ class OwnTimes:
         return [n for n in names if n != self.name]
 
     def around(
-        self, requests: list[Any], execute: Callable[[list[Any]], list[Any]], input_name: str
+        self,
+        requests: list[Any],
+        execute: Callable[[list[Any], PartTimes], list[Any]],
+        input_name: str,
     ) -> list[Any]:
-        """``execute(requests)``, timed when asked; ``input_name`` counts each request's rows."""
+        """``execute(requests, times)``, timed when asked (else ``times`` is `PartTimes.off`);
+        ``input_name`` counts each request's rows."""
         if not self.declared or not any(self.name in r.requested_output_names() for r in requests):
-            return execute(requests)
-        times = PartTimes(self.device)
-        responses = execute(requests)
+            return execute(requests, PartTimes.off())
+        times = PartTimes(self.device, self.role)
+        responses = execute(requests, times)
         settled(self.device)
-        times.mark()
-        ns = np.zeros(len(FUSED_PARTS), np.int64)
-        ns[self.slot] = times.ns()[0]
+        times.mark(self.role)  # what execute did after its last mark is its work too
+        ns = times.ns()
         return [
             with_times(response, {self.name: ns}, len(input_tensor(request, input_name)))
             for request, response in zip(requests, responses, strict=True)

@@ -10,6 +10,7 @@ from typing import Any
 from cvserve.models.devices import instance_device, release
 from cvserve.models.engine_choice import load_chosen
 from cvserve.models.params import DnnParams
+from cvserve.models.part_times import PartTimes
 from cvserve.models.triton.base import (
     OwnTimes,
     first_input,
@@ -47,8 +48,8 @@ class TritonPythonModel:
     def execute(self, requests: list[Any]) -> list[Any]:
         return self.own_times.around(requests, self._batched, self.input_name)
 
-    def _batched(self, requests: list[Any]) -> list[Any]:
-        return run_batched(requests, self.input_name, self._infer, self.device)
+    def _batched(self, requests: list[Any], times: PartTimes) -> list[Any]:
+        return run_batched(requests, self.input_name, self._infer, self.device, times)
 
     def finalize(self) -> None:
         self.run = None  # the network and its CUDA graphs go with it

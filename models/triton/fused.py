@@ -6,9 +6,10 @@ gets that error; the rest of the batch is answered, the DNN running once on ever
 request together.
 
 Profiling (`pipelines.variants`): when a request of the batch asks for ``STAGE_TIMES`` (the
-config declares it, `models.fusion`), each answer also carries int64 [3], the ns its Triton
-batch spent preprocessing, in the DNN and postprocessing (`models.part_times`: CUDA events on a
-GPU); nothing is timed otherwise. When the config declares ``PREPROCESS_TIMES``
+config declares it, `models.fusion`), each answer also carries int64 [9], the ns its Triton
+batch spent preprocessing, in the DNN, postprocessing and copying the answers to the host, at
+their places of `pipelines.variants.TIMED` (`models.part_times`: CUDA events on a GPU); nothing
+is timed otherwise. When the config declares ``PREPROCESS_TIMES``
 (`with_preprocess_times`), DALI runs its steps apart and each answer carries their ns, as the
 preprocess stage's adapter does.
 """
@@ -19,7 +20,6 @@ import json
 from dataclasses import replace
 from typing import Any
 
-import numpy as np
 import torch
 import triton_python_backend_utils as pb_utils
 
@@ -42,7 +42,7 @@ from cvserve.models.triton.base import (
     stage_params,
     with_times,
 )
-from cvserve.pipelines.variants import FUSED_PARTS, PREPROCESS_TIMES, STAGE_TIMES
+from cvserve.pipelines.variants import PREPROCESS_TIMES, STAGE_TIMES
 from cvserve.preprocess.backends import make_preprocessor
 from cvserve.preprocess.preprocessor import stack_results
 from cvserve.preprocess.spec import PreprocessError
@@ -93,7 +93,7 @@ class TritonPythonModel:
         asked = self.stage_times and any(
             STAGE_TIMES.name in r.requested_output_names() for r in requests
         )
-        times = PartTimes(self.device) if asked else None
+        times = PartTimes(self.device) if asked else PartTimes.off()
         # Encoded bytes stay on the host (DALI's `mixed` decoder takes them there).
         per_request = [input_tensor(r, self.input_name).cpu().numpy() for r in requests]
         batch = [image for images in per_request for image in images]
@@ -114,30 +114,28 @@ class TritonPythonModel:
                 responses[index] = exception_response(exc)
                 continue
             ready.append((index, as_batch(pixels, self.device), torch.from_numpy(meta)))
+        times.mark("preprocess")
         if ready:
             self._infer(ready, responses, times)
         settled(self.device)
-        if times is not None or step_ns is not None:
+        if asked or step_ns is not None:
             extra = {PREPROCESS_TIMES.name: step_ns}
-            if times is not None:
-                extra[STAGE_TIMES.name] = _parts(times)
+            if asked:
+                extra[STAGE_TIMES.name] = times.ns()
             responses = [
                 with_times(r, extra, len(images))
                 for r, images in zip(responses, per_request, strict=True)
             ]
         return responses
 
-    def _infer(self, ready: list[Ready], responses: list[Any], times: PartTimes | None) -> None:
+    def _infer(self, ready: list[Ready], responses: list[Any], times: PartTimes) -> None:
         """Run the DNN once on every preprocessed request, then their postprocessing (one call
-        for all where the function allows it); fill their ``responses``; mark ``times`` as
-        preprocessing, the DNN and postprocessing end."""
+        for all where the function allows it); fill their ``responses``; mark ``times`` as the
+        DNN, the postprocessing and the answers' copy to the host end."""
         pixels = [p for _, p, _ in ready]
-        if times is not None:
-            times.mark()
         try:
             outputs = self.run(torch.cat(pixels) if len(pixels) > 1 else pixels[0])
-            if times is not None:
-                times.mark()
+            times.mark("inference")
         except Exception as exc:
             for index, _, _ in ready:
                 responses[index] = exception_response(exc)
@@ -149,25 +147,19 @@ class TritonPythonModel:
             first = rows.stop
             per_request.append({**{n: v[rows] for n, v in by_name.items()}, META: meta})
         if self.postprocess is not None:
-            answered = postprocessed_responses(self.postprocess, per_request, self.output_names)
+            answered = postprocessed_responses(
+                self.postprocess, per_request, self.output_names, times
+            )
         else:  # the network's outputs and META are the answers
             answered = [
                 pb_utils.InferenceResponse([output_tensor(n, v[n]) for n in self.output_names])
                 for v in per_request
             ]
+            times.mark("postprocess")  # Triton copies them to the host, in the hand-off
         for (index, _, _), response in zip(ready, answered, strict=True):
             responses[index] = response
-        if times is not None:
-            times.mark()
 
     def finalize(self) -> None:
         self.preprocessor.close()
         self.run = None  # the network and its CUDA graphs go with it
         release(self.device)
-
-
-def _parts(times: PartTimes) -> Any:
-    """int64 [3] (preprocess, DNN, postprocess) ns from ``times``' marks; a part the batch did
-    not reach (every request refused, the DNN failed) is 0."""
-    ns = times.ns()
-    return np.pad(ns, (0, len(FUSED_PARTS) - len(ns)))

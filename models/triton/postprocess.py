@@ -16,6 +16,7 @@ from typing import Any
 
 from cvserve.models.devices import instance_device, on_device
 from cvserve.models.params import PostprocessParams
+from cvserve.models.part_times import PartTimes
 from cvserve.models.postprocessor import Postprocessor
 from cvserve.models.repository.config import config_tensors
 from cvserve.models.triton.base import (
@@ -27,6 +28,7 @@ from cvserve.models.triton.base import (
     postprocessed_responses,
     stage_params,
 )
+from cvserve.pipelines.variants import TO_DEVICE
 
 
 class TritonPythonModel:
@@ -47,7 +49,7 @@ class TritonPythonModel:
     def execute(self, requests: list[Any]) -> list[Any]:
         return self.own_times.around(requests, self._postprocess, self.input_names[0])
 
-    def _postprocess(self, requests: list[Any]) -> list[Any]:
+    def _postprocess(self, requests: list[Any], times: PartTimes) -> list[Any]:
         inputs: list[dict[str, Any]] = []
         refused: dict[int, Any] = {}  # request index -> its error response
         for index, request in enumerate(requests):
@@ -55,7 +57,8 @@ class TritonPythonModel:
                 inputs.append({n: self._input(request, n) for n in self.input_names})
             except ValueError as exc:  # a tensor on another GPU: this request's error
                 refused[index] = exception_response(exc)
-        answered = iter(postprocessed_responses(self.postprocess, inputs, self.output_names))
+        times.mark(TO_DEVICE)  # the inputs that came from the host are on this device
+        answered = iter(postprocessed_responses(self.postprocess, inputs, self.output_names, times))
         return [refused[i] if i in refused else next(answered) for i in range(len(requests))]
 
     def _input(self, request: Any, name: str) -> Any:

@@ -16,6 +16,7 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from cvserve.models.devices import instance_device, settled
+from cvserve.models.part_times import PartTimes
 from cvserve.models.triton.base import (
     OwnTimes,
     exception_response,
@@ -67,8 +68,9 @@ class TritonPythonModel:
     def execute(self, requests: list[Any]) -> list[Any]:
         return self.own_times.around(requests, self._preprocess, self.input_name)
 
-    def _preprocess(self, requests: list[Any]) -> list[Any]:
-        # Encoded bytes stay on the host (DALI's `mixed` decoder takes them there).
+    def _preprocess(self, requests: list[Any], times: PartTimes) -> list[Any]:
+        """The batch's answers; all of it is this stage's work (``times`` marks no copy: the
+        encoded bytes stay on the host, DALI's `mixed` decoder takes them there)."""
         per_request = [input_tensor(r, self.input_name).cpu().numpy() for r in requests]
         batch = [image for images in per_request for image in images]
         if self.times:
@@ -89,8 +91,8 @@ class TritonPythonModel:
                 output_tensor(n, v) for n, v in zip(self.output_names, outputs, strict=False)
             ]
             if self.times:
-                times = np.tile(step_ns, (len(images), 1))
-                tensors.append(output_tensor(PREPROCESS_TIMES.name, times))
+                steps = np.tile(step_ns, (len(images), 1))
+                tensors.append(output_tensor(PREPROCESS_TIMES.name, steps))
             responses.append(pb_utils.InferenceResponse(output_tensors=tensors))
         settled(self.device)
         return responses

@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 import numpy as np
+from stage_times_testing import stage_row
 
 from cvserve.broker.schema import Crop, Message, result_message
 from cvserve.models.fusion import fuse_stages
@@ -25,13 +26,12 @@ SOURCE = Message("rid", "p", "detect", b"jpeg", "image/jpeg")
 
 
 def test_each_call_gets_the_times_its_own_result_carries() -> None:
-    first = result_message(
-        SOURCE, "detect", {STAGE_TIMES.name: np.array([[5, 7, 1]]), "COUNT": np.array([1])}
-    )
+    fused = np.array([stage_row(pre=5, dnn=7, post=1)])
+    first = result_message(SOURCE, "detect", {STAGE_TIMES.name: fused, "COUNT": np.array([1])})
     apart = {
         PREPROCESS_TIMES.name: np.array([[2, 3, 4]]),
-        own_times("preprocess").name: np.array([[9, 0, 0]]),
-        own_times("inference").name: np.array([[0, 6, 0]]),
+        own_times("preprocess").name: np.array([stage_row(pre=9)]),
+        own_times("inference").name: np.array([stage_row(dnn=6)]),
     }
     crop = replace(result_message(SOURCE, "identify", apart), crop=Crop(0, (0, 0, 8, 8)))
     plain = replace(
@@ -39,16 +39,16 @@ def test_each_call_gets_the_times_its_own_result_carries() -> None:
     )
     times = reported_times([first, crop, plain])
     assert times == {
-        "rid": {STAGE_TIMES.name: [5, 7, 1]},
+        "rid": {STAGE_TIMES.name: stage_row(pre=5, dnn=7, post=1)},
         "rid:0": {
             PREPROCESS_TIMES.name: [2, 3, 4],
-            own_times("preprocess").name: [9, 0, 0],
-            own_times("inference").name: [0, 6, 0],
+            own_times("preprocess").name: stage_row(pre=9),
+            own_times("inference").name: stage_row(dnn=6),
         },
     }
     # What join_request hands to attach_triton: the stages' own times added up.
-    assert reported_stage_times(times["rid:0"]) == [9, 6, 0]
-    assert reported_stage_times(times["rid"]) == [5, 7, 1]
+    assert reported_stage_times(times["rid:0"]) == stage_row(pre=9, dnn=6)
+    assert reported_stage_times(times["rid"]) == stage_row(pre=5, dnn=7, post=1)
 
 
 class _RunningServer:

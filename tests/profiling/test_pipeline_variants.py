@@ -11,11 +11,15 @@ from cvserve.models.repository.config import read_config
 from cvserve.models.repository.local import write_repository
 from cvserve.pipelines.catalog import classify, detect
 from cvserve.pipelines.variants import (
+    FUSED_PARTS,
     PREPROCESS_TIMES,
     STAGE_TIMES,
+    TIMED,
+    TO_HOST,
     own_times,
     reported_stage_times,
     tensor_input,
+    time_slot,
     with_devices,
     with_preprocess_times,
     with_stage_times,
@@ -97,10 +101,18 @@ def test_naive_preprocessing_refuses_bytes_opencv_cannot_decode() -> None:
 
 
 def test_the_stages_own_times_add_up_like_a_fused_models_parts() -> None:
-    rows = {own_times("preprocess").name: [7, 0, 0], own_times("postprocess").name: [0, 0, 2]}
-    assert reported_stage_times(rows) == [7, 0, 2]
-    assert reported_stage_times({STAGE_TIMES.name: [5, 4, 3], "LABELS": [1, 2]}) == [5, 4, 3]
+    pre, post = [0] * len(TIMED), [0] * len(TIMED)
+    pre[time_slot("preprocess", "preprocess")] = 7
+    post[time_slot("postprocess", "postprocess")] = 2
+    post[time_slot("postprocess", TO_HOST)] = 1
+    rows = {own_times("preprocess").name: pre, own_times("postprocess").name: post}
+    assert reported_stage_times(rows) == [0, 7, 0, 0, 0, 0, 0, 2, 1]
+    fused = list(range(len(TIMED)))
+    assert reported_stage_times({STAGE_TIMES.name: fused, "LABELS": [1, 2]}) == fused
     assert reported_stage_times({PREPROCESS_TIMES.name: [1, 1, 1]}) is None
+    # Each role's places: its inputs' copy, its work, its answers' copy.
+    assert [TIMED[time_slot(r, r)] for r in FUSED_PARTS] == [(r, r) for r in FUSED_PARTS]
+    assert STAGE_TIMES.dims == (len(FUSED_PARTS) * 3,) == own_times("inference").dims
     # Every profiled target of a server asks each of its models for its own work.
     plans, _ = plan_servers(classify("mobilenet_v3_small"), ["client-cpu", "server-cpu"], False)
     tensor, served = plans[0].specs

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from stage_times_testing import stage_row
 
 from cvserve.profiling.attribution import attribute
 from cvserve.profiling.categories import FUSED, ROLE_CATEGORY
@@ -117,23 +118,25 @@ def test_server_arguments_name_the_trace_file_and_start_with_tracing_off(tmp_pat
 def test_a_fused_models_reported_parts_split_its_compute_by_category() -> None:
     trace = Trace("r").begin(0)
     compute = trace.add("compute_infer", 0, 1_000, role=FUSED, stage="x_fused")
-    split_compute(trace, compute, FUSED, [200, 200, 100], [500, 300, 100])
+    split_compute(trace, compute, FUSED, [200, 200, 100], stage_row(500, 250, 80, 50, 20))
     kinds = [(s.kind, s.duration_ns) for s in trace.spans[1:]]
-    assert kinds == [
+    assert kinds == [  # in `TIMED` order, parts of 0 ns left out
         ("preprocess", 500),
-        ("inference", 300),
-        ("postprocess", 100),
+        ("to_device", 50),
+        ("inference", 250),
+        ("postprocess", 80),
+        ("to_host", 20),
         ("handoff", 100),
         ("decode", 200),
         ("resize_crop", 200),
         ("normalize", 100),
     ]
     preprocess = trace.spans[1]
-    assert all(s.parent_id == preprocess.span_id for s in trace.spans[5:])
+    assert all(s.parent_id == preprocess.span_id for s in trace.spans[7:])
     got = attribute(trace.finish(1_000)).by_category
-    # What the parts leave (100 ns: Triton <-> the stub) is data movement.
-    assert (got["preprocessing"], got["inference"], got["postprocessing"]) == (500, 300, 100)
-    assert got["data_movement"] == 100
+    assert (got["preprocessing"], got["inference"], got["postprocessing"]) == (500, 250, 80)
+    # The copies it made (70 ns) and what the parts leave (100 ns: Triton <-> the stub).
+    assert got["data_movement"] == 170
 
 
 @pytest.mark.parametrize("role", ["preprocess", "inference", "postprocess"])
@@ -141,13 +144,19 @@ def test_a_stage_apart_keeps_its_own_work_and_its_handoff_is_data_movement(role:
     category = ROLE_CATEGORY[role]
     trace = Trace("r").begin(0)
     compute = trace.add("compute_infer", 0, 1_000, role=role, stage="x")
-    # The stages' own times added up: each model takes only its role's place.
-    split_compute(trace, compute, role, None, [700, 600, 400])
-    own = {"preprocess": 700, "inference": 600, "postprocess": 400}[role]
-    assert [(s.kind, s.duration_ns) for s in trace.spans[1:]] == [
-        (role, own),
-        ("handoff", 1_000 - own),
-    ]
+    # The stages' own times added up: each model takes only its role's places.
+    split_compute(trace, compute, role, None, stage_row(700, 500, 300, dnn_in=100, post_out=50))
+    own = {"preprocess": 700, "inference": 500, "postprocess": 300}[role]
+    copies = {
+        "preprocess": [],
+        "inference": [("to_device", 100)],
+        "postprocess": [("to_host", 50)],
+    }[role]
+    moved = sum(ns for _, ns in copies)
+    expected = [(role, own), *copies, ("handoff", 1_000 - own - moved)]
+    if role == "inference":  # its inputs' copy comes before its work
+        expected[:2] = expected[1::-1]
+    assert [(s.kind, s.duration_ns) for s in trace.spans[1:]] == expected
     got = attribute(trace.finish(1_000)).by_category
     assert (got[category], got["data_movement"]) == (own, 1_000 - own)
 
@@ -155,7 +164,7 @@ def test_a_stage_apart_keeps_its_own_work_and_its_handoff_is_data_movement(role:
 def test_a_stage_that_reported_nothing_keeps_its_whole_compute() -> None:
     trace = Trace("r").begin(0)
     compute = trace.add("compute_infer", 0, 1_000, role="postprocess", stage="x")
-    split_compute(trace, compute, "postprocess", None, [700, 600, 0])  # only the others did
+    split_compute(trace, compute, "postprocess", None, stage_row(700, 600, post_out=5))
     split_compute(trace, compute, FUSED, None, None)
     assert trace.spans[1:] == []
     assert attribute(trace.finish(1_000)).by_category["postprocessing"] == 1_000
@@ -168,7 +177,7 @@ def test_a_model_called_by_itself_gets_its_phases_and_its_parts(
     alone = ModelTrace(**{**alone.__dict__, "children": [], "parent_id": None})
     start, end = alone.timestamps["REQUEST_START"] - 1_000, alone.timestamps["REQUEST_END"] + 1_000
     trace = Trace("b").begin(start)
-    attach_triton(trace, alone, {"b": FUSED}, start, end, stage_ns=[1_000, 2_000, 500])
+    attach_triton(trace, alone, {"b": FUSED}, start, end, stage_ns=stage_row(1_000, 2_000, 500))
     trace.finish(end)
     names = [s.name for s in trace.spans]
     assert "b.compute_infer" in names and "b.preprocess" in names and "b.postprocess" in names
