@@ -46,6 +46,14 @@ class PartTimes:
         event.record(torch.cuda.current_stream(self.device))
         return event
 
+    def mark_work(self) -> None:
+        """The part running since the last mark was this stage's own work."""
+        if not self.on:
+            return
+        if self.role is None:
+            raise ValueError("these times have no stage role: name the part's role")
+        self.mark(self.role)
+
     def mark(self, kind: str, role: Role | None = None) -> None:
         """The part running since the last mark ends here: ``role``'s (default: this stage's;
         a role's own work is ``kind`` = the role) ``kind``."""

@@ -65,8 +65,13 @@ TIME_TENSORS: tuple[TensorSpec, ...] = (*STAGE_TIME_TENSORS, PREPROCESS_TIMES)
 
 def reported_stage_times(outputs: Mapping[str, Sequence[int]]) -> list[int] | None:
     """One image's ns per place of `TIMED`: its row of each of `STAGE_TIME_TENSORS` in
-    ``outputs`` (a call's answer), added up; None when it holds none."""
-    rows = [outputs[t.name] for t in STAGE_TIME_TENSORS if t.name in outputs]
+    ``outputs`` (a call's answer), added up; None when it holds none. A row of another length
+    (a model built by an earlier cvserve: int64 [3]) is not read."""
+    rows = [
+        outputs[t.name]
+        for t in STAGE_TIME_TENSORS
+        if t.name in outputs and len(outputs[t.name]) == len(TIMED)
+    ]
     if not rows:
         return None
     return [sum(int(row[place]) for row in rows) for place in range(len(TIMED))]

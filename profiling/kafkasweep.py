@@ -34,7 +34,7 @@ from cvserve.profiling.categories import model_roles
 from cvserve.profiling.kafkaload import BrokerClient, BrokerLoad, closed_loop_over_broker, warm_up
 from cvserve.profiling.kafkatrace import join_request
 from cvserve.profiling.sweep import write_images
-from cvserve.profiling.sweep_plan import Point, SweepConfig, as_served
+from cvserve.profiling.sweep_plan import Point, SweepConfig, as_served, stale_times
 from cvserve.profiling.sweep_results import PointResult, SweepRun
 from cvserve.profiling.trace import WallClock, sample_clocks
 from cvserve.profiling.tritontrace import TritonTracer, phase_totals
@@ -54,20 +54,23 @@ def as_profiled(spec: PipelineSpec, split_preprocess: bool = False) -> PipelineS
 
 def unreported(client: Any, specs: Sequence[PipelineSpec]) -> list[str]:
     """A line for each of ``specs`` (`as_profiled`) whose ensemble on the server at ``client``
-    does not return the time tensors asked of it, naming them (a running server's ensembles:
-    that compute stays whole)."""
+    does not return the time tensors asked of it, or returns them in another layout (a
+    repository built by an earlier cvserve), naming them (a running server's ensembles: that
+    compute stays whole)."""
     notes = []
     for spec in specs:
-        wanted = [t.name for t in spec.outputs if t in TIME_TENSORS]
+        wanted = [t for t in spec.outputs if t in TIME_TENSORS]
         if not wanted:
             continue
-        served = {o["name"] for o in client.get_model_metadata(spec.name, as_json=True)["outputs"]}
-        missing = [name for name in wanted if name not in served]
+        outputs = client.get_model_metadata(spec.name, as_json=True)["outputs"]
+        served = {o["name"]: o.get("shape", []) for o in outputs}
+        missing = [t.name for t in wanted if t.name not in served]
         if missing:
             notes.append(
                 f"{spec.name} as served returns no {', '.join(missing)}: that compute is not "
                 "split (let the profiler serve the pipeline to split it)"
             )
+        notes.extend(stale_times(spec, served))
     return notes
 
 

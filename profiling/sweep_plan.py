@@ -6,13 +6,15 @@ Placements that share no model names run on one server; the others on a fresh on
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from cvserve.deploy.triton_grpc import grpc_client
 from cvserve.models.fusion import NotFusable, fuse_stages, fused_model_name
 from cvserve.pipelines.spec import PipelineSpec
 from cvserve.pipelines.variants import (
+    TIME_TENSORS,
     fused_stage,
     is_fused,
     tensor_input,
@@ -176,6 +178,8 @@ def external_targets(
                 kind = SERVER_GPU if groups[0].get("kind") == "KIND_GPU" else SERVER_CPU
                 if model != base.stage_by_role("preprocess").name:
                     served = _fused_alone(base, kind, skipped)
+                    declared = {o["name"]: o.get("dims", []) for o in config.get("output", [])}
+                    skipped.extend(stale_times(served, declared))
                 break
         if split_preprocess and served is base:
             served = with_preprocess_times(base)
@@ -196,6 +200,25 @@ def external_targets(
     finally:
         client.close()
     return targets, skipped
+
+
+def stale_times(spec: PipelineSpec, served: Mapping[str, Sequence[Any]]) -> list[str]:
+    """A line when the time tensors ``spec`` asks for are served (``served``: tensor name → its
+    dims, as Triton's config or metadata gives them) in another layout than this cvserve reads
+    (a repository built by an earlier one): the profiler leaves that compute whole."""
+    stale = [
+        t.name
+        for t in spec.outputs
+        if t in TIME_TENSORS
+        and t.name in served
+        and [int(d) for d in served[t.name][-1:]] != [t.dims[-1]]
+    ]
+    if not stale:
+        return []
+    return [
+        f"{spec.name} returns {', '.join(stale)} in another layout than this cvserve reads: "
+        "that compute is not split (rebuild its repository with cvserve repo build)"
+    ]
 
 
 def _fused_alone(base: PipelineSpec, placement: str, notes: list[str]) -> PipelineSpec:

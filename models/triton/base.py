@@ -103,13 +103,15 @@ def run_batched(
 ) -> list[Any]:
     """Concatenate ``input_name`` over ``requests`` (torch, on ``device``), run ``compute`` once,
     split its outputs (torch or NumPy, batch first) back per request; ``times`` marks the
-    inputs' copy onto ``device`` (`TO_DEVICE`).
+    inputs' copy onto ``device`` (`TO_DEVICE`; taking them from Triton is the stage's work).
 
     If ``compute`` raises, every request of the batch gets the error (none is dropped).
     """
     times = times or PartTimes.off()
     try:
-        tensors = [on_device(input_tensor(r, input_name), device, input_name) for r in requests]
+        tensors = [input_tensor(r, input_name) for r in requests]
+        times.mark_work()
+        tensors = [on_device(t, device, input_name) for t in tensors]
         times.mark(TO_DEVICE)
         counts = [len(t) for t in tensors]
         outputs = compute(torch.cat(tensors) if len(tensors) > 1 else tensors[0])
@@ -155,6 +157,7 @@ def postprocessed_responses(
                 first = rows.stop
                 out = [output_tensor(n, answers[n][rows]) for n in names]
                 responses.append(pb_utils.InferenceResponse(output_tensors=out))
+            times.mark("postprocess")  # the responses built
             return responses
     responses = []
     for request in per_request:

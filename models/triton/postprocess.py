@@ -50,16 +50,15 @@ class TritonPythonModel:
         return self.own_times.around(requests, self._postprocess, self.input_names[0])
 
     def _postprocess(self, requests: list[Any], times: PartTimes) -> list[Any]:
+        taken = [{n: input_tensor(r, n) for n in self.input_names} for r in requests]
+        times.mark_work()  # taking the inputs from Triton
         inputs: list[dict[str, Any]] = []
         refused: dict[int, Any] = {}  # request index -> its error response
-        for index, request in enumerate(requests):
+        for index, tensors in enumerate(taken):
             try:
-                inputs.append({n: self._input(request, n) for n in self.input_names})
+                inputs.append({n: on_device(t, self.device, n) for n, t in tensors.items()})
             except ValueError as exc:  # a tensor on another GPU: this request's error
                 refused[index] = exception_response(exc)
         times.mark(TO_DEVICE)  # the inputs that came from the host are on this device
         answered = iter(postprocessed_responses(self.postprocess, inputs, self.output_names, times))
         return [refused[i] if i in refused else next(answered) for i in range(len(requests))]
-
-    def _input(self, request: Any, name: str) -> Any:
-        return on_device(input_tensor(request, name), self.device, name)

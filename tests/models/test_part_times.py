@@ -39,21 +39,26 @@ def test_each_part_lasts_from_the_mark_before_it_at_its_place() -> None:
 
 def test_a_stage_apart_marks_its_copies_and_its_work_adds_up() -> None:
     times = PartTimes("cpu", role="inference")
+    _busy(500_000)
+    times.mark_work()  # taking its inputs
     _busy(1_000_000)
     times.mark(TO_DEVICE)
     _busy(2_000_000)
     times.mark("inference")
     _busy(1_000_000)
-    times.mark("inference")  # what it did after: its work too
+    times.mark_work()  # what it did after: its work too
     parts = times.ns()
-    assert parts[time_slot("inference", TO_DEVICE)] >= 1_000_000
-    assert parts[time_slot("inference", "inference")] >= 3_000_000
-    assert parts.sum() == parts[time_slot("inference", TO_DEVICE)] + parts[4]
+    copy, work = time_slot("inference", TO_DEVICE), time_slot("inference", "inference")
+    assert parts[copy] >= 1_000_000 and parts[work] >= 3_500_000
+    assert parts.sum() == parts[copy] + parts[work]
 
 
 def test_off_times_nothing_and_a_copy_needs_its_role() -> None:
     off = PartTimes.off()
     off.mark(TO_HOST)
+    off.mark_work()
     assert not off.marks and not off.ns().any()
     with pytest.raises(ValueError, match="to_host mark needs its role"):
         PartTimes("cpu").mark(TO_HOST)
+    with pytest.raises(ValueError, match="no stage role"):
+        PartTimes("cpu").mark_work()  # a fused model's marks name their role

@@ -26,7 +26,6 @@ from cvserve.deploy.triton import TritonServer
 from cvserve.models.client import InferenceError, PipelineClient
 from cvserve.models.local_pipeline import LocalPipeline
 from cvserve.models.params import DnnParams
-from cvserve.models.serving import serve_locally
 from cvserve.pipelines.app.cli import main
 from cvserve.pipelines.catalog import file_specs
 from cvserve.pipelines.spec import CompositeSpec, PipelineSpec
@@ -36,6 +35,7 @@ from cvserve.preprocess.spec import PreprocessParams
 from cvserve.preprocess.synthetic import synthetic_image
 from cvserve.preprocess.tensors import BOXES, COUNT, EMBEDDING, LABELS, MASK, SCORES
 from cvserve.profiling.load import closed_loop, image_senders
+from cvserve.profiling.sweep import serve_traced
 
 pytestmark = pytest.mark.server
 
@@ -85,7 +85,9 @@ def composite(files: dict[str, Path]) -> CompositeSpec:
 def server(
     specs: dict[str, PipelineSpec], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[TritonServer]:
-    with serve_locally(list(specs.values()), tmp_path_factory.mktemp("own-triton")) as triton:
+    # Traceable, so that the profiler profiles it as it runs rather than starting a third Triton
+    # beside this one and the session's (memory: about 330 MB per python-backend stub).
+    with serve_traced(list(specs.values()), tmp_path_factory.mktemp("own-triton")) as triton:
         yield triton
 
 
@@ -290,9 +292,10 @@ def test_infer_with_a_file_prints_the_files_labels(
 
 
 def test_profile_with_a_file_writes_a_run_folder_with_the_split(
-    files: dict[str, Path], tmp_path: Path
+    server: TritonServer, files: dict[str, Path], tmp_path: Path
 ) -> None:
     argv = ["profile", "--file", str(files["emb_onnx"]), "--preprocess", "server-cpu"]
+    argv += ["--triton-url", server.grpc_url]
     argv += ["--sizes", "160x120", "--concurrency", "1", "--duration", "0.5"]
     assert main([*argv, "--out", str(tmp_path)]) == 0
     (folder,) = tmp_path.iterdir()

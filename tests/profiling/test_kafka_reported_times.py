@@ -52,10 +52,15 @@ def test_each_call_gets_the_times_its_own_result_carries() -> None:
 
 
 class _RunningServer:
-    """A server whose ensembles return their answers only (no time tensors)."""
+    """A server whose ensembles return their answers only (no time tensors), or also
+    ``times`` (name → shape)."""
+
+    def __init__(self, times: dict[str, list[str]] | None = None) -> None:
+        self.times = times or {}
 
     def get_model_metadata(self, name: str, as_json: bool) -> dict:
-        return {"outputs": [{"name": "LABELS"}, {"name": "SCORES"}]}
+        times = [{"name": n, "shape": shape} for n, shape in self.times.items()]
+        return {"outputs": [{"name": "LABELS"}, {"name": "SCORES"}, *times]}
 
 
 def test_a_running_server_without_the_time_tensors_is_said() -> None:
@@ -68,3 +73,10 @@ def test_a_running_server_without_the_time_tensors_is_said() -> None:
     (note,) = unreported(_RunningServer(), [as_profiled(spec)])
     assert all(own_times(role).name in note for role in FUSED_PARTS), note
     assert unreported(_RunningServer(), [spec]) == []  # nothing asked of it
+    # A fused model built by an earlier cvserve returns its times in another layout: said.
+    fused = as_profiled(fuse_stages(spec))
+    earlier = _RunningServer({STAGE_TIMES.name: ["-1", "3"]})
+    (note,) = unreported(earlier, [fused])
+    assert f"returns {STAGE_TIMES.name} in another layout" in note and "repo build" in note
+    current = _RunningServer({STAGE_TIMES.name: ["-1", str(STAGE_TIMES.dims[0])]})
+    assert unreported(current, [fused]) == []

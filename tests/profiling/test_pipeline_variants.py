@@ -106,10 +106,14 @@ def test_the_stages_own_times_add_up_like_a_fused_models_parts() -> None:
     post[time_slot("postprocess", "postprocess")] = 2
     post[time_slot("postprocess", TO_HOST)] = 1
     rows = {own_times("preprocess").name: pre, own_times("postprocess").name: post}
-    assert reported_stage_times(rows) == [0, 7, 0, 0, 0, 0, 0, 2, 1]
+    added = [0, 7, 0, 0, 0, 0, 0, 2, 1]
+    assert reported_stage_times(rows) == added
     fused = list(range(len(TIMED)))
     assert reported_stage_times({STAGE_TIMES.name: fused, "LABELS": [1, 2]}) == fused
     assert reported_stage_times({PREPROCESS_TIMES.name: [1, 1, 1]}) is None
+    # A model built by an earlier cvserve (int64 [3]) is not read as this layout.
+    assert reported_stage_times({STAGE_TIMES.name: [5, 4, 3]}) is None
+    assert reported_stage_times({**rows, STAGE_TIMES.name: [5, 4, 3]}) == added
     # Each role's places: its inputs' copy, its work, its answers' copy.
     assert [TIMED[time_slot(r, r)] for r in FUSED_PARTS] == [(r, r) for r in FUSED_PARTS]
     assert STAGE_TIMES.dims == (len(FUSED_PARTS) * 3,) == own_times("inference").dims
