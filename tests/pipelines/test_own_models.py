@@ -1,11 +1,10 @@
 """Serving other people's models from pipeline files on a real Triton: ONNX and TorchScript
-classifiers, segmenters and embedders, a raw YOLO-style head with NMS, a user's postprocess
-function (and one that raises), a model in the user's own Triton repository, and a composite of
-two files across Kafka. Served answers equal the same models run in this process."""
+classifiers, segmenters and embedders, and a raw YOLO-style head with NMS; `cvserve infer` and
+`cvserve profile` on them. Served answers equal the same models run in this process (user
+functions, the user's own backend and a composite: test_own_model_functions.py)."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,32 +13,22 @@ import numpy as np
 import pytest
 import torch
 import torchvision
-from broker_testing import fanned_out_results
-from own_models import CLASSES, INPUT, OUTPUTS, classifier, write_models_and_files, yolo
+from own_model_serving import IMAGES, pixels_and_meta, served
+from own_models import CLASSES, INPUT, OUTPUTS, classifier, yolo
 
-from cvserve.broker.crops import cut_crops
-from cvserve.broker.routes import composite_route
-from cvserve.broker.schema import decode_outputs
-from cvserve.broker.worker_processes import StageWorkerProcesses
-from cvserve.deploy.kafka import KafkaBroker
 from cvserve.deploy.triton import TritonServer
-from cvserve.models.client import InferenceError, PipelineClient
 from cvserve.models.local_pipeline import LocalPipeline
-from cvserve.models.params import DnnParams
 from cvserve.pipelines.app.cli import main
-from cvserve.pipelines.catalog import file_specs
-from cvserve.pipelines.spec import CompositeSpec, PipelineSpec
-from cvserve.preprocess.dali import DaliPreprocessor
+from cvserve.pipelines.spec import PipelineSpec
 from cvserve.preprocess.geometry import to_original
-from cvserve.preprocess.spec import PreprocessParams
-from cvserve.preprocess.synthetic import synthetic_image
 from cvserve.preprocess.tensors import BOXES, COUNT, EMBEDDING, LABELS, MASK, SCORES
 from cvserve.profiling.load import closed_loop, image_senders
 from cvserve.profiling.sweep import serve_traced
 
 pytestmark = pytest.mark.server
 
-SINGLE = (
+# What this module's tests call (the rest is served by test_own_model_functions.py).
+SERVED = (
     "cls_onnx",
     "cls_ts",
     "seg_onnx",
@@ -48,64 +37,21 @@ SINGLE = (
     "emb_onnx",
     "emb_ts",
     "yolo_onnx",
-    "user_fn",
-    "user_fn_broken",
-    "brightness",
-    "arch_openvino",
 )
-# JPEG and PNG, landscape and portrait, down- and upscaled.
-IMAGES = (
-    synthetic_image(320, 240, 1, "jpeg"),
-    synthetic_image(150, 260, 2, "png"),
-    synthetic_image(64, 48, 3, "jpeg"),
-)
-
-
-@pytest.fixture(scope="module")
-def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    return write_models_and_files(tmp_path_factory.mktemp("own-models"))
-
-
-@pytest.fixture(scope="module")
-def specs(files: dict[str, Path]) -> dict[str, PipelineSpec]:
-    found = {name: file_specs(files[name])[1][0] for name in SINGLE}
-    composite, parts = file_specs(files["yolo_embed"])
-    found.update({p.name: p for p in parts})
-    return found
-
-
-@pytest.fixture(scope="module")
-def composite(files: dict[str, Path]) -> CompositeSpec:
-    composite, _ = file_specs(files["yolo_embed"])
-    assert composite is not None
-    return composite
 
 
 @pytest.fixture(scope="module")
 def server(
     specs: dict[str, PipelineSpec], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[TritonServer]:
-    # Traceable, so that the profiler profiles it as it runs rather than starting a third Triton
-    # beside this one and the session's (memory: about 330 MB per python-backend stub).
-    with serve_traced(list(specs.values()), tmp_path_factory.mktemp("own-triton")) as triton:
+    # Traceable, so that the profiler profiles it as it runs rather than starting another
+    # Triton beside this one and the session's.
+    served_specs = [specs[name] for name in SERVED]
+    with serve_traced(served_specs, tmp_path_factory.mktemp("own-triton")) as triton:
         yield triton
 
 
-def served(server: TritonServer, spec: PipelineSpec, image: bytes) -> dict[str, np.ndarray]:
-    with PipelineClient(server.grpc_url, spec) as client:
-        return client.infer([image])
-
-
-def pixels_and_meta(spec: PipelineSpec, image: bytes) -> tuple[np.ndarray, np.ndarray]:
-    pre = spec.stage_by_role("preprocess").params_as(PreprocessParams).spec
-    with DaliPreprocessor(pre, max_batch_size=1, num_threads=1) as dali:
-        return dali.run_batch_with_meta([image])
-
-
-@pytest.mark.parametrize(
-    "name",
-    ["cls_onnx", "cls_ts", "seg_onnx", "seg_ts", "seg_dynamic", "emb_onnx", "emb_ts", "yolo_onnx"],
-)
+@pytest.mark.parametrize("name", SERVED)
 def test_served_answers_equal_the_same_pipeline_in_process(
     name: str, server: TritonServer, specs: dict[str, PipelineSpec]
 ) -> None:
@@ -202,81 +148,6 @@ def test_tensor_names_of_other_exporters_are_served_as_they_are(
     assert [t.name for t in post.inputs] == [OUTPUTS["classifier"], "META"]
 
 
-def test_a_user_postprocess_function_is_called_and_its_outputs_served(
-    server: TritonServer, specs: dict[str, PipelineSpec]
-) -> None:
-    for image in IMAGES:
-        got = served(server, specs["user_fn"], image)
-        logits = served(server, specs["cls_onnx"], image)
-        assert got["best"][0, 0] == 100 + logits[LABELS][0, 0]  # the file's offset option
-        pixels, meta = pixels_and_meta(specs["user_fn"], image)
-        assert got["width"][0, 0] == meta[0, 1]
-
-
-def test_a_raising_user_function_answers_an_error_and_the_server_keeps_serving(
-    server: TritonServer, specs: dict[str, PipelineSpec]
-) -> None:
-    for _ in range(2):
-        with pytest.raises(InferenceError, match="failed on purpose"):
-            served(server, specs["user_fn_broken"], IMAGES[0])
-        assert "best" in served(server, specs["user_fn"], IMAGES[0])
-    assert server.process is not None and server.process.poll() is None
-
-
-def test_a_model_of_the_users_repository_is_served_by_its_own_backend(
-    server: TritonServer, specs: dict[str, PipelineSpec]
-) -> None:
-    spec = specs["brightness"]
-    assert spec.stage_by_role("inference").name == "brightness"  # the user's model, not ours
-    for image in IMAGES:
-        pixels, _ = pixels_and_meta(spec, image)
-        got = served(server, spec, image)
-        np.testing.assert_allclose(got["mean_rgb"], pixels.mean(axis=(2, 3)), atol=1e-5)
-
-
-@pytest.mark.kafka
-def test_a_composite_of_two_files_runs_across_kafka_every_crop_tied_to_its_request(
-    server: TritonServer,
-    specs: dict[str, PipelineSpec],
-    composite: CompositeSpec,
-    files: dict[str, Path],
-    kafka: KafkaBroker,
-    namespace: str,
-    tmp_path: Path,
-) -> None:
-    route = composite_route(composite)
-    workers = StageWorkerProcesses(
-        kafka.bootstrap,
-        route,
-        server.grpc_url,
-        namespace,
-        tmp_path / "workers",
-        extra_args=("--file", str(files["yolo_embed"])),
-    )
-    images = list(IMAGES)
-    with workers:
-        workers.wait_running()
-        ids, results = fanned_out_results(kafka.bootstrap, route, namespace, images)
-    embed = PipelineClient(server.grpc_url, specs["embed_stage"])
-    total = 0
-    for request_id, image in zip(ids, images, strict=True):
-        (detection,) = [m for m in results[request_id] if m.crop is None]
-        found = decode_outputs(detection.value)
-        count = int(found[COUNT].reshape(-1)[0])
-        expected = cut_crops(image, found[BOXES][:count], found[SCORES][:count], 0.25, 4)
-        crops = sorted((m for m in results[request_id] if m.crop), key=lambda m: m.crop.index)
-        assert [m.crop.box for m in crops] == [c.crop.box for c in expected]
-        for message, crop in zip(crops, expected, strict=True):
-            assert message.request_id == request_id
-            direct = embed.infer([crop.jpeg])[EMBEDDING][0]
-            np.testing.assert_allclose(
-                decode_outputs(message.value)[EMBEDDING].reshape(-1), direct, atol=1e-5
-            )
-        total += len(crops)
-    embed.close()
-    assert total > len(images)  # the detector's boxes fanned out
-
-
 def test_infer_with_a_file_prints_the_files_labels(
     server: TritonServer,
     files: dict[str, Path],
@@ -304,19 +175,3 @@ def test_profile_with_a_file_writes_a_run_folder_with_the_split(
     assert point["requests"] > 0 and point["errors"] == 0
     assert point["triton_traced"] == point["requests"]  # every request traced in Triton
     assert {"emb_onnx_preprocess", "emb_onnx_dnn"} <= set(point["triton_vs_stats"])
-
-
-def test_an_architecture_served_on_openvino_agrees_with_torch_eager(
-    server: TritonServer, specs: dict[str, PipelineSpec]
-) -> None:
-    spec = specs["arch_openvino"]
-    dnn = spec.stage_by_role("inference")
-    assert dnn.params_as(DnnParams).engine == "openvino"
-    eager = dataclasses.replace(dnn, params=dataclasses.replace(dnn.params, engine=None))
-    local = LocalPipeline(
-        dataclasses.replace(spec, stages=tuple(eager if s is dnn else s for s in spec.stages))
-    )
-    for image in IMAGES:
-        got, want = served(server, spec, image), local([image])
-        np.testing.assert_array_equal(got[LABELS], want[LABELS])
-        np.testing.assert_allclose(got[SCORES], want[SCORES], atol=1e-4)
