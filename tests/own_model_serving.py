@@ -12,6 +12,20 @@ from cvserve.preprocess.dali import DaliPreprocessor
 from cvserve.preprocess.spec import PreprocessParams
 from cvserve.preprocess.synthetic import synthetic_image
 
+# The pipeline files `own_models.write_models_and_files` writes, one pipeline each: the exported
+# networks, then what users bring beyond one (their functions, their backend, OpenVINO).
+EXPORTED = (
+    "cls_onnx",
+    "cls_ts",
+    "seg_onnx",
+    "seg_ts",
+    "seg_dynamic",
+    "emb_onnx",
+    "emb_ts",
+    "yolo_onnx",
+)
+SINGLE = (*EXPORTED, "user_fn", "user_fn_broken", "brightness", "arch_openvino")
+
 # JPEG and PNG, landscape and portrait, down- and upscaled.
 IMAGES = (
     synthetic_image(320, 240, 1, "jpeg"),

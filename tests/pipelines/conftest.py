@@ -8,25 +8,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from own_model_serving import SINGLE
 from own_models import write_models_and_files
 
 from cvserve.pipelines.catalog import file_specs
 from cvserve.pipelines.spec import CompositeSpec, PipelineSpec
-
-SINGLE = (
-    "cls_onnx",
-    "cls_ts",
-    "seg_onnx",
-    "seg_ts",
-    "seg_dynamic",
-    "emb_onnx",
-    "emb_ts",
-    "yolo_onnx",
-    "user_fn",
-    "user_fn_broken",
-    "brightness",
-    "arch_openvino",
-)
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 import torchvision
-from own_model_serving import IMAGES, pixels_and_meta, served
+from own_model_serving import EXPORTED, IMAGES, pixels_and_meta, served
 from own_models import CLASSES, INPUT, OUTPUTS, classifier, yolo
 
 from cvserve.deploy.triton import TritonServer
@@ -28,16 +28,7 @@ from cvserve.profiling.sweep import serve_traced
 pytestmark = pytest.mark.server
 
 # What this module's tests call (the rest is served by test_own_model_functions.py).
-SERVED = (
-    "cls_onnx",
-    "cls_ts",
-    "seg_onnx",
-    "seg_ts",
-    "seg_dynamic",
-    "emb_onnx",
-    "emb_ts",
-    "yolo_onnx",
-)
+SERVED = EXPORTED
 
 
 @pytest.fixture(scope="module")
