@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from cvserve.pipelines.spec import Role
-from cvserve.pipelines.variants import TIMED, time_slot
+from cvserve.pipelines.variants import FUSED_PARTS, TIMED, time_slot
 
 
 class PartTimes:
@@ -59,7 +59,7 @@ class PartTimes:
         a role's own work is ``kind`` = the role) ``kind``."""
         if not self.on:
             return
-        role = role or (kind if kind in {r for r, _ in TIMED} else self.role)
+        role = role or (kind if kind in FUSED_PARTS else self.role)
         if role is None:
             raise ValueError(f"a {kind} mark needs its role")
         self.slots.append(time_slot(role, kind))  # type: ignore[arg-type]

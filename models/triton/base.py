@@ -207,7 +207,7 @@ class OwnTimes:
         times = PartTimes(self.device, self.role)
         responses = execute(requests, times)
         settled(self.device)
-        times.mark(self.role)  # what execute did after its last mark is its work too
+        times.mark_work()  # what execute did after its last mark is its work too
         ns = times.ns()
         return [
             with_times(response, {self.name: ns}, len(input_tensor(request, input_name)))
